@@ -1,0 +1,22 @@
+//! The Shardlog broker: a Kafka-wire-compatible log, thread-per-core on glommio.
+//!
+//! A guided tour, in the order a request meets the code:
+//! - `main.rs` parses flags and settings (`config`), takes the data directory lock, loads the
+//!   topic registry (`metadata`) and starts one executor per core (`rt`).
+//! - `shard` is what each executor owns: its partitions and its copy of the metadata snapshot;
+//!   other shards reach it only through `Shard::invoke_on`.
+//! - `server` accepts connections on every shard, decodes frames with `shardlog_protocol` and
+//!   dispatches to one handler per API; handlers split work by owning shard (`shard_table`).
+//! - `partition` is a partition on its shard: the `shardlog_storage` log, the idempotent
+//!   producer state (`producer_state`) and the fetch waiters.
+
+pub mod config;
+pub mod errors;
+pub mod metadata;
+pub mod partition;
+pub mod producer_state;
+pub mod rt;
+pub mod server;
+pub mod shard;
+pub mod shard_table;
+pub mod startup;

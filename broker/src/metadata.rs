@@ -1,0 +1,318 @@
+//! Topic registry: the single writer of topic metadata and the immutable snapshots it publishes.
+//!
+//! In standalone mode the registry lives on shard 0. Every change is persisted to
+//! `<data>/__meta/topics.json` (write to a temporary file, fsync, rename, fsync the directory)
+//! before it is published, then the new `Arc<MetadataSnapshot>` is sent to every shard, which
+//! opens or closes the partitions it owns. Shards only ever read snapshots.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BrokerConfig, ConfigError, TopicConfig};
+
+/// The internal topic holding consumer group offsets and metadata.
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// One topic as every shard sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMeta {
+    pub name: Arc<str>,
+    pub id: [u8; 16],
+    pub partitions: i32,
+    /// Only the keys set on this topic; `config` is the resolved view.
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+}
+
+impl TopicMeta {
+    pub fn is_internal(&self) -> bool {
+        &*self.name == CONSUMER_OFFSETS_TOPIC
+    }
+}
+
+/// An immutable view of all topics. Cheap to share (`Arc`) and never mutated in place.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataSnapshot {
+    pub version: u64,
+    pub cluster_id: String,
+    pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+}
+
+impl MetadataSnapshot {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&Arc<TopicMeta>> {
+        self.topics.values().find(|t| &t.id == id)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: String,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistryFile {
+    format_version: u32,
+    cluster_id: String,
+    topics: Vec<TopicRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Random bytes from the kernel.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: the pointer and length describe the unfilled tail of `out`.
+        let n = unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The single writer. Lives on shard 0 (standalone).
+pub struct TopicRegistry {
+    path: PathBuf,
+    snapshot: Arc<MetadataSnapshot>,
+    /// Next producer id to hand out, and the end of the block reserved on disk. Ids are
+    /// reserved in blocks so that a restart never reuses one.
+    next_producer_id: i64,
+    producer_id_block_end: i64,
+}
+
+/// Producer ids reserved per write of `producer-ids`.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+impl TopicRegistry {
+    /// Loads `<data>/__meta/topics.json`, or starts empty with a new cluster id.
+    pub fn load(data_dir: &Path, broker: &BrokerConfig) -> Result<TopicRegistry, MetadataError> {
+        let dir = data_dir.join("__meta");
+        let path = dir.join("topics.json");
+        std::fs::create_dir_all(&dir).map_err(|source| MetadataError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let snapshot = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: RegistryFile =
+                    serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let mut topics = BTreeMap::new();
+                for t in file.topics {
+                    let id = unhex16(&t.id).ok_or_else(|| MetadataError::Corrupt {
+                        path: path.clone(),
+                        reason: format!("bad topic id for {}", t.name),
+                    })?;
+                    let config = TopicConfig::resolve(broker, &t.configs)?;
+                    let name: Arc<str> = t.name.into();
+                    topics.insert(
+                        name.clone(),
+                        Arc::new(TopicMeta {
+                            name,
+                            id,
+                            partitions: t.partitions,
+                            overrides: t.configs,
+                            config,
+                        }),
+                    );
+                }
+                MetadataSnapshot {
+                    version: 1,
+                    cluster_id: file.cluster_id,
+                    topics,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Kafka cluster ids are 22 characters of URL-safe base64 of 16 bytes; hex of
+                // 11 random bytes is as unique for one broker and easy to read.
+                MetadataSnapshot {
+                    version: 1,
+                    cluster_id: format!("shardlog-{}", hex(&random_bytes::<8>())),
+                    topics: BTreeMap::new(),
+                }
+            }
+            Err(source) => return Err(MetadataError::Io { path, source }),
+        };
+        let pid_path = dir.join("producer-ids");
+        let reserved = match std::fs::read_to_string(&pid_path) {
+            Ok(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| MetadataError::Corrupt {
+                    path: pid_path.clone(),
+                    reason: e.to_string(),
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(MetadataError::Io {
+                    path: pid_path,
+                    source,
+                })
+            }
+        };
+        let reg = TopicRegistry {
+            path,
+            snapshot: Arc::new(snapshot),
+            next_producer_id: reserved,
+            producer_id_block_end: reserved,
+        };
+        reg.persist()?;
+        Ok(reg)
+    }
+
+    pub fn snapshot(&self) -> Arc<MetadataSnapshot> {
+        self.snapshot.clone()
+    }
+
+    fn persist(&self) -> Result<(), MetadataError> {
+        let file = RegistryFile {
+            format_version: 1,
+            cluster_id: self.snapshot.cluster_id.clone(),
+            topics: self
+                .snapshot
+                .topics
+                .values()
+                .map(|t| TopicRecord {
+                    name: t.name.to_string(),
+                    id: hex(&t.id),
+                    partitions: t.partitions,
+                    configs: t.overrides.clone(),
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("registry serializes");
+        write_durably(&self.path, &bytes)
+    }
+
+    /// Hands out a producer id never given before, also across restarts.
+    pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
+        if self.next_producer_id >= self.producer_id_block_end {
+            let end = self.next_producer_id + PRODUCER_ID_BLOCK;
+            let path = self.path.with_file_name("producer-ids");
+            write_durably(&path, end.to_string().as_bytes())?;
+            self.producer_id_block_end = end;
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
+    }
+
+    /// Applies `change` to a copy of the topic map, persists it, and makes it current.
+    pub fn update(
+        &mut self,
+        change: impl FnOnce(&mut BTreeMap<Arc<str>, Arc<TopicMeta>>),
+    ) -> Result<Arc<MetadataSnapshot>, MetadataError> {
+        let mut next = (*self.snapshot).clone();
+        change(&mut next.topics);
+        next.version += 1;
+        let previous = std::mem::replace(&mut self.snapshot, Arc::new(next));
+        if let Err(e) = self.persist() {
+            self.snapshot = previous;
+            return Err(e);
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+/// Replaces `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
+    let io = |source| MetadataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A new topic's metadata, with a fresh id.
+pub fn new_topic(
+    broker: &BrokerConfig,
+    name: &str,
+    partitions: i32,
+    overrides: BTreeMap<String, String>,
+) -> Result<TopicMeta, ConfigError> {
+    let config = TopicConfig::resolve(broker, &overrides)?;
+    Ok(TopicMeta {
+        name: name.into(),
+        id: random_bytes::<16>(),
+        partitions,
+        overrides,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_survives_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = BrokerConfig::default();
+        let mut reg = TopicRegistry::load(dir.path(), &broker).unwrap();
+        let cluster = reg.snapshot().cluster_id.clone();
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "1000".to_string());
+        let t = new_topic(&broker, "a", 3, o).unwrap();
+        reg.update(|m| {
+            m.insert(t.name.clone(), Arc::new(t.clone()));
+        })
+        .unwrap();
+        let again = TopicRegistry::load(dir.path(), &broker).unwrap().snapshot();
+        assert_eq!(again.cluster_id, cluster);
+        let a = again.topic("a").unwrap();
+        assert_eq!(a.partitions, 3);
+        assert_eq!(a.config.retention_ms, 1000);
+        assert_eq!(a.id, t.id);
+    }
+}

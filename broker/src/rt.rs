@@ -1,0 +1,137 @@
+//! Every glommio-specific call of the broker, so that a change of runtime stays in one file
+//! (the storage crate keeps its own glommio file I/O in one module likewise).
+//!
+//! Lives on: each shard thread (functions called from inside an executor) and the main thread
+//! (`start_shards`).
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::sync::Semaphore;
+
+thread_local! {
+    /// The shard's task queue for request work. It is `Latency::Matters` because glommio only
+    /// forces an eventfd notification for wake-ups from other threads into such queues; in the
+    /// default queue a wake-up from another shard could sit unnoticed until some local event
+    /// woke the executor (measured here: cross-shard produce requests stalled indefinitely).
+    static REQUEST_QUEUE: std::cell::Cell<Option<glommio::TaskQueueHandle>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Creates this shard's request task queue. Call first thing on each shard.
+pub fn init_shard() {
+    let tq = glommio::executor().create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::Matters(Duration::from_millis(1)),
+        "requests",
+    );
+    REQUEST_QUEUE.with(|q| q.set(Some(tq)));
+}
+
+/// Runs `future` on the current shard, in the request queue; the handle awaits its result.
+pub fn spawn<T: 'static, F: Future<Output = T> + 'static>(future: F) -> glommio::Task<T> {
+    match REQUEST_QUEUE.with(|q| q.get()) {
+        Some(tq) => glommio::spawn_local_into(future, tq).expect("the request queue exists"),
+        None => glommio::spawn_local(future),
+    }
+}
+
+/// Runs `future` on the current shard without waiting for it.
+pub fn spawn_detached<F: Future<Output = ()> + 'static>(future: F) {
+    spawn(future).detach();
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await
+}
+
+/// Receives from a channel whose sender lives on another thread. Besides the channel's own
+/// wake-up it re-checks every `CROSS_THREAD_RECHECK`, so a wake-up lost between threads costs
+/// latency, never liveness.
+pub async fn recv_cross<T>(rx: &flume::Receiver<T>) -> Result<T, flume::RecvError> {
+    loop {
+        let got = futures_lite::future::or(async { Some(rx.recv_async().await) }, async {
+            glommio::timer::sleep(CROSS_THREAD_RECHECK).await;
+            None
+        })
+        .await;
+        match got {
+            Some(r) => return r,
+            None => match rx.try_recv() {
+                Ok(v) => {
+                    log::warn!("cross-thread wake-up was lost; recovered by re-check");
+                    return Ok(v);
+                }
+                Err(flume::TryRecvError::Disconnected) => {
+                    return Err(flume::RecvError::Disconnected)
+                }
+                Err(flume::TryRecvError::Empty) => {}
+            },
+        }
+    }
+}
+
+/// Safety net only: with the request queue's forced notifications this should never matter.
+const CROSS_THREAD_RECHECK: Duration = Duration::from_millis(100);
+
+/// Lets other tasks of this shard run if this one has used its time slice.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
+/// Starts one pinned executor per entry of `cpus`, each running `main(shard_index)`, and waits
+/// for all of them to finish. Returns the first error an executor could not start with.
+pub fn run_shards<F, Fut>(cpus: &[usize], main: F) -> std::io::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut handles = Vec::with_capacity(cpus.len());
+    for (i, cpu) in cpus.iter().enumerate() {
+        let main = main.clone();
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(*cpu))
+            .name(&format!("shard-{i}"))
+            .preempt_timer(Duration::from_micros(500))
+            .spawn(move || main(i))
+            .map_err(|e| {
+                std::io::Error::other(format!("cannot start shard {i} on cpu {cpu}: {e}"))
+            })?;
+        handles.push(handle);
+    }
+    for h in handles {
+        h.join()
+            .map_err(|e| std::io::Error::other(format!("shard failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Removes a directory tree on a blocking-work thread, off the shard.
+pub async fn remove_dir_all(path: std::path::PathBuf) -> std::io::Result<()> {
+    glommio::executor()
+        .spawn_blocking(move || std::fs::remove_dir_all(path))
+        .await
+}
+
+/// Fails with a clear message when io_uring is unusable (seccomp profiles, or
+/// `kernel.io_uring_disabled`), before any executor is started.
+pub fn check_io_uring() -> Result<(), String> {
+    match io_uring::IoUring::new(4) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            Err(format!(
+                "io_uring is not available ({e}); kernel.io_uring_disabled={}. Shardlog needs \
+                 io_uring: enable it (sysctl kernel.io_uring_disabled=0) or allow the io_uring \
+                 syscalls in the container's seccomp profile.",
+                if disabled.is_empty() {
+                    "unknown".into()
+                } else {
+                    disabled
+                }
+            ))
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Produce: validate batches on the accepting shard (CRC work spreads over whichever shards hold
+//! connections), then send each owning shard its partitions' batches in one call.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use shardlog_protocol::batch;
+
+use super::admin::scatter;
+use super::Response;
+use crate::errors;
+use crate::partition::{AppendOutcome, IncomingBatch};
+use crate::shard::{Counters, Shard};
+
+fn failed(code: i16) -> AppendOutcome {
+    AppendOutcome {
+        error_code: code,
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
+}
+
+/// Splits and validates one partition's `records`.
+fn validate(records: &Option<Bytes>, max_message_bytes: usize) -> Result<Vec<IncomingBatch>, i16> {
+    let Some(records) = records else {
+        return Err(errors::INVALID_RECORD);
+    };
+    if records.is_empty() {
+        return Err(errors::INVALID_RECORD);
+    }
+    let batches = batch::split_batches(records, max_message_bytes).map_err(|e| e.kafka_code())?;
+    let mut out = Vec::with_capacity(batches.len());
+    for (pos, header) in batches {
+        if header.records_count < 1 {
+            return Err(errors::INVALID_RECORD);
+        }
+        if header.is_transactional() || header.is_control() {
+            // Transactions are not implemented; refuse their batches rather than store them
+            // without the markers that would make them readable correctly.
+            return Err(errors::INVALID_TXN_STATE);
+        }
+        out.push(IncomingBatch {
+            bytes: records.slice(pos..pos + header.total_len()),
+            header,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Response {
+    let acks = req.acks;
+    let snapshot = shard.metadata();
+    // Per partition in request order: Err(code) decided here, or Ok(()) sent to its shard.
+    let mut decided: Vec<Result<(), i16>> = Vec::new();
+    let mut items = Vec::new();
+    for t in &req.topic_data {
+        let topic = snapshot.topic(t.name.0.as_str());
+        for p in &t.partition_data {
+            let check = if !matches!(acks, -1..=1) {
+                Err(errors::INVALID_REQUIRED_ACKS)
+            } else {
+                match topic {
+                    Some(meta) if p.index >= 0 && p.index < meta.partitions => {
+                        validate(&p.records, meta.config.max_message_bytes)
+                            .map(|b| (meta.name.clone(), b))
+                    }
+                    _ => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                }
+            };
+            match check {
+                Ok((name, batches)) => {
+                    let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+                    Counters::add(&shard.counters.produce_bytes, bytes as u64);
+                    let owner = shard.owner(&name, p.index);
+                    items.push((owner, (name, p.index, batches)));
+                    decided.push(Ok(()));
+                }
+                Err(code) => decided.push(Err(code)),
+            }
+        }
+    }
+    let outcomes = scatter(
+        shard,
+        items,
+        failed(errors::NOT_LEADER_OR_FOLLOWER),
+        |s: Rc<Shard>, parts| async move {
+            let tasks: Vec<_> = parts
+                .into_iter()
+                .map(
+                    |(topic, index, batches): (std::sync::Arc<str>, i32, Vec<IncomingBatch>)| {
+                        let partition = s.partition(&topic, index);
+                        crate::rt::spawn(async move {
+                            match partition {
+                                Some(p) => p.append(batches).await,
+                                None => failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                            }
+                        })
+                    },
+                )
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                out.push(t.await);
+            }
+            out
+        },
+    )
+    .await;
+    if acks == 0 {
+        return Response::None;
+    }
+    let mut outcomes = outcomes.into_iter();
+    let mut decided = decided.into_iter();
+    let responses = req
+        .topic_data
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    let o = match decided.next().expect("one decision per partition") {
+                        Ok(()) => outcomes.next().expect("one outcome per sent partition"),
+                        Err(code) => failed(code),
+                    };
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(o.error_code)
+                        .with_base_offset(o.base_offset)
+                        .with_log_append_time_ms(o.log_append_time_ms)
+                        .with_log_start_offset(if version >= 5 { o.log_start_offset } else { -1 })
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    Response::Message(ResponseKind::Produce(
+        ProduceResponse::default().with_responses(responses),
+    ))
+}

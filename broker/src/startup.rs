@@ -1,0 +1,258 @@
+//! Process start and stop: the data directory lock, the clean-shutdown marker, the signal thread,
+//! and each shard's life (open partitions, serve, drain, close).
+//!
+//! Stop sequence on SIGINT/SIGTERM: the signal thread drops the shutdown sender, which every
+//! shard observes at once; each shard stops accepting, lets in-flight requests finish, waits for
+//! the other shards to get that far (they may still call into it), then flushes and closes its
+//! partitions. When every shard has closed cleanly the marker `.clean_shutdown` is written, so
+//! the next start skips log recovery.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::BrokerConfig;
+use crate::metadata::TopicRegistry;
+use crate::partition::now_ms;
+use crate::shard::{Counters, Shard, ShardSetup, ShardTask};
+use crate::shard_table::ShardId;
+
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
+const LOCK_FILE: &str = ".lock";
+
+/// Holds an exclusive `flock` on `<data>/.lock` for the life of the process.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let f = File::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor owned by `f`, which outlives the call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "{} is in use by another broker (lock {} is held); stop it or use another --data-dir",
+            dir.display(),
+            path.display()
+        ));
+    }
+    Ok(f)
+}
+
+/// Waits (without blocking the executor) until all `n` shards have arrived.
+async fn arrive_and_wait(counter: &AtomicUsize, n: usize) {
+    counter.fetch_add(1, Ordering::AcqRel);
+    while counter.load(Ordering::Acquire) < n {
+        crate::rt::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+struct Barriers {
+    opened: AtomicUsize,
+    drained: AtomicUsize,
+    failed: AtomicBool,
+}
+
+pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
+    crate::rt::check_io_uring()?;
+    if cpus.is_empty() {
+        return Err("no usable CPU found in this process's affinity mask".into());
+    }
+    if config.shards == 0 {
+        config.shards = cpus.len();
+    }
+    let shard_cpus: Vec<usize> = (0..config.shards).map(|i| cpus[i % cpus.len()]).collect();
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean_start = marker.exists();
+    if clean_start {
+        std::fs::remove_file(&marker)
+            .map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
+        File::open(&config.data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| e.to_string())?;
+    }
+    remove_deleted_partitions(&config.data_dir);
+    let registry = TopicRegistry::load(&config.data_dir, &config).map_err(|e| e.to_string())?;
+    log::info!(
+        "shardlog starting: {} shard(s) on cpus {:?}, listening on {}, data in {} ({} start)",
+        config.shards,
+        shard_cpus,
+        config.listen,
+        config.data_dir.display(),
+        if clean_start { "clean" } else { "recovering" }
+    );
+
+    let (shutdown_tx, shutdown_rx) = flume::unbounded::<()>();
+    let mut inbox_rx = Vec::new();
+    let mut inbox_tx = Vec::new();
+    for _ in 0..config.shards {
+        let (tx, rx) = flume::unbounded::<ShardTask>();
+        inbox_tx.push(tx);
+        inbox_rx.push(rx);
+    }
+    let setup = Arc::new(ShardSetup {
+        config: Arc::new(config.clone()),
+        inboxes: inbox_tx,
+        initial: registry.snapshot(),
+        clean_start,
+        counters: Arc::new(Counters::default()),
+        shutdown: shutdown_rx,
+    });
+    let registry = Arc::new(std::sync::Mutex::new(Some(registry)));
+    let inbox_rx = Arc::new(std::sync::Mutex::new(
+        inbox_rx.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
+    let barriers = Arc::new(Barriers {
+        opened: AtomicUsize::new(0),
+        drained: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+    });
+
+    spawn_signal_thread(shutdown_tx)?;
+
+    let setup2 = setup.clone();
+    let b2 = barriers.clone();
+    crate::rt::run_shards(&shard_cpus, move |i| {
+        let setup = setup2.clone();
+        let barriers = b2.clone();
+        // Startup hand-off: each shard takes its own inbox, shard 0 the registry.
+        let inbox = inbox_rx.lock().expect("startup lock")[i]
+            .take()
+            .expect("one inbox per shard");
+        let registry = if i == 0 {
+            registry.lock().expect("startup lock").take()
+        } else {
+            None
+        };
+        async move { shard_main(i, setup, inbox, registry, barriers).await }
+    })
+    .map_err(|e| e.to_string())?;
+
+    let c = &setup.counters;
+    log::info!(
+        "stopped: fetch bytes by sendfile {}, copied {}; produce bytes {}; requests {}",
+        c.fetch_bytes_sendfile.load(Ordering::Relaxed),
+        c.fetch_bytes_copied.load(Ordering::Relaxed),
+        c.produce_bytes.load(Ordering::Relaxed),
+        c.requests.load(Ordering::Relaxed)
+    );
+    if barriers.failed.load(Ordering::Acquire) {
+        return Err("some partitions failed to close; the next start will recover the logs".into());
+    }
+    File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| e.to_string())?;
+    File::open(&config.data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Finishes deletions a previous run started (directories renamed with `DELETED_SUFFIX`).
+fn remove_deleted_partitions(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .ends_with(crate::partition::DELETED_SUFFIX)
+        {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                log::warn!("cannot remove {}: {err}", e.path().display());
+            }
+        }
+    }
+}
+
+fn spawn_signal_thread(shutdown_tx: flume::Sender<()>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut tx = Some(shutdown_tx);
+            for sig in signals.forever() {
+                if tx.take().is_some() {
+                    log::info!("signal {sig}: shutting down (again to exit at once)");
+                } else {
+                    log::warn!("second signal: exiting without a clean shutdown");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn shard_main(
+    i: usize,
+    setup: Arc<ShardSetup>,
+    inbox: flume::Receiver<ShardTask>,
+    registry: Option<TopicRegistry>,
+    barriers: Arc<Barriers>,
+) {
+    let n = setup.config.shards;
+    crate::rt::init_shard();
+    let shard = Rc::new(Shard::new(ShardId(i), &setup, registry));
+    crate::rt::spawn_detached(shard.clone().run_inbox(inbox));
+    shard.apply_metadata(setup.initial.clone()).await;
+    arrive_and_wait(&barriers.opened, n).await;
+    match crate::rt::TcpListener::bind(setup.config.listen) {
+        Ok(listener) => {
+            if i == 0 {
+                log::info!("ready on {}", setup.config.listen);
+            }
+            crate::rt::spawn_detached(retention_loop(shard.clone()));
+            crate::server::serve(shard.clone(), listener).await;
+        }
+        Err(e) => {
+            log::error!("shard {i}: cannot listen on {}: {e}", setup.config.listen);
+            barriers.failed.store(true, Ordering::Release);
+            std::process::exit(1);
+        }
+    }
+    arrive_and_wait(&barriers.drained, n).await;
+    shard.close_all().await;
+}
+
+/// Rolls segments by age and deletes expired ones, for every partition of this shard.
+async fn retention_loop(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.config.retention_check_interval_ms);
+    loop {
+        let stop = futures_lite::future::or(
+            async {
+                crate::rt::sleep(every).await;
+                false
+            },
+            async {
+                let _ = shard.shutdown.recv_async().await;
+                true
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+        let now = now_ms();
+        for p in shard.partitions() {
+            let log = p.log();
+            if let Err(e) = log.maybe_roll_by_time(now).await {
+                log::error!("roll of {}-{}: {e}", p.topic, p.index);
+            }
+            match log.enforce_retention(now).await {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "retention deleted {n} segment(s) of {}-{}",
+                    p.topic,
+                    p.index
+                ),
+                Err(e) => log::error!("retention of {}-{}: {e}", p.topic, p.index),
+            }
+            crate::rt::yield_if_needed().await;
+        }
+    }
+}

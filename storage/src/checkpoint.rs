@@ -1,0 +1,122 @@
+//! The per-partition `checkpoint` file: recovery point and log start offset, written atomically
+//! (temporary file, fdatasync, rename, directory fsync). Layout in `FORMAT.md`.
+
+use std::io;
+use std::path::Path;
+
+use glommio::io::{Directory, OpenOptions};
+
+use crate::error::StorageError;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+pub const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
+const MAGIC: &str = "shardlog-partition-checkpoint";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Every offset below this is on disk (fdatasync'ed) together with its indexes; recovery
+    /// after an unclean stop scans only from the segment that contains it.
+    pub recovery_point: i64,
+    /// The log start offset, which DeleteRecords can move inside a segment.
+    pub log_start_offset: i64,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> String {
+        format!(
+            "{MAGIC} {VERSION}\nrecovery_point {}\nlog_start_offset {}\n",
+            self.recovery_point, self.log_start_offset
+        )
+    }
+
+    /// Parses the exact layout `encode` writes; anything else is `None`.
+    pub fn decode(text: &str) -> Option<Checkpoint> {
+        let mut lines = text.strip_suffix('\n')?.split('\n');
+        let header = lines.next()?;
+        if header != format!("{MAGIC} {VERSION}") {
+            return None;
+        }
+        let field = |line: Option<&str>, key: &str| -> Option<i64> {
+            let v = line?.strip_prefix(key)?.strip_prefix(' ')?;
+            v.parse::<i64>().ok().filter(|v| *v >= 0)
+        };
+        let recovery_point = field(lines.next(), "recovery_point")?;
+        let log_start_offset = field(lines.next(), "log_start_offset")?;
+        if lines.next().is_some() {
+            return None;
+        }
+        Some(Checkpoint {
+            recovery_point,
+            log_start_offset,
+        })
+    }
+}
+
+/// Reads the checkpoint of a partition directory. A missing or unreadable one is `None`
+/// (recovery then scans every segment and the log starts at the first segment).
+pub fn read(dir: &Path) -> Result<Option<Checkpoint>, StorageError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let cp = Checkpoint::decode(&text);
+            if cp.is_none() {
+                log::warn!("ignoring malformed checkpoint {}", path.display());
+            }
+            Ok(cp)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            log::warn!("ignoring non-UTF-8 checkpoint {}", path.display());
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces the checkpoint atomically.
+pub async fn write(dir: &Path, dir_handle: &Directory, cp: Checkpoint) -> Result<(), StorageError> {
+    let tmp = dir.join(CHECKPOINT_TMP_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await?;
+    let bytes = cp.encode().into_bytes();
+    let len = bytes.len();
+    let written = file.write_at(bytes, 0).await?;
+    if written != len {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short write of checkpoint").into());
+    }
+    file.fdatasync().await?;
+    file.close().await?;
+    glommio::io::rename(&tmp, dir.join(CHECKPOINT_FILE)).await?;
+    dir_handle.sync().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_strict_parsing() {
+        let cp = Checkpoint {
+            recovery_point: 1234,
+            log_start_offset: 1000,
+        };
+        let text = cp.encode();
+        assert_eq!(
+            text,
+            "shardlog-partition-checkpoint 1\nrecovery_point 1234\nlog_start_offset 1000\n"
+        );
+        assert_eq!(Checkpoint::decode(&text), Some(cp));
+        assert_eq!(Checkpoint::decode(&text[..text.len() - 1]), None);
+        assert_eq!(Checkpoint::decode(&text.replace(" 1\n", " 2\n")), None);
+        assert_eq!(Checkpoint::decode(&text.replace("1000", "-5")), None);
+        assert_eq!(Checkpoint::decode(&text.replace("1000", "x")), None);
+        assert_eq!(Checkpoint::decode(&format!("{text}extra\n")), None);
+        assert_eq!(Checkpoint::decode(""), None);
+    }
+}

@@ -1,0 +1,434 @@
+//! The sparse offset index (`.index`) and time index (`.timeindex`) of one segment: entry layout,
+//! decoding what is on disk (keeping only the valid prefix), lookups, and the rule that decides
+//! when an entry is added (`IndexBuilder`). Pure functions; the segment module does the I/O.
+//!
+//! Both indexes are derived data: the same `IndexBuilder` runs on append and when recovery
+//! replays a `.log`, so a rebuilt index is identical to the one written live (for the same
+//! `index_interval_bytes`).
+
+/// Size of one `.index` entry: relative offset u32 BE, position u32 BE.
+pub const OFFSET_ENTRY_LEN: usize = 8;
+/// Size of one `.timeindex` entry: timestamp i64 BE, relative offset u32 BE.
+pub const TIME_ENTRY_LEN: usize = 12;
+/// Kafka's "no timestamp" value; timestamps at or below it are never indexed.
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// One `.index` entry: the batch whose base offset is `segment base + relative_offset` starts at
+/// byte `position` of the `.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+/// One `.timeindex` entry: the largest `max_timestamp` of the segment up to and including the
+/// batch at `segment base + relative_offset`, where it was first reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+pub fn encode_offset_entries(entries: &[OffsetEntry], out: &mut Vec<u8>) {
+    out.reserve(entries.len() * OFFSET_ENTRY_LEN);
+    for e in entries {
+        out.extend_from_slice(&e.relative_offset.to_be_bytes());
+        out.extend_from_slice(&e.position.to_be_bytes());
+    }
+}
+
+pub fn encode_time_entries(entries: &[TimeEntry], out: &mut Vec<u8>) {
+    out.reserve(entries.len() * TIME_ENTRY_LEN);
+    for e in entries {
+        out.extend_from_slice(&e.timestamp.to_be_bytes());
+        out.extend_from_slice(&e.relative_offset.to_be_bytes());
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Decodes the longest valid prefix of a `.index` file: whole entries, strictly increasing in
+/// both fields, every position inside a log of `log_size` bytes. A torn tail (length not a
+/// multiple of 8) or garbage after a crash ends the prefix.
+pub fn decode_offset_index(bytes: &[u8], log_size: u64) -> Vec<OffsetEntry> {
+    let mut out: Vec<OffsetEntry> = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_LEN);
+    for chunk in bytes.chunks_exact(OFFSET_ENTRY_LEN) {
+        let e = OffsetEntry {
+            relative_offset: be_u32(&chunk[0..4]),
+            position: be_u32(&chunk[4..8]),
+        };
+        let increasing = out
+            .last()
+            .is_none_or(|p| e.relative_offset > p.relative_offset && e.position > p.position);
+        if !increasing || u64::from(e.position) >= log_size {
+            break;
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// Decodes the longest valid prefix of a `.timeindex` file: whole entries with non-negative,
+/// strictly increasing timestamps and strictly increasing relative offsets.
+pub fn decode_time_index(bytes: &[u8]) -> Vec<TimeEntry> {
+    let mut out: Vec<TimeEntry> = Vec::with_capacity(bytes.len() / TIME_ENTRY_LEN);
+    for chunk in bytes.chunks_exact(TIME_ENTRY_LEN) {
+        let e = TimeEntry {
+            timestamp: i64::from_be_bytes(chunk[0..8].try_into().expect("8 bytes")),
+            relative_offset: be_u32(&chunk[8..12]),
+        };
+        let increasing = out
+            .last()
+            .is_none_or(|p| e.timestamp > p.timestamp && e.relative_offset > p.relative_offset);
+        if !increasing || e.timestamp <= NO_TIMESTAMP {
+            break;
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// The last entry whose relative offset is `<= relative_offset`: where to start scanning for the
+/// batch that contains it. `None` means "from the start of the segment".
+pub fn floor_by_offset(entries: &[OffsetEntry], relative_offset: u32) -> Option<OffsetEntry> {
+    let i = entries.partition_point(|e| e.relative_offset <= relative_offset);
+    i.checked_sub(1).map(|i| entries[i])
+}
+
+/// The last entry at or before byte `max_position` whose batch starts at or before
+/// `max_relative_offset`. Every batch before such an entry ends at or before `max_position` and
+/// holds only offsets below `max_relative_offset`, so a read may include them all unscanned.
+pub fn last_entry_within(
+    entries: &[OffsetEntry],
+    max_position: u64,
+    max_relative_offset: i64,
+) -> Option<OffsetEntry> {
+    let by_pos = entries.partition_point(|e| u64::from(e.position) <= max_position);
+    let by_off = entries.partition_point(|e| i64::from(e.relative_offset) <= max_relative_offset);
+    by_pos.min(by_off).checked_sub(1).map(|i| entries[i])
+}
+
+/// The last time entry with a timestamp `< timestamp`. No batch before its offset reaches
+/// `timestamp`, so a search for the first batch with `max_timestamp >= timestamp` may start there.
+pub fn time_floor_below(entries: &[TimeEntry], timestamp: i64) -> Option<TimeEntry> {
+    let i = entries.partition_point(|e| e.timestamp < timestamp);
+    i.checked_sub(1).map(|i| entries[i])
+}
+
+/// Decides index entries batch by batch, exactly as Kafka's `LogSegment.append` does:
+/// an offset entry for a batch when more than `index_interval_bytes` of log were written since
+/// the previous entry, and with it a time entry if the segment's largest timestamp grew since
+/// the last time entry. `finalize` (at roll, close and after recovery) records the final maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexBuilder {
+    bytes_since_entry: u64,
+    max_timestamp: i64,
+    offset_of_max: u32,
+    last_time_entry: i64,
+}
+
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        Self::resume(None)
+    }
+}
+
+impl IndexBuilder {
+    /// A builder positioned right at an offset entry (or at the segment start), whose time index
+    /// so far ends with `last_time_entry`.
+    pub fn resume(last_time_entry: Option<TimeEntry>) -> Self {
+        let (ts, rel) =
+            last_time_entry.map_or((NO_TIMESTAMP, 0), |e| (e.timestamp, e.relative_offset));
+        IndexBuilder {
+            bytes_since_entry: 0,
+            max_timestamp: ts,
+            offset_of_max: rel,
+            last_time_entry: ts,
+        }
+    }
+
+    /// Accounts one batch of `len` bytes at `position`; returns the entries to append.
+    pub fn on_batch(
+        &mut self,
+        relative_offset: u32,
+        position: u32,
+        len: u64,
+        max_timestamp: i64,
+        index_interval_bytes: u32,
+    ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
+        if max_timestamp > self.max_timestamp {
+            self.max_timestamp = max_timestamp;
+            self.offset_of_max = relative_offset;
+        }
+        let mut entries = (None, None);
+        if self.bytes_since_entry > u64::from(index_interval_bytes) {
+            entries.0 = Some(OffsetEntry {
+                relative_offset,
+                position,
+            });
+            entries.1 = self.time_entry_if_grown();
+            self.bytes_since_entry = 0;
+        }
+        self.bytes_since_entry += len;
+        entries
+    }
+
+    /// The final time entry of a segment (or of a run), if the maximum grew since the last one.
+    pub fn finalize(&mut self) -> Option<TimeEntry> {
+        self.time_entry_if_grown()
+    }
+
+    fn time_entry_if_grown(&mut self) -> Option<TimeEntry> {
+        if self.max_timestamp > self.last_time_entry {
+            self.last_time_entry = self.max_timestamp;
+            return Some(TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: self.offset_of_max,
+            });
+        }
+        None
+    }
+
+    /// The largest batch `max_timestamp` seen, or `NO_TIMESTAMP`.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+}
+
+/// Where a replay of a `.log` starts when the indexes read from disk are trusted up to a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayStart {
+    /// Offset entries kept as they are (those at or before `position`).
+    pub keep_offset_entries: usize,
+    /// Time entries kept as they are (those up to and including `relative_offset`: an entry for
+    /// the start batch itself was written when that batch was indexed, so it is exact).
+    pub keep_time_entries: usize,
+    /// The batch the replay starts with.
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+/// Chooses the replay start for a segment whose index files passed the prefix checks: the offset
+/// entry at or before both the last offset entry and the batch of the last time entry. Replaying
+/// from there re-validates the tail of the log (CRC, offsets) and regenerates any entries that
+/// were lost, so the segment's largest timestamp is exact. An empty time index on a non-empty
+/// segment gives no such anchor: the replay starts at the beginning.
+pub fn replay_start(
+    offset_index: &[OffsetEntry],
+    time_index: &[TimeEntry],
+    log_size: u64,
+) -> ReplayStart {
+    let from_start = ReplayStart {
+        keep_offset_entries: 0,
+        keep_time_entries: 0,
+        relative_offset: 0,
+        position: 0,
+    };
+    let Some(last_time) = time_index.last() else {
+        return from_start;
+    };
+    if log_size == 0 {
+        return from_start;
+    }
+    let last_offset_rel = offset_index.last().map_or(0, |e| e.relative_offset);
+    let target = last_offset_rel.min(last_time.relative_offset);
+    let keep_offset_entries = offset_index.partition_point(|e| e.relative_offset <= target);
+    let Some(start) = keep_offset_entries.checked_sub(1).map(|i| offset_index[i]) else {
+        return from_start;
+    };
+    let keep_time_entries =
+        time_index.partition_point(|e| e.relative_offset <= start.relative_offset);
+    ReplayStart {
+        keep_offset_entries,
+        keep_time_entries,
+        relative_offset: start.relative_offset,
+        position: start.position,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oe(r: u32, p: u32) -> OffsetEntry {
+        OffsetEntry {
+            relative_offset: r,
+            position: p,
+        }
+    }
+    fn te(t: i64, r: u32) -> TimeEntry {
+        TimeEntry {
+            timestamp: t,
+            relative_offset: r,
+        }
+    }
+
+    #[test]
+    fn offset_index_round_trip_and_valid_prefix() {
+        let entries = vec![oe(3, 100), oe(9, 300), oe(20, 900)];
+        let mut bytes = Vec::new();
+        encode_offset_entries(&entries, &mut bytes);
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(&bytes[0..8], &[0, 0, 0, 3, 0, 0, 0, 100]);
+        assert_eq!(decode_offset_index(&bytes, 1000), entries);
+        // Torn tail: the partial entry is dropped.
+        assert_eq!(decode_offset_index(&bytes[..21], 1000), entries[..2]);
+        // An entry pointing at or beyond the end of the log ends the prefix.
+        assert_eq!(decode_offset_index(&bytes, 900), entries[..2]);
+        // Non-increasing entries end the prefix.
+        let mut bad = bytes.clone();
+        bad[16..20].copy_from_slice(&9u32.to_be_bytes());
+        assert_eq!(decode_offset_index(&bad, 1000), entries[..2]);
+        assert!(decode_offset_index(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn time_index_round_trip_and_valid_prefix() {
+        let entries = vec![te(1_000, 0), te(1_500, 4), te(9_000, 7)];
+        let mut bytes = Vec::new();
+        encode_time_entries(&entries, &mut bytes);
+        assert_eq!(bytes.len(), 36);
+        assert_eq!(decode_time_index(&bytes), entries);
+        assert_eq!(decode_time_index(&bytes[..35]), entries[..2]);
+        let mut bad = bytes.clone();
+        bad[12..20].copy_from_slice(&999i64.to_be_bytes());
+        assert_eq!(decode_time_index(&bad), entries[..1]);
+        let mut neg = Vec::new();
+        encode_time_entries(&[te(-1, 0)], &mut neg);
+        assert!(decode_time_index(&neg).is_empty());
+    }
+
+    #[test]
+    fn lookups() {
+        let idx = vec![oe(10, 100), oe(20, 200), oe(30, 300)];
+        assert_eq!(floor_by_offset(&idx, 5), None);
+        assert_eq!(floor_by_offset(&idx, 10), Some(oe(10, 100)));
+        assert_eq!(floor_by_offset(&idx, 29), Some(oe(20, 200)));
+        assert_eq!(floor_by_offset(&idx, 1_000), Some(oe(30, 300)));
+        assert_eq!(last_entry_within(&idx, 99, 1_000), None);
+        assert_eq!(last_entry_within(&idx, 250, 1_000), Some(oe(20, 200)));
+        assert_eq!(last_entry_within(&idx, 1_000, 25), Some(oe(20, 200)));
+        assert_eq!(last_entry_within(&idx, 1_000, 30), Some(oe(30, 300)));
+        assert_eq!(last_entry_within(&idx, 300, 9), None);
+        let t = vec![te(100, 0), te(200, 5), te(300, 9)];
+        assert_eq!(time_floor_below(&t, 100), None);
+        assert_eq!(time_floor_below(&t, 101), Some(te(100, 0)));
+        assert_eq!(time_floor_below(&t, 300), Some(te(200, 5)));
+        assert_eq!(time_floor_below(&t, 1_000), Some(te(300, 9)));
+    }
+
+    #[test]
+    fn builder_adds_entries_after_interval_and_time_entries_when_max_grows() {
+        let mut b = IndexBuilder::default();
+        // Batches of 100 bytes, interval 250: entries at batches 3, 6, ... (after > 250 bytes).
+        let mut offsets = Vec::new();
+        let mut times = Vec::new();
+        let ts = [10, 5, 30, 20, 20, 40, 40, 40, 35, 50];
+        for (i, &t) in ts.iter().enumerate() {
+            let (o, tt) = b.on_batch(i as u32, i as u32 * 100, 100, t, 250);
+            offsets.extend(o);
+            times.extend(tt);
+        }
+        assert_eq!(offsets, vec![oe(3, 300), oe(6, 600), oe(9, 900)]);
+        assert_eq!(times, vec![te(30, 2), te(40, 5), te(50, 9)]);
+        assert_eq!(b.finalize(), None);
+        assert_eq!(b.max_timestamp(), 50);
+        let (_, t) = b.on_batch(10, 1000, 100, 60, 250);
+        assert_eq!(t, None);
+        assert_eq!(b.finalize(), Some(te(60, 10)));
+        assert_eq!(b.finalize(), None);
+    }
+
+    #[test]
+    fn builder_ignores_missing_timestamps() {
+        let mut b = IndexBuilder::default();
+        for i in 0..5u32 {
+            let (_, t) = b.on_batch(i, i * 100, 100, NO_TIMESTAMP, 0);
+            assert_eq!(t, None);
+        }
+        assert_eq!(b.finalize(), None);
+    }
+
+    #[test]
+    fn resuming_at_an_entry_reproduces_the_same_entries() {
+        // Full replay.
+        let lens = [120u64, 80, 300, 10, 90, 200, 50, 60, 70, 400, 30];
+        let ts = [5i64, 7, 6, 9, 12, 11, 15, 14, 20, 19, 25];
+        let run = |from: usize, mut b: IndexBuilder| {
+            let mut pos: u64 = lens[..from].iter().sum();
+            let (mut o, mut t) = (Vec::new(), Vec::new());
+            for i in from..lens.len() {
+                let (a, c) = b.on_batch(i as u32, pos as u32, lens[i], ts[i], 200);
+                o.extend(a);
+                t.extend(c);
+                pos += lens[i];
+            }
+            t.extend(b.finalize());
+            (o, t)
+        };
+        let (full_o, full_t) = run(0, IndexBuilder::default());
+        let start = replay_start(&full_o, &full_t, 2_000);
+        let kept_o = &full_o[..start.keep_offset_entries];
+        let kept_t = &full_t[..start.keep_time_entries];
+        let (o, t) = run(
+            start.relative_offset as usize,
+            IndexBuilder::resume(kept_t.last().copied()),
+        );
+        let mut all_o = kept_o.to_vec();
+        // The start entry itself is kept, the replay does not add it again.
+        all_o.extend(o);
+        let mut all_t = kept_t.to_vec();
+        all_t.extend(t);
+        assert_eq!(all_o, full_o);
+        assert_eq!(all_t, full_t);
+    }
+
+    #[test]
+    fn replay_start_choices() {
+        let o = vec![oe(10, 100), oe(20, 200), oe(30, 300)];
+        // No time index: from the start.
+        assert_eq!(replay_start(&o, &[], 400).position, 0);
+        // Last time entry after the last offset entry: start at the last offset entry.
+        let s = replay_start(&o, &[te(5, 2), te(9, 33)], 400);
+        assert_eq!(
+            (
+                s.keep_offset_entries,
+                s.keep_time_entries,
+                s.relative_offset,
+                s.position
+            ),
+            (3, 1, 30, 300)
+        );
+        // Last time entry earlier: start at the offset entry before its batch.
+        let s = replay_start(&o, &[te(5, 2), te(9, 15)], 400);
+        assert_eq!(
+            (
+                s.keep_offset_entries,
+                s.keep_time_entries,
+                s.relative_offset,
+                s.position
+            ),
+            (1, 1, 10, 100)
+        );
+        // Time entry exactly at an offset entry: that entry is kept.
+        let s = replay_start(&o, &[te(5, 2), te(9, 20)], 400);
+        assert_eq!(
+            (
+                s.keep_offset_entries,
+                s.keep_time_entries,
+                s.relative_offset
+            ),
+            (2, 2, 20)
+        );
+        // Time entry before every offset entry: from the start.
+        let s = replay_start(&o, &[te(5, 2)], 400);
+        assert_eq!(
+            (s.keep_offset_entries, s.keep_time_entries, s.position),
+            (0, 0, 0)
+        );
+        // No offset entries but a time index: from the start too.
+        assert_eq!(replay_start(&[], &[te(1, 0)], 400).position, 0);
+    }
+}

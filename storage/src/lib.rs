@@ -1,0 +1,34 @@
+//! Shardlog's storage crate: one partition's log, in Kafka's on-disk layout.
+//!
+//! A partition is a directory of segments (`<base offset>.log` with its sparse `.index` and
+//! `.timeindex`) plus a `checkpoint` file; `FORMAT.md` documents every byte. The crate knows
+//! nothing of Kafka requests, shards or producers: the broker's partition layer assigns offsets,
+//! validates batches and turns errors into Kafka codes.
+//!
+//! - `partition_log`: `PartitionLog`, the public face: open/recover, append, read as file ranges, roll,
+//!   retention, DeleteRecords, truncation, flush.
+//! - `segment`: one segment's files and in-memory indexes, loading and repairing it.
+//! - `index`: index entry layout, lookups and the entry-placement rule (pure).
+//! - `policy`: roll, retention, flush and truncation decisions (pure).
+//! - `scan`: walking batch headers and validating replays over a `.log`.
+//! - `checkpoint`: the recovery point / log start offset file.
+//! - `config`, `error`: `LogConfig` (Kafka topic settings) and `StorageError`.
+//!
+//! Everything here runs on the partition's glommio shard; only `FileSlice` (a file range with an
+//! `Arc<std::fs::File>`) crosses threads.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod partition_log;
+pub mod policy;
+pub mod scan;
+pub mod segment;
+
+pub use crate::config::LogConfig;
+pub use crate::error::StorageError;
+pub use crate::partition_log::{
+    batch_metas, AppendInfo, BatchMeta, FileSlice, PartitionLog, ReadSlice, SegmentInfo,
+};
+pub use shardlog_protocol::batch::BatchHeader;

@@ -1,0 +1,1084 @@
+//! `PartitionLog`: one partition's segmented log on its shard.
+//!
+//! Lives on one glommio executor and is not `Send`: state sits in `Cell`/`RefCell` and methods
+//! take `&self`, so reads can run while an append is in flight. No `RefCell` borrow is ever held
+//! across an `.await`.
+//!
+//! Concurrency contract:
+//! - Mutations (append, roll, retention, DeleteRecords, truncation, flush) are serialized by an
+//!   internal writer lock; the caller additionally guarantees a single appender (offsets were
+//!   assigned from `log_end_offset()`), which `append` debug-asserts.
+//! - Reads (`read`, `read_bytes`, `offset_for_timestamp`, `scan_headers`) take no lock. They copy
+//!   a segment's published size and index lookups before their first `.await`, and an append
+//!   publishes size, indexes and then the log end offset only after its writes completed, so a
+//!   read only ever sees whole batches.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_lite::future::zip;
+use glommio::io::Directory;
+use glommio::sync::{Permit, Semaphore};
+use shardlog_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+
+use crate::checkpoint::{self, Checkpoint, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE};
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::index::{self, NO_TIMESTAMP};
+use crate::policy::{self, IncomingAppend, MAX_SEGMENT_BYTES};
+use crate::scan::{self, WalkError};
+use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+
+/// One batch of an append buffer, as the produce path parsed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// Byte position of the batch in the append buffer.
+    pub position: usize,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+impl BatchMeta {
+    pub fn from_header(position: usize, header: &BatchHeader) -> BatchMeta {
+        BatchMeta {
+            position,
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
+        }
+    }
+}
+
+/// Describes every batch of a buffer of whole batches (headers only, no CRC check).
+pub fn batch_metas(buf: &[u8]) -> Result<Vec<BatchMeta>, StorageError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let bad = |why: String| StorageError::InvalidAppend(format!("batch at byte {pos}: {why}"));
+        let total = match batch::peek_total_len(&buf[pos..]) {
+            None => return Err(bad("truncated".into())),
+            Some(r) => r.map_err(|e| bad(e.to_string()))?,
+        };
+        if pos + total > buf.len() {
+            return Err(bad("truncated".into()));
+        }
+        let header = BatchHeader::parse(&buf[pos..pos + total]).map_err(|e| bad(e.to_string()))?;
+        out.push(BatchMeta::from_header(pos, &header));
+        pos += total;
+    }
+    Ok(out)
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Wall clock of the append (the LogAppendTime a produce response reports).
+    pub append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole batches of one segment file, for a Fetch response (`sendfile`) or `read_bytes`.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    /// Read-only descriptor of the segment's `.log`. Shareable across threads; it stays valid
+    /// even if retention deletes the segment meanwhile.
+    pub file: Arc<std::fs::File>,
+    pub segment_base_offset: i64,
+    pub position: u64,
+    pub len: u64,
+    /// Base offset of the first batch (at or below the requested offset).
+    pub first_batch_offset: i64,
+    /// Last offset of the last batch.
+    pub last_offset: i64,
+}
+
+/// What `read` found.
+#[derive(Debug, Clone)]
+pub enum ReadSlice {
+    /// Nothing to return yet (at the end of the log or of what `max_offset_exclusive` allows).
+    Empty,
+    File(FileSlice),
+}
+
+impl ReadSlice {
+    pub fn len(&self) -> u64 {
+        match self {
+            ReadSlice::Empty => 0,
+            ReadSlice::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A segment as seen from outside (tools, tests, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size_bytes: u64,
+    pub max_timestamp: i64,
+}
+
+/// One partition's log. See the module documentation for the concurrency contract.
+pub struct PartitionLog {
+    dir: PathBuf,
+    dir_handle: Directory,
+    cfg: Cell<LogConfig>,
+    /// Sorted by base offset; contiguous (each base is the previous segment's next offset);
+    /// the last one is the active segment. Never empty outside `truncate_fully`.
+    segments: RefCell<Vec<Rc<Segment>>>,
+    log_start_offset: Cell<i64>,
+    log_end_offset: Cell<i64>,
+    size_bytes: Cell<u64>,
+    /// Every offset below it is fdatasync'ed (persisted in the checkpoint at roll and close).
+    recovery_point: Cell<i64>,
+    unflushed_messages: Cell<u64>,
+    last_flush_ms: Cell<i64>,
+    writer: Semaphore,
+    appending: Cell<bool>,
+}
+
+struct ResetOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens the partition directory, creating it if needed. With `clean_shutdown == false`
+    /// every segment from the one holding the recovery point on is replayed and validated;
+    /// the others (and all segments after a clean shutdown) have the tail after their last
+    /// index entries validated. The log is cut at the first bad batch and every later segment
+    /// is deleted, so offsets stay dense. See `FORMAT.md`, "Recovery".
+    pub async fn open(
+        dir: PathBuf,
+        cfg: LogConfig,
+        clean_shutdown: bool,
+    ) -> Result<PartitionLog, StorageError> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&dir)?;
+        let dir_handle = Directory::open(&dir).await?;
+        let now = now_ms();
+        let (bases, mut dir_changed) = scan_directory(&dir).await?;
+        let cp = checkpoint::read(&dir)?;
+        // Segments at or after this base are replayed in full (None = after a clean shutdown).
+        let recover_from = if clean_shutdown {
+            None
+        } else {
+            let rp = cp.map_or(i64::MIN, |c| c.recovery_point);
+            Some(
+                bases
+                    .iter()
+                    .copied()
+                    .filter(|b| *b <= rp)
+                    .max()
+                    .unwrap_or(i64::MIN),
+            )
+        };
+
+        let mut segments: Vec<Rc<Segment>> = Vec::with_capacity(bases.len());
+        let mut replayed = Vec::new();
+        let mut keep = bases.len();
+        for (i, &base) in bases.iter().enumerate() {
+            if let Some(prev) = segments.last() {
+                if prev.next_offset() != base {
+                    log::warn!(
+                        "{}: segment {base} does not continue the previous one (ends at {}); dropping it and all later segments",
+                        dir.display(),
+                        prev.next_offset()
+                    );
+                    keep = i;
+                    break;
+                }
+            }
+            let seg = Rc::new(Segment::open(&dir, base, now).await?);
+            let full = recover_from.is_some_and(|r| base >= r);
+            let outcome = seg.load(full, cfg.index_interval_bytes).await?;
+            if outcome.replayed_from_start {
+                replayed.push(seg.clone());
+            }
+            segments.push(seg);
+            if let Some(damage) = outcome.damage {
+                log::warn!(
+                    "{}: log cut in segment {base} ({damage}); later segments are dropped",
+                    dir.display()
+                );
+                keep = i + 1;
+                break;
+            }
+        }
+        for &base in bases[keep..].iter().rev() {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                segment::remove_if_exists(&dir.join(segment::file_name(base, suffix))).await?;
+            }
+            dir_changed = true;
+        }
+        match segments.last() {
+            Some(active) => active.open_index_files().await?,
+            None => {
+                let base = cp.map_or(0, |c| c.log_start_offset);
+                segments.push(Rc::new(Segment::create(&dir, base, now).await?));
+                dir_changed = true;
+            }
+        }
+        // What recovery kept is made durable, so the recovery point can move to the log end.
+        for seg in &replayed {
+            seg.sync().await?;
+        }
+        if dir_changed {
+            dir_handle.sync().await?;
+        }
+
+        let first_base = segments[0].base_offset;
+        let log_end_offset = segments.last().expect("at least one segment").next_offset();
+        let log_start_offset = cp
+            .map_or(first_base, |c| c.log_start_offset)
+            .clamp(first_base, log_end_offset);
+        let size_bytes = segments.iter().map(|s| s.size()).sum();
+        let log = PartitionLog {
+            dir,
+            dir_handle,
+            cfg: Cell::new(cfg),
+            segments: RefCell::new(segments),
+            log_start_offset: Cell::new(log_start_offset),
+            log_end_offset: Cell::new(log_end_offset),
+            size_bytes: Cell::new(size_bytes),
+            recovery_point: Cell::new(log_end_offset),
+            unflushed_messages: Cell::new(0),
+            last_flush_ms: Cell::new(now),
+            writer: Semaphore::new(1),
+            appending: Cell::new(false),
+        };
+        log.write_checkpoint().await?;
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.cfg.get()
+    }
+
+    /// Replaces the settings; they apply from the next append, roll or retention check.
+    pub fn set_config(&self, cfg: LogConfig) -> Result<(), StorageError> {
+        cfg.validate()?;
+        self.cfg.set(cfg);
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.get()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.get()
+    }
+
+    /// Bytes of all segments (including batches below the log start offset still on disk).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.get()
+    }
+
+    /// Offsets below this are fdatasync'ed.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point.get()
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .borrow()
+            .iter()
+            .map(|s| {
+                let st = s.state.borrow();
+                SegmentInfo {
+                    base_offset: s.base_offset,
+                    next_offset: st.next_offset,
+                    size_bytes: st.size,
+                    max_timestamp: st.builder.max_timestamp(),
+                }
+            })
+            .collect()
+    }
+
+    async fn lock(&self) -> Permit<'_> {
+        self.writer
+            .acquire_permit(1)
+            .await
+            .expect("the writer semaphore is never closed")
+    }
+
+    fn active(&self) -> Rc<Segment> {
+        self.segments
+            .borrow()
+            .last()
+            .cloned()
+            .expect("a log always has an active segment")
+    }
+
+    fn segment_at(&self, i: usize) -> Option<Rc<Segment>> {
+        self.segments.borrow().get(i).cloned()
+    }
+
+    /// Index of the segment whose base offset is the largest `<= offset`.
+    fn floor_segment_index(&self, offset: i64) -> Option<usize> {
+        self.segments
+            .borrow()
+            .partition_point(|s| s.base_offset <= offset)
+            .checked_sub(1)
+    }
+
+    async fn write_checkpoint(&self) -> Result<(), StorageError> {
+        let cp = Checkpoint {
+            recovery_point: self.recovery_point.get(),
+            log_start_offset: self.log_start_offset.get(),
+        };
+        checkpoint::write(&self.dir, &self.dir_handle, cp).await
+    }
+
+    /// Appends whole, validated batches whose offsets the caller assigned from
+    /// `log_end_offset()`. Rolls first if needed; the log end offset moves only after the bytes
+    /// and index entries are written. Applies `flush.messages` / `flush.ms`.
+    pub async fn append(
+        &self,
+        buf: Vec<u8>,
+        batches: &[BatchMeta],
+    ) -> Result<AppendInfo, StorageError> {
+        debug_assert!(
+            !self.appending.get(),
+            "PartitionLog::append called while another append is in flight"
+        );
+        self.appending.set(true);
+        let _appending = ResetOnDrop(&self.appending);
+        let _permit = self.lock().await;
+        let leo = self.log_end_offset.get();
+        let incoming = check_append(&buf, batches, leo)?;
+        if incoming.size_bytes > MAX_SEGMENT_BYTES {
+            return Err(StorageError::RecordSetTooLarge(buf.len()));
+        }
+        let cfg = self.cfg.get();
+        let now = now_ms();
+        if let Some(reason) = policy::roll_reason(&self.active().roll_stats(), &incoming, &cfg, now)
+        {
+            log::debug!(
+                "{}: rolling at offset {leo}: {reason:?}",
+                self.dir.display()
+            );
+            self.roll_locked(now).await?;
+        }
+
+        let seg = self.active();
+        let files = seg
+            .index_files
+            .borrow()
+            .clone()
+            .expect("the active segment has its index files open");
+        let (position, builder, new_offsets, new_times, offset_at, time_at) = {
+            let st = seg.state.borrow();
+            let mut builder = st.builder;
+            let (mut new_offsets, mut new_times) = (Vec::new(), Vec::new());
+            for (i, b) in batches.iter().enumerate() {
+                let end = batches.get(i + 1).map_or(buf.len(), |n| n.position);
+                let (o, t) = builder.on_batch(
+                    (b.base_offset - seg.base_offset) as u32,
+                    (st.size + b.position as u64) as u32,
+                    (end - b.position) as u64,
+                    b.max_timestamp,
+                    cfg.index_interval_bytes,
+                );
+                new_offsets.extend(o);
+                new_times.extend(t);
+            }
+            let offset_at = (st.offset_index_persisted * index::OFFSET_ENTRY_LEN) as u64;
+            let time_at = (st.time_index_persisted * index::TIME_ENTRY_LEN) as u64;
+            (st.size, builder, new_offsets, new_times, offset_at, time_at)
+        };
+        let (mut offset_bytes, mut time_bytes) = (Vec::new(), Vec::new());
+        index::encode_offset_entries(&new_offsets, &mut offset_bytes);
+        index::encode_time_entries(&new_times, &mut time_bytes);
+        let appended = buf.len() as u64;
+        let (log_w, (offset_w, time_w)) = zip(
+            segment::write_all(&seg.log, buf, position),
+            zip(
+                segment::write_all(&files.offset, offset_bytes, offset_at),
+                segment::write_all(&files.time, time_bytes, time_at),
+            ),
+        )
+        .await;
+        if let Err(e) = log_w.and(offset_w).and(time_w) {
+            // Put the files back to what memory describes, so that the next append overwrites
+            // cleanly. If this fails too, recovery at the next open cuts the tail.
+            let _ = seg.log.truncate(position).await;
+            let _ = files.offset.truncate(offset_at).await;
+            let _ = files.time.truncate(time_at).await;
+            return Err(e);
+        }
+        {
+            let mut st = seg.state.borrow_mut();
+            st.size += appended;
+            st.next_offset = incoming.last_offset + 1;
+            st.offset_index.extend(new_offsets);
+            st.offset_index_persisted = st.offset_index.len();
+            st.time_index.extend(new_times);
+            st.time_index_persisted = st.time_index.len();
+            st.builder = builder;
+            if position == 0 {
+                st.first_batch_timestamp = Some(incoming.max_timestamp);
+            }
+            st.last_modified_ms = now;
+        }
+        self.size_bytes.set(self.size_bytes.get() + appended);
+        self.log_end_offset.set(incoming.last_offset + 1);
+
+        let unflushed = self.unflushed_messages.get() + (incoming.last_offset + 1 - leo) as u64;
+        self.unflushed_messages.set(unflushed);
+        if policy::flush_due(unflushed, self.last_flush_ms.get(), now, &cfg) {
+            self.flush_locked(now).await?;
+        }
+        Ok(AppendInfo {
+            base_offset: leo,
+            last_offset: incoming.last_offset,
+            append_time_ms: now,
+            log_start_offset: self.log_start_offset.get(),
+        })
+    }
+
+    /// Whole batches of one segment starting with the batch that contains `offset`: at most
+    /// `max_bytes` but always that first batch (KIP-74), only batches whose last offset is below
+    /// `max_offset_exclusive`. Record bytes are not read, only a few headers.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadSlice, StorageError> {
+        let (lso, leo) = (self.log_start_offset.get(), self.log_end_offset.get());
+        if offset < lso || offset > leo {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: lso,
+                log_end_offset: leo,
+            });
+        }
+        let limit_offset = max_offset_exclusive.min(leo);
+        if offset >= limit_offset {
+            return Ok(ReadSlice::Empty);
+        }
+        let Some(mut idx) = self.floor_segment_index(offset) else {
+            return Ok(ReadSlice::Empty);
+        };
+        loop {
+            let Some(seg) = self.segment_at(idx) else {
+                return Ok(ReadSlice::Empty);
+            };
+            let (size, next) = {
+                let st = seg.state.borrow();
+                (st.size, st.next_offset)
+            };
+            if offset >= next {
+                // At the end of this segment: the data continues in the next one.
+                idx += 1;
+                continue;
+            }
+            return self
+                .read_in_segment(
+                    &seg,
+                    offset.max(seg.base_offset),
+                    size,
+                    max_bytes,
+                    limit_offset,
+                )
+                .await;
+        }
+    }
+
+    async fn read_in_segment(
+        &self,
+        seg: &Segment,
+        offset: i64,
+        size: u64,
+        max_bytes: usize,
+        limit_offset: i64,
+    ) -> Result<ReadSlice, StorageError> {
+        let Some((start, first)) = seg.find_batch(offset, size).await? else {
+            return Err(seg.corrupt(format!(
+                "no batch holds offset {offset} below the segment end"
+            )));
+        };
+        if first.last_offset() >= limit_offset {
+            return Ok(ReadSlice::Empty);
+        }
+        let first_end = start + first.total_len() as u64;
+        let byte_limit = start.saturating_add(max_bytes as u64).min(size);
+        let (mut end, mut last) = (first_end, first.last_offset());
+        if first_end < byte_limit && last + 1 < limit_offset {
+            // Every batch before an index entry that is within both limits can be taken without
+            // looking at it; only the few batches after that entry are walked.
+            let skip = {
+                let st = seg.state.borrow();
+                index::last_entry_within(
+                    &st.offset_index,
+                    byte_limit,
+                    limit_offset - seg.base_offset,
+                )
+                .filter(|e| u64::from(e.position) > first_end)
+                .map(|e| {
+                    (
+                        u64::from(e.position),
+                        seg.base_offset + i64::from(e.relative_offset),
+                    )
+                })
+            };
+            let extend = |from: (u64, i64)| {
+                let (mut end, mut last) = (end, last);
+                if from.0 > end {
+                    (end, last) = (from.0, from.1 - 1);
+                }
+                async move {
+                    let r = scan::walk_headers(&seg.log, from.0, size, from.1, |pos, h| {
+                        let batch_end = pos + h.total_len() as u64;
+                        if h.last_offset() >= limit_offset || batch_end > byte_limit {
+                            return ControlFlow::Break(());
+                        }
+                        (end, last) = (batch_end, h.last_offset());
+                        ControlFlow::Continue(())
+                    })
+                    .await;
+                    r.map(|()| (end, last))
+                }
+            };
+            let walked = match skip {
+                Some(from) => match extend(from).await {
+                    Err(WalkError::Corrupt { position, .. }) if position == from.0 => {
+                        log::warn!(
+                            "{}: index entry at byte {position} does not match the log",
+                            seg.log_path.display()
+                        );
+                        extend((first_end, last + 1)).await
+                    }
+                    r => r,
+                },
+                None => extend((first_end, last + 1)).await,
+            };
+            (end, last) = walked.map_err(|e| seg.walk_error(e))?;
+        }
+        Ok(ReadSlice::File(FileSlice {
+            file: seg.read_fd.clone(),
+            segment_base_offset: seg.base_offset,
+            position: start,
+            len: end - start,
+            first_batch_offset: first.base_offset,
+            last_offset: last,
+        }))
+    }
+
+    /// The bytes of a `read` result (replication, tests). Copies; the fetch path uses the fd.
+    pub async fn read_bytes(&self, slice: &ReadSlice) -> Result<Vec<u8>, StorageError> {
+        let ReadSlice::File(fs) = slice else {
+            return Ok(Vec::new());
+        };
+        let seg = self
+            .floor_segment_index(fs.segment_base_offset)
+            .and_then(|i| self.segment_at(i));
+        let len = usize::try_from(fs.len)
+            .map_err(|_| StorageError::InvalidAppend("slice too large".into()))?;
+        if let Some(seg) = seg.filter(|s| Arc::ptr_eq(&s.read_fd, &fs.file)) {
+            let bytes = seg.log.read_at(fs.position, len).await?;
+            if bytes.len() != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment shrank under a read",
+                )
+                .into());
+            }
+            return Ok(bytes.to_vec());
+        }
+        // The segment was deleted (or replaced) since the read: its descriptor still works.
+        let (file, position) = (fs.file.clone(), fs.position);
+        let bytes = glommio::executor()
+            .spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, position).map(|()| buf)
+            })
+            .await?;
+        Ok(bytes)
+    }
+
+    /// Kafka ListOffsets by timestamp: the first batch (at or after the log start) whose
+    /// `max_timestamp >= timestamp`, as (its base offset clamped to the log start, its max
+    /// timestamp). `None` if there is none.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let lso = self.log_start_offset.get();
+        let segments = self.segments.borrow().clone();
+        for seg in segments {
+            let (size, from) = {
+                let st = seg.state.borrow();
+                if st.next_offset <= lso || st.builder.max_timestamp() < timestamp {
+                    continue;
+                }
+                let from = index::time_floor_below(&st.time_index, timestamp)
+                    .map_or(seg.base_offset, |e| {
+                        seg.base_offset + i64::from(e.relative_offset)
+                    });
+                (st.size, from.max(lso))
+            };
+            let found = seg
+                .find_batch_where(from, size, |h| h.max_timestamp >= timestamp)
+                .await?;
+            if let Some((_, h)) = found {
+                return Ok(Some((h.base_offset.max(lso), h.max_timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Calls `f` with the header of every batch from the one containing `from_offset` (or the
+    /// log start) to the log end, in order (to rebuild producer state at start-up).
+    pub async fn scan_headers(
+        &self,
+        from_offset: i64,
+        f: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), StorageError> {
+        let from = from_offset.max(self.log_start_offset.get());
+        let segments = self.segments.borrow().clone();
+        for seg in segments {
+            let size = {
+                let st = seg.state.borrow();
+                if st.next_offset <= from {
+                    continue;
+                }
+                st.size
+            };
+            let Some((pos, first)) = seg.find_batch(from.max(seg.base_offset), size).await? else {
+                continue;
+            };
+            scan::walk_headers(&seg.log, pos, size, first.base_offset, |_, h| {
+                f(h);
+                ControlFlow::Continue(())
+            })
+            .await
+            .map_err(|e| seg.walk_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset (no-op when the
+    /// active segment is empty).
+    pub async fn roll(&self) -> Result<(), StorageError> {
+        let _permit = self.lock().await;
+        self.roll_locked(now_ms()).await?;
+        Ok(())
+    }
+
+    async fn roll_locked(&self, now: i64) -> Result<bool, StorageError> {
+        let old = self.active();
+        if old.size() == 0 {
+            return Ok(false);
+        }
+        old.finalize_time_index();
+        old.persist_index_tail().await?;
+        let new_base = self.log_end_offset.get();
+        debug_assert_eq!(new_base, old.next_offset());
+        let new = Rc::new(Segment::create(&self.dir, new_base, now).await?);
+        self.segments.borrow_mut().push(new);
+        // The new segment takes appends from here; the finished one is made durable and the
+        // recovery point moves past it, so recovery never scans it again.
+        old.sync().await?;
+        old.close_index_files().await?;
+        self.dir_handle.sync().await?;
+        self.recovery_point.set(new_base);
+        self.unflushed_messages.set(0);
+        self.last_flush_ms.set(now);
+        self.write_checkpoint().await?;
+        Ok(true)
+    }
+
+    /// Rolls the active segment if it is older than `segment.ms` (for a periodic timer, so that
+    /// time retention can delete data of partitions that stopped receiving appends).
+    pub async fn maybe_roll_by_time(&self, now_ms: i64) -> Result<bool, StorageError> {
+        let _permit = self.lock().await;
+        let stats = self.active().roll_stats();
+        if policy::time_roll_due(&stats, now_ms, now_ms, self.cfg.get().segment_ms) {
+            return self.roll_locked(now_ms).await;
+        }
+        Ok(false)
+    }
+
+    /// Deletes the oldest segments that `retention.ms`, `retention.bytes` or the log start offset
+    /// allow (never the active one) and moves the log start offset. Returns how many.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _permit = self.lock().await;
+        let summaries: Vec<_> = self.segments.borrow().iter().map(|s| s.summary()).collect();
+        let n = policy::retention_plan(
+            &summaries,
+            &self.cfg.get(),
+            self.log_start_offset.get(),
+            now_ms,
+        );
+        self.delete_oldest_segments(n).await?;
+        Ok(n)
+    }
+
+    async fn delete_oldest_segments(&self, n: usize) -> Result<(), StorageError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let (removed, new_first) = {
+            let mut segs = self.segments.borrow_mut();
+            assert!(n < segs.len(), "the active segment is never deleted");
+            let removed: Vec<_> = segs.drain(..n).collect();
+            (removed, segs[0].base_offset)
+        };
+        let freed: u64 = removed.iter().map(|s| s.size()).sum();
+        self.size_bytes.set(self.size_bytes.get() - freed);
+        self.log_start_offset
+            .set(self.log_start_offset.get().max(new_first));
+        self.recovery_point
+            .set(self.recovery_point.get().max(new_first));
+        // The new log start is durable before the files go.
+        self.write_checkpoint().await?;
+        for seg in &removed {
+            seg.delete_files().await?;
+        }
+        self.dir_handle.sync().await?;
+        for seg in removed {
+            seg.close().await?;
+        }
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (persisted; never backwards) and
+    /// deletes the segments wholly below it, rolling first if that includes the active one.
+    /// Returns the log start offset. The caller checks `offset` against the high watermark.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let _permit = self.lock().await;
+        let (lso, leo) = (self.log_start_offset.get(), self.log_end_offset.get());
+        if offset > leo || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: lso,
+                log_end_offset: leo,
+            });
+        }
+        // Moving backwards is a no-op, but segments wholly below the log start (which a
+        // truncation can leave behind) are still removed.
+        let offset = offset.max(lso);
+        if offset > lso {
+            self.log_start_offset.set(offset);
+            self.write_checkpoint().await?;
+        }
+        let active = self.active();
+        if active.next_offset() <= offset && active.size() > 0 {
+            self.roll_locked(now_ms()).await?;
+        }
+        let n = {
+            let segs = self.segments.borrow();
+            segs[..segs.len() - 1]
+                .iter()
+                .take_while(|s| s.next_offset() <= offset)
+                .count()
+        };
+        self.delete_oldest_segments(n).await?;
+        Ok(offset)
+    }
+
+    /// Removes every batch holding an offset `>= offset` (whole batches: a batch containing
+    /// `offset` goes entirely). If that leaves nothing at or above the log start offset the log
+    /// restarts empty (see `policy::full_truncation_start`). Returns the new log end offset.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+        let _permit = self.lock().await;
+        let (lso, leo) = (self.log_start_offset.get(), self.log_end_offset.get());
+        if offset >= leo {
+            return Ok(leo);
+        }
+        let mut cut = None;
+        if offset >= lso {
+            let idx = self
+                .floor_segment_index(offset)
+                .expect("offsets at or above the log start are in a segment");
+            let seg = self
+                .segment_at(idx)
+                .expect("index from floor_segment_index");
+            let size = seg.size();
+            let (pos, h) = seg
+                .find_batch(offset, size)
+                .await?
+                .ok_or_else(|| seg.corrupt(format!("no batch holds offset {offset}")))?;
+            cut = Some((idx, pos, h.base_offset));
+        }
+        match (
+            policy::full_truncation_start(offset, lso, cut.map(|c| c.2)),
+            cut,
+        ) {
+            (Some(start), _) => self.truncate_fully(start).await?,
+            (None, Some((idx, pos, base))) => self.truncate_partially(idx, pos, base).await?,
+            (None, None) => unreachable!("offsets below the log start truncate fully"),
+        }
+        Ok(self.log_end_offset.get())
+    }
+
+    async fn truncate_partially(
+        &self,
+        idx: usize,
+        position: u64,
+        base: i64,
+    ) -> Result<(), StorageError> {
+        // Readers stop at the new end before any byte goes.
+        self.log_end_offset.set(base);
+        let later: Vec<_> = self.segments.borrow_mut().drain(idx + 1..).collect();
+        for seg in later.iter().rev() {
+            seg.delete_files().await?;
+        }
+        for seg in later {
+            seg.close().await?;
+        }
+        let seg = self.active();
+        seg.truncate_at(position, base, self.cfg.get().index_interval_bytes)
+            .await?;
+        self.size_bytes
+            .set(self.segments.borrow().iter().map(|s| s.size()).sum());
+        self.recovery_point.set(self.recovery_point.get().min(base));
+        self.write_checkpoint().await?;
+        self.dir_handle.sync().await?;
+        Ok(())
+    }
+
+    async fn truncate_fully(&self, start: i64) -> Result<(), StorageError> {
+        self.log_start_offset.set(start);
+        self.log_end_offset.set(start);
+        self.recovery_point.set(start);
+        self.write_checkpoint().await?;
+        let old = std::mem::take(&mut *self.segments.borrow_mut());
+        self.size_bytes.set(0);
+        for seg in old.iter().rev() {
+            seg.delete_files().await?;
+        }
+        for seg in old {
+            seg.close().await?;
+        }
+        let new = Rc::new(Segment::create(&self.dir, start, now_ms()).await?);
+        self.segments.borrow_mut().push(new);
+        self.dir_handle.sync().await?;
+        Ok(())
+    }
+
+    /// fdatasync of the active segment; the recovery point moves to the log end offset.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let _permit = self.lock().await;
+        self.flush_locked(now_ms()).await
+    }
+
+    /// Flushes if `flush.ms` has passed with unflushed records (for a periodic timer).
+    pub async fn maybe_flush(&self, now_ms: i64) -> Result<bool, StorageError> {
+        let _permit = self.lock().await;
+        if policy::flush_due(
+            self.unflushed_messages.get(),
+            self.last_flush_ms.get(),
+            now_ms,
+            &self.cfg.get(),
+        ) {
+            self.flush_locked(now_ms).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn flush_locked(&self, now: i64) -> Result<(), StorageError> {
+        let leo = self.log_end_offset.get();
+        self.active().sync().await?;
+        self.recovery_point.set(self.recovery_point.get().max(leo));
+        self.unflushed_messages.set(0);
+        self.last_flush_ms.set(now);
+        Ok(())
+    }
+
+    /// Flushes, records the final time index entry and the recovery point, closes the files.
+    /// Reopen with `clean_shutdown = true` afterwards.
+    pub async fn close(self) -> Result<(), StorageError> {
+        let active = self.active();
+        active.finalize_time_index();
+        active.persist_index_tail().await?;
+        drop(active);
+        self.flush_locked(now_ms()).await?;
+        self.write_checkpoint().await?;
+        let segments = std::mem::take(&mut *self.segments.borrow_mut());
+        for seg in segments {
+            seg.close().await?;
+        }
+        self.dir_handle.close().await?;
+        Ok(())
+    }
+
+    /// Closes the files and removes the partition directory (DeleteTopics). Outstanding
+    /// `FileSlice`s keep working until dropped.
+    pub async fn delete(self) -> Result<(), StorageError> {
+        let segments = std::mem::take(&mut *self.segments.borrow_mut());
+        for seg in segments {
+            seg.close().await?;
+        }
+        self.dir_handle.close().await?;
+        let dir = self.dir;
+        glommio::executor()
+            .spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Checks the append contract: `batches` tile `buf` exactly, each matches the header in the
+/// bytes, and offsets continue densely from `log_end_offset`.
+fn check_append(
+    buf: &[u8],
+    batches: &[BatchMeta],
+    log_end_offset: i64,
+) -> Result<IncomingAppend, StorageError> {
+    let bad = |why: String| Err(StorageError::InvalidAppend(why));
+    if batches.is_empty() || buf.is_empty() {
+        return bad("empty append".into());
+    }
+    let (mut expected_pos, mut expected_base, mut max_timestamp) =
+        (0usize, log_end_offset, NO_TIMESTAMP);
+    for (i, b) in batches.iter().enumerate() {
+        let end = batches.get(i + 1).map_or(buf.len(), |n| n.position);
+        if b.position != expected_pos || end > buf.len() || end < b.position + BATCH_HEADER_LEN {
+            return bad(format!(
+                "batch {i} at byte {} does not tile the buffer",
+                b.position
+            ));
+        }
+        let h = BatchHeader::parse(&buf[b.position..end]).expect("length checked");
+        if i64::from(h.batch_length) + LOG_OVERHEAD as i64 != (end - b.position) as i64 {
+            return bad(format!(
+                "batch {i}: length field {} does not match its {} bytes",
+                h.batch_length,
+                end - b.position
+            ));
+        }
+        if h.base_offset != b.base_offset
+            || h.last_offset() != b.last_offset
+            || h.max_timestamp != b.max_timestamp
+            || h.last_offset_delta < 0
+        {
+            return bad(format!(
+                "batch {i}: description {b:?} does not match its header"
+            ));
+        }
+        if b.base_offset != expected_base {
+            return bad(format!(
+                "batch {i}: base offset {} where {expected_base} was expected",
+                b.base_offset
+            ));
+        }
+        expected_pos = end;
+        expected_base = b.last_offset + 1;
+        max_timestamp = max_timestamp.max(b.max_timestamp);
+    }
+    if expected_base - 1 - log_end_offset > policy::MAX_RELATIVE_OFFSET {
+        return bad("one append spans more offsets than a segment can index".into());
+    }
+    Ok(IncomingAppend {
+        size_bytes: buf.len() as u64,
+        last_offset: expected_base - 1,
+        max_timestamp,
+    })
+}
+
+/// Lists a partition directory: the base offsets of the `.log` files (sorted), after removing
+/// leftovers (index files without a `.log`, an unfinished checkpoint). Unknown files are left
+/// alone. Returns whether anything was removed.
+async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    let mut stray = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            log::warn!("{}: ignoring file with a non-UTF-8 name", dir.display());
+            continue;
+        };
+        match segment::parse_file_name(name) {
+            Some((base, LOG_SUFFIX)) => logs.push(base),
+            Some((base, _)) => indexes.push((base, entry.path())),
+            None if name == CHECKPOINT_FILE => {}
+            None if name == CHECKPOINT_TMP_FILE => stray.push(entry.path()),
+            None => log::warn!("{}: ignoring unknown file {name}", dir.display()),
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in indexes {
+        if logs.binary_search(&base).is_err() {
+            stray.push(path);
+        }
+    }
+    let removed = !stray.is_empty();
+    for path in stray {
+        log::warn!("removing stray file {}", path.display());
+        segment::remove_if_exists(&path).await?;
+    }
+    Ok((logs, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardlog_protocol::batch::{assign_offset, build_simple_batch};
+
+    fn two_batches(base: i64) -> (Vec<u8>, Vec<BatchMeta>) {
+        let mut a = build_simple_batch(0, 100, &[(None, Some(b"a")), (None, Some(b"b"))]);
+        assign_offset(&mut a, base, 0);
+        let mut b = build_simple_batch(0, 50, &[(None, Some(b"c"))]);
+        assign_offset(&mut b, base + 2, 0);
+        let buf = [a, b].concat();
+        let metas = batch_metas(&buf).unwrap();
+        (buf, metas)
+    }
+
+    #[test]
+    fn append_contract_is_checked() {
+        let (buf, metas) = two_batches(10);
+        assert_eq!(metas.len(), 2);
+        assert_eq!((metas[1].base_offset, metas[1].last_offset), (12, 12));
+        let inc = check_append(&buf, &metas, 10).unwrap();
+        assert_eq!(
+            (inc.last_offset, inc.max_timestamp, inc.size_bytes),
+            (12, 100, buf.len() as u64)
+        );
+        assert!(check_append(&buf, &metas, 11).is_err());
+        assert!(
+            check_append(&buf, &metas[..1], 10).is_err(),
+            "batches must cover the buffer"
+        );
+        assert!(check_append(&buf, &[], 10).is_err());
+        let mut wrong = metas.clone();
+        wrong[1].max_timestamp = 7;
+        assert!(check_append(&buf, &wrong, 10).is_err());
+        let mut wrong = metas.clone();
+        wrong[1].position += 1;
+        assert!(check_append(&buf, &wrong, 10).is_err());
+        assert!(batch_metas(&buf[..buf.len() - 1]).is_err());
+    }
+}

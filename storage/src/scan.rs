@@ -1,0 +1,206 @@
+//! Walking the batches of a `.log` file: header-only walks for reads (a few KiB per read, record
+//! bytes are never needed) and validating replays for recovery (whole batches, CRC checked).
+
+use std::io;
+use std::ops::ControlFlow;
+
+use glommio::io::BufferedFile;
+use shardlog_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+
+use crate::policy::MAX_RELATIVE_OFFSET;
+
+/// Bytes read per header-walk step: enough for several small batches' headers.
+pub const HEADER_CHUNK: usize = 8 * 1024;
+/// Bytes read per replay step (batches larger than this are read whole).
+pub const REPLAY_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub enum WalkError {
+    Io(io::Error),
+    /// The batch chain is broken at `position`: a torn or inconsistent header, or an offset that
+    /// does not continue the previous batch.
+    Corrupt {
+        position: u64,
+        reason: String,
+    },
+}
+
+impl From<glommio::GlommioError<()>> for WalkError {
+    fn from(e: glommio::GlommioError<()>) -> Self {
+        WalkError::Io(e.into())
+    }
+}
+
+/// Calls `visit(position, header)` for each batch from `position` (whose base offset must be
+/// `expected_base`) up to `end`, until `visit` breaks or `end` is reached. Checks only that
+/// headers chain: lengths, offsets continuing densely. Bytes at and past `end` are never read.
+pub async fn walk_headers<F>(
+    file: &BufferedFile,
+    mut position: u64,
+    end: u64,
+    mut expected_base: i64,
+    mut visit: F,
+) -> Result<(), WalkError>
+where
+    F: FnMut(u64, &BatchHeader) -> ControlFlow<()>,
+{
+    while position < end {
+        if end - position < BATCH_HEADER_LEN as u64 {
+            return Err(corrupt(position, "torn batch header"));
+        }
+        let want = (end - position).min(HEADER_CHUNK as u64) as usize;
+        let chunk = file.read_at(position, want).await?;
+        if chunk.len() < BATCH_HEADER_LEN {
+            return Err(WalkError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "segment shrank during a read (concurrent truncation)",
+            )));
+        }
+        let mut at = 0usize;
+        while chunk.len().saturating_sub(at) >= BATCH_HEADER_LEN {
+            let pos = position + at as u64;
+            let header = BatchHeader::parse(&chunk[at..]).expect("61 bytes present");
+            check_chain(pos, &header, expected_base, end)?;
+            if visit(pos, &header).is_break() {
+                return Ok(());
+            }
+            expected_base = header.last_offset() + 1;
+            at += header.total_len();
+            if position + at as u64 >= end {
+                return Ok(());
+            }
+        }
+        position += at as u64;
+    }
+    Ok(())
+}
+
+fn corrupt(position: u64, reason: impl Into<String>) -> WalkError {
+    WalkError::Corrupt {
+        position,
+        reason: reason.into(),
+    }
+}
+
+fn check_chain(pos: u64, h: &BatchHeader, expected_base: i64, end: u64) -> Result<(), WalkError> {
+    if h.batch_length < (BATCH_HEADER_LEN - batch::LOG_OVERHEAD) as i32 || h.last_offset_delta < 0 {
+        return Err(corrupt(
+            pos,
+            format!("bad batch length {} or offset delta", h.batch_length),
+        ));
+    }
+    if h.base_offset != expected_base {
+        return Err(corrupt(
+            pos,
+            format!(
+                "batch base offset {} where {expected_base} was expected",
+                h.base_offset
+            ),
+        ));
+    }
+    if pos + h.total_len() as u64 > end {
+        return Err(corrupt(pos, "batch extends past the end of the segment"));
+    }
+    Ok(())
+}
+
+/// Where a validating replay stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayEnd {
+    /// End of the last valid batch: the segment's size after recovery.
+    pub valid_end: u64,
+    /// One past the last offset of the last valid batch.
+    pub next_offset: i64,
+    /// Why the replay stopped before the end of the file, if it did.
+    pub damage: Option<String>,
+}
+
+/// Replays whole batches from `position` to `file_size`, validating each one (length, magic,
+/// record count, CRC-32C via `protocol::batch::validate`), that offsets continue densely from
+/// `expected_base`, and that they fit relative offsets of a segment based at `segment_base`.
+/// Stops at the first bad batch; `visit(position, header)` sees each good one.
+pub async fn replay<F>(
+    file: &BufferedFile,
+    mut position: u64,
+    file_size: u64,
+    mut expected_base: i64,
+    segment_base: i64,
+    mut visit: F,
+) -> io::Result<ReplayEnd>
+where
+    F: FnMut(u64, &BatchHeader),
+{
+    let mut want = REPLAY_CHUNK;
+    let stop = |position: u64, next_offset: i64, why: String| ReplayEnd {
+        valid_end: position,
+        next_offset,
+        damage: Some(format!("at byte {position}: {why}")),
+    };
+    while position < file_size {
+        let len = (file_size - position).min(want as u64) as usize;
+        let chunk = file.read_at(position, len).await.map_err(io::Error::from)?;
+        if chunk.len() < len {
+            return Ok(stop(
+                position + chunk.len() as u64,
+                expected_base,
+                "file shorter than its size".into(),
+            ));
+        }
+        want = REPLAY_CHUNK;
+        let mut at = 0usize;
+        loop {
+            let rest = &chunk[at..];
+            let pos = position + at as u64;
+            if rest.is_empty() {
+                break;
+            }
+            let total = match batch::peek_total_len(rest) {
+                None if pos + rest.len() as u64 >= file_size => {
+                    return Ok(stop(pos, expected_base, "torn batch header".into()));
+                }
+                None => break,
+                Some(Err(e)) => return Ok(stop(pos, expected_base, e.to_string())),
+                Some(Ok(total)) => total,
+            };
+            if pos + total as u64 > file_size {
+                return Ok(stop(
+                    pos,
+                    expected_base,
+                    "torn batch (file ends inside it)".into(),
+                ));
+            }
+            if total > rest.len() {
+                // Re-read from this batch's start, at least the whole batch.
+                want = want.max(total);
+                break;
+            }
+            let header = match batch::validate(&rest[..total]) {
+                Ok(h) => h,
+                Err(e) => return Ok(stop(pos, expected_base, e.to_string())),
+            };
+            if header.base_offset != expected_base {
+                let why = format!(
+                    "batch base offset {} where {expected_base} was expected",
+                    header.base_offset
+                );
+                return Ok(stop(pos, expected_base, why));
+            }
+            if header.last_offset() - segment_base > MAX_RELATIVE_OFFSET {
+                return Ok(stop(
+                    pos,
+                    expected_base,
+                    "offset beyond the segment's relative range".into(),
+                ));
+            }
+            visit(pos, &header);
+            expected_base = header.last_offset() + 1;
+            at += total;
+        }
+        position += at as u64;
+    }
+    Ok(ReplayEnd {
+        valid_end: position,
+        next_offset: expected_base,
+        damage: None,
+    })
+}

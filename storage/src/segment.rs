@@ -1,0 +1,655 @@
+//! One segment: its three files, its in-memory indexes, loading/recovering it from disk, and
+//! finding batches in it. Lives on the partition's shard (not `Send`).
+//!
+//! Every segment keeps its `.log` open twice: a glommio `BufferedFile` (read/write, io_uring)
+//! for appends and header reads, and a read-only `std::fs::File` shared with fetch responses
+//! (`sendfile` from other threads). Index files are open only for the active segment; the
+//! indexes of every segment are held in memory (8 bytes per `index_interval_bytes` of log).
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::io::{BufferedFile, OpenOptions};
+use shardlog_protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
+
+use crate::error::StorageError;
+use crate::index::{self, IndexBuilder, OffsetEntry, TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
+use crate::policy::{ActiveSegmentStats, SegmentSummary, MAX_SEGMENT_BYTES};
+use crate::scan::{self, WalkError};
+
+pub const LOG_SUFFIX: &str = "log";
+pub const INDEX_SUFFIX: &str = "index";
+pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// `00000000000000000042.log` for base offset 42.
+pub fn file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}
+
+/// The base offset and suffix of a segment file name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, suffix) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if ![LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX].contains(&suffix) {
+        return None;
+    }
+    let base: i64 = stem.parse().ok()?;
+    Some((base, suffix))
+}
+
+pub struct IndexFiles {
+    pub offset: BufferedFile,
+    pub time: BufferedFile,
+}
+
+/// Mutable state of a segment. Only the partition's writer changes it, and only after the bytes
+/// it describes were written: readers that copy it see whole batches only.
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    /// Bytes of whole batches in the `.log` (the published end; appends in flight are beyond it).
+    pub size: u64,
+    /// One past the last offset in the segment; `base_offset` when empty.
+    pub next_offset: i64,
+    pub offset_index: Vec<OffsetEntry>,
+    pub time_index: Vec<TimeEntry>,
+    /// How many entries of each index are in the files (the active segment appends the rest).
+    pub offset_index_persisted: usize,
+    pub time_index_persisted: usize,
+    pub builder: IndexBuilder,
+    /// `max_timestamp` of the first batch (roll by `segment.ms`).
+    pub first_batch_timestamp: Option<i64>,
+    pub created_ms: i64,
+    pub last_modified_ms: i64,
+}
+
+impl SegmentState {
+    fn empty(base_offset: i64, now_ms: i64) -> Self {
+        SegmentState {
+            size: 0,
+            next_offset: base_offset,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            offset_index_persisted: 0,
+            time_index_persisted: 0,
+            builder: IndexBuilder::default(),
+            first_batch_timestamp: None,
+            created_ms: now_ms,
+            last_modified_ms: now_ms,
+        }
+    }
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    pub log: BufferedFile,
+    pub read_fd: Arc<File>,
+    pub state: RefCell<SegmentState>,
+    pub index_files: RefCell<Option<Rc<IndexFiles>>>,
+}
+
+/// What loading a segment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOutcome {
+    /// The `.log` was truncated at a bad batch: nothing after it may be kept.
+    pub damage: Option<String>,
+    /// The whole `.log` was replayed (recovery, or indexes unusable).
+    pub replayed_from_start: bool,
+}
+
+fn path_for(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(file_name(base_offset, suffix))
+}
+
+async fn open_rw(path: &Path, truncate: bool) -> Result<BufferedFile, StorageError> {
+    Ok(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .buffered_open(path)
+        .await?)
+}
+
+/// Writes all of `buf` at `pos`, or fails (glommio takes the buffer, a short write cannot be
+/// resumed; it only happens when the disk is full).
+pub async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> Result<(), StorageError> {
+    let len = buf.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let n = file.write_at(buf, pos).await?;
+    if n != len {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {len} bytes"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Reads a whole (small) file; a missing one reads as empty.
+async fn read_small_file(path: &Path) -> Result<Vec<u8>, StorageError> {
+    let file = match OpenOptions::new().read(true).buffered_open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(Vec::new());
+            }
+            return Err(e.into());
+        }
+    };
+    let size = file.file_size().await?;
+    let mut out = Vec::with_capacity(size as usize);
+    while (out.len() as u64) < size {
+        let chunk = file
+            .read_at(out.len() as u64, (size - out.len() as u64) as usize)
+            .await?;
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    file.close().await?;
+    Ok(out)
+}
+
+impl Segment {
+    /// Creates a new, empty, active segment (any stale files of that name are emptied).
+    pub async fn create(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let log_path = path_for(dir, base_offset, LOG_SUFFIX);
+        let log = open_rw(&log_path, true).await?;
+        let read_fd = Arc::new(File::open(&log_path)?);
+        let offset = open_rw(&path_for(dir, base_offset, INDEX_SUFFIX), true).await?;
+        let time = open_rw(&path_for(dir, base_offset, TIME_INDEX_SUFFIX), true).await?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            log,
+            read_fd,
+            state: RefCell::new(SegmentState::empty(base_offset, now_ms)),
+            index_files: RefCell::new(Some(Rc::new(IndexFiles { offset, time }))),
+        })
+    }
+
+    /// Opens an existing segment's `.log`; `load` then builds its state.
+    pub async fn open(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
+        let log_path = path_for(dir, base_offset, LOG_SUFFIX);
+        let log = open_rw(&log_path, false).await?;
+        let read_fd = File::open(&log_path)?;
+        let last_modified_ms = read_fd
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now_ms, |d| d.as_millis() as i64);
+        let mut state = SegmentState::empty(base_offset, now_ms);
+        state.last_modified_ms = last_modified_ms;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            log,
+            read_fd: Arc::new(read_fd),
+            state: RefCell::new(state),
+            index_files: RefCell::new(None),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.log_path
+            .parent()
+            .expect("segment files live in a directory")
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        path_for(self.dir(), self.base_offset, INDEX_SUFFIX)
+    }
+
+    pub fn time_index_path(&self) -> PathBuf {
+        path_for(self.dir(), self.base_offset, TIME_INDEX_SUFFIX)
+    }
+
+    pub fn corrupt(&self, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            path: self.log_path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.state.borrow().size
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.state.borrow().next_offset
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.state.borrow().builder.max_timestamp()
+    }
+
+    pub fn roll_stats(&self) -> ActiveSegmentStats {
+        let st = self.state.borrow();
+        ActiveSegmentStats {
+            base_offset: self.base_offset,
+            size_bytes: st.size,
+            first_batch_timestamp: st.first_batch_timestamp,
+            created_ms: st.created_ms,
+        }
+    }
+
+    pub fn summary(&self) -> SegmentSummary {
+        let st = self.state.borrow();
+        let max = st.builder.max_timestamp();
+        SegmentSummary {
+            base_offset: self.base_offset,
+            next_offset: st.next_offset,
+            size_bytes: st.size,
+            largest_timestamp: if max >= 0 { max } else { st.last_modified_ms },
+        }
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32
+    }
+
+    /// Builds the in-memory state from the files. `full` (recovery) replays the whole `.log`;
+    /// otherwise the index files are trusted up to `index::replay_start` and the tail of the
+    /// `.log` from there is replayed and validated. A bad batch truncates the `.log` there.
+    /// Index files are rewritten when they differ from what the replay produced.
+    pub async fn load(
+        &self,
+        full: bool,
+        index_interval_bytes: u32,
+    ) -> Result<LoadOutcome, StorageError> {
+        let file_size = self.log.file_size().await?;
+        let log_size = file_size.min(MAX_SEGMENT_BYTES);
+        let index_bytes = read_small_file(&self.index_path()).await?;
+        let time_bytes = read_small_file(&self.time_index_path()).await?;
+        let mut offset_index = Vec::new();
+        let mut time_index = Vec::new();
+        if !full {
+            offset_index = index::decode_offset_index(&index_bytes, log_size);
+            time_index = index::decode_time_index(&time_bytes);
+        }
+        let mut replayed_from_start = full;
+        let anchor = time_index.last().copied();
+        let (end, mut builder) = loop {
+            let start = index::replay_start(&offset_index, &time_index, log_size);
+            offset_index.truncate(start.keep_offset_entries);
+            time_index.truncate(start.keep_time_entries);
+            let mut builder = IndexBuilder::resume(time_index.last().copied());
+            // A time entry names the batch where its timestamp was reached, so that batch's
+            // max_timestamp equals it. The start is at or before the batch of the file's last
+            // time entry, so a genuine last entry is met by the replay: check that it is.
+            let anchor = anchor.filter(|_| start.position != 0);
+            let mut anchor_ok = anchor.is_none();
+            let (mut new_offsets, mut new_times) = (Vec::new(), Vec::new());
+            let expected = self.base_offset + i64::from(start.relative_offset);
+            let end = scan::replay(
+                &self.log,
+                u64::from(start.position),
+                log_size,
+                expected,
+                self.base_offset,
+                |pos, h| {
+                    let rel = (h.base_offset - self.base_offset) as u32;
+                    if let Some(a) = anchor.filter(|a| a.relative_offset == rel) {
+                        anchor_ok = a.timestamp == h.max_timestamp;
+                    }
+                    let (o, t) = builder.on_batch(
+                        rel,
+                        pos as u32,
+                        h.total_len() as u64,
+                        h.max_timestamp,
+                        index_interval_bytes,
+                    );
+                    new_offsets.extend(o);
+                    new_times.extend(t);
+                },
+            )
+            .await?;
+            let mismatch = match (&end.damage, anchor_ok) {
+                _ if start.position == 0 => None,
+                (Some(damage), _) => Some(damage.clone()),
+                (None, false) => Some("the last time index entry does not match its batch".into()),
+                (None, true) => None,
+            };
+            if let Some(why) = mismatch {
+                // The tail did not chain from the trusted indexes: replay everything, so the
+                // truncation point is found from the segment start whatever the indexes say.
+                log::warn!(
+                    "{}: index does not match the log ({why}); rebuilding from the start",
+                    self.log_path.display(),
+                );
+                offset_index.clear();
+                time_index.clear();
+                replayed_from_start = true;
+                continue;
+            }
+            offset_index.extend(new_offsets);
+            time_index.extend(new_times);
+            break (end, builder);
+        };
+        time_index.extend(builder.finalize());
+        if end.valid_end < file_size {
+            log::warn!(
+                "{}: truncating from {} to {} bytes: {}",
+                self.log_path.display(),
+                file_size,
+                end.valid_end,
+                end.damage.as_deref().unwrap_or("segment larger than 2 GiB")
+            );
+            self.log.truncate(end.valid_end).await?;
+        }
+        let first_batch_timestamp = if end.valid_end == 0 {
+            None
+        } else {
+            let head = self.log.read_at(0, BATCH_HEADER_LEN).await?;
+            BatchHeader::parse(&head).ok().map(|h| h.max_timestamp)
+        };
+
+        let mut want = Vec::new();
+        index::encode_offset_entries(&offset_index, &mut want);
+        if want != index_bytes {
+            replace_file(&self.index_path(), want).await?;
+        }
+        let mut want = Vec::new();
+        index::encode_time_entries(&time_index, &mut want);
+        if want != time_bytes {
+            replace_file(&self.time_index_path(), want).await?;
+        }
+
+        let mut st = self.state.borrow_mut();
+        st.size = end.valid_end;
+        st.next_offset = end.next_offset;
+        st.offset_index_persisted = offset_index.len();
+        st.time_index_persisted = time_index.len();
+        st.offset_index = offset_index;
+        st.time_index = time_index;
+        st.builder = builder;
+        st.first_batch_timestamp = first_batch_timestamp;
+        Ok(LoadOutcome {
+            damage: end.damage,
+            replayed_from_start,
+        })
+    }
+
+    /// Makes this the active segment: opens its index files for appending.
+    pub async fn open_index_files(&self) -> Result<(), StorageError> {
+        if self.index_files.borrow().is_some() {
+            return Ok(());
+        }
+        let offset = open_rw(&self.index_path(), false).await?;
+        let time = open_rw(&self.time_index_path(), false).await?;
+        *self.index_files.borrow_mut() = Some(Rc::new(IndexFiles { offset, time }));
+        Ok(())
+    }
+
+    /// Closes the index files (the segment is no longer active).
+    pub async fn close_index_files(&self) -> Result<(), StorageError> {
+        let files = self.index_files.borrow_mut().take();
+        if let Some(files) = files {
+            if let Ok(files) = Rc::try_unwrap(files) {
+                files.offset.close().await?;
+                files.time.close().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the segment's final time entry (largest timestamp) to the in-memory index.
+    pub fn finalize_time_index(&self) {
+        let mut st = self.state.borrow_mut();
+        if let Some(e) = st.builder.finalize() {
+            st.time_index.push(e);
+        }
+    }
+
+    /// Writes index entries that are in memory but not yet in the (open) index files.
+    pub async fn persist_index_tail(&self) -> Result<(), StorageError> {
+        let Some(files) = self.index_files.borrow().clone() else {
+            return Ok(());
+        };
+        let (offset_bytes, offset_at, offset_n, time_bytes, time_at, time_n) = {
+            let st = self.state.borrow();
+            let mut ob = Vec::new();
+            index::encode_offset_entries(&st.offset_index[st.offset_index_persisted..], &mut ob);
+            let mut tb = Vec::new();
+            index::encode_time_entries(&st.time_index[st.time_index_persisted..], &mut tb);
+            (
+                ob,
+                (st.offset_index_persisted * OFFSET_ENTRY_LEN) as u64,
+                st.offset_index.len(),
+                tb,
+                (st.time_index_persisted * TIME_ENTRY_LEN) as u64,
+                st.time_index.len(),
+            )
+        };
+        write_all(&files.offset, offset_bytes, offset_at).await?;
+        write_all(&files.time, time_bytes, time_at).await?;
+        let mut st = self.state.borrow_mut();
+        st.offset_index_persisted = offset_n;
+        st.time_index_persisted = time_n;
+        Ok(())
+    }
+
+    /// fdatasync of the `.log` and, when open, the index files.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.log.fdatasync().await?;
+        let files = self.index_files.borrow().clone();
+        if let Some(files) = files {
+            files.offset.fdatasync().await?;
+            files.time.fdatasync().await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the segment's files. Open descriptors (readers, fetch responses) stay valid.
+    pub async fn delete_files(&self) -> Result<(), StorageError> {
+        self.close_index_files().await?;
+        for path in [
+            self.log_path.clone(),
+            self.index_path(),
+            self.time_index_path(),
+        ] {
+            remove_if_exists(&path).await?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the segment at `position` (a batch boundary; `next_offset` is the base offset of the
+    /// batch that was there) and rebuilds the index tail, which also makes it the active segment.
+    pub async fn truncate_at(
+        &self,
+        position: u64,
+        next_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        self.close_index_files().await?;
+        self.log.truncate(position).await?;
+        {
+            let rel = self.relative(next_offset);
+            let mut st = self.state.borrow_mut();
+            st.offset_index.retain(|e| u64::from(e.position) < position);
+            st.time_index.retain(|e| e.relative_offset < rel);
+        }
+        // Write the kept index prefix out, then let `load` validate the tail and regenerate the
+        // entries and the builder state for it exactly as recovery would.
+        let (ob, tb) = {
+            let st = self.state.borrow();
+            let (mut ob, mut tb) = (Vec::new(), Vec::new());
+            index::encode_offset_entries(&st.offset_index, &mut ob);
+            index::encode_time_entries(&st.time_index, &mut tb);
+            (ob, tb)
+        };
+        replace_file(&self.index_path(), ob).await?;
+        replace_file(&self.time_index_path(), tb).await?;
+        let outcome = self.load(false, index_interval_bytes).await?;
+        if let Some(damage) = outcome.damage {
+            return Err(self.corrupt(format!("while truncating: {damage}")));
+        }
+        if self.next_offset() != next_offset {
+            return Err(self.corrupt(format!(
+                "truncation ended at offset {} not {next_offset}",
+                self.next_offset()
+            )));
+        }
+        self.open_index_files().await
+    }
+
+    /// Finds the batch that contains `offset` (the first whose last offset is `>= offset`)
+    /// among the first `size` bytes.
+    pub async fn find_batch(
+        &self,
+        offset: i64,
+        size: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        self.find_batch_where(offset, size, |_| true).await
+    }
+
+    /// Finds the first batch at or after the one containing `offset` that matches `pred`.
+    /// Starts at the closest index entry; if the entry does not match the log (a damaged index
+    /// that passed the load checks), walks from the segment start instead.
+    pub async fn find_batch_where(
+        &self,
+        offset: i64,
+        size: u64,
+        mut pred: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let entry = {
+            let st = self.state.borrow();
+            index::floor_by_offset(&st.offset_index, self.relative(offset))
+        };
+        let start = entry.map_or((0, self.base_offset), |e| {
+            (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.relative_offset),
+            )
+        });
+        let mut matches = |h: &BatchHeader| h.last_offset() >= offset && pred(h);
+        match self
+            .first_batch_where(start.0, size, start.1, &mut matches)
+            .await
+        {
+            Err(WalkError::Corrupt { position, .. }) if position == start.0 && start.0 != 0 => {
+                log::warn!(
+                    "{}: index entry at byte {position} does not match the log",
+                    self.log_path.display()
+                );
+                self.first_batch_where(0, size, self.base_offset, &mut matches)
+                    .await
+                    .map_err(|e| self.walk_error(e))
+            }
+            r => r.map_err(|e| self.walk_error(e)),
+        }
+    }
+
+    /// Walks headers from `position` (base offset `expected_base`) to `end` and returns the
+    /// first batch matching `pred`.
+    pub async fn first_batch_where(
+        &self,
+        position: u64,
+        end: u64,
+        expected_base: i64,
+        mut pred: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, WalkError> {
+        let mut found = None;
+        scan::walk_headers(&self.log, position, end, expected_base, |pos, h| {
+            if pred(h) {
+                found = Some((pos, *h));
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await?;
+        Ok(found)
+    }
+
+    pub fn walk_error(&self, e: WalkError) -> StorageError {
+        match e {
+            WalkError::Io(e) => StorageError::Io(e),
+            WalkError::Corrupt { position, reason } => {
+                self.corrupt(format!("at byte {position}: {reason}"))
+            }
+        }
+    }
+
+    /// Closes the files if no reader holds the segment any more (else they close when the last
+    /// holder drops them).
+    pub async fn close(self: Rc<Self>) -> Result<(), StorageError> {
+        self.close_index_files().await?;
+        if let Ok(seg) = Rc::try_unwrap(self) {
+            seg.log.close().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Replaces a small file's content in place. Index files are derived data (a torn rewrite is
+/// repaired by the next load); the fdatasync keeps a recovered segment's indexes in step with
+/// its log once the recovery point moves past it.
+async fn replace_file(path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
+    let file = open_rw(path, false).await?;
+    let len = bytes.len() as u64;
+    write_all(&file, bytes, 0).await?;
+    file.truncate(len).await?;
+    file.fdatasync().await?;
+    file.close().await?;
+    Ok(())
+}
+
+pub async fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
+    match glommio::io::remove(path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_name(0, LOG_SUFFIX), "00000000000000000000.log");
+        assert_eq!(
+            file_name(42, TIME_INDEX_SUFFIX),
+            "00000000000000000042.timeindex"
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000042.index"),
+            Some((42, INDEX_SUFFIX))
+        );
+        assert_eq!(
+            parse_file_name("09223372036854775807.log"),
+            Some((i64::MAX, LOG_SUFFIX))
+        );
+        assert_eq!(parse_file_name("09223372036854775808.log"), None);
+        assert_eq!(parse_file_name("0000000000000000042.log"), None);
+        assert_eq!(parse_file_name("00000000000000000042.log.deleted"), None);
+        assert_eq!(parse_file_name("0000000000000000004a.log"), None);
+        assert_eq!(parse_file_name("checkpoint"), None);
+    }
+}

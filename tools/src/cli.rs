@@ -1,0 +1,574 @@
+//! The command line: every subcommand and flag of `shardlog-cli`, as clap derive types. Parsing
+//! only; the commands live in their own modules.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Administer, produce to, consume from and inspect the files of a Shardlog broker (or any
+/// Kafka-compatible broker).
+///
+/// Exit status: 0 success, 1 other failure, 2 usage error, 3 broker unreachable, 4 broker
+/// error, 5 damage found by `segment verify`.
+#[derive(Debug, Parser)]
+#[command(name = "shardlog-cli", version, propagate_version = true)]
+pub struct Cli {
+    /// Broker address(es) to start from, comma-separated host:port.
+    #[arg(
+        long,
+        short = 'b',
+        global = true,
+        env = "SHARDLOG_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        value_parser = parse_bootstrap
+    )]
+    pub bootstrap: String,
+
+    /// Print JSON for scripts instead of tables (consume prints one JSON object per record).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Timeout for connecting and for each request, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+
+    /// Client id sent to the broker.
+    #[arg(long, global = true, default_value = "shardlog-cli")]
+    pub client_id: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The cluster: brokers, controller, cluster id.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Create, list, describe, delete and change topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send lines from stdin or a file as records.
+    Produce(ProduceArgs),
+    /// Print records of a topic.
+    Consume(ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Earliest and latest offset of each partition.
+    Offsets(OffsetsArgs),
+    /// Offline inspection of segment files in a data directory (no broker needed).
+    #[command(subcommand)]
+    Segment(SegmentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Cluster id, controller and brokers.
+    Info,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create(TopicCreateArgs),
+    /// List topics with their partition count and replication factor.
+    List(TopicListArgs),
+    /// Partitions (leader, replicas, ISR) and configuration of topics.
+    Describe(TopicDescribeArgs),
+    /// Delete topics.
+    Delete(TopicDeleteArgs),
+    /// Set or remove topic configuration entries.
+    AlterConfig(TopicAlterConfigArgs),
+    /// Raise a topic's partition count.
+    AddPartitions(TopicAddPartitionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopicCreateArgs {
+    pub topic: String,
+    /// Number of partitions.
+    #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Replicas per partition.
+    #[arg(long, short = 'r', default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+    pub replication_factor: i16,
+    /// Topic configuration entry, e.g. `--config retention.ms=3600000` (repeatable).
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub configs: Vec<(String, String)>,
+    /// Succeed when the topic already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+    /// Ask the broker to check the request without creating anything.
+    #[arg(long)]
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicListArgs {
+    /// Include internal topics.
+    #[arg(long)]
+    pub internal: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicDescribeArgs {
+    #[arg(required = true)]
+    pub topics: Vec<String>,
+    /// Show every configuration entry, including defaults (default: only overrides).
+    #[arg(long)]
+    pub all_configs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicDeleteArgs {
+    #[arg(required = true)]
+    pub topics: Vec<String>,
+    /// Succeed when a topic does not exist.
+    #[arg(long)]
+    pub if_exists: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true).args(["set", "delete"])))]
+pub struct TopicAlterConfigArgs {
+    pub topic: String,
+    /// Entry to set, e.g. `--set retention.ms=60000` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// Entry to remove, returning it to the default (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub delete: Vec<String>,
+    /// Ask the broker to check the change without applying it.
+    #[arg(long)]
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicAddPartitionsArgs {
+    pub topic: String,
+    /// The new total number of partitions (must exceed the current count).
+    #[arg(long, visible_alias = "partitions", value_name = "N",
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub total: i32,
+    /// Ask the broker to check the change without applying it.
+    #[arg(long)]
+    pub validate_only: bool,
+}
+
+/// Compression codec for produced batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Read records from this file instead of stdin, one per line.
+    #[arg(long, short = 'f', value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Split each line at the first SEP into key and value (a line without SEP is an error).
+    #[arg(long, short = 'k', value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// Header added to every record, e.g. `-H source=cli` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub headers: Vec<(String, String)>,
+    /// Send everything to this partition (default: by key hash as Kafka's default partitioner,
+    /// round robin per batch for records without a key).
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Option<i32>,
+    #[arg(long, short = 'z', value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// Acknowledgements: 0 (none), 1 (leader), all (in-sync replicas; also -1).
+    #[arg(long, default_value = "all", value_parser = parse_acks)]
+    pub acks: i16,
+    /// Records per batch (one Produce request per batch).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_records: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("start").args(["from_beginning", "from_end", "offset", "timestamp"])))]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Only these partitions (repeatable; default all). Not with --group.
+    #[arg(long, short = 'p', conflicts_with = "group", value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Vec<i32>,
+    /// Start at the earliest offset (the default without --group).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Start at the end: only records produced from now on.
+    #[arg(long)]
+    pub from_end: bool,
+    /// Start at this offset in every partition read.
+    #[arg(long, short = 'o', value_parser = clap::value_parser!(i64).range(0..))]
+    pub offset: Option<i64>,
+    /// Start at the first record at or after this time (ms since the epoch).
+    #[arg(long, value_name = "MS")]
+    pub timestamp: Option<i64>,
+    /// Consume as a member of this group: partitions are assigned by the group and offsets
+    /// committed; starts at the committed offsets (or as the start flag says when none).
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Stop after this many records (waiting for new ones if needed).
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Keep waiting for new records instead of stopping at the end of each partition.
+    #[arg(long, short = 'F')]
+    pub follow: bool,
+    /// Stop when no record arrived for this long (with --follow or --count).
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Output template with {topic} {partition} {offset} {timestamp} {time} {key} {value}
+    /// {headers} {header.NAME}; `\n`, `\t`, `\\` escapes and `{{`, `}}` for braces.
+    #[arg(long, default_value = "{value}")]
+    pub format: String,
+    /// With --group: do not commit offsets.
+    #[arg(long, requires = "group")]
+    pub no_commit: bool,
+    /// Largest Fetch response to ask for, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(1..))]
+    pub max_bytes: i32,
+    /// Longest time a Fetch waits for records on the broker, in milliseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub max_wait_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups on every broker.
+    List,
+    /// Members, their assignment, committed offsets and lag.
+    Describe(GroupDescribeArgs),
+    /// Delete groups (they must have no members).
+    Delete(GroupDeleteArgs),
+    /// Move a group's committed offsets (a dry run unless --execute).
+    ResetOffsets(GroupResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupDescribeArgs {
+    #[arg(required = true)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupDeleteArgs {
+    #[arg(required = true)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true)
+    .args(["to_earliest", "to_latest", "to_offset", "to_timestamp", "shift_by"])))]
+pub struct GroupResetArgs {
+    pub group: String,
+    /// Topic to reset (repeatable; default every topic the group has committed offsets for).
+    #[arg(long, short = 't')]
+    pub topic: Vec<String>,
+    /// Only these partitions (repeatable; needs exactly one --topic).
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Vec<i32>,
+    /// To the log start offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To the high watermark (skip everything produced so far).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To this offset (clamped to the valid range).
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+    /// To the first offset at or after this time (ms since the epoch).
+    #[arg(long, value_name = "MS")]
+    pub to_timestamp: Option<i64>,
+    /// Move by N (negative: back), clamped to the valid range.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub shift_by: Option<i64>,
+    /// Apply the change (without it, only show what would change).
+    #[arg(long)]
+    pub execute: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetsArgs {
+    #[arg(required = true)]
+    pub topics: Vec<String>,
+    /// Only these partitions (repeatable).
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Vec<i32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SegmentCommand {
+    /// Print the batches of a segment (`.log`), a partition directory, or an index file.
+    Dump(SegmentDumpArgs),
+    /// Check CRCs, offsets and indexes; exit status 5 when damage is found.
+    Verify(SegmentVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SegmentDumpArgs {
+    /// A `.log`, `.index` or `.timeindex` file, or a partition directory.
+    pub path: PathBuf,
+    /// Also print every record (decompressing batches).
+    #[arg(long)]
+    pub records: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SegmentVerifyArgs {
+    /// A data directory, a partition directory (`<topic>-<partition>`) or a `.log` file.
+    pub path: PathBuf,
+}
+
+/// Parses `KEY=VALUE` (the value may contain `=` and be empty; the key may not be empty).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Checks a bootstrap list: comma-separated `host:port` entries with a numeric port.
+pub fn parse_bootstrap(s: &str) -> Result<String, String> {
+    let entries: Vec<&str> = s.split(',').map(str::trim).collect();
+    for e in &entries {
+        match e.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                return Err(format!(
+                    "expected host:port[,host:port...], got {s:?} (from --bootstrap or SHARDLOG_BOOTSTRAP)"
+                ))
+            }
+        }
+    }
+    Ok(entries.join(","))
+}
+
+/// Parses acks: `0`, `1`, `all` or `-1`.
+pub fn parse_acks(s: &str) -> Result<i16, String> {
+    match s {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        "all" | "-1" => Ok(-1),
+        _ => Err(format!("expected 0, 1 or all, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shardlog-cli").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn global_flags_work_anywhere_and_have_defaults() {
+        let cli = parse(&["topic", "list", "--json", "--bootstrap", "h:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.bootstrap, "h:1");
+        assert_eq!(cli.timeout_ms, 10_000);
+        assert!(matches!(
+            cli.command,
+            Command::Topic(TopicCommand::List(TopicListArgs { internal: false }))
+        ));
+        assert_eq!(
+            parse(&["cluster", "info", "-b", "h:1, [::1]:2"])
+                .unwrap()
+                .bootstrap,
+            "h:1,[::1]:2"
+        );
+        for bad in ["", "h", "h:x", ":9092", "h:1,"] {
+            let e = parse(&["cluster", "info", "-b", bad]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad:?}");
+        }
+        // SHARDLOG_BOOTSTRAP is not set in the test environment (checked to keep it honest).
+        if std::env::var_os("SHARDLOG_BOOTSTRAP").is_none() {
+            assert_eq!(
+                parse(&["cluster", "info"]).unwrap().bootstrap,
+                "127.0.0.1:9092"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_create_parses_configs_and_rejects_zero_partitions() {
+        let cli = parse(&[
+            "topic",
+            "create",
+            "t",
+            "-p",
+            "3",
+            "--config",
+            "retention.ms=5",
+            "-c",
+            "a=b=c",
+            "--if-not-exists",
+        ])
+        .unwrap();
+        let Command::Topic(TopicCommand::Create(a)) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.partitions, 3);
+        assert_eq!(a.replication_factor, 1);
+        assert_eq!(
+            a.configs,
+            vec![
+                ("retention.ms".into(), "5".into()),
+                ("a".into(), "b=c".into())
+            ]
+        );
+        assert!(a.if_not_exists);
+        let e = parse(&["topic", "create", "t", "-p", "0"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert_eq!(e.exit_code(), 2);
+        let e = parse(&["topic", "create", "t", "--config", "novalue"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn alter_config_needs_a_change() {
+        let e = parse(&["topic", "alter-config", "t"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let cli = parse(&[
+            "topic",
+            "alter-config",
+            "t",
+            "--delete",
+            "x",
+            "--set",
+            "y=1",
+        ])
+        .unwrap();
+        let Command::Topic(TopicCommand::AlterConfig(a)) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.delete, vec!["x".to_string()]);
+        assert_eq!(a.set, vec![("y".into(), "1".into())]);
+    }
+
+    #[test]
+    fn add_partitions_takes_the_total() {
+        let cli = parse(&["topic", "add-partitions", "t", "--partitions", "4"]).unwrap();
+        let Command::Topic(TopicCommand::AddPartitions(a)) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.total, 4);
+    }
+
+    #[test]
+    fn produce_flags() {
+        let cli = parse(&[
+            "produce", "t", "-k", ":", "-H", "a=1", "-z", "zstd", "--acks", "1", "-p", "2",
+        ])
+        .unwrap();
+        let Command::Produce(a) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.key_separator.as_deref(), Some(":"));
+        assert_eq!(a.headers, vec![("a".into(), "1".into())]);
+        assert_eq!(a.compression, CompressionArg::Zstd);
+        assert_eq!(a.acks, 1);
+        assert_eq!(a.partition, Some(2));
+        let Command::Produce(a) = parse(&["produce", "t"]).unwrap().command else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.acks, -1);
+        assert_eq!(a.compression, CompressionArg::None);
+        assert_eq!(
+            parse(&["produce", "t", "--acks", "2"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn consume_start_flags_are_exclusive_and_partition_excludes_group() {
+        assert_eq!(
+            parse(&["consume", "t", "--from-beginning", "--offset", "3"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse(&["consume", "t", "-g", "g", "-p", "0"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse(&["consume", "t", "--no-commit"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        let Command::Consume(a) = parse(&["consume", "t", "--timestamp", "5", "-n", "10", "-F"])
+            .unwrap()
+            .command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.timestamp, Some(5));
+        assert_eq!(a.count, Some(10));
+        assert!(a.follow);
+        assert_eq!(a.format, "{value}");
+    }
+
+    #[test]
+    fn reset_offsets_needs_exactly_one_target() {
+        assert_eq!(
+            parse(&["group", "reset-offsets", "g"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&[
+                "group",
+                "reset-offsets",
+                "g",
+                "--to-earliest",
+                "--to-latest"
+            ])
+            .unwrap_err()
+            .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        let Command::Group(GroupCommand::ResetOffsets(a)) =
+            parse(&["group", "reset-offsets", "g", "--shift-by", "-5", "-t", "x"])
+                .unwrap()
+                .command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.shift_by, Some(-5));
+        assert!(!a.execute);
+        assert_eq!(a.topic, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn segment_commands_take_a_path() {
+        let Command::Segment(SegmentCommand::Dump(a)) =
+            parse(&["segment", "dump", "/d/t-0", "--records"])
+                .unwrap()
+                .command
+        else {
+            panic!("wrong command")
+        };
+        assert!(a.records);
+        assert_eq!(a.path, PathBuf::from("/d/t-0"));
+        assert_eq!(
+            parse(&["segment", "verify"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
