@@ -29,6 +29,12 @@ ensure_cmd() {
     command -v "$cmd" >/dev/null 2>&1 || die "$pkg installed but $cmd is still missing"
 }
 
+# Absolute form of a path (the broker and tools must not depend on the working directory: a
+# relative --data-dir makes the broker's io_uring opens fail with EBADF).
+abs_path() {
+    mkdir -p "$1" && (cd "$1" && pwd)
+}
+
 # A loopback port nobody listens on.
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
+OUT="$(abs_path "$OUT")"
 [[ "$SECONDS_PER_TEST" =~ ^[0-9]+$ ]] && [ "$SECONDS_PER_TEST" -ge 1 ] || die "--seconds must be a positive whole number"
 mkdir -p "$OUT/raw"
 DISK_DIR="${DISK_DIR:-$OUT/raw/fio}"

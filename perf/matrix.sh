@@ -18,9 +18,15 @@
 #   --peer-bootstrap ADDR   measure an already running peer instead (Kafka, Redpanda, ...)
 #   --peer-name NAME        its name in the summary                        [tansu or peer]
 #   --peer-storage S        tansu storage engine: memory or sqlite          [memory]
-#   --duration DUR          length of each produce and latency run          [15s]
-#   --warmup DUR            excluded from each run's figures                [3s]
+#   --duration DUR          length of each produce and latency run, warm-up
+#                           included (shardlog-bench --duration)            [15s]
+#   --warmup DUR            first part of each run, excluded from figures   [3s]
 #   --sizes "1024 100"      record sizes    --partitions "1 8"    --acks "1 all"
+#   --e2e-rate R            also an end-to-end run at this fixed rate per config, with
+#                           --e2e-linger (0 = skip)                          [1000]
+#   --e2e-linger DUR        producer linger for those runs (broker latency)  [0]
+#   --e2e-default-linger-cfgs "CFG .."  configs (e.g. 1024b-p1-acks1) that also get the
+#                           fixed-rate run with the bench's default linger (5 ms)  [1024b-p1-acks1]
 #   --quick                 5 s runs, one size/partition/acks each (script check)
 #   --no-limits             skip perf/limits.sh (reuse DIR/limits.json if present)
 #   --out DIR
@@ -39,6 +45,10 @@ SIZES="1024 100"
 PARTITIONS="1 8"
 ACKS="1 all"
 LIMITS=1
+E2E_RATE=1000
+E2E_LINGER=0
+E2E_L5_CFGS="1024b-p1-acks1"
+COMMAND_LINE="perf/matrix.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
         --bootstrap) BOOTSTRAP="$2"; shift 2 ;;
@@ -55,10 +65,14 @@ while [ $# -gt 0 ]; do
         --quick) DURATION=5s; WARMUP=1s; SIZES=1024; PARTITIONS=1; ACKS=1; shift ;;
         --no-limits) LIMITS=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --e2e-rate) E2E_RATE="$2"; shift 2 ;;
+        --e2e-linger) E2E_LINGER="$2"; shift 2 ;;
+        --e2e-default-linger-cfgs) E2E_L5_CFGS="$2"; shift 2 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
+OUT="$(abs_path "$OUT")"
 case "$PEER" in tansu|none) ;; *) die "--peer must be tansu or none" ;; esac
 [ -n "$BOOTSTRAP" ] && require_loopback "$BOOTSTRAP"
 [ -n "$PEER_BOOTSTRAP" ] && require_loopback "$PEER_BOOTSTRAP"
@@ -68,6 +82,7 @@ mkdir -p "$OUT/runs" "$OUT/raw"
 trap stop_started EXIT
 BENCH="$(bench_bin)"
 RUN_ID="$(date +%H%M%S)"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ "$LIMITS" = 1 ]; then
     "$PERF_DIR/limits.sh" --out "$OUT" >/dev/null
@@ -95,11 +110,26 @@ elif [ "$PEER" = tansu ]; then
     fi
 fi
 
-cat >"$OUT/run.json" <<JSON
-{"commit": "$(commit_id)", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "duration": "$DURATION",
- "warmup": "$WARMUP", "shards": "$SHARDS", "targets": "$(printf '%s ' "${TARGETS[@]}")",
- "peer_note": "$PEER_NOTE"}
-JSON
+write_run_json() {
+    local tree=""
+    [ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && tree=" + working tree"
+    python3 - "$OUT/run.json" <<PY
+import json, os, platform, sys
+mem = ""
+for line in open("/proc/meminfo"):
+    if line.startswith("MemTotal:"):
+        mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+json.dump({
+    "commit": "$(commit_id)$tree", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "duration": "$DURATION",
+    "warmup": "$WARMUP", "shards": "$SHARDS", "targets": "$(printf '%s ' "${TARGETS[@]}")",
+    "peer_note": "$PEER_NOTE", "command": "$COMMAND_LINE",
+    "e2e_rate": "$E2E_RATE", "e2e_linger": "$E2E_LINGER",
+    "machine": {"nproc": os.cpu_count(), "memory": mem, "kernel": platform.release()},
+    "load_start": "$LOAD_START", "load_end": "${LOAD_END:-}",
+}, open(sys.argv[1], "w"), indent=1)
+PY
+}
+write_run_json
 
 # Runs one bench invocation; never aborts the matrix. Args: NAME BENCH-ARGS...
 bench_run() {
@@ -133,10 +163,22 @@ for size in $SIZES; do
                     bench_run "$tname-$cfg-lat50" e2e "${common[@]}" --topic "$topic-lat" \
                         --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" || true
                 fi
+                # Fixed low rate: broker latency rather than queueing (runs even if max failed).
+                if [ "$E2E_RATE" != 0 ]; then
+                    bench_run "$tname-$cfg-e2e1k" e2e "${common[@]}" --topic "$topic-e2e" \
+                        --rate "$E2E_RATE" --linger "$E2E_LINGER" --duration "$DURATION" \
+                        --warmup "$WARMUP" || true
+                    if [[ " $E2E_L5_CFGS " == *" $cfg "* ]]; then
+                        bench_run "$tname-$cfg-e2e1k5" e2e "${common[@]}" --topic "$topic-e2e5" \
+                            --rate "$E2E_RATE" --duration "$DURATION" --warmup "$WARMUP" || true
+                    fi
+                fi
             done
         done
     done
 done
 
-python3 "$PERF_DIR/summarize.py" "$OUT"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+write_run_json
+python3 "$PERF_DIR/summarize.py" "$OUT" >/dev/null
 log "summary: $OUT/summary.md"

@@ -8,10 +8,13 @@
 # kernel.perf_event_paranoid too high, no permission), it says so and exits with status 4.
 #
 # Usage: perf/profile.sh [--out DIR] [--shards N] [--frequency HZ] [--call-graph dwarf|fp]
-#                        [--pid PID --bootstrap ADDR] [-- BENCH ARGS...]
+#                        [--pid PID --bootstrap ADDR] [--setup "BENCH ARGS"] [-- BENCH ARGS...]
+# --setup runs one shardlog-bench workload before sampling starts (e.g. fill a topic that the
+# profiled workload then consumes: --setup "produce --topic t --partitions 8 --duration 10s").
 # --call-graph dwarf (default) unwinds Rust code built without frame pointers; fp is cheaper.
 # The bench args default to: produce --duration 20s --record-size 1KiB --partitions 8
-# (--bootstrap is added). Output: DIR/flamegraph.svg, DIR/perf.data, DIR/bench/*.json.
+# (--bootstrap is added). Output: DIR/flamegraph.svg, DIR/bench/*.json; large or raw files
+# (perf.data, folded stacks, broker data and logs) go to DIR/raw/ (git-ignored).
 source "$(dirname "$0")/lib.sh"
 
 OUT="$(default_results_dir)/profile-$(date +%H%M%S)"
@@ -21,6 +24,7 @@ CALL_GRAPH=dwarf
 PID=""
 BOOTSTRAP=""
 BENCH_ARGS=()
+SETUP=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift 2 ;;
@@ -29,11 +33,13 @@ while [ $# -gt 0 ]; do
         --call-graph) CALL_GRAPH="$2"; shift 2 ;;
         --pid) PID="$2"; shift 2 ;;
         --bootstrap) BOOTSTRAP="$2"; shift 2 ;;
+        --setup) SETUP="$2"; shift 2 ;;
         --) shift; BENCH_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
+OUT="$(abs_path "$OUT")"
 if [ ${#BENCH_ARGS[@]} -eq 0 ]; then
     BENCH_ARGS=(produce --duration 20s --record-size 1KiB --partitions 8 --topic profile)
 fi
@@ -42,20 +48,21 @@ case "$CALL_GRAPH" in dwarf|fp) ;; *) die "--call-graph must be dwarf or fp" ;; 
 TARGET_NAME=shardlog
 [ -n "$PID" ] && TARGET_NAME="$(ps -o comm= -p "$PID" 2>/dev/null || echo "pid $PID")"
 [ -n "$BOOTSTRAP" ] && require_loopback "$BOOTSTRAP"
-mkdir -p "$OUT/bench"
+mkdir -p "$OUT/bench" "$OUT/raw"
+RAW="$OUT/raw"
 trap stop_started EXIT
 
 ensure_cmd perf linux-perf
 # Can perf sample here at all? A VM without PMU passthrough still allows the cpu-clock
 # software event, so try that; report clearly if even that is refused.
 paranoid="$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo '?')"
-if ! probe="$(perf record -e cpu-clock -F 99 -g -o "$OUT/probe.data" -- sleep 0.2 2>&1)"; then
+if ! probe="$(perf record -e cpu-clock -F 99 -g -o "$RAW/probe.data" -- sleep 0.2 2>&1)"; then
     echo "perf cannot sample on this machine (kernel.perf_event_paranoid=$paranoid, user $(id -un))." >&2
     echo "perf said: $probe" >&2
     echo "Fixes: run as root, or sysctl kernel.perf_event_paranoid=1, or use a machine with perf access." >&2
     exit 4
 fi
-rm -f "$OUT/probe.data"
+rm -f "$RAW/probe.data"
 if ! command -v inferno-flamegraph >/dev/null 2>&1; then
     PATH="$HOME/.cargo/bin:$PATH"
     if ! command -v inferno-flamegraph >/dev/null 2>&1; then
@@ -66,31 +73,39 @@ fi
 
 BENCH="$(bench_bin)"
 if [ -z "$PID" ]; then
-    start_shardlog "$OUT/data" "$SHARDS" "$OUT/shardlog.log"
+    start_shardlog "$RAW/data" "$SHARDS" "$RAW/shardlog.log"
     PID="$SHARDLOG_PID"
     BOOTSTRAP="$SHARDLOG_ADDR"
 fi
 
+if [ -n "$SETUP" ]; then
+    log "setup (not sampled): shardlog-bench $SETUP --bootstrap $BOOTSTRAP"
+    # shellcheck disable=SC2086
+    "$BENCH" $SETUP --bootstrap "$BOOTSTRAP" --out "$OUT/bench" --name setup --quiet \
+        >"$OUT/bench/setup.txt" 2>&1 || die "setup workload failed: $(tail -1 "$OUT/bench/setup.txt")"
+fi
+
+# perf starts first so that short workloads (a consume that reads to the end) are sampled from
+# their beginning; the broker is idle until the workload connects, which adds few samples.
+log "perf record -F $FREQ --call-graph $CALL_GRAPH on $TARGET_NAME (pid $PID) until the workload ends"
+perf record -e cpu-clock -F "$FREQ" --call-graph "$CALL_GRAPH" -p "$PID" -o "$RAW/perf.data" \
+    2>"$RAW/perf-record.log" &
+PERF_PID=$!
+sleep 0.5
 log "workload: shardlog-bench ${BENCH_ARGS[*]} --bootstrap $BOOTSTRAP"
 "$BENCH" "${BENCH_ARGS[@]}" --bootstrap "$BOOTSTRAP" --out "$OUT/bench" --quiet \
-    >"$OUT/bench/output.txt" 2>&1 &
-BENCH_PID=$!
-sleep 1 # let the run get past connection set-up
-log "perf record -F $FREQ --call-graph $CALL_GRAPH on $TARGET_NAME (pid $PID) until the workload ends"
-perf record -e cpu-clock -F "$FREQ" --call-graph "$CALL_GRAPH" -p "$PID" -o "$OUT/perf.data" \
-    2>"$OUT/perf-record.log" &
-PERF_PID=$!
-wait "$BENCH_PID" || log "the workload exited with $? (see $OUT/bench/output.txt)"
+    >"$OUT/bench/output.txt" 2>&1 || log "the workload exited with $? (see $OUT/bench/output.txt)"
 kill -INT "$PERF_PID" 2>/dev/null || true
 wait "$PERF_PID" 2>/dev/null || true
-[ -s "$OUT/perf.data" ] || die "perf recorded nothing (see $OUT/perf-record.log)"
+[ -s "$RAW/perf.data" ] || die "perf recorded nothing (see $RAW/perf-record.log)"
 
-perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf >"$OUT/stacks.folded"
-if [ ! -s "$OUT/stacks.folded" ]; then
+log "folding stacks (perf script | inferno-collapse-perf)"
+perf script -i "$RAW/perf.data" 2>/dev/null | inferno-collapse-perf >"$RAW/stacks.folded"
+if [ ! -s "$RAW/stacks.folded" ]; then
     cat "$OUT/bench/output.txt" >&2
     die "perf recorded no samples of pid $PID: the broker was idle during the workload (stalled?)"
 fi
 inferno-flamegraph --title "$TARGET_NAME: ${BENCH_ARGS[*]}" --countname samples \
-    <"$OUT/stacks.folded" >"$OUT/flamegraph.svg"
+    <"$RAW/stacks.folded" >"$OUT/flamegraph.svg"
 cat "$OUT/bench/output.txt"
-log "flame graph: $OUT/flamegraph.svg ($(wc -l <"$OUT/stacks.folded") distinct stacks)"
+log "flame graph: $OUT/flamegraph.svg ($(wc -l <"$RAW/stacks.folded") distinct stacks)"

@@ -85,6 +85,39 @@ pub const TOPIC_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Broker-level keys `BrokerConfig::get` answers, in the order DescribeConfigs lists them: the
+/// broker's own settings, then the broker keys that supply topic defaults (`TOPIC_KEYS`).
+pub const BROKER_KEYS: &[&str] = &[
+    "advertised.listeners",
+    "auto.create.topics.enable",
+    "broker.id",
+    "group.initial.rebalance.delay.ms",
+    "group.max.session.timeout.ms",
+    "group.min.session.timeout.ms",
+    "listeners",
+    "log.dirs",
+    "log.retention.check.interval.ms",
+    "num.partitions",
+    "num.shards",
+    "offsets.retention.check.interval.ms",
+    "offsets.retention.minutes",
+    "offsets.topic.num.partitions",
+    "socket.request.max.bytes",
+    "compression.type",
+    "log.cleanup.policy",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.index.interval.bytes",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.ms",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+];
+
 /// Resolved settings of one topic (broker defaults + the topic's overrides).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
@@ -307,6 +340,11 @@ pub struct BrokerConfig {
     pub request_bytes_max: usize,
     pub retention_check_interval_ms: u64,
     pub offsets_topic_num_partitions: i32,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub group_initial_rebalance_delay_ms: i32,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
     pub topic_defaults: TopicConfig,
     /// Every key given explicitly, for DescribeConfigs (source = static broker config).
     pub explicit: BTreeMap<String, String>,
@@ -326,6 +364,11 @@ impl Default for BrokerConfig {
             request_bytes_max: limits::REQUEST_BYTES_MAX,
             retention_check_interval_ms: 300_000,
             offsets_topic_num_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
             topic_defaults: TopicConfig::default(),
             explicit: BTreeMap::new(),
         }
@@ -382,6 +425,45 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be between 1 and 1000"));
                 }
                 self.offsets_topic_num_partitions = v;
+            }
+            "offsets.retention.minutes" => {
+                let m: i64 = parse_num(key, value)?;
+                if m < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.offsets_retention_ms = m * 60_000;
+            }
+            "offsets.retention.check.interval.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.offsets_retention_check_interval_ms = v;
+            }
+            "group.initial.rebalance.delay.ms" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 0 {
+                    return Err(bad(key, value, "must be >= 0"));
+                }
+                self.group_initial_rebalance_delay_ms = v;
+            }
+            "group.min.session.timeout.ms" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 1 || v > self.group_max_session_timeout_ms {
+                    return Err(bad(
+                        key,
+                        value,
+                        "must be >= 1 and <= group.max.session.timeout.ms",
+                    ));
+                }
+                self.group_min_session_timeout_ms = v;
+            }
+            "group.max.session.timeout.ms" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < self.group_min_session_timeout_ms {
+                    return Err(bad(key, value, "must be >= group.min.session.timeout.ms"));
+                }
+                self.group_max_session_timeout_ms = v;
             }
             "log.retention.hours" => t.set("retention.ms", &(hours(key, value)?).to_string())?,
             "log.retention.minutes" => {
@@ -449,6 +531,13 @@ impl BrokerConfig {
             "socket.request.max.bytes" => self.request_bytes_max.to_string(),
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
+            "offsets.retention.minutes" => (self.offsets_retention_ms / 60_000).to_string(),
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval_ms.to_string()
+            }
+            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms.to_string(),
+            "group.min.session.timeout.ms" => self.group_min_session_timeout_ms.to_string(),
+            "group.max.session.timeout.ms" => self.group_max_session_timeout_ms.to_string(),
             _ => {
                 let topic_key = TOPIC_KEYS.iter().find(|(_, b)| *b == key)?.0;
                 return self.topic_defaults.get(topic_key);
@@ -498,6 +587,21 @@ mod tests {
             Err(ConfigError::UnknownKey(_))
         ));
         assert_eq!(broker.get("log.retention.ms").as_deref(), Some("3600000"));
+    }
+
+    #[test]
+    fn every_listed_key_has_a_value() {
+        let broker = BrokerConfig::default();
+        for k in BROKER_KEYS {
+            assert!(broker.get(k).is_some(), "broker key {k}");
+        }
+        for (topic_key, broker_key) in TOPIC_KEYS {
+            assert!(BROKER_KEYS.contains(broker_key), "{broker_key} not listed");
+            assert!(
+                broker.topic_defaults.get(topic_key).is_some(),
+                "topic key {topic_key}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod errors;
+pub mod group_coordinator;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::BrokerConfig;
-use crate::metadata::{MetadataSnapshot, TopicRegistry};
+use crate::group_coordinator::GroupCoordinator;
+use crate::metadata::{MetadataSnapshot, TopicRegistry, CONSUMER_OFFSETS_TOPIC};
 use crate::partition::Partition;
 use crate::shard_table::{shard_for, ShardId};
 
@@ -58,6 +59,10 @@ pub struct Shard {
     inboxes: Vec<flume::Sender<ShardTask>>,
     metadata: RefCell<Arc<MetadataSnapshot>>,
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
+    groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
+    /// Serialises `apply_metadata`, so two snapshots never open the same partition twice.
+    apply_gate: crate::rt::Semaphore,
     /// The single metadata writer; only on shard 0 in standalone mode.
     pub registry: Option<RefCell<TopicRegistry>>,
     /// Serialises registry changes and their broadcast, so snapshots reach shards in order.
@@ -75,6 +80,8 @@ impl Shard {
             inboxes: setup.inboxes.clone(),
             metadata: RefCell::new(setup.initial.clone()),
             partitions: RefCell::new(HashMap::new()),
+            groups: RefCell::new(HashMap::new()),
+            apply_gate: crate::rt::Semaphore::new(1),
             registry: registry.map(RefCell::new),
             registry_gate: crate::rt::Semaphore::new(1),
             shutdown: setup.shutdown.clone(),
@@ -158,6 +165,7 @@ impl Shard {
     /// configs, closes and deletes partitions of topics that are gone. Older snapshots are
     /// ignored, so a late message cannot roll metadata back.
     pub async fn apply_metadata(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+        let _permit = self.apply_gate.acquire_permit(1).await;
         if snapshot.version < self.metadata.borrow().version {
             return;
         }
@@ -210,7 +218,15 @@ impl Shard {
                         .await
                         {
                             Ok(p) => {
-                                self.partitions.borrow_mut().insert(key, Rc::new(p));
+                                let p = Rc::new(p);
+                                if &*topic.name == CONSUMER_OFFSETS_TOPIC {
+                                    if let Some(gc) =
+                                        GroupCoordinator::start(p.clone(), &self.config)
+                                    {
+                                        self.groups.borrow_mut().insert(index, gc);
+                                    }
+                                }
+                                self.partitions.borrow_mut().insert(key, p);
                             }
                             Err(e) => log::error!("cannot open {}: {e}", dir.display()),
                         }
@@ -224,8 +240,21 @@ impl Shard {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
 
+    /// The coordinator of `__consumer_offsets` partition `index`, if this shard owns it.
+    pub fn group_coordinator(&self, index: i32) -> Option<Rc<GroupCoordinator>> {
+        self.groups.borrow().get(&index).cloned()
+    }
+
+    pub fn group_coordinators(&self) -> Vec<Rc<GroupCoordinator>> {
+        self.groups.borrow().values().cloned().collect()
+    }
+
     /// Closes every partition this shard owns (flush + checkpoints).
     pub async fn close_all(&self) {
+        let groups: Vec<_> = self.groups.borrow_mut().drain().map(|(_, g)| g).collect();
+        for g in groups {
+            g.shutdown();
+        }
         let parts: Vec<_> = self
             .partitions
             .borrow_mut()

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::BrokerConfig;
-use crate::metadata::TopicRegistry;
+use crate::metadata::{TopicRegistry, CONSUMER_OFFSETS_TOPIC};
 use crate::partition::now_ms;
 use crate::shard::{Counters, Shard, ShardSetup, ShardTask};
 use crate::shard_table::ShardId;
@@ -200,6 +200,9 @@ async fn shard_main(
     let shard = Rc::new(Shard::new(ShardId(i), &setup, registry));
     crate::rt::spawn_detached(shard.clone().run_inbox(inbox));
     shard.apply_metadata(setup.initial.clone()).await;
+    if i == 0 && shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+        create_offsets_topic(&shard).await;
+    }
     arrive_and_wait(&barriers.opened, n).await;
     match crate::rt::TcpListener::bind(setup.config.listen) {
         Ok(listener) => {
@@ -217,6 +220,24 @@ async fn shard_main(
     }
     arrive_and_wait(&barriers.drained, n).await;
     shard.close_all().await;
+}
+
+/// Creates `__consumer_offsets` (compacted in Kafka; compaction is not implemented here, so it
+/// keeps everything) with `offsets.topic.num.partitions` partitions.
+async fn create_offsets_topic(shard: &Rc<Shard>) {
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+    let spec = crate::server::TopicSpec {
+        name: CONSUMER_OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.offsets_topic_num_partitions,
+        configs,
+    };
+    for (name, result) in crate::server::create_topics_in_registry(shard, vec![spec], false).await {
+        if let Err((code, msg)) = result {
+            log::error!("cannot create {name}: error {code}: {msg}");
+        }
+    }
 }
 
 /// Rolls segments by age and deletes expired ones, for every partition of this shard.

@@ -5,8 +5,8 @@
 //! nothing of Kafka requests, shards or producers: the broker's partition layer assigns offsets,
 //! validates batches and turns errors into Kafka codes.
 //!
-//! - `partition_log`: `PartitionLog`, the public face: open/recover, append, read as file ranges, roll,
-//!   retention, DeleteRecords, truncation, flush.
+//! - `partition_log`: `PartitionLog`, the public face: open/recover, append, read as file
+//!   ranges, roll, retention, DeleteRecords, truncation, flush.
 //! - `segment`: one segment's files and in-memory indexes, loading and repairing it.
 //! - `index`: index entry layout, lookups and the entry-placement rule (pure).
 //! - `policy`: roll, retention, flush and truncation decisions (pure).
@@ -23,12 +23,15 @@ pub mod error;
 pub mod index;
 pub mod partition_log;
 pub mod policy;
-pub mod scan;
-pub mod segment;
+mod scan;
+mod segment;
 
 pub use crate::config::LogConfig;
 pub use crate::error::StorageError;
 pub use crate::partition_log::{
     batch_metas, AppendInfo, BatchMeta, FileSlice, PartitionLog, ReadSlice, SegmentInfo,
+};
+pub use crate::segment::{
+    file_name as segment_file_name, parse_file_name as parse_segment_file_name,
 };
 pub use shardlog_protocol::batch::BatchHeader;

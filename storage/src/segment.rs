@@ -237,10 +237,6 @@ impl Segment {
         self.state.borrow().next_offset
     }
 
-    pub fn max_timestamp(&self) -> i64 {
-        self.state.borrow().builder.max_timestamp()
-    }
-
     pub fn roll_stats(&self) -> ActiveSegmentStats {
         let st = self.state.borrow();
         ActiveSegmentStats {

@@ -12,8 +12,9 @@ use shardlog_protocol::batch::{self, assign_offset, build_simple_batch};
 use shardlog_storage::index::{
     decode_offset_index, decode_time_index, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
-use shardlog_storage::segment::file_name;
-use shardlog_storage::{batch_metas, BatchMeta, LogConfig, PartitionLog, ReadSlice, StorageError};
+use shardlog_storage::{
+    batch_metas, segment_file_name, BatchMeta, LogConfig, PartitionLog, ReadSlice, StorageError,
+};
 
 /// A batch of `n` records of `value_len` bytes at `base` with timestamp `ts`.
 fn batch_of(base: i64, ts: i64, n: usize, value_len: usize) -> ModelBatch {
@@ -183,9 +184,9 @@ fn index_files_have_kafkas_shape_and_rebuild_identically() {
             batches.push(b);
         }
         log.close().await.unwrap();
-        let index = std::fs::read(dir.join(file_name(0, "index"))).unwrap();
-        let time = std::fs::read(dir.join(file_name(0, "timeindex"))).unwrap();
-        let log_bytes = std::fs::read(dir.join(file_name(0, "log"))).unwrap();
+        let index = std::fs::read(dir.join(segment_file_name(0, "index"))).unwrap();
+        let time = std::fs::read(dir.join(segment_file_name(0, "timeindex"))).unwrap();
+        let log_bytes = std::fs::read(dir.join(segment_file_name(0, "log"))).unwrap();
         assert_eq!(index.len() % OFFSET_ENTRY_LEN, 0);
         assert_eq!(time.len() % TIME_ENTRY_LEN, 0);
         let entries = decode_offset_index(&index, log_bytes.len() as u64);
@@ -227,16 +228,16 @@ fn index_files_have_kafkas_shape_and_rebuild_identically() {
                 .all(|x| x.max_ts < t.timestamp));
         }
         // Recovery rebuilds exactly the same files.
-        std::fs::remove_file(dir.join(file_name(0, "index"))).unwrap();
-        std::fs::remove_file(dir.join(file_name(0, "timeindex"))).unwrap();
+        std::fs::remove_file(dir.join(segment_file_name(0, "index"))).unwrap();
+        std::fs::remove_file(dir.join(segment_file_name(0, "timeindex"))).unwrap();
         let log = PartitionLog::open(dir.clone(), cfg, false).await.unwrap();
         log.close().await.unwrap();
         assert_eq!(
-            std::fs::read(dir.join(file_name(0, "index"))).unwrap(),
+            std::fs::read(dir.join(segment_file_name(0, "index"))).unwrap(),
             index
         );
         assert_eq!(
-            std::fs::read(dir.join(file_name(0, "timeindex"))).unwrap(),
+            std::fs::read(dir.join(segment_file_name(0, "timeindex"))).unwrap(),
             time
         );
     });
@@ -254,7 +255,7 @@ fn a_plausible_but_wrong_index_entry_is_not_trusted_by_reads() {
         // Shift every entry's position by one byte but keep them increasing: the entries stay
         // plausible, only reading the log shows they are wrong. The last entry is left intact
         // so the open-time tail check passes and the file is trusted.
-        let path = dir.join(file_name(0, "index"));
+        let path = dir.join(segment_file_name(0, "index"));
         let mut index = std::fs::read(&path).unwrap();
         let n = index.len() / 8;
         assert!(n > 4);
@@ -301,7 +302,7 @@ fn retention_by_time_and_size_deletes_whole_old_segments() {
         assert_eq!(log.enforce_retention(2_004).await.unwrap(), 0);
         assert_eq!(log.enforce_retention(2_005).await.unwrap(), 1);
         assert_eq!(log.log_start_offset(), 10);
-        assert!(!dir.join(file_name(0, "log")).exists());
+        assert!(!dir.join(segment_file_name(0, "log")).exists());
         assert!(matches!(
             log.read(9, 100, 40).await,
             Err(StorageError::OffsetOutOfRange { .. })
@@ -463,7 +464,7 @@ fn unclean_open_replays_only_from_the_recovery_point() {
         // tail is re-validated, so this is not noticed (as in Kafka); segment 40 is replayed.
         let mid = first[..10].iter().map(|b| b.bytes.len()).sum::<usize>() as u64 + 70;
         for base in [0, 40] {
-            let path = dir.join(file_name(base, "log"));
+            let path = dir.join(segment_file_name(base, "log"));
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -640,7 +641,7 @@ fn batches_larger_than_the_read_chunks() {
             .iter()
             .map(|b| b.bytes.len())
             .sum();
-        let path = dir.join(file_name(last_seg.base_offset, "log"));
+        let path = dir.join(segment_file_name(last_seg.base_offset, "log"));
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)

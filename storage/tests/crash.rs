@@ -13,8 +13,7 @@ use std::path::Path;
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardlog_storage::segment::file_name;
-use shardlog_storage::{LogConfig, PartitionLog, SegmentInfo};
+use shardlog_storage::{segment_file_name, LogConfig, PartitionLog, SegmentInfo};
 
 #[derive(Debug, Clone, Copy)]
 enum Damage {
@@ -143,7 +142,7 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
     // `survivors` = how many model batches must survive.
     let mut survivors = batches.len();
     let s = rng.gen_range(0..segs.len());
-    let seg_path = |ext: &str| dir.join(file_name(segs[s].base_offset, ext));
+    let seg_path = |ext: &str| dir.join(segment_file_name(segs[s].base_offset, ext));
     let first_in_seg = located.iter().position(|(si, _)| *si == s);
     match damage {
         Damage::CutLog => {
@@ -231,8 +230,8 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
             append_bytes(&seg_path("timeindex"), &t);
         }
         Damage::StrayFiles => {
-            append_bytes(&dir.join(file_name(999_999, "index")), &[0; 16]);
-            append_bytes(&dir.join(file_name(999_999, "timeindex")), &[0; 12]);
+            append_bytes(&dir.join(segment_file_name(999_999, "index")), &[0; 16]);
+            append_bytes(&dir.join(segment_file_name(999_999, "timeindex")), &[0; 12]);
             append_bytes(&dir.join("checkpoint.tmp"), b"garbage");
             append_bytes(&dir.join("notes.txt"), b"operator notes");
         }
@@ -275,7 +274,7 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
     assert_eq!(headers.len(), kept.len(), "{ctx}: scan_headers");
     // No segment file past the damage is left.
     for seg in &segs {
-        let exists = dir.join(file_name(seg.base_offset, "log")).exists();
+        let exists = dir.join(segment_file_name(seg.base_offset, "log")).exists();
         if seg.base_offset > expected_leo {
             assert!(
                 !exists,
@@ -285,8 +284,14 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
         }
     }
     if matches!(damage, Damage::StrayFiles) {
-        assert!(!dir.join(file_name(999_999, "index")).exists(), "{ctx}");
-        assert!(!dir.join(file_name(999_999, "timeindex")).exists(), "{ctx}");
+        assert!(
+            !dir.join(segment_file_name(999_999, "index")).exists(),
+            "{ctx}"
+        );
+        assert!(
+            !dir.join(segment_file_name(999_999, "timeindex")).exists(),
+            "{ctx}"
+        );
         assert!(!dir.join("checkpoint.tmp").exists(), "{ctx}");
         assert!(
             dir.join("notes.txt").exists(),

@@ -8,7 +8,10 @@
 
 mod admin;
 mod api_versions;
+mod cluster_admin;
+mod configs;
 mod fetch;
+mod groups;
 mod metadata_api;
 mod produce;
 pub mod zerocopy;
@@ -25,7 +28,15 @@ use crate::config::limits;
 use crate::rt::{TcpListener, TcpStream};
 use crate::shard::{Counters, Shard};
 
+pub use admin::{create_topics_in_registry, TopicSpec};
 pub use api_versions::supported_range;
+
+/// Who sent a request (for group membership records).
+pub struct RequestContext {
+    pub client_id: String,
+    /// The peer's address as Kafka writes it ("/127.0.0.1").
+    pub client_host: String,
+}
 
 /// What a handler hands back to the connection.
 pub enum Response {
@@ -226,7 +237,19 @@ async fn handle_frame(
             api_version: version,
         });
     }
-    let response = dispatch(shard, version, req.body).await;
+    let ctx = RequestContext {
+        client_id: req
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: stream
+            .peer_addr()
+            .map(|a| format!("/{}", a.ip()))
+            .unwrap_or_default(),
+    };
+    let response = dispatch(shard, version, req.body, &ctx).await;
     match response {
         Response::None => Ok(()),
         Response::Message(body) => {
@@ -252,7 +275,12 @@ async fn handle_frame(
     }
 }
 
-async fn dispatch(shard: &Rc<Shard>, version: i16, body: RequestKind) -> Response {
+async fn dispatch(
+    shard: &Rc<Shard>,
+    version: i16,
+    body: RequestKind,
+    ctx: &RequestContext,
+) -> Response {
     match body {
         RequestKind::ApiVersions(r) => api_versions::handle(version, r),
         RequestKind::Metadata(r) => metadata_api::handle(shard, version, r).await,
@@ -262,6 +290,30 @@ async fn dispatch(shard: &Rc<Shard>, version: i16, body: RequestKind) -> Respons
         RequestKind::CreateTopics(r) => admin::create_topics(shard, version, r).await,
         RequestKind::DeleteTopics(r) => admin::delete_topics(shard, version, r).await,
         RequestKind::InitProducerId(r) => admin::init_producer_id(shard, version, r).await,
+        RequestKind::CreatePartitions(r) => {
+            cluster_admin::create_partitions(shard, version, r).await
+        }
+        RequestKind::DeleteRecords(r) => cluster_admin::delete_records(shard, version, r).await,
+        RequestKind::DescribeCluster(r) => cluster_admin::describe_cluster(shard, version, r).await,
+        RequestKind::DescribeLogDirs(r) => {
+            cluster_admin::describe_log_dirs(shard, version, r).await
+        }
+        RequestKind::DescribeConfigs(r) => configs::describe_configs(shard, version, r).await,
+        RequestKind::AlterConfigs(r) => configs::alter_configs(shard, version, r).await,
+        RequestKind::IncrementalAlterConfigs(r) => {
+            configs::incremental_alter_configs(shard, version, r).await
+        }
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(shard, version, r).await,
+        RequestKind::JoinGroup(r) => groups::join_group(shard, version, r, ctx).await,
+        RequestKind::SyncGroup(r) => groups::sync_group(shard, version, r).await,
+        RequestKind::Heartbeat(r) => groups::heartbeat(shard, version, r).await,
+        RequestKind::LeaveGroup(r) => groups::leave_group(shard, version, r).await,
+        RequestKind::OffsetCommit(r) => groups::offset_commit(shard, version, r).await,
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(shard, version, r).await,
+        RequestKind::ListGroups(r) => groups::list_groups(shard, version, r).await,
+        RequestKind::DescribeGroups(r) => groups::describe_groups(shard, version, r).await,
+        RequestKind::DeleteGroups(r) => groups::delete_groups(shard, version, r).await,
+        RequestKind::OffsetDelete(r) => groups::offset_delete(shard, version, r).await,
         // `supported_range` admitted only the APIs above.
         other => {
             log::warn!("no handler for {:?}", std::mem::discriminant(&other));

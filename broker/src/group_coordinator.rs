@@ -1,0 +1,345 @@
+//! The consumer group coordinator's I/O: one `shardlog_coordinator::GroupManager` per
+//! `__consumer_offsets` partition, living on the shard that owns that partition.
+//!
+//! The manager is a pure state machine; this module carries out what it asks for, in order:
+//! `Persist` records are appended to the partition as one batch per call, replies are sent only
+//! once those records are in the log, and `ScheduleTimer` becomes one glommio timer per key. On
+//! start the manager is rebuilt by replaying the partition. Nothing here blocks the shard, and no
+//! `RefCell` borrow is held across an await.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardlog_coordinator::{
+    Effect, GroupConfig, GroupManager, JoinResult, MemberIdGenerator, ReplyToken, SyncResult,
+    TimerKey,
+};
+use shardlog_protocol::batch::{self, Compression};
+use shardlog_protocol::records::{build_batch, decode_batches, Record};
+use shardlog_storage::ReadSlice;
+
+use crate::config::BrokerConfig;
+use crate::errors;
+use crate::partition::{now_ms, IncomingBatch, Partition};
+
+/// Member id suffixes from the kernel's random source.
+struct RandomMemberIds;
+
+impl MemberIdGenerator for RandomMemberIds {
+    fn next_suffix(&mut self) -> String {
+        let b = crate::metadata::random_bytes::<16>();
+        format!(
+            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+        )
+    }
+}
+
+/// The group settings of the broker, for one partition.
+pub fn group_config(broker: &BrokerConfig, partition_index: i32) -> GroupConfig {
+    GroupConfig {
+        partition_index,
+        partition_count: broker.offsets_topic_num_partitions,
+        group_min_session_timeout_ms: broker.group_min_session_timeout_ms,
+        group_max_session_timeout_ms: broker.group_max_session_timeout_ms,
+        group_initial_rebalance_delay_ms: broker.group_initial_rebalance_delay_ms,
+        ..GroupConfig::default()
+    }
+}
+
+/// Coordinator of the groups of one `__consumer_offsets` partition. Lives on its shard.
+pub struct GroupCoordinator {
+    pub partition: Rc<Partition>,
+    manager: RefCell<GroupManager>,
+    next_token: Cell<u64>,
+    pending_join: RefCell<HashMap<ReplyToken, flume::Sender<JoinResult>>>,
+    pending_sync: RefCell<HashMap<ReplyToken, flume::Sender<SyncResult>>>,
+    timers: RefCell<HashMap<TimerKey, glommio::Task<()>>>,
+    offsets_retention_ms: i64,
+    closed: Cell<bool>,
+}
+
+impl GroupCoordinator {
+    /// Creates the coordinator in its loading state and replays the partition in the
+    /// background; until that finishes, requests get COORDINATOR_LOAD_IN_PROGRESS.
+    pub fn start(partition: Rc<Partition>, broker: &BrokerConfig) -> Option<Rc<GroupCoordinator>> {
+        let config = group_config(broker, partition.index);
+        let manager = match GroupManager::new_loading(config, Box::new(RandomMemberIds)) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!(
+                    "group coordinator config for partition {}: {e}",
+                    partition.index
+                );
+                return None;
+            }
+        };
+        let gc = Rc::new(GroupCoordinator {
+            partition,
+            manager: RefCell::new(manager),
+            next_token: Cell::new(1),
+            pending_join: RefCell::new(HashMap::new()),
+            pending_sync: RefCell::new(HashMap::new()),
+            timers: RefCell::new(HashMap::new()),
+            offsets_retention_ms: broker.offsets_retention_ms,
+            closed: Cell::new(false),
+        });
+        let this = gc.clone();
+        let check_every = Duration::from_millis(broker.offsets_retention_check_interval_ms);
+        crate::rt::spawn_detached(async move {
+            this.load().await;
+            // Hold the coordinator weakly while idle, so closing the partition is not held up.
+            let weak = Rc::downgrade(&this);
+            drop(this);
+            loop {
+                crate::rt::sleep(check_every).await;
+                let Some(gc) = weak.upgrade() else { return };
+                if gc.closed.get() {
+                    return;
+                }
+                let effects = gc
+                    .manager
+                    .borrow_mut()
+                    .expire_offsets(now_ms(), gc.offsets_retention_ms);
+                gc.apply(effects).await;
+            }
+        });
+        Some(gc)
+    }
+
+    async fn load(self: &Rc<Self>) {
+        let log = self.partition.log();
+        let end = self.partition.high_watermark();
+        let mut offset = self.partition.log_start_offset();
+        let mut records = 0u64;
+        while offset < end {
+            let slice = match log.read(offset, 1 << 20, end).await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!(
+                        "loading groups of __consumer_offsets-{}: {e}",
+                        self.partition.index
+                    );
+                    break;
+                }
+            };
+            let ReadSlice::File(file) = &slice else { break };
+            let bytes = match log.read_bytes(&slice).await {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!(
+                        "loading groups of __consumer_offsets-{}: {e}",
+                        self.partition.index
+                    );
+                    break;
+                }
+            };
+            match decode_batches(&bytes, 64 << 20) {
+                Ok(batches) => {
+                    let mut manager = self.manager.borrow_mut();
+                    for b in batches {
+                        for r in b.records {
+                            if r.offset < offset {
+                                continue;
+                            }
+                            if let Some(key) = &r.key {
+                                if let Err(e) = manager.replay(key, r.value.clone()) {
+                                    log::warn!(
+                                        "skipping a bad __consumer_offsets record at {}: {e}",
+                                        r.offset
+                                    );
+                                }
+                                records += 1;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "undecodable __consumer_offsets-{} batch: {e}",
+                        self.partition.index
+                    );
+                    break;
+                }
+            }
+            offset = file.last_offset + 1;
+            crate::rt::yield_if_needed().await;
+        }
+        let effects = self.manager.borrow_mut().finish_loading(now_ms());
+        if records > 0 {
+            log::info!(
+                "loaded {records} group record(s) of __consumer_offsets-{}",
+                self.partition.index
+            );
+        }
+        self.apply(effects).await;
+    }
+
+    fn token(&self) -> ReplyToken {
+        let t = self.next_token.get();
+        self.next_token.set(t + 1);
+        ReplyToken(t)
+    }
+
+    /// Runs one call of the manager (which must not await) and carries out its effects.
+    /// Returns the call's own result and whether its records reached the log.
+    pub async fn call<T>(
+        self: &Rc<Self>,
+        f: impl FnOnce(&mut GroupManager, i64) -> (T, Vec<Effect>),
+    ) -> (T, bool) {
+        let (result, effects) = {
+            let mut m = self.manager.borrow_mut();
+            f(&mut m, now_ms())
+        };
+        let durable = self.apply(effects).await;
+        (result, durable)
+    }
+
+    /// Reads the manager without changing it.
+    pub fn read<T>(&self, f: impl FnOnce(&GroupManager) -> T) -> T {
+        f(&self.manager.borrow())
+    }
+
+    /// JoinGroup: registers a reply slot, runs the call, and waits for the (often delayed) reply.
+    pub async fn join(self: &Rc<Self>, req: shardlog_coordinator::JoinRequest) -> JoinResult {
+        let token = self.token();
+        let member = req.member_id.clone();
+        let (tx, rx) = flume::bounded(1);
+        self.pending_join.borrow_mut().insert(token, tx);
+        self.call(|m, now| ((), m.join(now, token, req))).await;
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| JoinResult::error(errors::NOT_COORDINATOR, member))
+    }
+
+    pub async fn sync(self: &Rc<Self>, req: shardlog_coordinator::SyncRequest) -> SyncResult {
+        let token = self.token();
+        let (tx, rx) = flume::bounded(1);
+        self.pending_sync.borrow_mut().insert(token, tx);
+        self.call(|m, now| ((), m.sync(now, token, req))).await;
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| SyncResult::error(errors::NOT_COORDINATOR))
+    }
+
+    /// Carries out effects: append records (one batch), then replies, then timers. Returns
+    /// whether the records are in the log (true when there were none).
+    async fn apply(self: &Rc<Self>, effects: Vec<Effect>) -> bool {
+        let mut records = Vec::new();
+        let mut joins = Vec::new();
+        let mut syncs = Vec::new();
+        let mut timers = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Persist(r) => records.push(r),
+                Effect::JoinReply(t, r) => joins.push((t, r)),
+                Effect::SyncReply(t, r) => syncs.push((t, r)),
+                Effect::ScheduleTimer { key, deadline_ms } => timers.push((key, deadline_ms)),
+            }
+        }
+        let durable = records.is_empty() || self.persist(records).await;
+        for (t, mut r) in joins {
+            if !durable {
+                r = JoinResult::error(errors::NOT_COORDINATOR, r.member_id);
+            }
+            if let Some(tx) = self.pending_join.borrow_mut().remove(&t) {
+                let _ = tx.try_send(r);
+            }
+        }
+        for (t, mut r) in syncs {
+            if !durable {
+                r = SyncResult::error(errors::NOT_COORDINATOR);
+            }
+            if let Some(tx) = self.pending_sync.borrow_mut().remove(&t) {
+                let _ = tx.try_send(r);
+            }
+        }
+        for (key, deadline) in timers {
+            self.schedule(key, deadline);
+        }
+        durable
+    }
+
+    async fn persist(&self, records: Vec<shardlog_coordinator::Record>) -> bool {
+        let now = now_ms();
+        let recs: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Record {
+                offset: i as i64,
+                timestamp: now,
+                key: Some(r.key),
+                value: r.value,
+                headers: Vec::new(),
+            })
+            .collect();
+        let bytes = match build_batch(Compression::None, now, &recs) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                log::error!("cannot encode group records: {e}");
+                return false;
+            }
+        };
+        let header = match batch::validate(&bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                log::error!("group record batch invalid: {e}");
+                return false;
+            }
+        };
+        let outcome = self
+            .partition
+            .append(vec![IncomingBatch { bytes, header }])
+            .await;
+        if outcome.error_code != errors::NONE {
+            log::error!(
+                "cannot append group records to __consumer_offsets-{}: error {}",
+                self.partition.index,
+                outcome.error_code
+            );
+        }
+        outcome.error_code == errors::NONE
+    }
+
+    /// One timer per key: scheduling a key again replaces (cancels) the previous timer.
+    fn schedule(self: &Rc<Self>, key: TimerKey, deadline_ms: i64) {
+        let this = self.clone();
+        let k = key.clone();
+        let delay = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
+        let task = crate::rt::spawn(async move {
+            crate::rt::sleep(delay).await;
+            // Detach our own handle first: the effects may schedule this key again, and
+            // dropping a running task's handle would cancel it.
+            if let Some(own) = this.timers.borrow_mut().remove(&k) {
+                own.detach();
+            }
+            this.call(|m, now| ((), m.on_timer(now, &k))).await;
+        });
+        self.timers.borrow_mut().insert(key, task);
+    }
+
+    /// Answers every waiting request with NOT_COORDINATOR and stops timers (partition closing).
+    pub fn shutdown(&self) {
+        self.closed.set(true);
+        let effects = self.manager.borrow_mut().unload();
+        for e in effects {
+            match e {
+                Effect::JoinReply(t, r) => {
+                    if let Some(tx) = self.pending_join.borrow_mut().remove(&t) {
+                        let _ = tx.try_send(r);
+                    }
+                }
+                Effect::SyncReply(t, r) => {
+                    if let Some(tx) = self.pending_sync.borrow_mut().remove(&t) {
+                        let _ = tx.try_send(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.timers.borrow_mut().clear();
+    }
+}

@@ -1,0 +1,659 @@
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//!
+//! Each handler turns the wire request (any supported version) into the coordinator crate's
+//! plain types, runs it on the shard that owns the group's `__consumer_offsets` partition, and
+//! turns the answer back. Fields a version lacks keep their defaults (the codec refuses others).
+
+use std::future::Future;
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use shardlog_coordinator as gc;
+
+use super::Response;
+use crate::errors;
+use crate::group_coordinator::GroupCoordinator;
+use crate::metadata::CONSUMER_OFFSETS_TOPIC;
+use crate::shard::Shard;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn coordinator_partition(shard: &Shard, group: &str) -> i32 {
+    gc::coordinator_partition(group, shard.config.offsets_topic_num_partitions)
+}
+
+/// Runs `f` with the coordinator of `group` on its shard; `None` if it is not available.
+async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<R>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<GroupCoordinator>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let p = coordinator_partition(shard, group);
+    let owner = shard.owner(CONSUMER_OFFSETS_TOPIC, p);
+    shard
+        .invoke_on(owner, move |s| async move {
+            match s.group_coordinator(p) {
+                Some(c) => Some(f(c).await),
+                None => None,
+            }
+        })
+        .await
+        .flatten()
+}
+
+pub async fn find_coordinator(
+    shard: &Rc<Shard>,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> Response {
+    let keys: Vec<StrBytes> = if version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let me = shard.config.broker_id;
+    let host = s(&shard.config.advertised_host);
+    let port = shard.config.advertised_port as i32;
+    let offsets_ready = shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_some();
+    let answer = |key: &StrBytes| -> (i16, Option<&'static str>) {
+        if req.key_type != 0 {
+            (
+                errors::COORDINATOR_NOT_AVAILABLE,
+                Some("transactions are not supported"),
+            )
+        } else if key.is_empty() && version < 4 {
+            (errors::INVALID_REQUEST, Some("empty group id"))
+        } else if !offsets_ready {
+            (errors::COORDINATOR_NOT_AVAILABLE, None)
+        } else {
+            (errors::NONE, None)
+        }
+    };
+    let resp = if version >= 4 {
+        let coordinators = keys
+            .iter()
+            .map(|k| {
+                let (code, msg) = answer(k);
+                let c = Coordinator::default()
+                    .with_key(k.clone())
+                    .with_error_code(code);
+                if code == errors::NONE {
+                    c.with_node_id(BrokerId(me))
+                        .with_host(host.clone())
+                        .with_port(port)
+                } else {
+                    c.with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_message(msg.map(s))
+                }
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        let (code, msg) = answer(&keys[0]);
+        let r = FindCoordinatorResponse::default().with_error_code(code);
+        let r = if version >= 1 {
+            r.with_error_message(msg.map(s))
+        } else {
+            r
+        };
+        if code == errors::NONE {
+            r.with_node_id(BrokerId(me)).with_host(host).with_port(port)
+        } else {
+            r.with_node_id(BrokerId(-1)).with_port(-1)
+        }
+    };
+    Response::Message(ResponseKind::FindCoordinator(resp))
+}
+
+pub async fn join_group(
+    shard: &Rc<Shard>,
+    version: i16,
+    req: JoinGroupRequest,
+    ctx: &super::RequestContext,
+) -> Response {
+    let group = req.group_id.0.to_string();
+    let join = gc::JoinRequest {
+        group_id: group.clone(),
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|v| v.to_string()),
+        client_id: ctx.client_id.clone(),
+        client_host: ctx.client_host.clone(),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
+    };
+    let member = join.member_id.clone();
+    let r = on_coordinator(shard, &group, move |c| async move { c.join(join).await })
+        .await
+        .unwrap_or_else(|| gc::JoinResult::error(errors::COORDINATOR_NOT_AVAILABLE, member));
+    let members = r
+        .members
+        .into_iter()
+        .map(|m| {
+            JoinGroupResponseMember::default()
+                .with_member_id(s(&m.member_id))
+                .with_group_instance_id(if version >= 5 {
+                    m.group_instance_id.as_deref().map(s)
+                } else {
+                    None
+                })
+                .with_metadata(m.metadata)
+        })
+        .collect();
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_generation_id(r.generation_id)
+        .with_leader(s(&r.leader))
+        .with_member_id(s(&r.member_id))
+        .with_members(members);
+    // protocol_name is nullable only from v7; before, an unknown protocol is "".
+    resp.protocol_name = match (r.protocol_name, version >= 7) {
+        (Some(p), _) => Some(s(&p)),
+        (None, true) => None,
+        (None, false) => Some(StrBytes::default()),
+    };
+    if version >= 7 {
+        resp.protocol_type = r.protocol_type.as_deref().map(s);
+    }
+    if version >= 9 {
+        resp.skip_assignment = r.skip_assignment;
+    }
+    Response::Message(ResponseKind::JoinGroup(resp))
+}
+
+pub async fn sync_group(shard: &Rc<Shard>, version: i16, req: SyncGroupRequest) -> Response {
+    let group = req.group_id.0.to_string();
+    let sync = gc::SyncRequest {
+        group_id: group.clone(),
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|v| v.to_string()),
+        protocol_type: req.protocol_type.as_ref().map(|v| v.to_string()),
+        protocol_name: req.protocol_name.as_ref().map(|v| v.to_string()),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let r = on_coordinator(shard, &group, move |c| async move { c.sync(sync).await })
+        .await
+        .unwrap_or_else(|| gc::SyncResult::error(errors::COORDINATOR_NOT_AVAILABLE));
+    let mut resp = SyncGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_assignment(r.assignment);
+    if version >= 5 {
+        resp.protocol_type = r.protocol_type.as_deref().map(s);
+        resp.protocol_name = r.protocol_name.as_deref().map(s);
+    }
+    Response::Message(ResponseKind::SyncGroup(resp))
+}
+
+pub async fn heartbeat(shard: &Rc<Shard>, _version: i16, req: HeartbeatRequest) -> Response {
+    let group = req.group_id.0.to_string();
+    let hb = gc::HeartbeatRequest {
+        group_id: group.clone(),
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|v| v.to_string()),
+    };
+    let code = on_coordinator(shard, &group, move |c| async move {
+        c.call(|m, now| m.heartbeat(now, hb)).await.0
+    })
+    .await
+    .unwrap_or(errors::COORDINATOR_NOT_AVAILABLE);
+    Response::Message(ResponseKind::Heartbeat(
+        HeartbeatResponse::default().with_error_code(code),
+    ))
+}
+
+pub async fn leave_group(shard: &Rc<Shard>, version: i16, req: LeaveGroupRequest) -> Response {
+    let group = req.group_id.0.to_string();
+    let members: Vec<gc::LeavingMember> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| gc::LeavingMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.as_ref().map(|v| v.to_string()),
+            })
+            .collect()
+    } else {
+        vec![gc::LeavingMember {
+            member_id: req.member_id.to_string(),
+            group_instance_id: None,
+        }]
+    };
+    let g = group.clone();
+    let r = on_coordinator(shard, &group, move |c| async move {
+        let (r, durable) = c.call(|m, now| m.leave(now, &g, members)).await;
+        if durable {
+            r
+        } else {
+            gc::LeaveResult {
+                error_code: errors::NOT_COORDINATOR,
+                members: Vec::new(),
+            }
+        }
+    })
+    .await
+    .unwrap_or(gc::LeaveResult {
+        error_code: errors::COORDINATOR_NOT_AVAILABLE,
+        members: Vec::new(),
+    });
+    let mut resp = LeaveGroupResponse::default();
+    if version >= 3 {
+        resp.error_code = r.error_code;
+        resp.members = r
+            .members
+            .into_iter()
+            .map(|(m, code)| {
+                MemberResponse::default()
+                    .with_member_id(s(&m.member_id))
+                    .with_group_instance_id(m.group_instance_id.as_deref().map(s))
+                    .with_error_code(code)
+            })
+            .collect();
+    } else {
+        // One member: its own error is the answer.
+        resp.error_code = if r.error_code != errors::NONE {
+            r.error_code
+        } else {
+            r.members.first().map(|(_, c)| *c).unwrap_or(errors::NONE)
+        };
+    }
+    Response::Message(ResponseKind::LeaveGroup(resp))
+}
+
+pub async fn offset_commit(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -> Response {
+    let group = req.group_id.0.to_string();
+    let commit = gc::OffsetCommitRequest {
+        group_id: group.clone(),
+        generation_id: req.generation_id_or_member_epoch,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|v| v.to_string()),
+        topics: req
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| gc::CommitPartition {
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: p.committed_metadata.as_ref().map(|v| v.to_string()),
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    let all_failed = |code: i16| -> gc::TopicPartitionErrors {
+        req.topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, code))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let result = on_coordinator(shard, &group, move |c| async move {
+        let (errs, durable) = c.call(|m, now| m.commit_offsets(now, commit)).await;
+        (errs, durable)
+    })
+    .await;
+    let errs = match result {
+        Some((errs, true)) => errs,
+        Some((_, false)) => all_failed(errors::NOT_COORDINATOR),
+        None => all_failed(errors::COORDINATOR_NOT_AVAILABLE),
+    };
+    let topics = errs
+        .into_iter()
+        .map(|(name, parts)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(TopicName(s(&name)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Response::Message(ResponseKind::OffsetCommit(
+        OffsetCommitResponse::default().with_topics(topics),
+    ))
+}
+
+pub async fn offset_fetch(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) -> Response {
+    // v8+ carries several groups; earlier versions one, in the top-level fields.
+    let groups: Vec<gc::OffsetFetchGroup> = if version >= 8 {
+        req.groups
+            .iter()
+            .map(|g| gc::OffsetFetchGroup {
+                group_id: g.group_id.0.to_string(),
+                topics: g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                }),
+            })
+            .collect()
+    } else {
+        vec![gc::OffsetFetchGroup {
+            group_id: req.group_id.0.to_string(),
+            topics: req.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            }),
+        }]
+    };
+    let mut results = Vec::with_capacity(groups.len());
+    for g in groups {
+        let id = g.group_id.clone();
+        let query = g.clone();
+        let r = on_coordinator(shard, &id, move |c| async move {
+            c.read(|m| m.fetch_offsets(&[query]))
+        })
+        .await
+        .and_then(|mut v| v.pop())
+        .unwrap_or(gc::OffsetFetchGroupResult {
+            group_id: id,
+            error_code: errors::COORDINATOR_NOT_AVAILABLE,
+            topics: Vec::new(),
+        });
+        results.push(r);
+    }
+    let meta = |m: String| Some(s(&m));
+    let resp = if version >= 8 {
+        let groups = results
+            .into_iter()
+            .map(|g| {
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(s(&g.group_id)))
+                    .with_error_code(g.error_code)
+                    .with_topics(
+                        g.topics
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(&t)))
+                                    .with_partitions(
+                                        ps.into_iter()
+                                            .map(|p| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p.partition)
+                                                    .with_committed_offset(p.committed_offset)
+                                                    .with_committed_leader_epoch(
+                                                        p.committed_leader_epoch,
+                                                    )
+                                                    .with_metadata(meta(p.metadata))
+                                                    .with_error_code(p.error_code)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetFetchResponse::default().with_groups(groups)
+    } else {
+        let g = results.pop().expect("one group");
+        let topics = g
+            .topics
+            .into_iter()
+            .map(|(t, ps)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(s(&t)))
+                    .with_partitions(
+                        ps.into_iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p.partition)
+                                    .with_committed_offset(p.committed_offset)
+                                    .with_committed_leader_epoch(if version >= 5 {
+                                        p.committed_leader_epoch
+                                    } else {
+                                        -1
+                                    })
+                                    .with_metadata(meta(p.metadata))
+                                    .with_error_code(p.error_code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let r = OffsetFetchResponse::default().with_topics(topics);
+        if version >= 2 {
+            r.with_error_code(g.error_code)
+        } else {
+            r
+        }
+    };
+    Response::Message(ResponseKind::OffsetFetch(resp))
+}
+
+pub async fn list_groups(shard: &Rc<Shard>, version: i16, req: ListGroupsRequest) -> Response {
+    let states: Vec<String> = if version >= 4 {
+        req.states_filter.iter().map(|v| v.to_string()).collect()
+    } else {
+        vec![]
+    };
+    let types: Vec<String> = if version >= 5 {
+        req.types_filter.iter().map(|v| v.to_string()).collect()
+    } else {
+        vec![]
+    };
+    let answers = shard
+        .invoke_on_all(move |s| {
+            let (states, types) = (states.clone(), types.clone());
+            async move {
+                s.group_coordinators()
+                    .iter()
+                    .map(|c| c.read(|m| m.list_groups(&states, &types)))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .await;
+    let mut error = errors::NONE;
+    let mut groups = Vec::new();
+    for r in answers.into_iter().flatten().flatten() {
+        if r.error_code != errors::NONE {
+            error = r.error_code;
+        }
+        for g in r.groups {
+            let mut lg = kafka_protocol::messages::list_groups_response::ListedGroup::default()
+                .with_group_id(GroupId(s(&g.group_id)))
+                .with_protocol_type(s(&g.protocol_type));
+            if version >= 4 {
+                lg.group_state = s(g.state.as_str());
+            }
+            if version >= 5 {
+                lg.group_type = s(g.group_type);
+            }
+            groups.push(lg);
+        }
+    }
+    Response::Message(ResponseKind::ListGroups(
+        ListGroupsResponse::default()
+            .with_error_code(error)
+            .with_groups(groups),
+    ))
+}
+
+pub async fn describe_groups(
+    shard: &Rc<Shard>,
+    version: i16,
+    req: DescribeGroupsRequest,
+) -> Response {
+    let mut out = Vec::with_capacity(req.groups.len());
+    for g in &req.groups {
+        let id = g.0.to_string();
+        let q = vec![id.clone()];
+        let d = on_coordinator(shard, &id, move |c| async move {
+            c.read(|m| m.describe_groups(&q, false))
+        })
+        .await
+        .and_then(|mut v| v.pop());
+        let dg = match d {
+            Some(d) => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+                .with_error_code(d.error_code)
+                .with_group_id(GroupId(s(&d.group_id)))
+                .with_group_state(s(d.state))
+                .with_protocol_type(s(&d.protocol_type))
+                .with_protocol_data(s(&d.protocol_data))
+                .with_authorized_operations(i32::MIN)
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|m| {
+                            kafka_protocol::messages::describe_groups_response::DescribedGroupMember::default()
+                                .with_member_id(s(&m.member_id))
+                                .with_group_instance_id(if version >= 4 { m.group_instance_id.as_deref().map(s) } else { None })
+                                .with_client_id(s(&m.client_id))
+                                .with_client_host(s(&m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+            None => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+                .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+                .with_group_id(g.clone())
+                .with_authorized_operations(i32::MIN),
+        };
+        out.push(dg);
+    }
+    Response::Message(ResponseKind::DescribeGroups(
+        DescribeGroupsResponse::default().with_groups(out),
+    ))
+}
+
+pub async fn delete_groups(shard: &Rc<Shard>, _version: i16, req: DeleteGroupsRequest) -> Response {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for g in &req.groups_names {
+        let id = g.0.to_string();
+        let q = vec![id.clone()];
+        let code = on_coordinator(shard, &id, move |c| async move {
+            let (r, durable) = c.call(|m, now| m.delete_groups(now, &q)).await;
+            match (r.first(), durable) {
+                (Some((_, code)), true) => *code,
+                (_, false) => errors::NOT_COORDINATOR,
+                (None, true) => errors::NONE,
+            }
+        })
+        .await
+        .unwrap_or(errors::COORDINATOR_NOT_AVAILABLE);
+        results.push(
+            kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(code),
+        );
+    }
+    Response::Message(ResponseKind::DeleteGroups(
+        DeleteGroupsResponse::default().with_results(results),
+    ))
+}
+
+pub async fn offset_delete(shard: &Rc<Shard>, _version: i16, req: OffsetDeleteRequest) -> Response {
+    let group = req.group_id.0.to_string();
+    let del = gc::OffsetDeleteRequest {
+        group_id: group.clone(),
+        topics: req
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect(),
+    };
+    let r = on_coordinator(shard, &group, move |c| async move {
+        let (r, durable) = c.call(|m, now| m.delete_offsets(now, del)).await;
+        if durable {
+            r
+        } else {
+            gc::OffsetDeleteResult {
+                error_code: errors::NOT_COORDINATOR,
+                topics: Vec::new(),
+            }
+        }
+    })
+    .await
+    .unwrap_or(gc::OffsetDeleteResult {
+        error_code: errors::COORDINATOR_NOT_AVAILABLE,
+        topics: Vec::new(),
+    });
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(TopicName(s(&t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, code)| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Response::Message(ResponseKind::OffsetDelete(
+        OffsetDeleteResponse::default()
+            .with_error_code(r.error_code)
+            .with_topics(topics),
+    ))
+}
