@@ -7,6 +7,7 @@
 //! - `compression`: gzip, snappy, lz4 (frame format), zstd for record bodies.
 //! - `records`: client-side record batch building and decoding (tools, bench, tests).
 //! - `fetch_encode`: Fetch responses whose record bytes stay in files (zero copy).
+//! - `partitioner`: Kafka's murmur2 key partitioner.
 //! - `client`: a blocking Kafka client over std TCP for tools, bench set-up and tests.
 
 pub mod batch;
@@ -14,6 +15,7 @@ pub mod client;
 pub mod compression;
 pub mod fetch_encode;
 pub mod frame;
+pub mod partitioner;
 pub mod records;
 
 pub use kafka_protocol;

@@ -246,3 +246,79 @@ fn bad_batches_and_names_get_kafka_error_codes() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn hostile_group_requests_get_errors() {
+    let broker = Broker::start_with(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let mut raw = Raw::connect(&broker);
+    let join = |raw: &mut Raw,
+                member: &str,
+                protocol_type: &str,
+                metadata: Vec<u8>|
+     -> JoinGroupResponse {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("hostile")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.into()))
+            .with_protocol_type(StrBytes::from_string(protocol_type.into()))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(metadata.into())]);
+        match raw.call(ApiKey::JoinGroup, 7, RequestKind::JoinGroup(req)) {
+            ResponseKind::JoinGroup(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Huge member metadata (2 MiB, over the 1 MiB limit): an error, not a crash.
+    let r = join(&mut raw, "", "consumer", vec![0u8; 2 << 20]);
+    assert_ne!(r.error_code, 0);
+    // The two-step join, then a real member.
+    let r = join(&mut raw, "", "consumer", vec![1, 2, 3]);
+    assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+    let member = r.member_id.to_string();
+    let r = join(&mut raw, &member, "consumer", vec![1, 2, 3]);
+    assert_eq!(r.error_code, 0);
+    let generation = r.generation_id;
+    // A different protocol type than the group's.
+    let r = join(&mut raw, "", "connect", vec![1]);
+    assert!(
+        r.error_code == 23 || r.error_code == 79,
+        "INCONSISTENT_GROUP_PROTOCOL, got {}",
+        r.error_code
+    );
+    // Heartbeats with a wrong generation or an unknown member.
+    let hb = |raw: &mut Raw, member: &str, generation: i32| -> i16 {
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("hostile")))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.into()));
+        match raw.call(ApiKey::Heartbeat, 4, RequestKind::Heartbeat(req)) {
+            ResponseKind::Heartbeat(r) => r.error_code,
+            other => panic!("{other:?}"),
+        }
+    };
+    let code = hb(&mut raw, &member, generation + 7);
+    assert!(
+        code == 22 || code == 27,
+        "ILLEGAL_GENERATION or REBALANCE_IN_PROGRESS, got {code}"
+    );
+    assert_eq!(hb(&mut raw, "nobody", generation), 25, "UNKNOWN_MEMBER_ID");
+    // Deleting a group that has members.
+    let req = DeleteGroupsRequest::default()
+        .with_groups_names(vec![GroupId(StrBytes::from_static_str("hostile"))]);
+    match raw.call(ApiKey::DeleteGroups, 2, RequestKind::DeleteGroups(req)) {
+        ResponseKind::DeleteGroups(r) => assert_eq!(r.results[0].error_code, 68, "NON_EMPTY_GROUP"),
+        other => panic!("{other:?}"),
+    }
+    // The broker is still fine.
+    match raw.call(
+        ApiKey::ApiVersions,
+        3,
+        RequestKind::ApiVersions(ApiVersionsRequest::default()),
+    ) {
+        ResponseKind::ApiVersions(r) => assert_eq!(r.error_code, 0),
+        other => panic!("{other:?}"),
+    }
+}
