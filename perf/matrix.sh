@@ -83,6 +83,9 @@ trap stop_started EXIT
 BENCH="$(bench_bin)"
 RUN_ID="$(date +%H%M%S)"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+# The commit the run started from (HEAD may move while a long run is under way).
+COMMIT="$(commit_id)"
+[ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && COMMIT="$COMMIT + working tree"
 
 if [ "$LIMITS" = 1 ]; then
     "$PERF_DIR/limits.sh" --out "$OUT" >/dev/null
@@ -111,8 +114,6 @@ elif [ "$PEER" = tansu ]; then
 fi
 
 write_run_json() {
-    local tree=""
-    [ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && tree=" + working tree"
     python3 - "$OUT/run.json" <<PY
 import json, os, platform, sys
 mem = ""
@@ -120,7 +121,7 @@ for line in open("/proc/meminfo"):
     if line.startswith("MemTotal:"):
         mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
 json.dump({
-    "commit": "$(commit_id)$tree", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "duration": "$DURATION",
+    "commit": "$COMMIT", "commit_at_end": "$(commit_id)", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "duration": "$DURATION",
     "warmup": "$WARMUP", "shards": "$SHARDS", "targets": "$(printf '%s ' "${TARGETS[@]}")",
     "peer_note": "$PEER_NOTE", "command": "$COMMAND_LINE",
     "e2e_rate": "$E2E_RATE", "e2e_linger": "$E2E_LINGER",

@@ -202,6 +202,10 @@ def main():
             f"Load average (1/5/15 min) at start {run.get('load_start', '?')}, at end "
             f"{run.get('load_end', '?')}.\n"
         )
+    if run.get("commit_at_end") and run.get("commit_at_end") not in run.get("commit", ""):
+        md.append(f"HEAD at the end of the run: {run['commit_at_end']}.\n")
+    if run.get("broker_binary"):
+        md.append(f"Broker binary: {run['broker_binary']}.\n")
     if run.get("command"):
         md.append(f"Command: `{run['command'].strip()}`\n")
     if os.path.exists(os.path.join(out, "commands.md")):

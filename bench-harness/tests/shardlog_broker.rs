@@ -1,8 +1,9 @@
 //! Smoke runs against the real Shardlog broker binary: produce 10,000 records, consume them
 //! back from earliest, and a short end-to-end run.
 //!
-//! The broker is `target/debug/shardlog` next to this package; it is built with
-//! `cargo build -p shardlog-broker --bin shardlog` first (a no-op when up to date), started on
+//! The broker is `$SHARDLOG_BIN` when set (the test suite sets it to the release build), else
+//! `target/debug/shardlog` built with `cargo build -p shardlog-broker --bin shardlog` first (a
+//! no-op when up to date). It is started on
 //! a free port with a temporary data directory, and killed by a drop guard. If it cannot be
 //! built or does not start listening, these tests fail with the reason: they never skip.
 
@@ -24,6 +25,10 @@ fn workspace_root() -> PathBuf {
 }
 
 fn broker_binary() -> PathBuf {
+    // The test suite (scripts/test.sh) builds the release broker and names it here.
+    if let Some(p) = std::env::var_os("SHARDLOG_BIN") {
+        return PathBuf::from(p);
+    }
     let root = workspace_root();
     let bin = root.join("target/debug/shardlog");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());

@@ -147,6 +147,13 @@ pub struct PartitionLog {
     last_flush_ms: Cell<i64>,
     writer: Semaphore,
     appending: Cell<bool>,
+    /// The fdatasync of the last rolled segment, running in the background so that appends
+    /// to the new segment never wait for it (Kafka flushes rolled segments asynchronously
+    /// too). It sets `recovery_point` past that segment when done. Awaited before anything
+    /// that moves the recovery point itself (flush, close, truncation) and at the next roll.
+    pending_sync: RefCell<Option<glommio::Task<()>>>,
+    /// Shared with `pending_sync`'s task, which may only advance the recovery point.
+    recovery_point_shared: Rc<Cell<i64>>,
 }
 
 struct ResetOnDrop<'a>(&'a Cell<bool>);
@@ -267,6 +274,8 @@ impl PartitionLog {
             last_flush_ms: Cell::new(now),
             writer: Semaphore::new(1),
             appending: Cell::new(false),
+            pending_sync: RefCell::new(None),
+            recovery_point_shared: Rc::new(Cell::new(i64::MIN)),
         };
         log.write_checkpoint().await?;
         Ok(log)
@@ -704,14 +713,27 @@ impl PartitionLog {
         debug_assert_eq!(new_base, old.next_offset());
         let new = Rc::new(Segment::create(&self.dir, new_base, now).await?);
         self.segments.borrow_mut().push(new);
-        // The new segment takes appends from here; the finished one is made durable and the
-        // recovery point moves past it, so recovery never scans it again.
-        old.sync().await?;
-        old.close_index_files().await?;
+        // The new segment takes appends from here. The finished one is made durable in the
+        // background; only then does the recovery point move past it (until then, recovery
+        // would simply scan it again). A previous roll's sync is normally long done; if not,
+        // waiting for it here is the back-pressure of rolling faster than the disk syncs.
+        self.await_pending_sync().await;
         self.dir_handle.sync().await?;
-        self.recovery_point.set(new_base);
-        self.unflushed_messages.set(0);
-        self.last_flush_ms.set(now);
+        let shared = self.recovery_point_shared.clone();
+        let dir = self.dir.clone();
+        let task = glommio::spawn_local(async move {
+            match old.sync().await {
+                Ok(()) => shared.set(shared.get().max(new_base)),
+                Err(e) => log::error!("{}: sync of a rolled segment failed: {e}", dir.display()),
+            }
+            if let Err(e) = old.close_index_files().await {
+                log::warn!(
+                    "{}: closing index files of a rolled segment: {e}",
+                    dir.display()
+                );
+            }
+        });
+        *self.pending_sync.borrow_mut() = Some(task);
         self.write_checkpoint().await?;
         Ok(true)
     }
@@ -810,6 +832,7 @@ impl PartitionLog {
     /// restarts empty (see `policy::full_truncation_start`). Returns the new log end offset.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
         let _permit = self.lock().await;
+        self.await_pending_sync().await;
         let (lso, leo) = (self.log_start_offset.get(), self.log_end_offset.get());
         if offset >= leo {
             return Ok(leo);
@@ -906,7 +929,20 @@ impl PartitionLog {
         Ok(false)
     }
 
+    /// Waits for the background sync of the last rolled segment, and takes its progress.
+    async fn await_pending_sync(&self) {
+        let task = self.pending_sync.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+        let synced = self.recovery_point_shared.replace(i64::MIN);
+        if synced > self.recovery_point.get() && synced <= self.log_end_offset.get() {
+            self.recovery_point.set(synced);
+        }
+    }
+
     async fn flush_locked(&self, now: i64) -> Result<(), StorageError> {
+        self.await_pending_sync().await;
         let leo = self.log_end_offset.get();
         self.active().sync().await?;
         self.recovery_point.set(self.recovery_point.get().max(leo));
