@@ -94,8 +94,12 @@ fn start_broker(test: &str) -> Broker {
     let mut broker = Broker { child, dir, addr };
     let deadline = Instant::now() + LISTEN_TIMEOUT;
     loop {
-        if TcpStream::connect(&broker.addr).is_ok() {
-            return broker;
+        // A connection to ourselves (TCP self-connect on an ephemeral-range port nobody
+        // listens on yet) does not count.
+        if let Ok(s) = TcpStream::connect(&broker.addr) {
+            if s.local_addr().ok() != s.peer_addr().ok() {
+                return broker;
+            }
         }
         if let Ok(Some(status)) = broker.child.try_wait() {
             let mut err = String::new();

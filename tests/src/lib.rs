@@ -54,6 +54,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether a Kafka broker answers an ApiVersions request on `port`. A plain TCP connect is not
+/// enough: right after a kill -9 the dead broker's listening socket can live on for a moment
+/// (its io_uring is torn down asynchronously) and still complete handshakes, and a connect to an
+/// ephemeral-range port nobody listens on can connect to itself.
+pub fn answers_api_versions(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    // ApiVersions v0: size, api key 18, version 0, correlation id 1, null client id.
+    let req: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let mut size = [0u8; 4];
+    s.write_all(&req).is_ok() && s.read_exact(&mut size).is_ok() && i32::from_be_bytes(size) > 0
+}
+
 /// A running (or stopped) broker process with its own data directory.
 pub struct Broker {
     child: Option<Child>,
@@ -124,7 +140,7 @@ impl Broker {
                     self.log()
                 );
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if answers_api_versions(self.port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

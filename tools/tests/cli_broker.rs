@@ -117,8 +117,12 @@ impl Broker {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the broker exited during startup with {status}");
             }
-            if TcpStream::connect(&self.addr).is_ok() {
-                return;
+            // A connection to ourselves (TCP self-connect on an ephemeral-range port nobody
+            // listens on yet) does not count.
+            if let Ok(s) = TcpStream::connect(&self.addr) {
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
