@@ -203,6 +203,20 @@ impl Drop for Broker {
     }
 }
 
+/// Runs `shardlog-cli` (building it first if needed) and returns its stdout; fails the test
+/// if it fails.
+pub fn cli(args: &[&str]) -> String {
+    let bin = workspace_root().join("target/debug/shardlog-cli");
+    if !bin.exists() {
+        run_ok(
+            Command::new(env!("CARGO"))
+                .args(["build", "-p", "shardlog-tools"])
+                .current_dir(workspace_root()),
+        );
+    }
+    run_ok(Command::new(bin).args(args))
+}
+
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd

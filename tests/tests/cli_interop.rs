@@ -5,19 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shardlog_tests::{run_ok, workspace_root, Broker};
-
-fn cli(args: &[&str]) -> String {
-    let bin = workspace_root().join("target/debug/shardlog-cli");
-    if !bin.exists() {
-        run_ok(
-            Command::new(env!("CARGO"))
-                .args(["build", "-p", "shardlog-tools"])
-                .current_dir(workspace_root()),
-        );
-    }
-    run_ok(Command::new(bin).args(args))
-}
+use shardlog_tests::{cli, run_ok, Broker};
 
 #[test]
 fn retention_set_with_the_cli_deletes_segments_kcat_no_longer_sees() {

@@ -14,7 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::ClientContext;
-use shardlog_tests::{run_ok, workspace_root, Broker};
+use shardlog_tests::{cli, run_ok, workspace_root, Broker};
 
 const GROUP_SETTINGS: &[&str] = &[
     "--set",
@@ -85,19 +85,6 @@ fn disjoint_cover(a: &[BTreeSet<i32>], partitions: i32) -> bool {
     a.iter().all(|s| !s.is_empty())
         && total == partitions as usize
         && union.len() == partitions as usize
-}
-
-/// Runs `shardlog-cli` (building it if needed) and returns its stdout.
-fn cli(args: &[&str]) -> String {
-    let bin = workspace_root().join("target/debug/shardlog-cli");
-    if !bin.exists() {
-        run_ok(
-            Command::new(env!("CARGO"))
-                .args(["build", "-p", "shardlog-tools"])
-                .current_dir(workspace_root()),
-        );
-    }
-    run_ok(Command::new(bin).args(args))
 }
 
 #[test]

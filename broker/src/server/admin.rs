@@ -81,6 +81,32 @@ where
         .collect()
 }
 
+/// `scatter` for work done one item at a time: `f` runs on each item's owning shard, in order.
+pub async fn scatter_each<T, R, F, Fut>(
+    shard: &Rc<Shard>,
+    items: Vec<(ShardId, T)>,
+    lost: R,
+    f: F,
+) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + Clone + 'static,
+    F: Fn(Rc<Shard>, T) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    scatter(shard, items, lost, move |s: Rc<Shard>, parts: Vec<T>| {
+        let f = f.clone();
+        async move {
+            let mut out = Vec::with_capacity(parts.len());
+            for p in parts {
+                out.push(f(s.clone(), p).await);
+            }
+            out
+        }
+    })
+    .await
+}
+
 /// A topic to create, as requested.
 pub struct TopicSpec {
     pub name: String,
@@ -394,16 +420,12 @@ pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsReque
         timestamp: -1,
         offset: -1,
     };
-    let answers = scatter(
+    let answers = scatter_each(
         shard,
         items,
         lost,
-        |s: Rc<Shard>, parts: Vec<(String, i32, i64)>| async move {
-            let mut out = Vec::with_capacity(parts.len());
-            for (topic, index, ts) in parts {
-                out.push(offset_lookup(&s, &topic, index, ts).await);
-            }
-            out
+        |s: Rc<Shard>, (topic, index, ts): (String, i32, i64)| async move {
+            offset_lookup(&s, &topic, index, ts).await
         },
     )
     .await;

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::scatter;
+use super::admin::{scatter, scatter_each};
 use super::Response;
 use crate::config::limits;
 use crate::errors;
@@ -305,16 +305,12 @@ pub async fn delete_records(
         }
         shape.push((t.name.clone(), parts));
     }
-    let answers = scatter(
+    let answers = scatter_each(
         shard,
         items,
         (errors::NOT_LEADER_OR_FOLLOWER, -1i64),
-        |s: Rc<Shard>, parts: Vec<(String, i32, i64)>| async move {
-            let mut out = Vec::with_capacity(parts.len());
-            for (topic, index, offset) in parts {
-                out.push(delete_before(&s, &topic, index, offset).await);
-            }
-            out
+        |s: Rc<Shard>, (topic, index, offset): (String, i32, i64)| async move {
+            delete_before(&s, &topic, index, offset).await
         },
     )
     .await;

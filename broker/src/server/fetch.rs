@@ -14,7 +14,7 @@ use shardlog_protocol::fetch_encode::{
 };
 use shardlog_storage::FileSlice;
 
-use super::admin::scatter;
+use super::admin::scatter_each;
 use super::Response;
 use crate::config::limits;
 use crate::errors;
@@ -114,19 +114,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
             })
             .collect();
         drop(tx);
-        let reads = scatter(
+        let reads = scatter_each(
             shard,
             batch,
             not_found(),
-            |s: Rc<Shard>, its: Vec<ReadItem>| async move {
-                let mut out = Vec::with_capacity(its.len());
-                for it in its {
-                    out.push(match s.partition(&it.topic, it.index) {
-                        Some(p) => p.read(it.offset, it.max_bytes, it.waiter.as_ref()).await,
-                        None => not_found(),
-                    });
+            |s: Rc<Shard>, it: ReadItem| async move {
+                match s.partition(&it.topic, it.index) {
+                    Some(p) => p.read(it.offset, it.max_bytes, it.waiter.as_ref()).await,
+                    None => not_found(),
                 }
-                out
             },
         )
         .await;
