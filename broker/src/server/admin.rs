@@ -107,6 +107,56 @@ where
     .await
 }
 
+/// Persists `change` through the registry and waits until every shard has applied the new
+/// snapshot (opening partitions it now owns, applying changed topic configs). Runs on shard 0;
+/// the caller holds `registry_gate`, so snapshots reach shards in order.
+pub(super) async fn publish(
+    s0: &Rc<Shard>,
+    change: impl FnOnce(&mut BTreeMap<Arc<str>, Arc<TopicMeta>>),
+) -> Result<(), (i16, String)> {
+    let Some(registry) = s0.registry.as_ref() else {
+        return Err((errors::NOT_CONTROLLER, "not the metadata writer".into()));
+    };
+    // Bind first: the registry borrow must end before the broadcast awaits.
+    let update = registry.borrow_mut().update(change);
+    match update {
+        Ok(snap) => {
+            s0.invoke_on_all(move |s| {
+                let snap = snap.clone();
+                async move { s.apply_metadata(snap).await }
+            })
+            .await;
+            Ok(())
+        }
+        Err(e) => {
+            log::error!("cannot persist topic metadata: {e}");
+            Err((errors::KAFKA_STORAGE_ERROR, e.to_string()))
+        }
+    }
+}
+
+/// Stores `topics` (new or changed) through the registry and publishes them; if that fails,
+/// every result that had succeeded becomes the failure.
+pub(super) async fn publish_topics<T>(
+    s0: &Rc<Shard>,
+    topics: &[Arc<TopicMeta>],
+    results: Vec<Result<T, (i16, String)>>,
+) -> Vec<Result<T, (i16, String)>> {
+    match publish(s0, |map| {
+        for t in topics {
+            map.insert(t.name.clone(), t.clone());
+        }
+    })
+    .await
+    {
+        Ok(()) => results,
+        Err(f) => results
+            .into_iter()
+            .map(|r| r.and_then(|_| Err(f.clone())))
+            .collect(),
+    }
+}
+
 /// A topic to create, as requested.
 pub struct TopicSpec {
     pub name: String,
@@ -147,7 +197,7 @@ async fn registry_create(
     specs: Vec<TopicSpec>,
     validate_only: bool,
 ) -> Vec<(String, CreateResult)> {
-    let Some(registry) = s0.registry.as_ref() else {
+    if s0.registry.is_none() {
         return specs
             .into_iter()
             .map(|s| {
@@ -157,7 +207,7 @@ async fn registry_create(
                 )
             })
             .collect();
-    };
+    }
     let _permit = s0.registry_gate.acquire_permit(1).await;
     let snapshot = s0.metadata();
     let mut results = Vec::with_capacity(specs.len());
@@ -198,33 +248,12 @@ async fn registry_create(
     if validate_only || created.is_empty() {
         return results;
     }
-    let update = registry.borrow_mut().update(|topics| {
-        for t in &created {
-            topics.insert(t.name.clone(), t.clone());
-        }
-    });
-    match update {
-        Ok(snap) => {
-            s0.invoke_on_all(move |s| {
-                let snap = snap.clone();
-                async move { s.apply_metadata(snap).await }
-            })
-            .await;
-            results
-        }
-        Err(e) => {
-            log::error!("cannot persist topic metadata: {e}");
-            results
-                .into_iter()
-                .map(|(n, r)| {
-                    (
-                        n,
-                        r.and_then(|_| Err((errors::KAFKA_STORAGE_ERROR, e.to_string()))),
-                    )
-                })
-                .collect()
-        }
-    }
+    let names: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
+    let outcomes = results.into_iter().map(|(_, r)| r).collect();
+    names
+        .into_iter()
+        .zip(publish_topics(&s0, &created, outcomes).await)
+        .collect()
 }
 
 pub async fn create_topics(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -> Response {
@@ -339,12 +368,12 @@ pub async fn delete_topics(shard: &Rc<Shard>, version: i16, req: DeleteTopicsReq
 }
 
 async fn registry_delete(s0: Rc<Shard>, names: Vec<String>) -> Vec<(String, [u8; 16], i16)> {
-    let Some(registry) = s0.registry.as_ref() else {
+    if s0.registry.is_none() {
         return names
             .into_iter()
             .map(|n| (n, [0; 16], errors::NOT_COORDINATOR))
             .collect();
-    };
+    }
     let _permit = s0.registry_gate.acquire_permit(1).await;
     let snapshot = s0.metadata();
     let mut out = Vec::new();
@@ -362,26 +391,16 @@ async fn registry_delete(s0: Rc<Shard>, names: Vec<String>) -> Vec<(String, [u8;
     if doomed.is_empty() {
         return out;
     }
-    // Bind first: the registry borrow must end before the broadcast awaits.
-    let update = registry.borrow_mut().update(|topics| {
+    let removed = publish(&s0, |topics| {
         for d in &doomed {
             topics.remove(d);
         }
-    });
-    match update {
-        Ok(snap) => {
-            s0.invoke_on_all(move |s| {
-                let snap = snap.clone();
-                async move { s.apply_metadata(snap).await }
-            })
-            .await;
-        }
-        Err(e) => {
-            log::error!("cannot persist topic metadata: {e}");
-            for o in &mut out {
-                if o.2 == errors::NONE {
-                    o.2 = errors::KAFKA_STORAGE_ERROR;
-                }
+    })
+    .await;
+    if removed.is_err() {
+        for o in &mut out {
+            if o.2 == errors::NONE {
+                o.2 = errors::KAFKA_STORAGE_ERROR;
             }
         }
     }

@@ -24,16 +24,16 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::{scatter, scatter_each};
+use super::admin::{publish_topics, scatter, scatter_each};
 use super::Response;
 use crate::config::limits;
 use crate::errors;
+use crate::errors::NOT_CONTROLLER;
 use crate::metadata::TopicMeta;
 use crate::shard::Shard;
 use crate::shard_table::ShardId;
 
 /// Kafka error codes only these handlers use.
-pub(super) const NOT_CONTROLLER: i16 = 41;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 
@@ -48,34 +48,6 @@ const CLUSTER_OPERATIONS: i32 =
 
 /// A failure as a response carries it.
 pub(super) type Failure = (i16, String);
-
-/// Persists `change` through the registry and waits until every shard has applied the new
-/// snapshot (opening partitions it now owns, applying changed topic configs). Runs on shard 0;
-/// the caller holds `registry_gate`, so snapshots reach shards in order.
-pub(super) async fn publish(
-    s0: &Rc<Shard>,
-    change: impl FnOnce(&mut BTreeMap<Arc<str>, Arc<TopicMeta>>),
-) -> Result<(), Failure> {
-    let Some(registry) = s0.registry.as_ref() else {
-        return Err((NOT_CONTROLLER, "not the metadata writer".into()));
-    };
-    // Bind first: the registry borrow must end before the broadcast awaits.
-    let update = registry.borrow_mut().update(change);
-    match update {
-        Ok(snap) => {
-            s0.invoke_on_all(move |s| {
-                let snap = snap.clone();
-                async move { s.apply_metadata(snap).await }
-            })
-            .await;
-            Ok(())
-        }
-        Err(e) => {
-            log::error!("cannot persist topic metadata: {e}");
-            Err((errors::KAFKA_STORAGE_ERROR, e.to_string()))
-        }
-    }
-}
 
 fn name_of(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -258,19 +230,7 @@ async fn registry_grow(
     if validate_only || grown.is_empty() {
         return results;
     }
-    match publish(&s0, |topics| {
-        for t in &grown {
-            topics.insert(t.name.clone(), t.clone());
-        }
-    })
-    .await
-    {
-        Ok(()) => results,
-        Err(f) => results
-            .into_iter()
-            .map(|r| r.and_then(|()| Err(f.clone())))
-            .collect(),
-    }
+    publish_topics(&s0, &grown, results).await
 }
 
 pub async fn delete_records(

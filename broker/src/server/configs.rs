@@ -24,12 +24,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::cluster_admin::{publish, Failure, NOT_CONTROLLER};
+use super::admin::publish_topics;
+use super::cluster_admin::Failure;
 use super::Response;
 use crate::config::{
     valid_topic_name, BrokerConfig, ConfigError, TopicConfig, BROKER_KEYS, TOPIC_KEYS,
 };
 use crate::errors;
+use crate::errors::NOT_CONTROLLER;
 use crate::metadata::TopicMeta;
 use crate::shard::Shard;
 use crate::shard_table::ShardId;
@@ -754,19 +756,7 @@ async fn registry_alter(
     for t in &changed {
         log::info!("topic {} configs now {:?}", t.name, t.overrides);
     }
-    match publish(&s0, |topics| {
-        for t in &changed {
-            topics.insert(t.name.clone(), t.clone());
-        }
-    })
-    .await
-    {
-        Ok(()) => results,
-        Err(f) => results
-            .into_iter()
-            .map(|r| r.and_then(|()| Err(f.clone())))
-            .collect(),
-    }
+    publish_topics(&s0, &changed, results).await
 }
 
 #[cfg(test)]
