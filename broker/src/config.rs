@@ -91,6 +91,8 @@ pub const BROKER_KEYS: &[&str] = &[
     "advertised.listeners",
     "auto.create.topics.enable",
     "broker.id",
+    "controlled.shutdown.enable",
+    "default.replication.factor",
     "group.initial.rebalance.delay.ms",
     "group.max.session.timeout.ms",
     "group.min.session.timeout.ms",
@@ -102,7 +104,13 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.retention.check.interval.ms",
     "offsets.retention.minutes",
     "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "replica.fetch.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "replica.lag.time.max.ms",
     "socket.request.max.bytes",
+    "zookeeper.connect",
+    "zookeeper.session.timeout.ms",
     "compression.type",
     "log.cleanup.policy",
     "log.flush.interval.messages",
@@ -345,6 +353,19 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// ZooKeeper connect string (`host:port[,host:port][/chroot]`); `None` = standalone.
+    pub zookeeper_connect: Option<String>,
+    pub zookeeper_session_timeout_ms: u64,
+    /// A follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: i32,
+    pub replica_fetch_max_bytes: i32,
+    /// Replication factor of topics created without one (auto-creation, -1 in CreateTopics).
+    pub default_replication_factor: i16,
+    /// Replication factor of `__consumer_offsets` in cluster mode (standalone: 1).
+    pub offsets_topic_replication_factor: i16,
+    /// On SIGTERM, move leadership to other ISR members before stopping (cluster mode).
+    pub controlled_shutdown_enable: bool,
     pub topic_defaults: TopicConfig,
     /// Every key given explicitly, for DescribeConfigs (source = static broker config).
     pub explicit: BTreeMap<String, String>,
@@ -369,6 +390,14 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            zookeeper_connect: None,
+            zookeeper_session_timeout_ms: 18_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
+            default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
+            controlled_shutdown_enable: true,
             topic_defaults: TopicConfig::default(),
             explicit: BTreeMap::new(),
         }
@@ -465,6 +494,58 @@ impl BrokerConfig {
                 }
                 self.group_max_session_timeout_ms = v;
             }
+            "zookeeper.connect" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    return Err(bad(key, value, "expected host:port[,host:port]"));
+                }
+                self.zookeeper_connect = Some(v.to_string());
+            }
+            "zookeeper.session.timeout.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if !(1000..=600_000).contains(&v) {
+                    return Err(bad(key, value, "must be between 1000 and 600000"));
+                }
+                self.zookeeper_session_timeout_ms = v;
+            }
+            "replica.lag.time.max.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < 100 {
+                    return Err(bad(key, value, "must be >= 100"));
+                }
+                self.replica_lag_time_max_ms = v;
+            }
+            "replica.fetch.wait.max.ms" => {
+                let v: i32 = parse_num(key, value)?;
+                if !(0..=60_000).contains(&v) {
+                    return Err(bad(key, value, "must be between 0 and 60000"));
+                }
+                self.replica_fetch_wait_max_ms = v;
+            }
+            "replica.fetch.max.bytes" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 1024 {
+                    return Err(bad(key, value, "must be >= 1024"));
+                }
+                self.replica_fetch_max_bytes = v;
+            }
+            "default.replication.factor" => {
+                let v: i16 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.default_replication_factor = v;
+            }
+            "offsets.topic.replication.factor" => {
+                let v: i16 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.offsets_topic_replication_factor = v;
+            }
+            "controlled.shutdown.enable" => {
+                self.controlled_shutdown_enable = parse_bool(key, value)?
+            }
             "log.retention.hours" => t.set("retention.ms", &(hours(key, value)?).to_string())?,
             "log.retention.minutes" => {
                 let m: i64 = parse_num(key, value)?;
@@ -538,6 +619,14 @@ impl BrokerConfig {
             "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms.to_string(),
             "group.min.session.timeout.ms" => self.group_min_session_timeout_ms.to_string(),
             "group.max.session.timeout.ms" => self.group_max_session_timeout_ms.to_string(),
+            "zookeeper.connect" => self.zookeeper_connect.clone().unwrap_or_default(),
+            "zookeeper.session.timeout.ms" => self.zookeeper_session_timeout_ms.to_string(),
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms.to_string(),
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes.to_string(),
+            "default.replication.factor" => self.default_replication_factor.to_string(),
+            "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
+            "controlled.shutdown.enable" => self.controlled_shutdown_enable.to_string(),
             _ => {
                 let topic_key = TOPIC_KEYS.iter().find(|(_, b)| *b == key)?.0;
                 return self.topic_defaults.get(topic_key);

@@ -11,6 +11,7 @@
 //!   producer state (`producer_state`) and the fetch waiters.
 
 pub mod config;
+pub mod control;
 pub mod errors;
 pub mod group_coordinator;
 pub mod metadata;

@@ -17,34 +17,103 @@ use crate::config::{BrokerConfig, ConfigError, TopicConfig};
 /// The internal topic holding consumer group offsets and metadata.
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// `PartitionState::leader` when no replica may lead (every ISR member is down).
+pub const NO_LEADER: i32 = -1;
+
+/// A live broker, as registered in ZooKeeper (`/brokers/ids/<id>`) or, standalone, this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Replication state of one partition: its assignment (`/brokers/topics/<t>`) and its state
+/// znode (`/brokers/topics/<t>/partitions/<p>/state`). Standalone: one replica, this broker,
+/// leader epoch 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Assigned replicas in placement order; the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    /// Leading broker, or `NO_LEADER`.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    /// Version of the state znode: the compare-and-swap token for ISR changes (0 standalone).
+    pub zk_version: i32,
+}
+
+impl PartitionState {
+    /// A single-replica partition led by `broker` (standalone mode).
+    pub fn standalone(broker: i32) -> PartitionState {
+        PartitionState {
+            replicas: vec![broker],
+            leader: broker,
+            leader_epoch: 0,
+            isr: vec![broker],
+            zk_version: 0,
+        }
+    }
+}
+
 /// One topic as every shard sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicMeta {
     pub name: Arc<str>,
     pub id: [u8; 16],
     pub partitions: i32,
+    /// Requested replicas per partition (1 standalone).
+    pub replication_factor: i16,
     /// Only the keys set on this topic; `config` is the resolved view.
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
+    /// One per partition (index = partition), once the metadata writer has placed them. A topic
+    /// built by a request handler (new, or grown) may have fewer; the writer fills them in.
+    pub states: Vec<PartitionState>,
 }
 
 impl TopicMeta {
     pub fn is_internal(&self) -> bool {
         &*self.name == CONSUMER_OFFSETS_TOPIC
     }
+
+    pub fn state(&self, partition: i32) -> Option<&PartitionState> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.states.get(i))
+    }
 }
 
-/// An immutable view of all topics. Cheap to share (`Arc`) and never mutated in place.
+/// An immutable view of the cluster: topics with their partitions' replication state, live
+/// brokers, the controller. Cheap to share (`Arc`) and never mutated in place.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataSnapshot {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+    /// Live brokers by id (standalone: this one).
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// The controller's broker id, or -1 while there is none.
+    pub controller_id: i32,
+    /// This broker's id.
+    pub local_broker: i32,
+    /// True when ZooKeeper coordinates several brokers.
+    pub cluster_mode: bool,
 }
 
 impl MetadataSnapshot {
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
         self.topics.get(name)
+    }
+
+    pub fn partition_state(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topic(topic)?.state(partition)
+    }
+
+    /// True when this broker leads `topic`-`partition` in this snapshot.
+    pub fn leads(&self, topic: &str, partition: i32) -> bool {
+        self.partition_state(topic, partition)
+            .is_some_and(|s| s.leader == self.local_broker)
     }
 
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&Arc<TopicMeta>> {
@@ -112,6 +181,7 @@ fn unhex16(s: &str) -> Option<[u8; 16]> {
 /// The single writer. Lives on shard 0 (standalone).
 pub struct TopicRegistry {
     path: PathBuf,
+    broker: BrokerInfo,
     snapshot: Arc<MetadataSnapshot>,
     /// Next producer id to hand out, and the end of the block reserved on disk. Ids are
     /// reserved in blocks so that a restart never reuses one.
@@ -152,8 +222,10 @@ impl TopicRegistry {
                             name,
                             id,
                             partitions: t.partitions,
+                            replication_factor: 1,
                             overrides: t.configs,
                             config,
+                            states: Vec::new(),
                         }),
                     );
                 }
@@ -161,6 +233,7 @@ impl TopicRegistry {
                     version: 1,
                     cluster_id: file.cluster_id,
                     topics,
+                    ..Default::default()
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -169,7 +242,7 @@ impl TopicRegistry {
                 MetadataSnapshot {
                     version: 1,
                     cluster_id: format!("shardlog-{}", hex(&random_bytes::<8>())),
-                    topics: BTreeMap::new(),
+                    ..Default::default()
                 }
             }
             Err(source) => return Err(MetadataError::Io { path, source }),
@@ -191,8 +264,15 @@ impl TopicRegistry {
                 })
             }
         };
+        let mut snapshot = snapshot;
+        standalone_view(&mut snapshot, broker);
         let reg = TopicRegistry {
             path,
+            broker: BrokerInfo {
+                id: broker.broker_id,
+                host: broker.advertised_host.clone(),
+                port: broker.advertised_port,
+            },
             snapshot: Arc::new(snapshot),
             next_producer_id: reserved,
             producer_id_block_end: reserved,
@@ -245,6 +325,7 @@ impl TopicRegistry {
     ) -> Result<Arc<MetadataSnapshot>, MetadataError> {
         let mut next = (*self.snapshot).clone();
         change(&mut next.topics);
+        fill_standalone_states(&mut next.topics, self.broker.id);
         next.version += 1;
         let previous = std::mem::replace(&mut self.snapshot, Arc::new(next));
         if let Err(e) = self.persist() {
@@ -252,6 +333,35 @@ impl TopicRegistry {
             return Err(e);
         }
         Ok(self.snapshot.clone())
+    }
+}
+
+/// Standalone: this broker is the only one, the controller, and leads every partition.
+fn standalone_view(snapshot: &mut MetadataSnapshot, broker: &BrokerConfig) {
+    snapshot.local_broker = broker.broker_id;
+    snapshot.controller_id = broker.broker_id;
+    snapshot.cluster_mode = false;
+    snapshot.brokers.insert(
+        broker.broker_id,
+        BrokerInfo {
+            id: broker.broker_id,
+            host: broker.advertised_host.clone(),
+            port: broker.advertised_port,
+        },
+    );
+    fill_standalone_states(&mut snapshot.topics, broker.broker_id);
+}
+
+/// Gives every partition without a state the standalone one (single replica on `broker`).
+fn fill_standalone_states(topics: &mut BTreeMap<Arc<str>, Arc<TopicMeta>>, broker: i32) {
+    for t in topics.values_mut() {
+        if t.states.len() != t.partitions.max(0) as usize {
+            let t = Arc::make_mut(t);
+            t.states.truncate(t.partitions.max(0) as usize);
+            while t.states.len() < t.partitions.max(0) as usize {
+                t.states.push(PartitionState::standalone(broker));
+            }
+        }
     }
 }
 
@@ -286,8 +396,10 @@ pub fn new_topic(
         name: name.into(),
         id: random_bytes::<16>(),
         partitions,
+        replication_factor: 1,
         overrides,
         config,
+        states: Vec::new(),
     })
 }
 

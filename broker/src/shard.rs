@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::BrokerConfig;
+use crate::control::{ControlHandle, Lease};
 use crate::group_coordinator::GroupCoordinator;
 use crate::metadata::{MetadataSnapshot, TopicRegistry, CONSUMER_OFFSETS_TOPIC};
 use crate::partition::Partition;
@@ -47,6 +48,10 @@ pub struct ShardSetup {
     pub counters: Arc<Counters>,
     /// Set by the signal thread; each shard also gets a message on its shutdown channel.
     pub shutdown: flume::Receiver<()>,
+    /// The control thread (cluster mode only).
+    pub control: Option<ControlHandle>,
+    /// Leadership lease: leaders accept writes only while it is valid.
+    pub lease: Arc<Lease>,
 }
 
 pub type PartitionKey = (Arc<str>, i32);
@@ -68,6 +73,10 @@ pub struct Shard {
     /// Serialises registry changes and their broadcast, so snapshots reach shards in order.
     pub registry_gate: crate::rt::Semaphore,
     pub shutdown: flume::Receiver<()>,
+    /// The control thread (cluster mode only); `None` standalone.
+    pub control: Option<ControlHandle>,
+    /// Leadership lease shared with the control thread (never ends standalone).
+    pub lease: Arc<Lease>,
 }
 
 impl Shard {
@@ -85,7 +94,15 @@ impl Shard {
             registry: registry.map(RefCell::new),
             registry_gate: crate::rt::Semaphore::new(1),
             shutdown: setup.shutdown.clone(),
+            control: setup.control.clone(),
+            lease: setup.lease.clone(),
         }
+    }
+
+    /// True on the shard that turns topic changes into snapshots: shard 0, which holds the
+    /// registry (standalone) or hands changes to the control thread (cluster mode).
+    pub fn is_metadata_writer(&self) -> bool {
+        self.registry.is_some() || (self.control.is_some() && self.id == ShardId(0))
     }
 
     pub fn shard_count(&self) -> usize {

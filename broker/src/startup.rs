@@ -99,6 +99,8 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         clean_start,
         counters: Arc::new(Counters::default()),
         shutdown: shutdown_rx,
+        control: None,
+        lease: crate::control::Lease::standalone(),
     });
     let registry = Arc::new(std::sync::Mutex::new(Some(registry)));
     let inbox_rx = Arc::new(std::sync::Mutex::new(

@@ -114,6 +114,25 @@ pub(super) async fn publish(
     s0: &Rc<Shard>,
     change: impl FnOnce(&mut BTreeMap<Arc<str>, Arc<TopicMeta>>),
 ) -> Result<(), (i16, String)> {
+    if let Some(control) = s0.control.as_ref() {
+        // Cluster mode: ZooKeeper is the source of truth. The control thread writes the
+        // difference and publishes the resulting snapshot to every shard before replying.
+        let before = s0.metadata().topics.clone();
+        let mut after = before.clone();
+        change(&mut after);
+        let (reply, rx) = flume::bounded(1);
+        let req = crate::control::ControlRequest::ApplyTopics {
+            before,
+            after,
+            reply,
+        };
+        if control.tx.send_async(req).await.is_err() {
+            return Err((errors::NOT_CONTROLLER, "control thread stopped".into()));
+        }
+        return crate::rt::recv_cross(&rx)
+            .await
+            .unwrap_or_else(|_| Err((errors::NOT_CONTROLLER, "control thread stopped".into())));
+    }
     let Some(registry) = s0.registry.as_ref() else {
         return Err((errors::NOT_CONTROLLER, "not the metadata writer".into()));
     };
@@ -197,7 +216,7 @@ async fn registry_create(
     specs: Vec<TopicSpec>,
     validate_only: bool,
 ) -> Vec<(String, CreateResult)> {
-    if s0.registry.is_none() {
+    if !s0.is_metadata_writer() {
         return specs
             .into_iter()
             .map(|s| {
@@ -368,7 +387,7 @@ pub async fn delete_topics(shard: &Rc<Shard>, version: i16, req: DeleteTopicsReq
 }
 
 async fn registry_delete(s0: Rc<Shard>, names: Vec<String>) -> Vec<(String, [u8; 16], i16)> {
-    if s0.registry.is_none() {
+    if !s0.is_metadata_writer() {
         return names
             .into_iter()
             .map(|n| (n, [0; 16], errors::NOT_COORDINATOR))

@@ -168,7 +168,7 @@ async fn registry_grow(
     specs: Vec<GrowSpec>,
     validate_only: bool,
 ) -> Vec<Result<(), Failure>> {
-    if s0.registry.is_none() {
+    if !s0.is_metadata_writer() {
         return vec![Err((NOT_CONTROLLER, "not the metadata writer".into())); specs.len()];
     }
     let _permit = s0.registry_gate.acquire_permit(1).await;

@@ -1,0 +1,110 @@
+//! Cluster mode's control plane: one thread per broker (tokio, current-thread) that holds the
+//! ZooKeeper session. It registers the broker, competes for `/controller`, turns ZooKeeper's
+//! state into immutable `MetadataSnapshot`s published to every shard, and carries out the
+//! changes shards ask for (`ControlRequest`). Shards never block on ZooKeeper: they send a
+//! request on `ControlHandle::tx` and await the reply on a flume channel.
+//!
+//! This module (`mod.rs`) is the interface between shards and the control thread; the thread
+//! itself lives in the submodules.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::metadata::TopicMeta;
+
+/// Monotonic origin for lease deadlines (milliseconds since the first use).
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn now_mono_ms() -> u64 {
+    clock_origin().elapsed().as_millis() as u64
+}
+
+/// Leadership lease. A leader accepts writes only while its ZooKeeper session is known to be
+/// alive: the control thread renews the lease after each successful round trip to ZooKeeper,
+/// for less than the session timeout, so a broker that was paused (SIGSTOP) or cut off stops
+/// accepting writes before ZooKeeper can expire its session and another broker is elected.
+/// Standalone brokers hold a lease that never ends.
+pub struct Lease {
+    /// Monotonic milliseconds until which writes are allowed; `u64::MAX` standalone, 0 revoked.
+    until_ms: AtomicU64,
+}
+
+impl Lease {
+    pub fn standalone() -> Arc<Lease> {
+        Arc::new(Lease {
+            until_ms: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Starts revoked (cluster mode, until the first successful ZooKeeper round trip).
+    pub fn revoked() -> Arc<Lease> {
+        Arc::new(Lease {
+            until_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn valid(&self) -> bool {
+        now_mono_ms() < self.until_ms.load(Ordering::Acquire)
+    }
+
+    /// Allows writes until `started + length`, where `started` is when the ZooKeeper request
+    /// that proved the session alive was sent.
+    pub fn renew(&self, started: Instant, length: Duration) {
+        let until = started
+            .saturating_duration_since(clock_origin())
+            .saturating_add(length)
+            .as_millis() as u64;
+        self.until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Stops writes at once (session expired, shutting down).
+    pub fn revoke(&self) {
+        self.until_ms.store(0, Ordering::Release);
+    }
+}
+
+/// A change shards ask the control thread to make in ZooKeeper. Every request is answered
+/// exactly once on its `reply` channel.
+pub enum ControlRequest {
+    /// A change of the topic map computed on shard 0 by an admin handler: topics created
+    /// (states empty: the control thread places them with the product rule), deleted, grown
+    /// (new partitions placed), or with changed configs. The control thread writes ZooKeeper,
+    /// publishes the resulting snapshot to every shard of this broker, waits until they applied
+    /// it, then replies. `TOPIC_ALREADY_EXISTS` if another broker created a topic first;
+    /// `INVALID_REPLICATION_FACTOR` if fewer brokers are alive than a new topic needs.
+    ApplyTopics {
+        before: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+        after: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+        reply: flume::Sender<Result<(), (i16, String)>>,
+    },
+    /// The leader of a partition asks to change its ISR (shrink a lagging follower, add a
+    /// caught-up one). Written with a version check against `zk_version`, and only if this
+    /// broker is still the leader in `leader_epoch`. Replies `NONE` when written (the new state
+    /// is then published to the shards), or the error (`NOT_LEADER_OR_FOLLOWER` when the
+    /// partition moved on, `NOT_CONTROLLER`-style conflicts as `REQUEST_TIMED_OUT` to retry).
+    AlterIsr {
+        topic: Arc<str>,
+        partition: i32,
+        leader_epoch: i32,
+        zk_version: i32,
+        isr: Vec<i32>,
+        reply: flume::Sender<i16>,
+    },
+    /// A block of `count` producer ids never handed out before, cluster-wide. Replies with the
+    /// first id of the block.
+    ProducerIdBlock {
+        count: i64,
+        reply: flume::Sender<Result<i64, String>>,
+    },
+}
+
+/// What a shard holds to reach the control thread (cluster mode only).
+#[derive(Clone)]
+pub struct ControlHandle {
+    pub tx: flume::Sender<ControlRequest>,
+}
