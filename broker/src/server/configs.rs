@@ -175,6 +175,39 @@ fn key_info(key: &str) -> (i8, &'static str) {
             "The longest session timeout a group member may ask for.",
         ),
         "socket.request.max.bytes" => (TYPE_INT, "The largest request accepted, in bytes."),
+        "controlled.shutdown.enable" => (
+            TYPE_BOOLEAN,
+            "On SIGTERM, move this broker's leaderships to other in-sync replicas before stopping.",
+        ),
+        "default.replication.factor" => (
+            TYPE_INT,
+            "Replicas per partition of topics created without a replication factor.",
+        ),
+        "offsets.topic.replication.factor" => (
+            TYPE_INT,
+            "Replicas per partition of __consumer_offsets (cluster mode; it is created once this \
+             many brokers are alive).",
+        ),
+        "replica.fetch.max.bytes" => (
+            TYPE_INT,
+            "Bytes a follower asks for per partition in one fetch from its leader.",
+        ),
+        "replica.fetch.wait.max.ms" => (
+            TYPE_INT,
+            "How long a follower's fetch waits at the leader for new data.",
+        ),
+        "replica.lag.time.max.ms" => (
+            TYPE_LONG,
+            "A follower that has not caught up with the leader for this long leaves the ISR.",
+        ),
+        "zookeeper.connect" => (
+            TYPE_STRING,
+            "ZooKeeper connect string; set, the broker runs in cluster mode.",
+        ),
+        "zookeeper.session.timeout.ms" => (
+            TYPE_INT,
+            "ZooKeeper session timeout; a broker silent this long loses its leaderships.",
+        ),
         _ => (TYPE_UNKNOWN, ""),
     }
 }
