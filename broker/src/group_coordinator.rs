@@ -25,6 +25,9 @@ use crate::config::BrokerConfig;
 use crate::errors;
 use crate::partition::{now_ms, IncomingBatch, Partition};
 
+/// How long a group write waits for the ISR (Kafka's `offsets.commit.timeout.ms` default).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Member id suffixes from the kernel's random source.
 struct RandomMemberIds;
 
@@ -112,7 +115,9 @@ impl GroupCoordinator {
 
     async fn load(self: &Rc<Self>) {
         let log = self.partition.log();
-        let end = self.partition.high_watermark();
+        // The coordinator runs on the leader, whose log is the partition's truth: records not
+        // yet on every ISR member are replayed too (their requests may still be waiting).
+        let end = self.partition.log_end_offset();
         let mut offset = self.partition.log_start_offset();
         let mut records = 0u64;
         while offset < end {
@@ -295,13 +300,26 @@ impl GroupCoordinator {
             .append(vec![IncomingBatch { bytes, header }])
             .await;
         if outcome.error_code != errors::NONE {
-            log::error!(
+            log::warn!(
                 "cannot append group records to __consumer_offsets-{}: error {}",
                 self.partition.index,
                 outcome.error_code
             );
+            return false;
         }
-        outcome.error_code == errors::NONE
+        // acks=all: a commit is answered only once every ISR member has it, so it survives a
+        // move of the coordinator to another replica.
+        let code = self
+            .partition
+            .wait_committed(outcome.last_offset, COMMIT_TIMEOUT)
+            .await;
+        if code != errors::NONE {
+            log::warn!(
+                "group records of __consumer_offsets-{} not replicated: error {code}",
+                self.partition.index
+            );
+        }
+        code == errors::NONE
     }
 
     /// One timer per key: scheduling a key again replaces (cancels) the previous timer.

@@ -8,7 +8,8 @@
 //! - `server` accepts connections on every shard, decodes frames with `shardlog_protocol` and
 //!   dispatches to one handler per API; handlers split work by owning shard (`shard_table`).
 //! - `partition` is a partition on its shard: the `shardlog_storage` log, the idempotent
-//!   producer state (`producer_state`) and the fetch waiters.
+//!   producer state (`producer_state`) and the fetch waiters; in cluster mode also its
+//!   replication state (rules in `replication`), with followers fed by `replica_fetcher`.
 
 pub mod config;
 pub mod control;
@@ -17,6 +18,8 @@ pub mod group_coordinator;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
+pub mod replica_fetcher;
+pub mod replication;
 pub mod rt;
 pub mod server;
 pub mod shard;

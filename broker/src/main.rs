@@ -1,5 +1,6 @@
 //! `shardlog`: start a broker. Standalone by default: `shardlog` alone listens on
-//! 127.0.0.1:9092 and stores under ./data.
+//! 127.0.0.1:9092 and stores under ./data. With `--zookeeper host:port` (or
+//! `zookeeper.connect`) it joins a cluster coordinated by ZooKeeper.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,9 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
     if let Some(id) = args.broker_id {
         c.broker_id = id;
     }
+    if let Some(zk) = &args.zookeeper {
+        c.set("zookeeper.connect", zk).map_err(|e| e.to_string())?;
+    }
     Ok(c)
 }
 
@@ -90,13 +94,6 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     let args = Args::parse();
-    if args.zookeeper.is_some() {
-        eprintln!(
-            "shardlog: cluster mode (--zookeeper) is not available in this build yet; \
-             run without --zookeeper for a standalone broker"
-        );
-        return ExitCode::from(2);
-    }
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -54,6 +54,17 @@ impl PartitionState {
             zk_version: 0,
         }
     }
+
+    /// Checks a client's `current_leader_epoch` against this state, as Kafka does for
+    /// ListOffsets, Fetch and OffsetForLeaderEpoch: -1 (unknown to the client) always passes,
+    /// an older epoch is fenced (the client must refresh metadata), a newer one means this
+    /// broker has not caught up with the controller yet.
+    pub fn check_leader_epoch(&self, requested: i32) -> Result<(), i16> {
+        match crate::replication::check_leader_epoch(self.leader_epoch, requested) {
+            crate::errors::NONE => Ok(()),
+            code => Err(code),
+        }
+    }
 }
 
 /// One topic as every shard sees it.
@@ -118,6 +129,72 @@ impl MetadataSnapshot {
 
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&Arc<TopicMeta>> {
         self.topics.values().find(|t| &t.id == id)
+    }
+
+    pub fn is_live(&self, broker: i32) -> bool {
+        self.brokers.contains_key(&broker)
+    }
+
+    /// The live broker leading `topic`-`partition`: `None` when the topic or its state is
+    /// unknown (a topic just created has no states until the metadata writer placed it), the
+    /// partition has no leader, or the leader is not registered as alive.
+    pub fn leader_broker(&self, topic: &str, partition: i32) -> Option<&BrokerInfo> {
+        let leader = self.partition_state(topic, partition)?.leader;
+        if leader == NO_LEADER {
+            return None;
+        }
+        self.brokers.get(&leader)
+    }
+
+    /// The assigned replicas of `state` on brokers that are not alive, in assignment order.
+    pub fn offline_replicas(&self, state: &PartitionState) -> Vec<i32> {
+        state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.is_live(*b))
+            .collect()
+    }
+
+    /// True when this broker stores a replica of `topic`-`partition` (leader or follower).
+    pub fn hosts_replica(&self, topic: &str, partition: i32) -> bool {
+        self.partition_state(topic, partition)
+            .is_some_and(|s| s.replicas.contains(&self.local_broker))
+    }
+
+    /// The replication factor a new topic gets when the request leaves it to the broker (-1):
+    /// standalone always 1; in cluster mode `offsets.topic.replication.factor` for the offsets
+    /// topic and `default.replication.factor` for any other.
+    pub fn default_replication_factor(&self, broker: &BrokerConfig, topic: &str) -> i16 {
+        if !self.cluster_mode {
+            1
+        } else if topic == CONSUMER_OFFSETS_TOPIC {
+            broker.offsets_topic_replication_factor
+        } else {
+            broker.default_replication_factor
+        }
+    }
+
+    /// Checks a new topic's replication factor: standalone only 1; in cluster mode between 1
+    /// and the number of live brokers (Kafka's messages).
+    pub fn check_replication_factor(&self, factor: i16) -> Result<(), String> {
+        if !self.cluster_mode {
+            return if factor == 1 {
+                Ok(())
+            } else {
+                Err("a standalone broker has one replica per partition".into())
+            };
+        }
+        if factor < 1 {
+            return Err("Replication factor must be larger than 0.".into());
+        }
+        let live = self.brokers.len();
+        if factor as usize > live {
+            return Err(format!(
+                "Replication factor: {factor} larger than available brokers: {live}."
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -406,6 +483,120 @@ pub fn new_topic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(live: &[i32]) -> MetadataSnapshot {
+        let mut s = MetadataSnapshot {
+            cluster_mode: true,
+            local_broker: 1,
+            controller_id: 2,
+            ..Default::default()
+        };
+        for &id in live {
+            s.brokers.insert(
+                id,
+                BrokerInfo {
+                    id,
+                    host: format!("h{id}"),
+                    port: 9000 + id as u16,
+                },
+            );
+        }
+        s
+    }
+
+    fn with_topic(mut s: MetadataSnapshot, states: Vec<PartitionState>) -> MetadataSnapshot {
+        let mut t = new_topic(&BrokerConfig::default(), "t", 2, BTreeMap::new()).unwrap();
+        t.states = states;
+        s.topics.insert(t.name.clone(), Arc::new(t));
+        s
+    }
+
+    fn state(replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 3,
+            isr: isr.to_vec(),
+            zk_version: 7,
+        }
+    }
+
+    #[test]
+    fn leader_broker_needs_a_live_leader_and_a_state() {
+        let s = with_topic(
+            cluster(&[1, 2]),
+            vec![state(&[2, 3], 2, &[2]), state(&[3, 1], 3, &[3, 1])],
+        );
+        assert_eq!(s.leader_broker("t", 0).map(|b| b.port), Some(9002));
+        // Partition 1's leader (3) is not registered: no usable leader.
+        assert!(s.leader_broker("t", 1).is_none());
+        // States not filled in yet (fresh topic) or unknown topic: no leader, no panic.
+        assert!(s.leader_broker("t", 5).is_none());
+        assert!(s.leader_broker("nope", 0).is_none());
+        let s = with_topic(cluster(&[1]), vec![state(&[1], NO_LEADER, &[])]);
+        assert!(s.leader_broker("t", 0).is_none());
+    }
+
+    #[test]
+    fn offline_replicas_are_assigned_but_not_live() {
+        let s = cluster(&[1, 2]);
+        assert_eq!(
+            s.offline_replicas(&state(&[3, 1, 4, 2], 1, &[1])),
+            vec![3, 4]
+        );
+        assert!(s.offline_replicas(&state(&[1, 2], 1, &[1, 2])).is_empty());
+    }
+
+    #[test]
+    fn hosts_replica_follows_the_assignment() {
+        let s = with_topic(
+            cluster(&[1, 2, 3]),
+            vec![state(&[2, 3], 2, &[2, 3]), state(&[3, 1], 3, &[3])],
+        );
+        assert!(!s.hosts_replica("t", 0));
+        assert!(s.hosts_replica("t", 1));
+        assert!(!s.leads("t", 1));
+    }
+
+    #[test]
+    fn replication_factor_defaults_and_limits() {
+        let broker = BrokerConfig {
+            default_replication_factor: 2,
+            offsets_topic_replication_factor: 3,
+            ..Default::default()
+        };
+        let standalone = MetadataSnapshot::default();
+        assert_eq!(standalone.default_replication_factor(&broker, "t"), 1);
+        assert!(standalone.check_replication_factor(1).is_ok());
+        assert!(standalone.check_replication_factor(2).is_err());
+        let c = cluster(&[1, 2]);
+        assert_eq!(c.default_replication_factor(&broker, "t"), 2);
+        assert_eq!(
+            c.default_replication_factor(&broker, CONSUMER_OFFSETS_TOPIC),
+            3
+        );
+        assert!(c.check_replication_factor(2).is_ok());
+        assert_eq!(
+            c.check_replication_factor(3).unwrap_err(),
+            "Replication factor: 3 larger than available brokers: 2."
+        );
+        assert!(c.check_replication_factor(0).is_err());
+    }
+
+    #[test]
+    fn leader_epoch_check() {
+        let s = state(&[1], 1, &[1]);
+        assert_eq!(s.check_leader_epoch(-1), Ok(()));
+        assert_eq!(s.check_leader_epoch(3), Ok(()));
+        assert_eq!(
+            s.check_leader_epoch(2),
+            Err(crate::errors::FENCED_LEADER_EPOCH)
+        );
+        assert_eq!(
+            s.check_leader_epoch(4),
+            Err(crate::errors::UNKNOWN_LEADER_EPOCH)
+        );
+    }
 
     #[test]
     fn registry_survives_reload() {

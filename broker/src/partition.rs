@@ -1,5 +1,11 @@
-//! A partition on its owning shard: the log, idempotent producer state, the append queue and the
-//! fetch waiters. Never touched from another shard: other shards send `shard::ShardMsg`s.
+//! A partition on its owning shard: the log, idempotent producer state, the append queue, the
+//! fetch waiters, and its replication state (role, leader epoch, ISR, high watermark, the
+//! leader's view of its followers, the leader epoch cache). Never touched from another shard:
+//! other shards send closures (`Shard::invoke_on`).
+//!
+//! Standalone is the case "leader of epoch 0, ISR = {self}": the high watermark moves to the log
+//! end right after each append, so one code path serves both modes. Replication decisions are
+//! pure functions in `replication`; this module holds the state and applies them.
 //!
 //! Appends are group-committed: a produce handler pushes its batches on `pending` and, if no
 //! append is running, becomes the writer and drains the queue (every batch waiting at that moment
@@ -7,17 +13,21 @@
 //! without a lock, and lets concurrent producers share one I/O.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use shardlog_protocol::batch::{self, BatchHeader};
 use shardlog_storage::{BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageError};
 
 use crate::config::TopicConfig;
+use crate::control::Lease;
 use crate::errors;
+use crate::metadata::{PartitionState, NO_LEADER};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::replication::{self, EpochCache, FollowerState, LeaderView};
 
 /// One batch of a produce request, validated, with its bytes still in the request frame.
 pub struct IncomingBatch {
@@ -30,9 +40,49 @@ pub struct IncomingBatch {
 pub struct AppendOutcome {
     pub error_code: i16,
     pub base_offset: i64,
+    /// Last offset of the request's batches (for acks=all); -1 on error.
+    pub last_offset: i64,
     /// -1 unless the topic uses LogAppendTime.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+}
+
+impl AppendOutcome {
+    pub fn failed(error_code: i16, log_start_offset: i64) -> AppendOutcome {
+        AppendOutcome {
+            error_code,
+            base_offset: -1,
+            last_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset,
+        }
+    }
+}
+
+/// Why a follower could not append what its leader sent.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowerAppendError {
+    #[error("not a follower any more")]
+    NotFollower,
+    /// The leader's data does not start at our log end: truncate again.
+    #[error("batch at offset {got} where the log ends at {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
+    #[error("corrupt batch from the leader: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+/// Producer state and the leader epoch cache, rebuilt from every batch header in the log.
+async fn scan_state(log: &PartitionLog) -> Result<(ProducerStateTable, EpochCache), StorageError> {
+    let mut producers = ProducerStateTable::default();
+    let mut epochs = EpochCache::default();
+    log.scan_headers(log.log_start_offset(), &mut |h| {
+        producers.observe(h);
+        epochs.assign(h.partition_leader_epoch, h.base_offset);
+    })
+    .await?;
+    Ok((producers, epochs))
 }
 
 struct PendingAppend {
@@ -49,6 +99,83 @@ pub struct PartitionRead {
     pub slice: Option<FileSlice>,
 }
 
+/// What this broker is for a partition, per its latest snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower {
+        leader: i32,
+    },
+    /// No leader (`NO_LEADER`), or this broker is not among the replicas any more.
+    Offline,
+}
+
+/// What `apply_state` changed, for the shard to act on (group coordinator, replica fetcher).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    BecameLeader,
+    BecameFollower {
+        leader: i32,
+    },
+    WentOffline,
+    /// Same role and epoch; the ISR, replicas or znode version may have changed.
+    Unchanged,
+}
+
+/// Who is fetching: a consumer (`replica_id` -1) or a follower broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchFrom {
+    pub replica_id: i32,
+    /// -1 when the fetcher does not know the epoch (no check).
+    pub current_leader_epoch: i32,
+}
+
+impl FetchFrom {
+    pub const CONSUMER: FetchFrom = FetchFrom {
+        replica_id: -1,
+        current_leader_epoch: -1,
+    };
+}
+
+/// A leader's request to change the ISR, handed to the control thread by the shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub isr: Vec<i32>,
+    pub leader_epoch: i32,
+    pub zk_version: i32,
+}
+
+/// Replication state from the latest applied snapshot plus the leader's follower tracking.
+struct ReplicaState {
+    local: i32,
+    role: Role,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    zk_version: i32,
+    /// Leader only: the followers' fetch progress in the current epoch.
+    followers: HashMap<i32, FollowerState>,
+    /// Leader only: the log end offset when this epoch's leadership began.
+    epoch_start_offset: i64,
+    /// The znode version an ISR change was asked against, while one is in flight.
+    isr_change_pending: Option<i32>,
+}
+
+/// A produce with acks=all waiting for the high watermark to pass `last_offset`.
+struct AckWaiter {
+    last_offset: i64,
+    reply: flume::Sender<i16>,
+}
+
+/// Follower side bookkeeping for the replica fetcher.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FollowerSync {
+    /// True from becoming a follower until truncation by leader epoch is done.
+    pub needs_truncation: bool,
+    /// Do not fetch before this instant (after an error).
+    pub retry_at: Option<std::time::Instant>,
+}
+
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
@@ -57,9 +184,18 @@ pub struct Partition {
     producers: RefCell<ProducerStateTable>,
     pending: RefCell<VecDeque<PendingAppend>>,
     writing: Cell<bool>,
-    /// Fetches waiting for data past the high watermark. Each is woken once, then drops out.
+    /// Serialises every write to the log (leader appends, follower appends, truncation), so a
+    /// change of role while a write is in flight never runs two writers at once.
+    write_gate: crate::rt::Semaphore,
+    /// Fetches waiting for data past what they have read. Each is woken once, then drops out.
     waiters: RefCell<Vec<flume::Sender<()>>>,
-    leader_epoch: Cell<i32>,
+    lease: Arc<Lease>,
+    replica: RefCell<ReplicaState>,
+    /// Everything below it is committed (on every ISR member); consumers read below it.
+    high_watermark: Cell<i64>,
+    epoch_cache: RefCell<EpochCache>,
+    ack_waiters: RefCell<Vec<AckWaiter>>,
+    follower_sync: Cell<FollowerSync>,
 }
 
 /// Suffix of partition directories being deleted.
@@ -74,18 +210,24 @@ pub fn now_ms() -> i64 {
 
 impl Partition {
     /// Opens the log (recovering it after an unclean stop) and rebuilds producer state.
+    /// Opens the log (recovering it after an unclean stop) and rebuilds producer state and the
+    /// leader epoch cache from the batch headers. The partition starts offline, with the high
+    /// watermark at the log start: nothing is known to be committed until `apply_state` says
+    /// what this broker is (a leader alone in its ISR moves it to the log end at once).
     pub async fn open(
         topic: Arc<str>,
         index: i32,
         dir: std::path::PathBuf,
         config: TopicConfig,
         clean_shutdown: bool,
+        lease: Arc<Lease>,
     ) -> Result<Partition, StorageError> {
+        log::debug!("{topic}-{index}: opening the log");
         let log = PartitionLog::open(dir, config.log_config(), clean_shutdown).await?;
-        let mut producers = ProducerStateTable::default();
-        let start = log.log_start_offset();
-        log.scan_headers(start, &mut |h| producers.observe(h))
-            .await?;
+        log::debug!("{topic}-{index}: scanning batch headers");
+        let (producers, epochs) = scan_state(&log).await?;
+        log::debug!("{topic}-{index}: open");
+        let hw = log.log_start_offset();
         Ok(Partition {
             topic,
             index,
@@ -94,8 +236,24 @@ impl Partition {
             producers: RefCell::new(producers),
             pending: RefCell::new(VecDeque::new()),
             writing: Cell::new(false),
+            write_gate: crate::rt::Semaphore::new(1),
             waiters: RefCell::new(Vec::new()),
-            leader_epoch: Cell::new(0),
+            lease,
+            replica: RefCell::new(ReplicaState {
+                local: -1,
+                role: Role::Offline,
+                leader_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                zk_version: -1,
+                followers: HashMap::new(),
+                epoch_start_offset: 0,
+                isr_change_pending: None,
+            }),
+            high_watermark: Cell::new(hw),
+            epoch_cache: RefCell::new(epochs),
+            ack_waiters: RefCell::new(Vec::new()),
+            follower_sync: Cell::new(FollowerSync::default()),
         })
     }
 
@@ -116,9 +274,453 @@ impl Partition {
         *self.config.borrow_mut() = config;
     }
 
-    /// In standalone mode every appended offset is committed at once.
+    /// Offsets below it are committed: on every ISR member (leader), or as the leader last
+    /// said (follower). Standalone it follows the log end offset at once.
     pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.get()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
         self.log.log_end_offset()
+    }
+
+    pub fn role(&self) -> Role {
+        self.replica.borrow().role
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica.borrow().leader_epoch
+    }
+
+    pub fn isr(&self) -> Vec<i32> {
+        self.replica.borrow().isr.clone()
+    }
+
+    /// True when this broker leads the partition and may write (its lease is valid).
+    pub fn can_write(&self) -> bool {
+        self.role() == Role::Leader && self.lease.valid()
+    }
+
+    pub fn follower_sync(&self) -> FollowerSync {
+        self.follower_sync.get()
+    }
+
+    pub fn set_follower_sync(&self, s: FollowerSync) {
+        self.follower_sync.set(s);
+    }
+
+    /// Applies this partition's state from a new snapshot (`local` = this broker's id) and says
+    /// what changed. Becoming leader (new epoch, or was not leader) records the epoch's start in
+    /// the epoch cache and starts follower tracking afresh; becoming follower or going offline
+    /// fails the acks=all waits. A new ISR in the same epoch moves the high watermark.
+    pub fn apply_state(&self, local: i32, state: &PartitionState) -> Transition {
+        let now = now_ms();
+        let leo = self.log.log_end_offset();
+        let role = if !state.replicas.contains(&local) || state.leader == NO_LEADER {
+            Role::Offline
+        } else if state.leader == local {
+            Role::Leader
+        } else {
+            Role::Follower {
+                leader: state.leader,
+            }
+        };
+        let transition = {
+            let mut r = self.replica.borrow_mut();
+            let changed = r.role != role || r.leader_epoch != state.leader_epoch;
+            if r.isr_change_pending.is_some_and(|v| v != state.zk_version) || changed {
+                r.isr_change_pending = None;
+            }
+            r.local = local;
+            r.replicas = state.replicas.clone();
+            r.isr = state.isr.clone();
+            r.zk_version = state.zk_version;
+            r.leader_epoch = state.leader_epoch;
+            r.role = role;
+            if !changed {
+                if role == Role::Leader {
+                    // Reassigned replicas in the same epoch: track exactly the new ones.
+                    let replicas = r.replicas.clone();
+                    r.followers.retain(|id, _| replicas.contains(id));
+                    for id in replicas {
+                        if id != local {
+                            r.followers
+                                .entry(id)
+                                .or_insert_with(|| FollowerState::new(now));
+                        }
+                    }
+                }
+                Transition::Unchanged
+            } else {
+                r.followers.clear();
+                match role {
+                    Role::Leader => {
+                        for id in r.replicas.clone() {
+                            if id != local {
+                                r.followers.insert(id, FollowerState::new(now));
+                            }
+                        }
+                        r.epoch_start_offset = leo;
+                        self.epoch_cache
+                            .borrow_mut()
+                            .assign(state.leader_epoch, leo);
+                        Transition::BecameLeader
+                    }
+                    Role::Follower { leader } => Transition::BecameFollower { leader },
+                    Role::Offline => Transition::WentOffline,
+                }
+            }
+        };
+        match transition {
+            Transition::BecameFollower { .. } | Transition::WentOffline => {
+                self.fail_ack_waiters(errors::NOT_LEADER_OR_FOLLOWER);
+                self.follower_sync.set(FollowerSync {
+                    needs_truncation: true,
+                    retry_at: None,
+                });
+                // Consumers waiting here must learn that this broker no longer leads.
+                self.wake_waiters();
+            }
+            Transition::BecameLeader | Transition::Unchanged => self.maybe_advance_hw(),
+        }
+        transition
+    }
+
+    /// Leader: moves the high watermark to what the ISR allows (never backwards), then
+    /// completes the acks=all waits it passed and wakes fetches (data became visible).
+    fn maybe_advance_hw(&self) {
+        let candidate = {
+            let r = self.replica.borrow();
+            if r.role != Role::Leader {
+                return;
+            }
+            replication::isr_high_watermark(
+                r.local,
+                self.log.log_end_offset(),
+                &r.isr,
+                &r.followers,
+            )
+        };
+        let old = self.high_watermark.get();
+        let hw = replication::advance_high_watermark(old, candidate);
+        if hw <= old {
+            return;
+        }
+        debug_assert!(hw <= self.log.log_end_offset());
+        self.high_watermark.set(hw);
+        {
+            let mut waiters = self.ack_waiters.borrow_mut();
+            let mut i = 0;
+            while i < waiters.len() {
+                if waiters[i].last_offset < hw {
+                    let w = waiters.swap_remove(i);
+                    let _ = w.reply.try_send(errors::NONE);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.wake_waiters();
+    }
+
+    fn fail_ack_waiters(&self, code: i16) {
+        for w in self.ack_waiters.borrow_mut().drain(..) {
+            let _ = w.reply.try_send(code);
+        }
+    }
+
+    /// acks=all, before appending: refuses when the ISR is smaller than `min.insync.replicas`.
+    pub fn check_min_isr(&self) -> i16 {
+        let min = self.config.borrow().min_insync_replicas.max(1) as usize;
+        if self.replica.borrow().isr.len() < min {
+            errors::NOT_ENOUGH_REPLICAS
+        } else {
+            errors::NONE
+        }
+    }
+
+    /// acks=all, after appending: waits until the high watermark passes `last_offset`, at most
+    /// `timeout` (REQUEST_TIMED_OUT); NOT_LEADER_OR_FOLLOWER if leadership is lost meanwhile.
+    pub async fn wait_committed(&self, last_offset: i64, timeout: Duration) -> i16 {
+        if self.high_watermark.get() > last_offset {
+            return errors::NONE;
+        }
+        if self.role() != Role::Leader {
+            return errors::NOT_LEADER_OR_FOLLOWER;
+        }
+        let (tx, rx) = flume::bounded(1);
+        {
+            let mut waiters = self.ack_waiters.borrow_mut();
+            waiters.retain(|w| !w.reply.is_disconnected());
+            waiters.push(AckWaiter {
+                last_offset,
+                reply: tx,
+            });
+        }
+        futures_lite::future::or(
+            async {
+                rx.recv_async()
+                    .await
+                    .unwrap_or(errors::NOT_LEADER_OR_FOLLOWER)
+            },
+            async {
+                crate::rt::sleep(timeout).await;
+                errors::REQUEST_TIMED_OUT
+            },
+        )
+        .await
+    }
+
+    /// Produce: acks=all checks the ISR size first and waits for the ISR after appending;
+    /// acks=0/1 answer once the batches are in the log.
+    pub async fn produce(
+        self: &Rc<Self>,
+        batches: Vec<IncomingBatch>,
+        acks: i16,
+        timeout: Duration,
+    ) -> AppendOutcome {
+        if acks == -1 {
+            let code = self.check_min_isr();
+            if code != errors::NONE {
+                return AppendOutcome::failed(code, self.log.log_start_offset());
+            }
+        }
+        let mut outcome = self.append(batches).await;
+        if acks == -1 && outcome.error_code == errors::NONE {
+            let code = self.wait_committed(outcome.last_offset, timeout).await;
+            if code != errors::NONE {
+                outcome = AppendOutcome::failed(code, outcome.log_start_offset);
+            }
+        }
+        outcome
+    }
+
+    /// Leader: a follower fetched at `fetch_offset`, so it holds everything below. Updates its
+    /// progress and the high watermark. Unknown replicas are ignored.
+    pub fn on_follower_fetch(&self, replica_id: i32, fetch_offset: i64) {
+        {
+            let mut r = self.replica.borrow_mut();
+            if r.role != Role::Leader {
+                return;
+            }
+            let leo = self.log.log_end_offset();
+            let Some(f) = r.followers.get_mut(&replica_id) else {
+                return;
+            };
+            f.on_fetch(fetch_offset, leo, now_ms());
+        }
+        self.maybe_advance_hw();
+    }
+
+    /// Leader: the ISR change to ask the control thread for now, if any (at most one in
+    /// flight; it takes effect when the control thread's next snapshot is applied). Marks it
+    /// in flight.
+    pub fn isr_change_due(&self, lag_time_max_ms: i64) -> Option<IsrChange> {
+        let mut r = self.replica.borrow_mut();
+        if r.role != Role::Leader || r.isr_change_pending.is_some() {
+            return None;
+        }
+        let isr = replication::isr_change(
+            &LeaderView {
+                local: r.local,
+                replicas: &r.replicas,
+                isr: &r.isr,
+                followers: &r.followers,
+                log_end_offset: self.log.log_end_offset(),
+                high_watermark: self.high_watermark.get(),
+                epoch_start_offset: r.epoch_start_offset,
+            },
+            now_ms(),
+            lag_time_max_ms,
+        )?;
+        r.isr_change_pending = Some(r.zk_version);
+        Some(IsrChange {
+            isr,
+            leader_epoch: r.leader_epoch,
+            zk_version: r.zk_version,
+        })
+    }
+
+    /// The control thread refused (or could not make) the ISR change asked at `zk_version`:
+    /// allow another attempt.
+    pub fn isr_change_failed(&self, zk_version: i32) {
+        let mut r = self.replica.borrow_mut();
+        if r.isr_change_pending == Some(zk_version) {
+            r.isr_change_pending = None;
+        }
+    }
+
+    /// OffsetForLeaderEpoch on the leader: `(error, epoch, end offset)` for `leader_epoch`.
+    pub fn end_offset_for_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64) {
+        let (role, ours) = {
+            let r = self.replica.borrow();
+            (r.role, r.leader_epoch)
+        };
+        let code = replication::check_leader_epoch(ours, current_leader_epoch);
+        if code != errors::NONE {
+            return (code, -1, -1);
+        }
+        if role != Role::Leader {
+            return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
+        }
+        let (epoch, end) = self
+            .epoch_cache
+            .borrow()
+            .end_offset_for(leader_epoch, self.log.log_end_offset());
+        (errors::NONE, epoch, end)
+    }
+
+    /// Follower: the latest epoch in the local epoch cache.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epoch_cache.borrow().latest_epoch()
+    }
+
+    /// Follower: one step of truncation by leader epoch, given the leader's answer for our
+    /// `asked` epoch. Returns true when the log now agrees with the leader's (as far as epochs
+    /// tell). When the leader has none of our epochs the log is emptied down to its own log
+    /// start; the next fetch then finds where the leader's log starts (OFFSET_OUT_OF_RANGE
+    /// carries it) and the replica fetcher restarts the log there.
+    pub async fn truncate_by_epoch(
+        &self,
+        asked: i32,
+        leader_epoch: i32,
+        leader_end: i64,
+    ) -> Result<bool, StorageError> {
+        let step = {
+            let cache = self.epoch_cache.borrow();
+            replication::truncation_step(
+                &cache,
+                asked,
+                self.log.log_end_offset(),
+                leader_epoch,
+                leader_end,
+            )
+        };
+        match step {
+            replication::TruncationStep::Done(offset) => {
+                self.truncate_to(offset).await?;
+                Ok(true)
+            }
+            replication::TruncationStep::Again(offset) => {
+                self.truncate_to(offset).await?;
+                Ok(false)
+            }
+            replication::TruncationStep::Restart => {
+                self.truncate_to(self.log.log_start_offset()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes every batch at or after `offset` (whole batches) and forgets what they carried:
+    /// epochs in the epoch cache, producer state (rebuilt from the log).
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        if offset >= self.log.log_end_offset() {
+            return Ok(self.log.log_end_offset());
+        }
+        let leo = self.log.log_end_offset();
+        let end = self.log.truncate_to(offset).await?;
+        log::info!(
+            "{}-{}: truncated from {leo} to {end}",
+            self.topic,
+            self.index
+        );
+        self.after_truncation().await?;
+        Ok(end)
+    }
+
+    /// Discards the whole log and restarts it empty at `offset` (a follower that shares nothing
+    /// with its leader starts at the leader's log start).
+    pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        log::info!(
+            "{}-{}: discarding the log (end {}) and restarting at {offset}",
+            self.topic,
+            self.index,
+            self.log.log_end_offset()
+        );
+        self.log.restart_at(offset).await?;
+        self.after_truncation().await?;
+        Ok(())
+    }
+
+    async fn after_truncation(&self) -> Result<(), StorageError> {
+        let (producers, epochs) = scan_state(&self.log).await?;
+        *self.producers.borrow_mut() = producers;
+        *self.epoch_cache.borrow_mut() = epochs;
+        let end = self.log.log_end_offset();
+        if self.high_watermark.get() > end {
+            self.high_watermark.set(end);
+        }
+        if self.high_watermark.get() < self.log.log_start_offset() {
+            self.high_watermark.set(self.log.log_start_offset());
+        }
+        Ok(())
+    }
+
+    /// Follower: appends the leader's batches as they are (offsets and epochs preserved, CRC
+    /// checked), which must start at the log end; a partial batch at the end of `records` (a
+    /// fetch cut at its byte limit) is left for the next fetch. Then takes the leader's high
+    /// watermark, bounded by the local log end.
+    pub async fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_hw: i64,
+    ) -> Result<(), FollowerAppendError> {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        if !matches!(self.role(), Role::Follower { .. }) {
+            return Err(FollowerAppendError::NotFollower);
+        }
+        let mut metas = Vec::new();
+        let mut headers = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let total = match batch::peek_total_len(&records[pos..]) {
+                None => break,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(FollowerAppendError::Corrupt(e.to_string())),
+            };
+            if pos + total > records.len() {
+                break;
+            }
+            let h = batch::validate(&records[pos..pos + total])
+                .map_err(|e| FollowerAppendError::Corrupt(e.to_string()))?;
+            metas.push(BatchMeta::from_header(pos, &h));
+            headers.push(h);
+            pos += total;
+        }
+        if !metas.is_empty() {
+            let leo = self.log.log_end_offset();
+            if metas[0].base_offset != leo {
+                return Err(FollowerAppendError::OffsetMismatch {
+                    expected: leo,
+                    got: metas[0].base_offset,
+                });
+            }
+            self.log
+                .append(records[..pos].to_vec(), &metas)
+                .await
+                .map_err(FollowerAppendError::Storage)?;
+            let mut producers = self.producers.borrow_mut();
+            let mut epochs = self.epoch_cache.borrow_mut();
+            for h in &headers {
+                producers.observe(h);
+                epochs.assign(h.partition_leader_epoch, h.base_offset);
+            }
+        }
+        let hw = leader_hw.min(self.log.log_end_offset());
+        if hw >= self.log.log_start_offset() {
+            self.high_watermark.set(hw);
+        }
+        if !metas.is_empty() {
+            self.wake_waiters();
+        }
+        Ok(())
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -127,7 +729,14 @@ impl Partition {
 
     /// Appends the batches of one produce request and waits until they are in the page cache
     /// (or were recognised as duplicates). Safe to call concurrently: appends are queued.
+    /// Refused with NOT_LEADER_OR_FOLLOWER unless this broker leads and its lease is valid.
     pub async fn append(self: &Rc<Self>, batches: Vec<IncomingBatch>) -> AppendOutcome {
+        if !self.can_write() {
+            return AppendOutcome::failed(
+                errors::NOT_LEADER_OR_FOLLOWER,
+                self.log.log_start_offset(),
+            );
+        }
         let (tx, rx) = flume::bounded(1);
         self.pending
             .borrow_mut()
@@ -144,12 +753,9 @@ impl Partition {
                 this.writing.set(false);
             });
         }
-        rx.recv_async().await.unwrap_or(AppendOutcome {
-            error_code: errors::KAFKA_STORAGE_ERROR,
-            base_offset: -1,
-            log_append_time_ms: -1,
-            log_start_offset: -1,
-        })
+        rx.recv_async()
+            .await
+            .unwrap_or(AppendOutcome::failed(errors::KAFKA_STORAGE_ERROR, -1))
     }
 
     fn take_pending(&self) -> Option<Vec<PendingAppend>> {
@@ -162,9 +768,22 @@ impl Partition {
     }
 
     async fn write_group(&self, group: Vec<PendingAppend>) {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        // Leadership may have moved since these requests were queued: check where offsets are
+        // assigned, and stamp the batches with the epoch checked here.
+        if !self.can_write() {
+            let log_start = self.log.log_start_offset();
+            for p in group {
+                let _ = p.reply.send(AppendOutcome::failed(
+                    errors::NOT_LEADER_OR_FOLLOWER,
+                    log_start,
+                ));
+            }
+            return;
+        }
         let config = self.config();
         let append_time = if config.log_append_time { now_ms() } else { -1 };
-        let epoch = self.leader_epoch.get();
+        let epoch = self.leader_epoch();
         let mut next_offset = self.log.log_end_offset();
         let total: usize = group
             .iter()
@@ -174,12 +793,13 @@ impl Partition {
         let mut buf = Vec::with_capacity(total);
         let mut metas = Vec::new();
         let mut pending_state = ProducerStateTable::default();
-        // Per request: Ok(base offset to report) or Err(code); None until decided.
-        let mut outcomes: Vec<Result<i64, i16>> = Vec::with_capacity(group.len());
+        // Per request: Ok((base, last) offsets to report) or Err(code).
+        let mut outcomes: Vec<Result<(i64, i64), i16>> = Vec::with_capacity(group.len());
         {
             let producers = self.producers.borrow();
             for p in &group {
                 let mut first: Option<i64> = None;
+                let mut last: i64 = -1;
                 let mut error = None;
                 // A request's batches are all-or-nothing; check them all before taking any.
                 let mark = (buf.len(), metas.len(), next_offset, pending_state.clone());
@@ -192,6 +812,7 @@ impl Partition {
                         }
                         SequenceCheck::Duplicate { base_offset } => {
                             first.get_or_insert(base_offset);
+                            last = last.max(base_offset);
                         }
                         SequenceCheck::Append => {
                             let start = buf.len();
@@ -215,6 +836,7 @@ impl Partition {
                                 },
                             });
                             first.get_or_insert(next_offset);
+                            last = last.max(h.last_offset());
                             next_offset = h.last_offset() + 1;
                         }
                     }
@@ -228,7 +850,7 @@ impl Partition {
                         pending_state = state;
                         outcomes.push(Err(code));
                     }
-                    None => outcomes.push(Ok(first.unwrap_or(next_offset))),
+                    None => outcomes.push(Ok((first.unwrap_or(next_offset), last))),
                 }
             }
         }
@@ -242,22 +864,21 @@ impl Partition {
             Ok(()) => {
                 self.producers.borrow_mut().commit(pending_state);
                 if !metas.is_empty() {
+                    // Followers read to the log end: wake their fetches. Consumers are woken
+                    // when the high watermark moves (at once when the ISR is just us).
                     self.wake_waiters();
+                    self.maybe_advance_hw();
                 }
                 for (p, outcome) in group.into_iter().zip(outcomes) {
                     let o = match outcome {
-                        Ok(base) => AppendOutcome {
+                        Ok((base, last)) => AppendOutcome {
                             error_code: errors::NONE,
                             base_offset: base,
+                            last_offset: last,
                             log_append_time_ms: append_time,
                             log_start_offset: log_start,
                         },
-                        Err(code) => AppendOutcome {
-                            error_code: code,
-                            base_offset: -1,
-                            log_append_time_ms: -1,
-                            log_start_offset: log_start,
-                        },
+                        Err(code) => AppendOutcome::failed(code, log_start),
                     };
                     let _ = p.reply.send(o);
                 }
@@ -265,12 +886,10 @@ impl Partition {
             Err(e) => {
                 log::error!("append to {}-{} failed: {e}", self.topic, self.index);
                 for p in group {
-                    let _ = p.reply.send(AppendOutcome {
-                        error_code: errors::KAFKA_STORAGE_ERROR,
-                        base_offset: -1,
-                        log_append_time_ms: -1,
-                        log_start_offset: log_start,
-                    });
+                    let _ = p.reply.send(AppendOutcome::failed(
+                        errors::KAFKA_STORAGE_ERROR,
+                        log_start,
+                    ));
                 }
             }
         }
@@ -282,23 +901,52 @@ impl Partition {
         }
     }
 
-    /// Reads for a fetch. When `waiter` is given it is registered so the next append wakes it
-    /// (read and registration are one step on this shard, so no append can slip between them
-    /// unnoticed); the fetch handler passes one only when it may have to wait for more data.
+    /// Reads for a fetch. When `waiter` is given it is registered so the next append or high
+    /// watermark move wakes it (read and registration are one step on this shard, so nothing
+    /// can slip between them unnoticed); the fetch handler passes one only when it may have to
+    /// wait for more data.
+    ///
+    /// Only the leader serves fetches. A consumer reads below the high watermark; a follower
+    /// (`from.replica_id >= 0`) reads to the log end, and its fetch offset is its log end
+    /// offset, which may move the high watermark.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         waiter: Option<&flume::Sender<()>>,
+        from: FetchFrom,
     ) -> PartitionRead {
-        let hw = self.high_watermark();
+        let (role, epoch) = {
+            let r = self.replica.borrow();
+            (r.role, r.leader_epoch)
+        };
+        let refuse = |code| PartitionRead {
+            error_code: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            slice: None,
+        };
+        let code = replication::check_leader_epoch(epoch, from.current_leader_epoch);
+        if code != errors::NONE {
+            return refuse(code);
+        }
+        if role != Role::Leader {
+            return refuse(errors::NOT_LEADER_OR_FOLLOWER);
+        }
+        let leo = self.log.log_end_offset();
         let log_start = self.log_start_offset();
+        let is_follower = from.replica_id >= 0;
+        if is_follower && offset <= leo && offset >= log_start {
+            self.on_follower_fetch(from.replica_id, offset);
+        }
+        let hw = self.high_watermark();
+        let limit = if is_follower { leo } else { hw };
         if let Some(w) = waiter {
             let mut ws = self.waiters.borrow_mut();
             ws.retain(|w| !w.is_disconnected());
             ws.push(w.clone());
         }
-        if offset == hw {
+        if offset == limit && offset >= log_start {
             return PartitionRead {
                 error_code: errors::NONE,
                 high_watermark: hw,
@@ -306,7 +954,15 @@ impl Partition {
                 slice: None,
             };
         }
-        match self.log.read(offset, max_bytes, hw).await {
+        if offset > leo {
+            return PartitionRead {
+                error_code: errors::OFFSET_OUT_OF_RANGE,
+                high_watermark: hw,
+                log_start_offset: log_start,
+                slice: None,
+            };
+        }
+        match self.log.read(offset, max_bytes, limit).await {
             Ok(slice) => PartitionRead {
                 error_code: errors::NONE,
                 high_watermark: hw,
@@ -338,8 +994,9 @@ impl Partition {
         }
     }
 
-    /// Wakes every waiting fetch, e.g. before the partition is closed.
+    /// Wakes every waiting fetch and fails acks=all waits, e.g. before the partition is closed.
     pub fn release_waiters(&self) {
+        self.fail_ack_waiters(errors::NOT_LEADER_OR_FOLLOWER);
         self.wake_waiters();
     }
 

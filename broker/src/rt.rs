@@ -82,21 +82,37 @@ pub async fn yield_if_needed() {
 
 /// Starts one pinned executor per entry of `cpus`, each running `main(shard_index)`, and waits
 /// for all of them to finish. Returns the first error an executor could not start with.
+///
+/// Executors start one after the other: each must have polled its main task before the next
+/// is created. Started all at once, a shard's main task was, rarely, never polled at all (the
+/// executor parked with it pending; seen about once in ten cluster starts under test load), so
+/// this also turns such a hang into a start-up error instead of a broker that never listens.
 pub fn run_shards<F, Fut>(cpus: &[usize], main: F) -> std::io::Result<()>
 where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let mut handles = Vec::with_capacity(cpus.len());
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<usize>();
     for (i, cpu) in cpus.iter().enumerate() {
         let main = main.clone();
+        let started = started_tx.clone();
         let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(*cpu))
             .name(&format!("shard-{i}"))
             .preempt_timer(Duration::from_micros(500))
-            .spawn(move || main(i))
+            .spawn(move || {
+                // Runs at the first poll of the executor's main task.
+                let _ = started.send(i);
+                main(i)
+            })
             .map_err(|e| {
                 std::io::Error::other(format!("cannot start shard {i} on cpu {cpu}: {e}"))
             })?;
+        if started_rx.recv_timeout(SHARD_START_TIMEOUT).is_err() {
+            return Err(std::io::Error::other(format!(
+                "shard {i} on cpu {cpu} did not start running within {SHARD_START_TIMEOUT:?}"
+            )));
+        }
         handles.push(handle);
     }
     for h in handles {
@@ -104,6 +120,31 @@ where
             .map_err(|e| std::io::Error::other(format!("shard failed: {e}")))?;
     }
     Ok(())
+}
+
+const SHARD_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Opens a TCP connection to `host:port` (name resolution runs off the shard), with a bound on
+/// the whole attempt.
+pub async fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let target = (host.to_string(), port);
+    let addrs: Vec<std::net::SocketAddr> = glommio::executor()
+        .spawn_blocking(move || target.to_socket_addrs().map(|a| a.collect()))
+        .await?;
+    let Some(addr) = addrs.first().copied() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host}:{port} resolves to no address"),
+        ));
+    };
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(stream)
 }
 
 /// Removes a directory tree on a blocking-work thread, off the shard.

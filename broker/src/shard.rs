@@ -6,8 +6,8 @@
 //! at most one such call per owning shard per request. Everything in `Shard` is `!Send` and stays
 //! on its thread; only the closures and their results cross.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -15,10 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::BrokerConfig;
-use crate::control::{ControlHandle, Lease};
+use crate::control::{ControlHandle, ControlRequest, Lease};
+use crate::errors;
 use crate::group_coordinator::GroupCoordinator;
-use crate::metadata::{MetadataSnapshot, TopicRegistry, CONSUMER_OFFSETS_TOPIC};
-use crate::partition::Partition;
+use crate::metadata::{
+    MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry, CONSUMER_OFFSETS_TOPIC,
+};
+use crate::partition::{Partition, Transition};
 use crate::shard_table::{shard_for, ShardId};
 
 /// A unit of work sent to another shard.
@@ -77,7 +80,17 @@ pub struct Shard {
     pub control: Option<ControlHandle>,
     /// Leadership lease shared with the control thread (never ends standalone).
     pub lease: Arc<Lease>,
+    /// Leaders this shard runs a replica fetcher for (one task per leader).
+    fetchers: RefCell<HashSet<i32>>,
+    /// Whether the ISR maintenance task runs (cluster mode, started with the first snapshot).
+    isr_task_started: Cell<bool>,
 }
+
+/// How often a leader checks its ISR for lagging or caught-up followers.
+const ISR_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// An ISR change asked for but never seen in a snapshot is retried after this long.
+const ISR_CHANGE_STALE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Shard {
     pub fn new(id: ShardId, setup: &ShardSetup, registry: Option<TopicRegistry>) -> Shard {
@@ -96,6 +109,8 @@ impl Shard {
             shutdown: setup.shutdown.clone(),
             control: setup.control.clone(),
             lease: setup.lease.clone(),
+            fetchers: RefCell::new(HashSet::new()),
+            isr_task_started: Cell::new(false),
         }
     }
 
@@ -178,11 +193,22 @@ impl Shard {
         }
     }
 
-    /// Makes `snapshot` current: opens partitions this shard now owns, applies changed topic
-    /// configs, closes and deletes partitions of topics that are gone. Older snapshots are
-    /// ignored, so a late message cannot roll metadata back.
+    /// Makes `snapshot` current: opens the partitions this shard owns and this broker
+    /// replicates, applies changed topic configs and each partition's replication state
+    /// (leader, follower, offline; see `on_transition`), closes and deletes partitions of topics
+    /// that are gone. Older snapshots are ignored, so a late message cannot roll metadata back.
     pub async fn apply_metadata(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+        log::debug!(
+            "shard {}: applying metadata version {}",
+            self.id.0,
+            snapshot.version
+        );
         let _permit = self.apply_gate.acquire_permit(1).await;
+        log::debug!(
+            "shard {}: gate taken for version {}",
+            self.id.0,
+            snapshot.version
+        );
         if snapshot.version < self.metadata.borrow().version {
             return;
         }
@@ -203,6 +229,9 @@ impl Shard {
             .collect();
         for (key, _) in &doomed {
             self.partitions.borrow_mut().remove(key);
+            if &*key.0 == CONSUMER_OFFSETS_TOPIC {
+                self.stop_group_coordinator(key.1);
+            }
         }
         for (_, p) in doomed {
             let dir = self.partition_dir(&p.topic, p.index);
@@ -210,47 +239,133 @@ impl Shard {
                 log::error!("deleting {}: {e}", dir.display());
             }
         }
+        let local = snapshot.local_broker;
         for topic in snapshot.topics.values() {
             for index in 0..topic.partitions {
                 if self.owner(&topic.name, index) != self.id {
                     continue;
                 }
+                // Standalone every partition has its single-replica state; in cluster mode a
+                // partition not placed yet, or placed elsewhere, is not opened here.
+                let state = match topic.state(index) {
+                    Some(s) => s.clone(),
+                    None if !snapshot.cluster_mode => PartitionState::standalone(local),
+                    None => continue,
+                };
                 let key = (topic.name.clone(), index);
                 let existing = self.partitions.borrow().get(&key).cloned();
-                match existing {
+                let partition = match existing {
                     Some(p) => {
                         if p.config() != topic.config {
                             p.set_config(topic.config.clone());
                         }
+                        p
                     }
-                    None => {
-                        let dir = self.partition_dir(&topic.name, index);
-                        match Partition::open(
-                            topic.name.clone(),
-                            index,
-                            dir.clone(),
-                            topic.config.clone(),
-                            self.clean_start,
-                        )
-                        .await
-                        {
-                            Ok(p) => {
-                                let p = Rc::new(p);
-                                if &*topic.name == CONSUMER_OFFSETS_TOPIC {
-                                    if let Some(gc) =
-                                        GroupCoordinator::start(p.clone(), &self.config)
-                                    {
-                                        self.groups.borrow_mut().insert(index, gc);
-                                    }
-                                }
-                                self.partitions.borrow_mut().insert(key, p);
-                            }
-                            Err(e) => log::error!("cannot open {}: {e}", dir.display()),
+                    None if state.replicas.contains(&local) => {
+                        match self.open_partition(topic, index).await {
+                            Some(p) => p,
+                            None => continue,
                         }
+                    }
+                    None => continue,
+                };
+                let transition = partition.apply_state(local, &state);
+                self.on_transition(&partition, transition);
+            }
+        }
+        if snapshot.cluster_mode && self.control.is_some() && !self.isr_task_started.get() {
+            self.isr_task_started.set(true);
+            crate::rt::spawn_detached(isr_loop(Rc::downgrade(self)));
+        }
+    }
+
+    async fn open_partition(&self, topic: &TopicMeta, index: i32) -> Option<Rc<Partition>> {
+        let dir = self.partition_dir(&topic.name, index);
+        log::debug!("shard {}: opening {}", self.id.0, dir.display());
+        match Partition::open(
+            topic.name.clone(),
+            index,
+            dir.clone(),
+            topic.config.clone(),
+            self.clean_start,
+            self.lease.clone(),
+        )
+        .await
+        {
+            Ok(p) => {
+                let p = Rc::new(p);
+                self.partitions
+                    .borrow_mut()
+                    .insert((topic.name.clone(), index), p.clone());
+                Some(p)
+            }
+            Err(e) => {
+                log::error!("cannot open {}: {e}", dir.display());
+                None
+            }
+        }
+    }
+
+    /// Acts on a partition's change of role: the group coordinator of a `__consumer_offsets`
+    /// partition runs only where it is led; a follower is fed by this shard's replica fetcher
+    /// for its leader.
+    fn on_transition(self: &Rc<Self>, p: &Rc<Partition>, transition: Transition) {
+        let offsets = &*p.topic == CONSUMER_OFFSETS_TOPIC;
+        match transition {
+            Transition::Unchanged => {}
+            Transition::BecameLeader => {
+                log::info!(
+                    "{}-{}: leader in epoch {} (ISR {:?})",
+                    p.topic,
+                    p.index,
+                    p.leader_epoch(),
+                    p.isr()
+                );
+                if offsets && self.group_coordinator(p.index).is_none() {
+                    if let Some(gc) = GroupCoordinator::start(p.clone(), &self.config) {
+                        self.groups.borrow_mut().insert(p.index, gc);
                     }
                 }
             }
+            Transition::BecameFollower { leader } => {
+                log::info!(
+                    "{}-{}: follower of broker {leader} in epoch {}",
+                    p.topic,
+                    p.index,
+                    p.leader_epoch()
+                );
+                if offsets {
+                    self.stop_group_coordinator(p.index);
+                }
+                if self.fetchers.borrow_mut().insert(leader) {
+                    crate::rt::spawn_detached(crate::replica_fetcher::run(self.clone(), leader));
+                }
+            }
+            Transition::WentOffline => {
+                log::info!(
+                    "{}-{}: offline in epoch {}",
+                    p.topic,
+                    p.index,
+                    p.leader_epoch()
+                );
+                if offsets {
+                    self.stop_group_coordinator(p.index);
+                }
+            }
         }
+    }
+
+    fn stop_group_coordinator(&self, index: i32) {
+        let gc = self.groups.borrow_mut().remove(&index);
+        if let Some(gc) = gc {
+            gc.shutdown();
+        }
+    }
+
+    /// Called by a replica fetcher that found no partition left to follow from `leader`:
+    /// it stops, and the next partition to follow that leader starts a new one.
+    pub fn fetcher_stopped(&self, leader: i32) {
+        self.fetchers.borrow_mut().remove(&leader);
     }
 
     pub fn partition_dir(&self, topic: &str, index: i32) -> std::path::PathBuf {
@@ -268,6 +383,7 @@ impl Shard {
 
     /// Closes every partition this shard owns (flush + checkpoints).
     pub async fn close_all(&self) {
+        self.fetchers.borrow_mut().clear();
         let groups: Vec<_> = self.groups.borrow_mut().drain().map(|(_, g)| g).collect();
         for g in groups {
             g.shutdown();
@@ -283,6 +399,73 @@ impl Shard {
             if let Err(e) = p.close().await {
                 log::error!("closing {name}: {e}");
             }
+        }
+    }
+}
+
+/// The leaders' ISR maintenance (cluster mode): every `ISR_CHECK_INTERVAL`, each partition this
+/// shard leads may ask the control thread to drop lagging followers or add caught-up ones. The
+/// new ISR applies only when the control thread's next snapshot arrives.
+async fn isr_loop(shard: std::rc::Weak<Shard>) {
+    loop {
+        crate::rt::sleep(ISR_CHECK_INTERVAL).await;
+        let Some(shard) = shard.upgrade() else { return };
+        if shard.shutdown.is_disconnected() {
+            return;
+        }
+        let Some(control) = shard.control.clone() else {
+            return;
+        };
+        let lag = shard.config.replica_lag_time_max_ms.min(i64::MAX as u64) as i64;
+        for p in shard.partitions() {
+            let Some(change) = p.isr_change_due(lag) else {
+                continue;
+            };
+            log::info!(
+                "{}-{}: asking to change the ISR from {:?} to {:?} (epoch {}, version {})",
+                p.topic,
+                p.index,
+                p.isr(),
+                change.isr,
+                change.leader_epoch,
+                change.zk_version
+            );
+            let (tx, rx) = flume::bounded(1);
+            let request = ControlRequest::AlterIsr {
+                topic: p.topic.clone(),
+                partition: p.index,
+                leader_epoch: change.leader_epoch,
+                zk_version: change.zk_version,
+                isr: change.isr,
+                reply: tx,
+            };
+            if control.tx.send_async(request).await.is_err() {
+                p.isr_change_failed(change.zk_version);
+                continue;
+            }
+            let version = change.zk_version;
+            // Weak: a pending answer must not keep a deleted or closing partition alive.
+            let p = Rc::downgrade(&p);
+            crate::rt::spawn_detached(async move {
+                let code = futures_lite::future::or(
+                    async { crate::rt::recv_cross(&rx).await.ok() },
+                    async {
+                        crate::rt::sleep(ISR_CHANGE_STALE).await;
+                        None
+                    },
+                )
+                .await;
+                if code == Some(errors::NONE) {
+                    // Written: the snapshot carrying it clears the in-flight mark. If it never
+                    // comes (the control thread lost it), allow a retry later.
+                    crate::rt::sleep(ISR_CHANGE_STALE).await;
+                }
+                let Some(p) = p.upgrade() else { return };
+                if let Some(code) = code.filter(|c| *c != errors::NONE) {
+                    log::info!("{}-{}: ISR change refused: error {code}", p.topic, p.index);
+                }
+                p.isr_change_failed(version);
+            });
         }
     }
 }

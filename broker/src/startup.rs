@@ -6,6 +6,12 @@
 //! the other shards to get that far (they may still call into it), then flushes and closes its
 //! partitions. When every shard has closed cleanly the marker `.clean_shutdown` is written, so
 //! the next start skips log recovery.
+//!
+//! Cluster mode (`zookeeper.connect` set) starts the control thread first and starts the shards
+//! with its first snapshot; there is no topic registry. The first signal goes to the control
+//! thread, which hands this broker's leaderships over (controlled shutdown) before it drops
+//! the shutdown sender; after the shards have stopped it unregisters the broker and closes the
+//! ZooKeeper session.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -66,22 +72,22 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
-    if clean_start {
-        std::fs::remove_file(&marker)
-            .map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
-        File::open(&config.data_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| e.to_string())?;
-    }
     remove_deleted_partitions(&config.data_dir);
-    let registry = TopicRegistry::load(&config.data_dir, &config).map_err(|e| e.to_string())?;
+    let cluster_mode = config.zookeeper_connect.is_some();
     log::info!(
-        "shardlog starting: {} shard(s) on cpus {:?}, listening on {}, data in {} ({} start)",
+        "shardlog starting: {} shard(s) on cpus {:?}, listening on {}, data in {} ({} start){}",
         config.shards,
         shard_cpus,
         config.listen,
         config.data_dir.display(),
-        if clean_start { "clean" } else { "recovering" }
+        if clean_start { "clean" } else { "recovering" },
+        match &config.zookeeper_connect {
+            Some(zk) => format!(
+                ", broker {} in cluster mode (ZooKeeper {zk})",
+                config.broker_id
+            ),
+            None => String::new(),
+        }
     );
 
     let (shutdown_tx, shutdown_rx) = flume::unbounded::<()>();
@@ -92,17 +98,60 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         inbox_tx.push(tx);
         inbox_rx.push(rx);
     }
+    let config = Arc::new(config);
+    // Standalone: shard 0 holds the registry and the signal thread stops the shards. Cluster
+    // mode: the control thread is the metadata writer and gets the signal first, for the
+    // controlled shutdown; it releases the shards afterwards.
+    let (registry, initial, control, lease, cluster) = if cluster_mode {
+        let (stop_tx, stop_rx) = flume::unbounded::<()>();
+        let (request_tx, request_rx) = flume::unbounded();
+        let (done_tx, done_rx) = flume::unbounded::<()>();
+        let lease = crate::control::Lease::revoked();
+        spawn_signal_thread(stop_tx)?;
+        let (initial, thread) =
+            crate::control::thread::start(crate::control::thread::ControlSetup {
+                config: config.clone(),
+                inboxes: inbox_tx.clone(),
+                lease: lease.clone(),
+                requests: request_rx,
+                stop: stop_rx,
+                shards_shutdown: shutdown_tx,
+                shards_done: done_rx,
+            })?;
+        let handle = crate::control::ControlHandle { tx: request_tx };
+        (None, initial, Some(handle), lease, Some((done_tx, thread)))
+    } else {
+        let registry = TopicRegistry::load(&config.data_dir, &config).map_err(|e| e.to_string())?;
+        spawn_signal_thread(shutdown_tx)?;
+        let initial = registry.snapshot();
+        (
+            Some(registry),
+            initial,
+            None,
+            crate::control::Lease::standalone(),
+            None,
+        )
+    };
+    // Removed only once startup can no longer fail before the shards open their logs (cluster
+    // mode may give up on ZooKeeper), so a failed start keeps the clean state.
+    if clean_start {
+        std::fs::remove_file(&marker)
+            .map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
+        File::open(&config.data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| e.to_string())?;
+    }
     let setup = Arc::new(ShardSetup {
-        config: Arc::new(config.clone()),
+        config: config.clone(),
         inboxes: inbox_tx,
-        initial: registry.snapshot(),
+        initial,
         clean_start,
         counters: Arc::new(Counters::default()),
         shutdown: shutdown_rx,
-        control: None,
-        lease: crate::control::Lease::standalone(),
+        control,
+        lease,
     });
-    let registry = Arc::new(std::sync::Mutex::new(Some(registry)));
+    let registry = Arc::new(std::sync::Mutex::new(registry));
     let inbox_rx = Arc::new(std::sync::Mutex::new(
         inbox_rx.into_iter().map(Some).collect::<Vec<_>>(),
     ));
@@ -111,8 +160,6 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         drained: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
     });
-
-    spawn_signal_thread(shutdown_tx)?;
 
     let setup2 = setup.clone();
     let b2 = barriers.clone();
@@ -131,6 +178,13 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         async move { shard_main(i, setup, inbox, registry, barriers).await }
     })
     .map_err(|e| e.to_string())?;
+    if let Some((done_tx, thread)) = cluster {
+        // The control thread now unregisters this broker and closes its session.
+        drop(done_tx);
+        if thread.join().is_err() {
+            log::error!("the control thread failed while closing the ZooKeeper session");
+        }
+    }
 
     let c = &setup.counters;
     log::info!(
@@ -197,14 +251,35 @@ async fn shard_main(
     registry: Option<TopicRegistry>,
     barriers: Arc<Barriers>,
 ) {
-    let n = setup.config.shards;
+    log::debug!("shard {i}: executor running");
     crate::rt::init_shard();
+    // The shard's whole life runs in the request queue, not the executor's default queue:
+    // glommio forces a wake-up for completions arriving from other threads (its blocking pool
+    // creates partition directories; other shards reply) only into `Latency::Matters` queues.
+    // Opening new partitions from the default queue at startup stalled a shard for good about
+    // once in ten cluster starts (the controller's shards open the just-created
+    // `__consumer_offsets` from the initial snapshot).
+    crate::rt::spawn(shard_life(i, setup, inbox, registry, barriers)).await
+}
+
+async fn shard_life(
+    i: usize,
+    setup: Arc<ShardSetup>,
+    inbox: flume::Receiver<ShardTask>,
+    registry: Option<TopicRegistry>,
+    barriers: Arc<Barriers>,
+) {
+    let n = setup.config.shards;
+    log::debug!("shard {i}: starting");
     let shard = Rc::new(Shard::new(ShardId(i), &setup, registry));
     crate::rt::spawn_detached(shard.clone().run_inbox(inbox));
     shard.apply_metadata(setup.initial.clone()).await;
-    if i == 0 && shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+    // In cluster mode the controller creates it, once enough brokers are alive.
+    if i == 0 && setup.control.is_none() && shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_none()
+    {
         create_offsets_topic(&shard).await;
     }
+    log::debug!("shard {i}: initial metadata applied");
     arrive_and_wait(&barriers.opened, n).await;
     match crate::rt::TcpListener::bind(setup.config.listen) {
         Ok(listener) => {

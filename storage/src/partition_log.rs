@@ -863,6 +863,21 @@ impl PartitionLog {
         Ok(self.log_end_offset.get())
     }
 
+    /// Discards the whole log and restarts it empty at `offset`, which may lie anywhere (above
+    /// the log end too): a follower whose log shares nothing with its leader's starts again at
+    /// the leader's log start offset (Kafka's `truncateFullyAndStartAt`). Returns `offset`.
+    pub async fn restart_at(&self, offset: i64) -> Result<i64, StorageError> {
+        if offset < 0 {
+            return Err(StorageError::InvalidAppend(format!(
+                "cannot restart the log at negative offset {offset}"
+            )));
+        }
+        let _permit = self.lock().await;
+        self.await_pending_sync().await;
+        self.truncate_fully(offset).await?;
+        Ok(offset)
+    }
+
     async fn truncate_partially(
         &self,
         idx: usize,

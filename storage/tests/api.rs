@@ -664,3 +664,40 @@ fn batches_larger_than_the_read_chunks() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn restart_at_discards_everything_and_continues_at_any_offset() {
+    run(|| async {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        let cfg = tiny_config(300, 50);
+        let log = PartitionLog::open(dir.clone(), cfg, true).await.unwrap();
+        fill(&log, 6, 2, 30, 1_000).await;
+        assert_eq!(log.log_end_offset(), 12);
+        // Above the log end: a follower jumping to its leader's log start.
+        assert_eq!(log.restart_at(40).await.unwrap(), 40);
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.size_bytes()
+            ),
+            (40, 40, 0)
+        );
+        assert_eq!(log.segments().len(), 1);
+        assert!(log.read(40, 1 << 20, 41).await.unwrap().is_empty());
+        let b = batch_of(40, 2_000, 3, 10);
+        append(&log, std::slice::from_ref(&b)).await.unwrap();
+        assert_eq!(log.log_end_offset(), 43);
+        assert!(log.restart_at(-1).await.is_err());
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), cfg, true).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 43));
+        // Below the log start works the same way.
+        assert_eq!(log.restart_at(5).await.unwrap(), 5);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 5));
+        drop(log);
+        let log = PartitionLog::open(dir, cfg, false).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 5));
+    });
+}

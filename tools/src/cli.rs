@@ -91,9 +91,9 @@ pub struct TopicCreateArgs {
     /// Number of partitions.
     #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
-    /// Replicas per partition.
-    #[arg(long, short = 'r', default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
-    pub replication_factor: i16,
+    /// Replicas per partition [default: the broker's default.replication.factor].
+    #[arg(long, short = 'r', value_parser = clap::value_parser!(i16).range(1..))]
+    pub replication_factor: Option<i16>,
     /// Topic configuration entry, e.g. `--config retention.ms=3600000` (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub configs: Vec<(String, String)>,
@@ -418,7 +418,7 @@ mod tests {
             panic!("wrong command")
         };
         assert_eq!(a.partitions, 3);
-        assert_eq!(a.replication_factor, 1);
+        assert_eq!(a.replication_factor, None);
         assert_eq!(
             a.configs,
             vec![
@@ -427,6 +427,14 @@ mod tests {
             ]
         );
         assert!(a.if_not_exists);
+        let Command::Topic(TopicCommand::Create(a)) =
+            parse(&["topic", "create", "t", "-r", "3"]).unwrap().command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.replication_factor, Some(3));
+        let e = parse(&["topic", "create", "t", "-r", "0"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
         let e = parse(&["topic", "create", "t", "-p", "0"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ValueValidation);
         assert_eq!(e.exit_code(), 2);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kafka_protocol::messages::{
@@ -15,7 +16,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
-use shardlog_protocol::client::{check_code, codes, ClientError, Connection, NewTopic, TopicMeta};
+use shardlog_protocol::client::{
+    check_code, codes, Client, ClientError, Connection, NewTopic, TopicMeta,
+};
 
 use crate::cli::{
     TopicAddPartitionsArgs, TopicAlterConfigArgs, TopicCreateArgs, TopicDeleteArgs,
@@ -50,7 +53,8 @@ pub fn create(ctx: &Ctx, a: &TopicCreateArgs, out: &mut dyn Write) -> anyhow::Re
     let topic = NewTopic {
         name: a.topic.clone(),
         partitions: a.partitions,
-        replication_factor: a.replication_factor,
+        // -1: the broker's default.replication.factor.
+        replication_factor: a.replication_factor.unwrap_or(-1),
         configs: a.configs.clone(),
     };
     let mut results = client
@@ -62,6 +66,11 @@ pub fn create(ctx: &Ctx, a: &TopicCreateArgs, out: &mut dyn Write) -> anyhow::Re
         Err(e) if e.code() == Some(codes::TOPIC_ALREADY_EXISTS) && a.if_not_exists => false,
         Err(e) => return Err(e.into()),
     };
+    let replication_factor = match a.replication_factor {
+        Some(r) => Some(usize::try_from(r).unwrap_or(0)),
+        None if created && !a.validate_only => chosen_replication_factor(&mut client, &a.topic),
+        None => None,
+    };
     if ctx.json {
         return print_json(
             out,
@@ -71,10 +80,12 @@ pub fn create(ctx: &Ctx, a: &TopicCreateArgs, out: &mut dyn Write) -> anyhow::Re
                 "already_existed": !created,
                 "validate_only": a.validate_only,
                 "partitions": a.partitions,
-                "replication_factor": a.replication_factor,
+                "replication_factor": replication_factor,
             }),
         );
     }
+    let rf_text =
+        replication_factor.map_or_else(|| "the broker default".to_string(), |r| r.to_string());
     if !created {
         writeln!(out, "topic {:?} already exists", a.topic)?;
     } else if a.validate_only {
@@ -87,10 +98,28 @@ pub fn create(ctx: &Ctx, a: &TopicCreateArgs, out: &mut dyn Write) -> anyhow::Re
         writeln!(
             out,
             "created topic {:?} with {} partition(s), replication factor {}",
-            a.topic, a.partitions, a.replication_factor
+            a.topic, a.partitions, rf_text
         )?;
     }
     Ok(())
+}
+
+/// The replication factor the broker chose for a topic just created, from its metadata; `None`
+/// if that does not show it soon. In a cluster the broker answering Metadata may learn of the
+/// topic a moment after the controller created it, hence the short wait.
+fn chosen_replication_factor(client: &mut Client, topic: &str) -> Option<usize> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let found = client
+            .refresh_metadata(Some(&[topic]))
+            .ok()
+            .and_then(|md| md.topics.get(topic).map(replication_factor))
+            .filter(|r| *r > 0);
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn replication_factor(t: &TopicMeta) -> usize {

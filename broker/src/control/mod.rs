@@ -7,6 +7,10 @@
 //! This module (`mod.rs`) is the interface between shards and the control thread; the thread
 //! itself lives in the submodules.
 
+pub mod election;
+pub mod thread;
+pub mod zk_layout;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -1,5 +1,8 @@
 //! CreateTopics, DeleteTopics, ListOffsets and InitProducerId, plus the fan-out helper the data
 //! path handlers share (`scatter`).
+//!
+//! Topic changes go through shard 0 (the registry standalone, the control thread in cluster
+//! mode); leadership decisions read the owning shard's snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -186,13 +189,24 @@ pub struct TopicSpec {
 pub type CreateResult = Result<Arc<TopicMeta>, (i16, String)>;
 
 /// Creates topics through the metadata writer (shard 0) and waits until every shard has opened
-/// its partitions, so that a produce right after the answer finds them.
+/// its partitions, so that a produce right after the answer finds them. Each topic gets the
+/// broker's default replication factor (see `MetadataSnapshot::default_replication_factor`).
 pub async fn create_topics_in_registry(
     shard: &Rc<Shard>,
     specs: Vec<TopicSpec>,
     validate_only: bool,
 ) -> Vec<(String, CreateResult)> {
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let specs = specs.into_iter().map(|s| (s, -1)).collect();
+    create_topics_replicated(shard, specs, validate_only).await
+}
+
+/// `create_topics_in_registry` with a replication factor per topic (-1: the broker default).
+pub async fn create_topics_replicated(
+    shard: &Rc<Shard>,
+    specs: Vec<(TopicSpec, i16)>,
+    validate_only: bool,
+) -> Vec<(String, CreateResult)> {
+    let names: Vec<String> = specs.iter().map(|(s, _)| s.name.clone()).collect();
     let answer = shard
         .invoke_on(ShardId(0), move |s0| async move {
             registry_create(s0, specs, validate_only).await
@@ -213,13 +227,13 @@ pub async fn create_topics_in_registry(
 
 async fn registry_create(
     s0: Rc<Shard>,
-    specs: Vec<TopicSpec>,
+    specs: Vec<(TopicSpec, i16)>,
     validate_only: bool,
 ) -> Vec<(String, CreateResult)> {
     if !s0.is_metadata_writer() {
         return specs
             .into_iter()
-            .map(|s| {
+            .map(|(s, _)| {
                 (
                     s.name,
                     Err((errors::NOT_COORDINATOR, "not the metadata writer".into())),
@@ -231,8 +245,15 @@ async fn registry_create(
     let snapshot = s0.metadata();
     let mut results = Vec::with_capacity(specs.len());
     let mut created: Vec<Arc<TopicMeta>> = Vec::new();
-    for spec in specs {
-        let result = if !valid_topic_name(&spec.name) {
+    for (spec, requested_rf) in specs {
+        let replication_factor = if requested_rf == -1 {
+            snapshot.default_replication_factor(&s0.config, &spec.name)
+        } else {
+            requested_rf
+        };
+        let result = if let Err(msg) = snapshot.check_replication_factor(replication_factor) {
+            Err((errors::INVALID_REPLICATION_FACTOR, msg))
+        } else if !valid_topic_name(&spec.name) {
             Err((
                 errors::INVALID_TOPIC_EXCEPTION,
                 format!("invalid topic name {:?}", spec.name),
@@ -255,7 +276,10 @@ async fn registry_create(
         } else {
             match new_topic(&s0.config, &spec.name, spec.partitions, spec.configs) {
                 Ok(t) => {
-                    let t = Arc::new(t);
+                    let t = Arc::new(TopicMeta {
+                        replication_factor,
+                        ..t
+                    });
                     created.push(t.clone());
                     Ok(t)
                 }
@@ -286,32 +310,36 @@ pub async fn create_topics(shard: &Rc<Shard>, version: i16, req: CreateTopicsReq
                 configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
             }
         }
-        // Standalone: one replica. -1 means "the broker default" (v4+).
-        let rf_ok = t.replication_factor == -1 || t.replication_factor == 1;
         let partitions = if t.num_partitions == -1 {
             shard.config.num_partitions
         } else {
             t.num_partitions
         };
-        if !t.assignments.is_empty() || !rf_ok {
+        // Replicas are always placed by the metadata writer (Kafka's placement rule).
+        if !t.assignments.is_empty() {
             early.push(Some(
                 CreatableTopicResult::default()
                     .with_name(t.name)
-                    .with_error_code(errors::INVALID_REPLICATION_FACTOR)
+                    .with_error_code(errors::INVALID_REQUEST)
                     .with_error_message(Some(StrBytes::from_static_str(
-                        "a standalone broker has one replica per partition",
+                        "explicit replica assignments are not supported: give a partition \
+                         count and a replication factor instead",
                     ))),
             ));
             continue;
         }
         early.push(None);
-        specs.push(TopicSpec {
-            name,
-            partitions,
-            configs,
-        });
+        // -1 (v4+) means the broker default; checked against the live brokers on shard 0.
+        specs.push((
+            TopicSpec {
+                name,
+                partitions,
+                configs,
+            },
+            t.replication_factor,
+        ));
     }
-    let mut results = create_topics_in_registry(shard, specs, req.validate_only)
+    let mut results = create_topics_replicated(shard, specs, req.validate_only)
         .await
         .into_iter();
     let topics = early
@@ -331,7 +359,7 @@ pub async fn create_topics(shard: &Rc<Shard>, version: i16, req: CreateTopicsReq
                         })
                         .with_error_code(errors::NONE)
                         .with_num_partitions(t.partitions)
-                        .with_replication_factor(1),
+                        .with_replication_factor(t.replication_factor),
                     Ok(_) => base.with_error_code(errors::NONE),
                     Err((code, msg)) => base
                         .with_error_code(code)
@@ -431,10 +459,35 @@ struct OffsetAnswer {
     error_code: i16,
     timestamp: i64,
     offset: i64,
+    leader_epoch: i32,
+}
+
+impl OffsetAnswer {
+    fn error(error_code: i16) -> OffsetAnswer {
+        OffsetAnswer {
+            error_code,
+            timestamp: -1,
+            offset: -1,
+            leader_epoch: -1,
+        }
+    }
+}
+
+/// ListOffsets `replica_id` of a debugging tool, the only caller Kafka lets read a follower.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
+/// One ListOffsets partition, as its owning shard needs it.
+struct OffsetQuery {
+    topic: String,
+    index: i32,
+    timestamp: i64,
+    current_leader_epoch: i32,
+    leader_only: bool,
 }
 
 pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) -> Response {
     let snapshot = shard.metadata();
+    let leader_only = req.replica_id.0 != DEBUGGING_REPLICA_ID;
     let mut items = Vec::new();
     let mut shape = Vec::new();
     for t in &req.topics {
@@ -448,23 +501,27 @@ pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsReque
             parts.push((p.partition_index, exists));
             if exists {
                 let owner = shard.owner(name, p.partition_index);
-                items.push((owner, (name.to_string(), p.partition_index, p.timestamp)));
+                items.push((
+                    owner,
+                    OffsetQuery {
+                        topic: name.to_string(),
+                        index: p.partition_index,
+                        timestamp: p.timestamp,
+                        // v4+; the codec leaves -1 (unknown) for older versions.
+                        current_leader_epoch: p.current_leader_epoch,
+                        leader_only,
+                    },
+                ));
             }
         }
         shape.push((t.name.clone(), parts));
     }
-    let lost = OffsetAnswer {
-        error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-        timestamp: -1,
-        offset: -1,
-    };
+    let lost = OffsetAnswer::error(errors::UNKNOWN_TOPIC_OR_PARTITION);
     let answers = scatter_each(
         shard,
         items,
         lost,
-        |s: Rc<Shard>, (topic, index, ts): (String, i32, i64)| async move {
-            offset_lookup(&s, &topic, index, ts).await
-        },
+        |s: Rc<Shard>, q: OffsetQuery| async move { offset_lookup(&s, q).await },
     )
     .await;
     let mut answers = answers.into_iter();
@@ -477,11 +534,7 @@ pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsReque
                     let a = if exists {
                         answers.next().expect("one answer per item")
                     } else {
-                        OffsetAnswer {
-                            error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-                            timestamp: -1,
-                            offset: -1,
-                        }
+                        OffsetAnswer::error(errors::UNKNOWN_TOPIC_OR_PARTITION)
                     };
                     // Fields a version lacks must keep their defaults, or encoding fails.
                     ListOffsetsPartitionResponse::default()
@@ -489,7 +542,7 @@ pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsReque
                         .with_error_code(a.error_code)
                         .with_timestamp(a.timestamp)
                         .with_offset(a.offset)
-                        .with_leader_epoch(if version >= 4 { 0 } else { -1 })
+                        .with_leader_epoch(if version >= 4 { a.leader_epoch } else { -1 })
                 })
                 .collect();
             ListOffsetsTopicResponse::default()
@@ -502,48 +555,54 @@ pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsReque
     ))
 }
 
-async fn offset_lookup(s: &Shard, topic: &str, index: i32, ts: i64) -> OffsetAnswer {
-    let Some(p) = s.partition(topic, index) else {
-        return OffsetAnswer {
-            error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-            timestamp: -1,
-            offset: -1,
-        };
+/// On the owning shard: answers one ListOffsets partition. Only the leader in this shard's
+/// snapshot answers (a follower's log may be behind or about to be truncated), unless a
+/// debugging tool asked; a client that knows a different leader epoch is told so.
+async fn offset_lookup(s: &Shard, q: OffsetQuery) -> OffsetAnswer {
+    let OffsetQuery {
+        topic,
+        index,
+        timestamp,
+        current_leader_epoch,
+        leader_only,
+    } = q;
+    let snapshot = s.metadata();
+    let Some(state) = snapshot.partition_state(&topic, index) else {
+        // Known to the caller's snapshot, not yet placed in this one.
+        return OffsetAnswer::error(errors::NOT_LEADER_OR_FOLLOWER);
     };
-    match ts {
-        -2 => OffsetAnswer {
-            error_code: errors::NONE,
-            timestamp: -1,
-            offset: p.log_start_offset(),
-        },
-        -1 => OffsetAnswer {
-            error_code: errors::NONE,
-            timestamp: -1,
-            offset: p.high_watermark(),
-        },
-        ts if ts < 0 => OffsetAnswer {
-            error_code: errors::UNSUPPORTED_VERSION,
-            timestamp: -1,
-            offset: -1,
-        },
+    let here = if leader_only {
+        state.leader == snapshot.local_broker
+    } else {
+        state.replicas.contains(&snapshot.local_broker)
+    };
+    if !here {
+        return OffsetAnswer::error(errors::NOT_LEADER_OR_FOLLOWER);
+    }
+    if let Err(code) = state.check_leader_epoch(current_leader_epoch) {
+        return OffsetAnswer::error(code);
+    }
+    let leader_epoch = state.leader_epoch;
+    let Some(p) = s.partition(&topic, index) else {
+        return OffsetAnswer::error(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let found = |offset: i64, timestamp: i64| OffsetAnswer {
+        error_code: errors::NONE,
+        timestamp,
+        offset,
+        leader_epoch,
+    };
+    match timestamp {
+        -2 => found(p.log_start_offset(), -1),
+        -1 => found(p.high_watermark(), -1),
+        ts if ts < 0 => OffsetAnswer::error(errors::UNSUPPORTED_VERSION),
         ts => match p.log().offset_for_timestamp(ts).await {
-            Ok(Some((offset, timestamp))) => OffsetAnswer {
-                error_code: errors::NONE,
-                timestamp,
-                offset,
-            },
-            Ok(None) => OffsetAnswer {
-                error_code: errors::NONE,
-                timestamp: -1,
-                offset: -1,
-            },
+            Ok(Some((offset, timestamp))) => found(offset, timestamp),
+            // Nothing at or after the timestamp: Kafka leaves the epoch unknown too.
+            Ok(None) => OffsetAnswer::error(errors::NONE),
             Err(e) => {
                 log::error!("timestamp lookup in {topic}-{index}: {e}");
-                OffsetAnswer {
-                    error_code: errors::KAFKA_STORAGE_ERROR,
-                    timestamp: -1,
-                    offset: -1,
-                }
+                OffsetAnswer::error(errors::KAFKA_STORAGE_ERROR)
             }
         },
     }
@@ -576,23 +635,120 @@ pub async fn init_producer_id(
         }
     }
     let id = shard
-        .invoke_on(ShardId(0), |s0| async move {
-            s0.registry
-                .as_ref()
-                .map(|r| r.borrow_mut().next_producer_id())
-        })
+        .invoke_on(
+            ShardId(0),
+            |s0| async move { allocate_producer_id(&s0).await },
+        )
         .await
-        .flatten();
+        .unwrap_or(Err(errors::COORDINATOR_NOT_AVAILABLE));
     let resp = match id {
-        Some(Ok(id)) => base
+        Ok(id) => base
             .with_error_code(errors::NONE)
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
-        Some(Err(e)) => {
-            log::error!("cannot allocate a producer id: {e}");
-            base.with_error_code(errors::KAFKA_STORAGE_ERROR)
-        }
-        None => base.with_error_code(errors::COORDINATOR_NOT_AVAILABLE),
+        Err(code) => base.with_error_code(code),
     };
     Response::Message(ResponseKind::InitProducerId(resp))
+}
+
+/// Producer ids shard 0 asks the control thread for at a time (cluster mode).
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Cluster mode, on shard 0: the producer id block obtained from the control thread.
+#[derive(Clone, Copy, Default)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
+}
+
+impl ProducerIdBlock {
+    fn take(&mut self) -> Option<i64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}
+
+thread_local! {
+    static PRODUCER_IDS: std::cell::Cell<ProducerIdBlock> =
+        std::cell::Cell::new(ProducerIdBlock::default());
+    /// One block request in flight at a time: the others wait and take from the new block.
+    static PRODUCER_ID_GATE: Rc<crate::rt::Semaphore> = Rc::new(crate::rt::Semaphore::new(1));
+}
+
+fn take_producer_id() -> Option<i64> {
+    PRODUCER_IDS.with(|c| {
+        let mut b = c.get();
+        let id = b.take();
+        c.set(b);
+        id
+    })
+}
+
+/// On shard 0: a producer id never handed out before, from the registry (standalone) or from
+/// cluster-wide blocks reserved in ZooKeeper by the control thread (cluster mode).
+async fn allocate_producer_id(s0: &Shard) -> Result<i64, i16> {
+    if let Some(registry) = s0.registry.as_ref() {
+        return registry.borrow_mut().next_producer_id().map_err(|e| {
+            log::error!("cannot allocate a producer id: {e}");
+            errors::KAFKA_STORAGE_ERROR
+        });
+    }
+    let Some(control) = s0.control.as_ref() else {
+        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+    };
+    if let Some(id) = take_producer_id() {
+        return Ok(id);
+    }
+    let gate = PRODUCER_ID_GATE.with(Rc::clone);
+    let _permit = gate.acquire_permit(1).await;
+    // Whoever held the gate before may have refilled the block.
+    if let Some(id) = take_producer_id() {
+        return Ok(id);
+    }
+    let (reply, rx) = flume::bounded(1);
+    let req = crate::control::ControlRequest::ProducerIdBlock {
+        count: PRODUCER_ID_BLOCK,
+        reply,
+    };
+    if control.tx.send_async(req).await.is_err() {
+        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+    }
+    match crate::rt::recv_cross(&rx).await {
+        Ok(Ok(first)) => {
+            let mut block = ProducerIdBlock {
+                next: first,
+                end: first.saturating_add(PRODUCER_ID_BLOCK),
+            };
+            let id = block.take();
+            PRODUCER_IDS.with(|c| c.set(block));
+            id.ok_or(errors::COORDINATOR_NOT_AVAILABLE)
+        }
+        Ok(Err(e)) => {
+            // Retriable for the client: it asks again, and so do we.
+            log::warn!("cannot reserve producer ids: {e}");
+            Err(errors::COORDINATOR_NOT_AVAILABLE)
+        }
+        Err(_) => Err(errors::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_id_block_hands_out_each_id_once() {
+        let mut b = ProducerIdBlock::default();
+        assert_eq!(b.take(), None);
+        b = ProducerIdBlock {
+            next: 5000,
+            end: 5002,
+        };
+        assert_eq!(b.take(), Some(5000));
+        assert_eq!(b.take(), Some(5001));
+        assert_eq!(b.take(), None);
+        assert_eq!(b.take(), None);
+    }
 }

@@ -35,6 +35,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // v0 and v1 are not in kafka-protocol's codec; clients of Kafka 2.1+ use v2 and later.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The version range this broker serves for `api`, if any.

@@ -1,9 +1,10 @@
-//! CreatePartitions, DeleteRecords, DescribeCluster and DescribeLogDirs, plus `publish`: the
-//! "persist a topic change, then wait until every shard has applied it" step that the
-//! metadata-changing handlers here and in `configs` share.
+//! CreatePartitions, DeleteRecords, DescribeCluster and DescribeLogDirs. Topic changes go
+//! through `admin::publish_topics` (the "persist a topic change, then wait until every shard
+//! has applied it" step shared with `configs`).
 //!
-//! Standalone mode: this broker is the controller and the only broker, every partition has one
-//! replica (here) and all data lives in one log directory (`log.dirs`).
+//! Brokers, the controller and replica placement come from the shard's snapshot (standalone:
+//! this broker is the controller and the only broker, every partition has one replica here).
+//! All of a broker's data lives in one log directory (`log.dirs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -212,6 +213,27 @@ async fn registry_grow(
                     spec.count
                 ),
             )),
+            // Cluster mode: the metadata writer places new partitions (keeping the topic's
+            // replication factor), so it needs that many live brokers and no manual lists.
+            Some(_) if snapshot.cluster_mode && spec.assignments.is_some() => Err((
+                errors::INVALID_REQUEST,
+                "explicit replica assignments are not supported: new partitions are placed \
+                 on the live brokers"
+                    .into(),
+            )),
+            Some(t)
+                if snapshot.cluster_mode
+                    && t.replication_factor as usize > snapshot.brokers.len() =>
+            {
+                Err((
+                    errors::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "Replication factor: {} larger than available brokers: {}.",
+                        t.replication_factor,
+                        snapshot.brokers.len()
+                    ),
+                ))
+            }
             Some(t) => spec
                 .assignments
                 .as_deref()
@@ -302,8 +324,12 @@ pub async fn delete_records(
 }
 
 /// On the owning shard: moves the log start offset to `offset` (-1 = the high watermark).
-/// Returns (error code, low watermark).
+/// Only the leader (in this shard's snapshot, holding a valid lease) does: followers learn the
+/// new log start offset from its fetch responses. Returns (error code, low watermark).
 async fn delete_before(s: &Shard, topic: &str, index: i32, offset: i64) -> (i16, i64) {
+    if !s.metadata().leads(topic, index) || !s.lease.valid() {
+        return (errors::NOT_LEADER_OR_FOLLOWER, -1);
+    }
     let Some(p) = s.partition(topic, index) else {
         return (errors::UNKNOWN_TOPIC_OR_PARTITION, -1);
     };
@@ -326,10 +352,10 @@ pub async fn describe_cluster(
     version: i16,
     req: DescribeClusterRequest,
 ) -> Response {
-    let config = &shard.config;
+    let snapshot = shard.metadata();
     let base = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(shard.metadata().cluster_id.clone()))
-        .with_controller_id(BrokerId(config.broker_id));
+        .with_cluster_id(StrBytes::from_string(snapshot.cluster_id.clone()))
+        .with_controller_id(BrokerId(snapshot.controller_id));
     // v1+: a client looking for controller endpoints has the wrong address.
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKER {
         return Response::Message(ResponseKind::DescribeCluster(
@@ -342,14 +368,20 @@ pub async fn describe_cluster(
                 )))),
         ));
     }
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(config.broker_id))
-        .with_host(StrBytes::from_string(config.advertised_host.clone()))
-        .with_port(config.advertised_port as i32)
-        .with_rack(None);
+    let brokers = snapshot
+        .brokers
+        .values()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(None)
+        })
+        .collect();
     Response::Message(ResponseKind::DescribeCluster(
         base.with_error_code(errors::NONE)
-            .with_brokers(vec![broker])
+            .with_brokers(brokers)
             .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
                 CLUSTER_OPERATIONS
             } else {
@@ -365,12 +397,16 @@ pub async fn describe_log_dirs(
 ) -> Response {
     let snapshot = shard.metadata();
     // The partitions to describe: all (null), or those requested that exist (as Kafka, unknown
-    // ones are left out).
+    // ones are left out); either way only replicas stored on this broker.
     let mut wanted: Vec<(String, i32)> = Vec::new();
     match &req.topics {
         None => {
             for t in snapshot.topics.values() {
-                wanted.extend((0..t.partitions).map(|i| (t.name.to_string(), i)));
+                wanted.extend(
+                    (0..t.partitions)
+                        .filter(|i| snapshot.hosts_replica(&t.name, *i))
+                        .map(|i| (t.name.to_string(), i)),
+                );
             }
         }
         Some(list) => {
@@ -380,7 +416,10 @@ pub async fn describe_log_dirs(
                 };
                 for &i in &t.partitions {
                     let pair = (meta.name.to_string(), i);
-                    if (0..meta.partitions).contains(&i) && !wanted.contains(&pair) {
+                    if (0..meta.partitions).contains(&i)
+                        && snapshot.hosts_replica(&meta.name, i)
+                        && !wanted.contains(&pair)
+                    {
                         wanted.push(pair);
                     }
                 }

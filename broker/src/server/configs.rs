@@ -102,7 +102,8 @@ fn key_info(key: &str) -> (i8, &'static str) {
         ),
         "min.insync.replicas" => (
             TYPE_INT,
-            "Replicas that must have a write for acks=all (a standalone broker has one).",
+            "In-sync replicas that must have a write for acks=all; with fewer in the ISR such \
+             produces are refused (NOT_ENOUGH_REPLICAS). A standalone broker has one.",
         ),
         "retention.bytes" => (
             TYPE_LONG,

@@ -2,7 +2,11 @@
 //! and answer with record bytes sent from the page cache by `sendfile`.
 //!
 //! Waiting: every read carries a waiter channel that the partition registers together with the
-//! read, so an append that lands after the read wakes this fetch. Each wake re-reads.
+//! read, so an append or a high watermark move after the read wakes this fetch. Each wake
+//! re-reads.
+//!
+//! Followers (`replica_id >= 0`) fetch with the same API: the leader serves them up to its log
+//! end, and their fetch offsets drive the high watermark (see `Partition::read`).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use super::admin::scatter_each;
 use super::Response;
 use crate::config::limits;
 use crate::errors;
-use crate::partition::PartitionRead;
+use crate::partition::{FetchFrom, PartitionRead};
 use crate::shard::Shard;
 
 /// A requested partition and, if it exists, the index of its read in the read list.
@@ -30,6 +34,7 @@ struct ReadItem {
     index: i32,
     offset: i64,
     max_bytes: usize,
+    from: FetchFrom,
     waiter: Option<flume::Sender<()>>,
 }
 
@@ -66,6 +71,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
         return Response::Fetch(desc, Vec::new());
     }
     let snapshot = shard.metadata();
+    // The replica id moved into `replica_state` in v15; this broker serves up to v12.
+    let replica_id = if version < 15 {
+        req.replica_id.0
+    } else {
+        req.replica_state.replica_id.0
+    };
     let started = Instant::now();
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX) as u64);
     let deadline = started + wait;
@@ -91,6 +102,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
                         index: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,
+                        from: FetchFrom {
+                            replica_id: replica_id.max(-1),
+                            current_leader_epoch: p.current_leader_epoch,
+                        },
                         waiter: None,
                     });
                 }
@@ -120,7 +135,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
             not_found(),
             |s: Rc<Shard>, it: ReadItem| async move {
                 match s.partition(&it.topic, it.index) {
-                    Some(p) => p.read(it.offset, it.max_bytes, it.waiter.as_ref()).await,
+                    Some(p) => {
+                        p.read(it.offset, it.max_bytes, it.waiter.as_ref(), it.from)
+                            .await
+                    }
+                    // Not replicated here (cluster mode): another broker leads it.
+                    None if s.metadata().topic(&it.topic).is_some() => PartitionRead {
+                        error_code: errors::NOT_LEADER_OR_FOLLOWER,
+                        ..not_found()
+                    },
                     None => not_found(),
                 }
             },

@@ -4,6 +4,9 @@
 //! Each handler turns the wire request (any supported version) into the coordinator crate's
 //! plain types, runs it on the shard that owns the group's `__consumer_offsets` partition, and
 //! turns the answer back. Fields a version lacks keep their defaults (the codec refuses others).
+//!
+//! A group's coordinator is the broker leading its offsets partition in the snapshot; any other
+//! broker answers NOT_COORDINATOR, so the client looks the coordinator up again.
 
 use std::future::Future;
 use std::rc::Rc;
@@ -26,37 +29,66 @@ use kafka_protocol::protocol::StrBytes;
 use shardlog_coordinator as gc;
 
 use super::Response;
+use crate::config::BrokerConfig;
 use crate::errors;
 use crate::group_coordinator::GroupCoordinator;
-use crate::metadata::CONSUMER_OFFSETS_TOPIC;
+use crate::metadata::{BrokerInfo, MetadataSnapshot, CONSUMER_OFFSETS_TOPIC};
 use crate::shard::Shard;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn coordinator_partition(shard: &Shard, group: &str) -> i32 {
-    gc::coordinator_partition(group, shard.config.offsets_topic_num_partitions)
+/// The `__consumer_offsets` partition of `group`. The topic's own partition count decides (as
+/// Kafka does), so every broker agrees even if their `offsets.topic.num.partitions` differ.
+fn coordinator_partition(snapshot: &MetadataSnapshot, config: &BrokerConfig, group: &str) -> i32 {
+    let count = snapshot
+        .topic(CONSUMER_OFFSETS_TOPIC)
+        .map_or(config.offsets_topic_num_partitions, |t| t.partitions);
+    gc::coordinator_partition(group, count)
 }
 
-/// Runs `f` with the coordinator of `group` on its shard; `None` if it is not available.
-async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Option<R>
+/// Whether this broker coordinates the groups of offsets partition `p`, by `snapshot`:
+/// COORDINATOR_NOT_AVAILABLE while the offsets topic does not exist, NOT_COORDINATOR when
+/// another broker leads the partition (the client looks the coordinator up again).
+fn coordinates(snapshot: &MetadataSnapshot, p: i32) -> Result<(), i16> {
+    if snapshot.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+        Err(errors::COORDINATOR_NOT_AVAILABLE)
+    } else if snapshot.leads(CONSUMER_OFFSETS_TOPIC, p) {
+        Ok(())
+    } else {
+        Err(errors::NOT_COORDINATOR)
+    }
+}
+
+/// Runs `f` with the coordinator of `group` on its shard, or says why it cannot: the error
+/// code of `coordinates`, or COORDINATOR_NOT_AVAILABLE while the coordinator is not running.
+/// Leadership is judged by the owning shard's snapshot, the one its coordinator follows.
+async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Result<R, i16>
 where
     R: Send + 'static,
     F: FnOnce(Rc<GroupCoordinator>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
-    let p = coordinator_partition(shard, group);
+    let p = coordinator_partition(&shard.metadata(), &shard.config, group);
     let owner = shard.owner(CONSUMER_OFFSETS_TOPIC, p);
     shard
         .invoke_on(owner, move |s| async move {
+            coordinates(&s.metadata(), p)?;
             match s.group_coordinator(p) {
-                Some(c) => Some(f(c).await),
-                None => None,
+                Some(c) => Ok(f(c).await),
+                None => Err(errors::COORDINATOR_NOT_AVAILABLE),
             }
         })
         .await
-        .flatten()
+        .unwrap_or(Err(errors::COORDINATOR_NOT_AVAILABLE))
+}
+
+/// Where the coordinator of a group runs: the live leader of its offsets partition.
+fn find_one(snapshot: &MetadataSnapshot, config: &BrokerConfig, group: &str) -> Option<BrokerInfo> {
+    snapshot.topic(CONSUMER_OFFSETS_TOPIC)?;
+    let p = coordinator_partition(snapshot, config, group);
+    snapshot.leader_broker(CONSUMER_OFFSETS_TOPIC, p).cloned()
 }
 
 pub async fn find_coordinator(
@@ -69,56 +101,67 @@ pub async fn find_coordinator(
     } else {
         vec![req.key.clone()]
     };
-    let me = shard.config.broker_id;
-    let host = s(&shard.config.advertised_host);
-    let port = shard.config.advertised_port as i32;
-    let offsets_ready = shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_some();
-    let answer = |key: &StrBytes| -> (i16, Option<&'static str>) {
+    let snapshot = shard.metadata();
+    let answer = |key: &StrBytes| -> Result<BrokerInfo, (i16, Option<&'static str>)> {
         if req.key_type != 0 {
-            (
+            Err((
                 errors::COORDINATOR_NOT_AVAILABLE,
                 Some("transactions are not supported"),
-            )
+            ))
         } else if key.is_empty() && version < 4 {
-            (errors::INVALID_REQUEST, Some("empty group id"))
-        } else if !offsets_ready {
-            (errors::COORDINATOR_NOT_AVAILABLE, None)
+            Err((errors::INVALID_REQUEST, Some("empty group id")))
+        } else if snapshot.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+            Err((
+                errors::COORDINATOR_NOT_AVAILABLE,
+                Some("the offsets topic does not exist yet"),
+            ))
         } else {
-            (errors::NONE, None)
+            find_one(&snapshot, &shard.config, key).ok_or((
+                errors::COORDINATOR_NOT_AVAILABLE,
+                Some("the group's offsets partition has no live leader"),
+            ))
         }
     };
     let resp = if version >= 4 {
         let coordinators = keys
             .iter()
             .map(|k| {
-                let (code, msg) = answer(k);
-                let c = Coordinator::default()
-                    .with_key(k.clone())
-                    .with_error_code(code);
-                if code == errors::NONE {
-                    c.with_node_id(BrokerId(me))
-                        .with_host(host.clone())
-                        .with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1))
+                let c = Coordinator::default().with_key(k.clone());
+                match answer(k) {
+                    Ok(b) => c
+                        .with_error_code(errors::NONE)
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(s(&b.host))
+                        .with_port(i32::from(b.port)),
+                    Err((code, msg)) => c
+                        .with_error_code(code)
+                        .with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_message(msg.map(s))
+                        .with_error_message(msg.map(s)),
                 }
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let (code, msg) = answer(&keys[0]);
-        let r = FindCoordinatorResponse::default().with_error_code(code);
-        let r = if version >= 1 {
-            r.with_error_message(msg.map(s))
-        } else {
-            r
-        };
-        if code == errors::NONE {
-            r.with_node_id(BrokerId(me)).with_host(host).with_port(port)
-        } else {
-            r.with_node_id(BrokerId(-1)).with_port(-1)
+        // v0-v3 carry one key; a request without one is answered like an empty group id.
+        let key = keys.first().cloned().unwrap_or_default();
+        match answer(&key) {
+            Ok(b) => FindCoordinatorResponse::default()
+                .with_error_code(errors::NONE)
+                .with_node_id(BrokerId(b.id))
+                .with_host(s(&b.host))
+                .with_port(i32::from(b.port)),
+            Err((code, msg)) => {
+                let r = FindCoordinatorResponse::default()
+                    .with_error_code(code)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1);
+                if version >= 1 {
+                    r.with_error_message(msg.map(s))
+                } else {
+                    r
+                }
+            }
         }
     };
     Response::Message(ResponseKind::FindCoordinator(resp))
@@ -156,7 +199,7 @@ pub async fn join_group(
     let member = join.member_id.clone();
     let r = on_coordinator(shard, &group, move |c| async move { c.join(join).await })
         .await
-        .unwrap_or_else(|| gc::JoinResult::error(errors::COORDINATOR_NOT_AVAILABLE, member));
+        .unwrap_or_else(|code| gc::JoinResult::error(code, member));
     let members = r
         .members
         .into_iter()
@@ -209,7 +252,7 @@ pub async fn sync_group(shard: &Rc<Shard>, version: i16, req: SyncGroupRequest) 
     };
     let r = on_coordinator(shard, &group, move |c| async move { c.sync(sync).await })
         .await
-        .unwrap_or_else(|| gc::SyncResult::error(errors::COORDINATOR_NOT_AVAILABLE));
+        .unwrap_or_else(gc::SyncResult::error);
     let mut resp = SyncGroupResponse::default()
         .with_error_code(r.error_code)
         .with_assignment(r.assignment);
@@ -232,7 +275,7 @@ pub async fn heartbeat(shard: &Rc<Shard>, _version: i16, req: HeartbeatRequest) 
         c.call(|m, now| m.heartbeat(now, hb)).await.0
     })
     .await
-    .unwrap_or(errors::COORDINATOR_NOT_AVAILABLE);
+    .unwrap_or_else(|code| code);
     Response::Message(ResponseKind::Heartbeat(
         HeartbeatResponse::default().with_error_code(code),
     ))
@@ -267,8 +310,8 @@ pub async fn leave_group(shard: &Rc<Shard>, version: i16, req: LeaveGroupRequest
         }
     })
     .await
-    .unwrap_or(gc::LeaveResult {
-        error_code: errors::COORDINATOR_NOT_AVAILABLE,
+    .unwrap_or_else(|code| gc::LeaveResult {
+        error_code: code,
         members: Vec::new(),
     });
     let mut resp = LeaveGroupResponse::default();
@@ -345,9 +388,9 @@ pub async fn offset_commit(shard: &Rc<Shard>, version: i16, req: OffsetCommitReq
     })
     .await;
     let errs = match result {
-        Some((errs, true)) => errs,
-        Some((_, false)) => all_failed(errors::NOT_COORDINATOR),
-        None => all_failed(errors::COORDINATOR_NOT_AVAILABLE),
+        Ok((errs, true)) => errs,
+        Ok((_, false)) => all_failed(errors::NOT_COORDINATOR),
+        Err(code) => all_failed(code),
     };
     let topics = errs
         .into_iter()
@@ -403,10 +446,10 @@ pub async fn offset_fetch(shard: &Rc<Shard>, version: i16, req: OffsetFetchReque
             c.read(|m| m.fetch_offsets(&[query]))
         })
         .await
-        .and_then(|mut v| v.pop())
-        .unwrap_or(gc::OffsetFetchGroupResult {
+        .and_then(|mut v| v.pop().ok_or(errors::UNKNOWN_SERVER_ERROR))
+        .unwrap_or_else(|code| gc::OffsetFetchGroupResult {
             group_id: id,
-            error_code: errors::COORDINATOR_NOT_AVAILABLE,
+            error_code: code,
             topics: Vec::new(),
         });
         results.push(r);
@@ -496,8 +539,12 @@ pub async fn list_groups(shard: &Rc<Shard>, version: i16, req: ListGroupsRequest
         .invoke_on_all(move |s| {
             let (states, types) = (states.clone(), types.clone());
             async move {
+                // Only partitions this broker leads: a coordinator still winding down after
+                // losing its partition no longer speaks for its groups.
+                let snapshot = s.metadata();
                 s.group_coordinators()
                     .iter()
+                    .filter(|c| coordinates(&snapshot, c.partition.index).is_ok())
                     .map(|c| c.read(|m| m.list_groups(&states, &types)))
                     .collect::<Vec<_>>()
             }
@@ -542,9 +589,9 @@ pub async fn describe_groups(
             c.read(|m| m.describe_groups(&q, false))
         })
         .await
-        .and_then(|mut v| v.pop());
+        .and_then(|mut v| v.pop().ok_or(errors::UNKNOWN_SERVER_ERROR));
         let dg = match d {
-            Some(d) => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+            Ok(d) => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
                 .with_error_code(d.error_code)
                 .with_group_id(GroupId(s(&d.group_id)))
                 .with_group_state(s(d.state))
@@ -565,8 +612,8 @@ pub async fn describe_groups(
                         })
                         .collect(),
                 ),
-            None => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
-                .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+            Err(code) => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+                .with_error_code(code)
                 .with_group_id(g.clone())
                 .with_authorized_operations(i32::MIN),
         };
@@ -591,7 +638,7 @@ pub async fn delete_groups(shard: &Rc<Shard>, _version: i16, req: DeleteGroupsRe
             }
         })
         .await
-        .unwrap_or(errors::COORDINATOR_NOT_AVAILABLE);
+        .unwrap_or_else(|code| code);
         results.push(
             kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(g.clone())
@@ -630,8 +677,8 @@ pub async fn offset_delete(shard: &Rc<Shard>, _version: i16, req: OffsetDeleteRe
         }
     })
     .await
-    .unwrap_or(gc::OffsetDeleteResult {
-        error_code: errors::COORDINATOR_NOT_AVAILABLE,
+    .unwrap_or_else(|code| gc::OffsetDeleteResult {
+        error_code: code,
         topics: Vec::new(),
     });
     let topics = r
@@ -656,4 +703,90 @@ pub async fn offset_delete(shard: &Rc<Shard>, _version: i16, req: OffsetDeleteRe
             .with_error_code(r.error_code)
             .with_topics(topics),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metadata::{new_topic, PartitionState};
+
+    /// Broker 1's view: brokers 1 and 2 alive, offsets topic with `leaders[i]` leading
+    /// partition i (empty: the offsets topic does not exist).
+    fn snapshot(leaders: &[i32]) -> MetadataSnapshot {
+        let mut s = MetadataSnapshot {
+            cluster_mode: true,
+            local_broker: 1,
+            controller_id: 2,
+            ..Default::default()
+        };
+        for id in [1, 2] {
+            s.brokers.insert(
+                id,
+                BrokerInfo {
+                    id,
+                    host: format!("h{id}"),
+                    port: 9090 + id as u16,
+                },
+            );
+        }
+        if !leaders.is_empty() {
+            let config = BrokerConfig::default();
+            let mut t = new_topic(
+                &config,
+                CONSUMER_OFFSETS_TOPIC,
+                leaders.len() as i32,
+                BTreeMap::new(),
+            )
+            .unwrap();
+            t.states = leaders
+                .iter()
+                .map(|&l| PartitionState {
+                    replicas: vec![1, 2, 3],
+                    leader: l,
+                    leader_epoch: 1,
+                    isr: vec![l],
+                    zk_version: 0,
+                })
+                .collect();
+            s.topics.insert(t.name.clone(), Arc::new(t));
+        }
+        s
+    }
+
+    #[test]
+    fn the_coordinator_is_the_live_leader_of_the_groups_partition() {
+        let config = BrokerConfig::default();
+        // Two partitions: "a" hashes to 47 % 2 = 1, "" to 0.
+        let s = snapshot(&[1, 2]);
+        assert_eq!(coordinator_partition(&s, &config, "a"), 1);
+        assert_eq!(find_one(&s, &config, "a").map(|b| b.port), Some(9092));
+        assert_eq!(find_one(&s, &config, "").map(|b| b.id), Some(1));
+        // A leader that is not alive, or no leader: no coordinator.
+        let s = snapshot(&[crate::metadata::NO_LEADER, 3]);
+        assert!(find_one(&s, &config, "a").is_none());
+        assert!(find_one(&s, &config, "").is_none());
+        // No offsets topic: the configured partition count decides, and there is no coordinator.
+        let s = snapshot(&[]);
+        assert_eq!(
+            coordinator_partition(&s, &config, "a"),
+            gc::coordinator_partition("a", config.offsets_topic_num_partitions)
+        );
+        assert!(find_one(&s, &config, "a").is_none());
+    }
+
+    #[test]
+    fn only_the_leader_coordinates() {
+        let s = snapshot(&[1, 2]);
+        assert_eq!(coordinates(&s, 0), Ok(()));
+        assert_eq!(coordinates(&s, 1), Err(errors::NOT_COORDINATOR));
+        // A partition whose state is not known yet is not led here either.
+        assert_eq!(coordinates(&s, 7), Err(errors::NOT_COORDINATOR));
+        assert_eq!(
+            coordinates(&snapshot(&[]), 0),
+            Err(errors::COORDINATOR_NOT_AVAILABLE)
+        );
+    }
 }

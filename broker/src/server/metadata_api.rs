@@ -1,7 +1,10 @@
 //! Metadata: brokers, topics and partition leaders, with auto topic creation.
 //!
-//! In standalone mode this broker is the only node, leader and only ISR member of everything.
+//! Everything comes from this shard's snapshot: live brokers, the controller, and each
+//! partition's replicas, leader, epoch and ISR. A standalone snapshot names this broker as the
+//! only node, leader and only ISR member of everything, so both modes share this code.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::metadata_response::{
@@ -17,7 +20,7 @@ use super::admin::{create_topics_in_registry, TopicSpec};
 use super::Response;
 use crate::config::valid_topic_name;
 use crate::errors;
-use crate::metadata::TopicMeta;
+use crate::metadata::{MetadataSnapshot, TopicMeta, CONSUMER_OFFSETS_TOPIC, NO_LEADER};
 use crate::shard::Shard;
 
 /// No ACLs here: when asked, report every operation Kafka defines for the resource as allowed.
@@ -33,19 +36,63 @@ pub fn topic_uuid(t: &TopicMeta) -> Uuid {
     Uuid::from_bytes(t.id)
 }
 
+/// One partition as Metadata reports it. Kafka answers a partition without a live leader with
+/// LEADER_NOT_AVAILABLE and leader -1, keeping its epoch, replicas and ISR; a topic whose
+/// states the metadata writer has not filled in yet (just created) is answered the same way.
+fn partition_entry(
+    snapshot: &MetadataSnapshot,
+    version: i16,
+    t: &TopicMeta,
+    index: i32,
+) -> MetadataResponsePartition {
+    let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let base = MetadataResponsePartition::default().with_partition_index(index);
+    let Some(state) = t.state(index) else {
+        return base
+            .with_error_code(errors::LEADER_NOT_AVAILABLE)
+            .with_leader_id(BrokerId(NO_LEADER))
+            .with_leader_epoch(-1);
+    };
+    let leader = if state.leader != NO_LEADER && snapshot.is_live(state.leader) {
+        state.leader
+    } else {
+        NO_LEADER
+    };
+    let (replicas, isr) = if version == 0 {
+        // v0 clients expect only brokers they can reach (Kafka filters them for v0 only).
+        let live = |v: &[i32]| -> Vec<i32> {
+            v.iter().copied().filter(|b| snapshot.is_live(*b)).collect()
+        };
+        (live(&state.replicas), live(&state.isr))
+    } else {
+        (state.replicas.clone(), state.isr.clone())
+    };
+    // Fields a version lacks must keep their defaults, or encoding fails.
+    base.with_error_code(if leader == NO_LEADER {
+        errors::LEADER_NOT_AVAILABLE
+    } else {
+        errors::NONE
+    })
+    .with_leader_id(BrokerId(leader))
+    .with_leader_epoch(if version >= 7 { state.leader_epoch } else { -1 })
+    .with_replica_nodes(ids(&replicas))
+    .with_isr_nodes(ids(&isr))
+    .with_offline_replicas(if version >= 5 {
+        ids(&snapshot.offline_replicas(state))
+    } else {
+        Vec::new()
+    })
+}
+
 // Fields a version lacks must keep their defaults, or encoding fails: hence the version checks.
-fn topic_entry(shard: &Shard, version: i16, t: &TopicMeta, ops: i32) -> MetadataResponseTopic {
-    let me = BrokerId(shard.config.broker_id);
+fn topic_entry(
+    snapshot: &MetadataSnapshot,
+    version: i16,
+    t: &TopicMeta,
+    ops: i32,
+) -> MetadataResponseTopic {
     let partitions = (0..t.partitions)
-        .map(|i| {
-            MetadataResponsePartition::default()
-                .with_error_code(errors::NONE)
-                .with_partition_index(i)
-                .with_leader_id(me)
-                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
-        })
+        .map(|i| partition_entry(snapshot, version, t, i))
         .collect();
     MetadataResponseTopic::default()
         .with_error_code(errors::NONE)
@@ -100,7 +147,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Re
     match requested {
         None => {
             for t in snapshot.topics.values() {
-                topics.push(topic_entry(shard, version, t, topic_ops));
+                topics.push(topic_entry(&snapshot, version, t, topic_ops));
             }
         }
         Some(list) => {
@@ -109,15 +156,32 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Re
             let missing: Vec<TopicSpec> = list
                 .iter()
                 .filter_map(|(name, _)| name.as_deref())
-                .filter(|n| auto && valid_topic_name(n) && snapshot.topic(n).is_none())
+                // The offsets topic is created with its own configs (at startup, or by the
+                // controller once enough brokers are alive), never as a side effect here.
+                .filter(|n| {
+                    auto && valid_topic_name(n)
+                        && *n != CONSUMER_OFFSETS_TOPIC
+                        && snapshot.topic(n).is_none()
+                })
                 .map(|n| TopicSpec {
                     name: n.to_string(),
                     partitions: shard.config.num_partitions,
                     configs: Default::default(),
                 })
                 .collect();
+            // Why an auto-creation failed (e.g. fewer live brokers than
+            // default.replication.factor), reported instead of UNKNOWN_TOPIC_OR_PARTITION.
+            let mut failed: HashMap<String, i16> = HashMap::new();
             if !missing.is_empty() {
-                let _ = create_topics_in_registry(shard, missing, false).await;
+                for (name, r) in create_topics_in_registry(shard, missing, false).await {
+                    match r {
+                        Err((code, msg)) if code != errors::TOPIC_ALREADY_EXISTS => {
+                            log::warn!("auto-creating topic {name:?}: error {code}: {msg}");
+                            failed.insert(name, code);
+                        }
+                        _ => {}
+                    }
+                }
                 snapshot = shard.metadata();
             }
             for (name, id) in list {
@@ -129,19 +193,22 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Re
                         errors::INVALID_TOPIC_EXCEPTION,
                     ),
                     Some(n) => match snapshot.topic(&n) {
-                        Some(t) => topic_entry(shard, version, t, topic_ops),
+                        Some(t) => topic_entry(&snapshot, version, t, topic_ops),
                         None => error_entry(
                             version,
                             Some(&n),
                             Uuid::nil(),
-                            errors::UNKNOWN_TOPIC_OR_PARTITION,
+                            failed
+                                .get(&n)
+                                .copied()
+                                .unwrap_or(errors::UNKNOWN_TOPIC_OR_PARTITION),
                         ),
                     },
                     None if version < 10 => {
                         error_entry(version, None, Uuid::nil(), errors::INVALID_REQUEST)
                     }
                     None => match snapshot.topic_by_id(id.as_bytes()) {
-                        Some(t) => topic_entry(shard, version, t, topic_ops),
+                        Some(t) => topic_entry(&snapshot, version, t, topic_ops),
                         None => error_entry(
                             version,
                             None,
@@ -154,22 +221,107 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Re
             }
         }
     }
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(shard.config.broker_id))
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(shard.config.advertised_port as i32);
+    let brokers = snapshot
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+        })
+        .collect();
     Response::Message(ResponseKind::Metadata(
         MetadataResponse::default()
-            .with_brokers(vec![broker])
+            .with_brokers(brokers)
             .with_cluster_id(
                 (version >= 2).then(|| StrBytes::from_string(snapshot.cluster_id.clone())),
             )
             .with_controller_id(BrokerId(if version >= 1 {
-                shard.config.broker_id
+                snapshot.controller_id
             } else {
                 -1
             }))
             .with_topics(topics)
             .with_cluster_authorized_operations(cluster_ops),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::metadata::{new_topic, BrokerInfo, PartitionState};
+
+    fn cluster() -> (MetadataSnapshot, TopicMeta) {
+        let mut s = MetadataSnapshot {
+            cluster_mode: true,
+            local_broker: 1,
+            ..Default::default()
+        };
+        for id in [1, 2] {
+            s.brokers.insert(
+                id,
+                BrokerInfo {
+                    id,
+                    host: "h".into(),
+                    port: 1,
+                },
+            );
+        }
+        let mut t = new_topic(&BrokerConfig::default(), "t", 3, BTreeMap::new()).unwrap();
+        // Partition 2 has no state yet (just created).
+        t.states = vec![
+            PartitionState {
+                replicas: vec![2, 3, 1],
+                leader: 2,
+                leader_epoch: 4,
+                isr: vec![2, 1],
+                zk_version: 9,
+            },
+            PartitionState {
+                replicas: vec![3, 1],
+                leader: 3,
+                leader_epoch: 6,
+                isr: vec![3],
+                zk_version: 2,
+            },
+        ];
+        (s, t)
+    }
+
+    #[test]
+    fn partitions_report_replication_state() {
+        let (s, t) = cluster();
+        let p = partition_entry(&s, 12, &t, 0);
+        assert_eq!(p.error_code, errors::NONE);
+        assert_eq!(p.leader_id, BrokerId(2));
+        assert_eq!(p.leader_epoch, 4);
+        assert_eq!(p.replica_nodes, vec![BrokerId(2), BrokerId(3), BrokerId(1)]);
+        assert_eq!(p.isr_nodes, vec![BrokerId(2), BrokerId(1)]);
+        assert_eq!(p.offline_replicas, vec![BrokerId(3)]);
+        // Versions without the fields keep their defaults; v0 lists only live brokers.
+        let p = partition_entry(&s, 0, &t, 0);
+        assert_eq!(p.leader_epoch, -1);
+        assert!(p.offline_replicas.is_empty());
+        assert_eq!(p.replica_nodes, vec![BrokerId(2), BrokerId(1)]);
+    }
+
+    #[test]
+    fn partitions_without_a_live_leader_are_not_available() {
+        let (s, t) = cluster();
+        // The leader (3) is not alive.
+        let p = partition_entry(&s, 9, &t, 1);
+        assert_eq!(p.error_code, errors::LEADER_NOT_AVAILABLE);
+        assert_eq!(p.leader_id, BrokerId(NO_LEADER));
+        assert_eq!(p.leader_epoch, 6);
+        assert_eq!(p.isr_nodes, vec![BrokerId(3)]);
+        // No state yet.
+        let p = partition_entry(&s, 9, &t, 2);
+        assert_eq!(p.error_code, errors::LEADER_NOT_AVAILABLE);
+        assert_eq!(p.leader_id, BrokerId(NO_LEADER));
+        assert!(p.replica_nodes.is_empty());
+    }
 }

@@ -13,6 +13,7 @@ mod configs;
 mod fetch;
 mod groups;
 mod metadata_api;
+mod offset_for_leader_epoch;
 mod produce;
 pub mod zerocopy;
 
@@ -286,6 +287,9 @@ async fn dispatch(
         RequestKind::Metadata(r) => metadata_api::handle(shard, version, r).await,
         RequestKind::Produce(r) => produce::handle(shard, version, r).await,
         RequestKind::Fetch(r) => fetch::handle(shard, version, r).await,
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            offset_for_leader_epoch::handle(shard, version, r).await
+        }
         RequestKind::ListOffsets(r) => admin::list_offsets(shard, version, r).await,
         RequestKind::CreateTopics(r) => admin::create_topics(shard, version, r).await,
         RequestKind::DeleteTopics(r) => admin::delete_topics(shard, version, r).await,

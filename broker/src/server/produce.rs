@@ -1,5 +1,6 @@
 //! Produce: validate batches on the accepting shard (CRC work spreads over whichever shards hold
-//! connections), then send each owning shard its partitions' batches in one call.
+//! connections), then send each owning shard its partitions' batches in one call. The owning
+//! shard appends only where this broker leads; acks=all waits there for the ISR.
 
 use std::rc::Rc;
 
@@ -15,12 +16,7 @@ use crate::partition::{AppendOutcome, IncomingBatch};
 use crate::shard::{Counters, Shard};
 
 fn failed(code: i16) -> AppendOutcome {
-    AppendOutcome {
-        error_code: code,
-        base_offset: -1,
-        log_append_time_ms: -1,
-        log_start_offset: -1,
-    }
+    AppendOutcome::failed(code, -1)
 }
 
 /// Splits and validates one partition's `records`.
@@ -52,6 +48,7 @@ fn validate(records: &Option<Bytes>, max_message_bytes: usize) -> Result<Vec<Inc
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Response {
     let acks = req.acks;
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let snapshot = shard.metadata();
     // Per partition in request order: Err(code) decided here, or Ok(()) sent to its shard.
     let mut decided: Vec<Result<(), i16>> = Vec::new();
@@ -86,15 +83,19 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Res
         shard,
         items,
         failed(errors::NOT_LEADER_OR_FOLLOWER),
-        |s: Rc<Shard>, parts| async move {
+        move |s: Rc<Shard>, parts| async move {
             let tasks: Vec<_> = parts
                 .into_iter()
                 .map(
                     |(topic, index, batches): (std::sync::Arc<str>, i32, Vec<IncomingBatch>)| {
                         let partition = s.partition(&topic, index);
+                        // A topic this broker does not replicate (cluster mode): not ours to
+                        // lead, the client should refresh its metadata.
+                        let known = s.metadata().topic(&topic).is_some();
                         crate::rt::spawn(async move {
                             match partition {
-                                Some(p) => p.append(batches).await,
+                                Some(p) => p.produce(batches, acks, timeout).await,
+                                None if known => failed(errors::NOT_LEADER_OR_FOLLOWER),
                                 None => failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
                             }
                         })

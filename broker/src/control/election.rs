@@ -1,0 +1,286 @@
+//! Pure controller decisions: where replicas go, who leads after a broker is lost, how the ISR
+//! shrinks, and how a stopping broker hands its leaderships over. Plain functions of the
+//! current `PartitionState` and the set of live brokers; the control thread carries them out
+//! with version-checked ZooKeeper writes.
+//!
+//! A returned state keeps the input's `zk_version`: it is the version the write must expect.
+
+use std::collections::BTreeSet;
+
+use crate::metadata::{PartitionState, NO_LEADER};
+
+/// Replicas of partitions `first..first + count` over `sorted_brokers` (ascending ids): replica
+/// `j` of partition `i` on `sorted_brokers[(i + j) mod n]`, so partition `i` is first led by
+/// `sorted_brokers[i mod n]`. The caller checks `replication_factor <= n`.
+pub fn place(
+    sorted_brokers: &[i32],
+    first: i32,
+    count: i32,
+    replication_factor: usize,
+) -> Vec<Vec<i32>> {
+    let n = sorted_brokers.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    (first..first + count)
+        .map(|i| {
+            (0..replication_factor.min(n))
+                .map(|j| sorted_brokers[(i.max(0) as usize + j) % n])
+                .collect()
+        })
+        .collect()
+}
+
+/// A new partition: led by its first replica, every replica in sync, epoch 0.
+pub fn initial_state(replicas: &[i32]) -> PartitionState {
+    PartitionState {
+        replicas: replicas.to_vec(),
+        leader: replicas.first().copied().unwrap_or(NO_LEADER),
+        leader_epoch: 0,
+        isr: replicas.to_vec(),
+        zk_version: -1,
+    }
+}
+
+/// The state for a partition whose state znode is missing (a creation cut short): led by its
+/// first live replica with the live replicas in sync, or offline.
+pub fn missing_state(replicas: &[i32], alive: &BTreeSet<i32>) -> PartitionState {
+    let live: Vec<i32> = replicas
+        .iter()
+        .copied()
+        .filter(|r| alive.contains(r))
+        .collect();
+    PartitionState {
+        replicas: replicas.to_vec(),
+        leader: live.first().copied().unwrap_or(NO_LEADER),
+        leader_epoch: 0,
+        isr: if live.is_empty() {
+            replicas.to_vec()
+        } else {
+            live
+        },
+        zk_version: -1,
+    }
+}
+
+/// What the controller changes for one partition given the live brokers, or `None`.
+///
+/// - Leader dead or none: the first replica, in assignment order, that is alive and in the ISR
+///   leads; ISR = ISR ∩ alive; epoch + 1. If no ISR member is alive the partition goes offline
+///   (leader `NO_LEADER`, epoch + 1 if it had a leader) and keeps its ISR, so that a returning
+///   ISR member is elected; with `unclean` the first live replica leads instead, alone in the ISR.
+/// - Leader alive: dead brokers leave the ISR; the epoch stays.
+pub fn reconcile(
+    state: &PartitionState,
+    alive: &BTreeSet<i32>,
+    unclean: bool,
+) -> Option<PartitionState> {
+    let live_isr: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| alive.contains(b))
+        .collect();
+    if state.leader != NO_LEADER && alive.contains(&state.leader) {
+        if live_isr.len() == state.isr.len() {
+            return None;
+        }
+        return Some(PartitionState {
+            isr: live_isr,
+            ..state.clone()
+        });
+    }
+    let clean = state
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| live_isr.contains(r));
+    if let Some(leader) = clean {
+        return Some(PartitionState {
+            leader,
+            leader_epoch: state.leader_epoch + 1,
+            isr: live_isr,
+            ..state.clone()
+        });
+    }
+    if unclean {
+        if let Some(leader) = state.replicas.iter().copied().find(|r| alive.contains(r)) {
+            return Some(PartitionState {
+                leader,
+                leader_epoch: state.leader_epoch + 1,
+                isr: vec![leader],
+                ..state.clone()
+            });
+        }
+    }
+    if state.leader == NO_LEADER {
+        return None;
+    }
+    Some(PartitionState {
+        leader: NO_LEADER,
+        leader_epoch: state.leader_epoch + 1,
+        ..state.clone()
+    })
+}
+
+/// Controlled shutdown of `leaving`: a leadership it holds moves to the first other replica that
+/// is alive and in the ISR (epoch + 1, ISR without `leaving`); where it follows in the ISR it
+/// leaves the ISR. `None` when nothing can or needs to change (it leads with no other ISR
+/// member alive, or it is not in the ISR).
+pub fn shutdown_move(
+    state: &PartitionState,
+    leaving: i32,
+    alive: &BTreeSet<i32>,
+) -> Option<PartitionState> {
+    let isr_without: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|&b| b != leaving)
+        .collect();
+    if state.leader == leaving {
+        let successor = state
+            .replicas
+            .iter()
+            .copied()
+            .find(|&r| r != leaving && alive.contains(&r) && isr_without.contains(&r))?;
+        return Some(PartitionState {
+            leader: successor,
+            leader_epoch: state.leader_epoch + 1,
+            isr: isr_without,
+            ..state.clone()
+        });
+    }
+    if state.isr.contains(&leaving) && !isr_without.is_empty() {
+        return Some(PartitionState {
+            isr: isr_without,
+            ..state.clone()
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(ids: &[i32]) -> BTreeSet<i32> {
+        ids.iter().copied().collect()
+    }
+
+    fn state(replicas: &[i32], leader: i32, epoch: i32, isr: &[i32]) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            isr: isr.to_vec(),
+            zk_version: 5,
+        }
+    }
+
+    #[test]
+    fn placement_three_brokers_six_partitions() {
+        let p = place(&[1, 2, 3], 0, 6, 3);
+        assert_eq!(
+            p,
+            vec![
+                vec![1, 2, 3],
+                vec![2, 3, 1],
+                vec![3, 1, 2],
+                vec![1, 2, 3],
+                vec![2, 3, 1],
+                vec![3, 1, 2],
+            ]
+        );
+        // Grown partitions continue the rule from their own index.
+        assert_eq!(place(&[1, 2, 3], 6, 2, 2), vec![vec![1, 2], vec![2, 3]]);
+        assert_eq!(place(&[4, 9], 0, 3, 1), vec![vec![4], vec![9], vec![4]]);
+        assert!(place(&[], 0, 3, 1).is_empty());
+    }
+
+    #[test]
+    fn initial_state_leads_on_first_replica() {
+        let s = initial_state(&[2, 3, 1]);
+        assert_eq!((s.leader, s.leader_epoch, s.isr), (2, 0, vec![2, 3, 1]));
+    }
+
+    #[test]
+    fn healthy_partition_unchanged() {
+        let s = state(&[1, 2, 3], 1, 3, &[1, 2, 3]);
+        assert_eq!(reconcile(&s, &alive(&[1, 2, 3]), false), None);
+    }
+
+    #[test]
+    fn dead_leader_replaced_from_isr_only() {
+        // Replica 2 is alive but out of the ISR: it must not lead; 3 is next in the ISR.
+        let s = state(&[1, 2, 3], 1, 3, &[1, 3]);
+        let n = reconcile(&s, &alive(&[2, 3]), false).unwrap();
+        assert_eq!((n.leader, n.leader_epoch, n.isr.clone()), (3, 4, vec![3]));
+        assert_eq!(n.zk_version, 5);
+        // Assignment order decides among ISR members, not ISR order.
+        let s = state(&[1, 2, 3], 1, 0, &[1, 3, 2]);
+        let n = reconcile(&s, &alive(&[2, 3]), false).unwrap();
+        assert_eq!((n.leader, n.isr), (2, vec![3, 2]));
+    }
+
+    #[test]
+    fn no_isr_member_alive_goes_offline_and_keeps_isr() {
+        let s = state(&[1, 2, 3], 1, 3, &[1]);
+        let n = reconcile(&s, &alive(&[2, 3]), false).unwrap();
+        assert_eq!(
+            (n.leader, n.leader_epoch, n.isr.clone()),
+            (NO_LEADER, 4, vec![1])
+        );
+        // Still nobody: no further change.
+        assert_eq!(reconcile(&n, &alive(&[2, 3]), false), None);
+        // The ISR member returns and is elected.
+        let back = reconcile(&n, &alive(&[1, 2, 3]), false).unwrap();
+        assert_eq!((back.leader, back.leader_epoch, back.isr), (1, 5, vec![1]));
+    }
+
+    #[test]
+    fn unclean_election_takes_first_live_replica() {
+        let s = state(&[1, 2, 3], 1, 3, &[1]);
+        let n = reconcile(&s, &alive(&[3, 2]), true).unwrap();
+        assert_eq!((n.leader, n.leader_epoch, n.isr), (2, 4, vec![2]));
+        // Nobody alive at all: offline even when unclean.
+        let n = reconcile(&s, &alive(&[]), true).unwrap();
+        assert_eq!(n.leader, NO_LEADER);
+    }
+
+    #[test]
+    fn dead_followers_leave_isr_without_epoch_change() {
+        let s = state(&[1, 2, 3], 1, 3, &[1, 2, 3]);
+        let n = reconcile(&s, &alive(&[1, 3]), false).unwrap();
+        assert_eq!((n.leader, n.leader_epoch, n.isr), (1, 3, vec![1, 3]));
+    }
+
+    #[test]
+    fn missing_state_uses_live_replicas() {
+        let s = missing_state(&[1, 2, 3], &alive(&[2, 3]));
+        assert_eq!((s.leader, s.isr), (2, vec![2, 3]));
+        let s = missing_state(&[1, 2], &alive(&[]));
+        assert_eq!((s.leader, s.isr), (NO_LEADER, vec![1, 2]));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_and_leaves_isr() {
+        let all = alive(&[1, 2, 3]);
+        // Leader 1 stops: 2 is next in the ISR (assignment order).
+        let s = state(&[1, 2, 3], 1, 7, &[1, 3, 2]);
+        let n = shutdown_move(&s, 1, &all).unwrap();
+        assert_eq!((n.leader, n.leader_epoch, n.isr), (2, 8, vec![3, 2]));
+        // A successor must be in the ISR.
+        let s = state(&[1, 2, 3], 1, 7, &[1, 3]);
+        assert_eq!(shutdown_move(&s, 1, &all).unwrap().leader, 3);
+        // And alive.
+        assert_eq!(shutdown_move(&s, 1, &alive(&[1, 2])), None);
+        // Follower in the ISR leaves it; epoch unchanged.
+        let s = state(&[1, 2, 3], 2, 7, &[2, 1, 3]);
+        let n = shutdown_move(&s, 1, &all).unwrap();
+        assert_eq!((n.leader, n.leader_epoch, n.isr), (2, 7, vec![2, 3]));
+        // Not in the ISR: nothing to do.
+        let s = state(&[1, 2, 3], 2, 7, &[2, 3]);
+        assert_eq!(shutdown_move(&s, 1, &all), None);
+    }
+}

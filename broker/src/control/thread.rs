@@ -1,0 +1,1714 @@
+//! The control thread: one per broker in cluster mode, a tokio current-thread runtime holding
+//! the ZooKeeper session (zookeeper-client).
+//!
+//! It registers the broker (`/brokers/ids/<id>`), competes for `/controller`, keeps a view of
+//! ZooKeeper current (persistent recursive watches, debounced, plus a periodic full re-read),
+//! turns it into `MetadataSnapshot`s for every shard of this broker, and carries out the
+//! `ControlRequest`s shards send. While it holds `/controller` it also elects leaders and
+//! shrinks ISRs when brokers go away (`election`). Nothing here runs on a shard: shards only see
+//! the snapshots, delivered through their inboxes, and the lease.
+//!
+//! Fencing: a separate task renews the lease after each ZooKeeper round trip and revokes it the
+//! moment the session is reported expired, even while the main loop waits for shards. The main
+//! loop then publishes a snapshot in which this broker leads nothing, drops controller duties,
+//! and only then opens a new session. zookeeper-client reports expiry as terminal, so no request
+//! of the old session can succeed afterwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zookeeper_client as zk;
+
+use super::election;
+use super::zk_layout::{self as layout, StateZnode, TopicAssignment};
+use super::{ControlRequest, Lease};
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::errors;
+use crate::metadata::{
+    BrokerInfo, MetadataSnapshot, PartitionState, TopicMeta, CONSUMER_OFFSETS_TOPIC, NO_LEADER,
+};
+use crate::shard::ShardTask;
+
+/// How long startup keeps trying to reach ZooKeeper before giving up.
+const STARTUP_CONNECT_MAX: Duration = Duration::from_secs(60);
+/// Pause between connection attempts.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+/// Watch events arrive in bursts (a topic creation is dozens of znodes): re-read once after
+/// the burst.
+const DEBOUNCE: Duration = Duration::from_millis(15);
+/// Full re-read even without events: persistent watches can lose events across a reconnect
+/// (ZOOKEEPER-4698), and the controller retries failed elections on this beat.
+const FULL_REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait for the shards to apply a snapshot before the control thread moves on (it must
+/// stay responsive as controller; snapshots are applied in version order regardless).
+const PUBLISH_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Bound on the whole controlled shutdown (moving leaderships, publishing).
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(10);
+/// Bound on unregistering at exit (ZooKeeper may be unreachable).
+const CLOSE_MAX: Duration = Duration::from_secs(3);
+/// Attempts of a version-checked write that lost a race before giving up for this round.
+const CAS_ATTEMPTS: usize = 5;
+
+/// What `start` needs; see `startup.rs` for who holds the other ends.
+pub struct ControlSetup {
+    pub config: Arc<BrokerConfig>,
+    pub inboxes: Vec<flume::Sender<ShardTask>>,
+    pub lease: Arc<Lease>,
+    pub requests: flume::Receiver<ControlRequest>,
+    /// Closed (or sent to) by the signal thread on the first SIGTERM/SIGINT.
+    pub stop: flume::Receiver<()>,
+    /// Dropped by the control thread after the controlled shutdown: the shards then drain.
+    pub shards_shutdown: flume::Sender<()>,
+    /// Closed by startup once every shard has stopped: the session is then closed.
+    pub shards_done: flume::Receiver<()>,
+}
+
+/// Starts the control thread and waits until it has joined the cluster: connected, registered
+/// and read the state. Returns the first snapshot (version 1), to start the shards with.
+pub fn start(
+    setup: ControlSetup,
+) -> Result<(Arc<MetadataSnapshot>, std::thread::JoinHandle<()>), String> {
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = first_tx.send(Err(format!("cannot start the control runtime: {e}")));
+                    return;
+                }
+            };
+            // zookeeper-client spawns its session task through `spawns`; route it to this
+            // runtime (the thread-local scope covers every task, as they all run here).
+            let _spawner = spawns_core::enter(&TokioSpawner);
+            rt.block_on(Control::new(setup).run(first_tx));
+        })
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    match first_rx.recv() {
+        Ok(Ok(snapshot)) => Ok((snapshot, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err("the control thread stopped during startup".into())
+        }
+    }
+}
+
+struct TokioSpawner;
+
+impl spawns_core::Spawn for TokioSpawner {
+    fn spawn(&self, task: spawns_core::Task) {
+        tokio::spawn(Box::into_pin(task.future));
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::partition::now_ms()
+}
+
+/// Errors after which this session can do nothing more.
+fn is_terminal(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::AuthFailed
+    )
+}
+
+fn is_terminal_state(s: zk::SessionState) -> bool {
+    matches!(
+        s,
+        zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
+    )
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+fn ephemeral() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
+}
+
+/// ZooKeeper's state as last read.
+#[derive(Default)]
+struct ZkView {
+    brokers: BTreeMap<i32, BrokerInfo>,
+    controller_id: i32,
+    /// Session owning `/controller` (0 when there is none).
+    controller_owner: i64,
+    controller_epoch: i32,
+    topics: BTreeMap<String, TopicView>,
+}
+
+#[derive(Default, Clone)]
+struct TopicView {
+    assignment: TopicAssignment,
+    assignment_version: i32,
+    config: BTreeMap<String, String>,
+    /// Per assigned partition: the state znode and its version, `None` when it is missing.
+    states: BTreeMap<i32, Option<(StateZnode, i32)>>,
+}
+
+impl TopicView {
+    fn state(&self, partition: i32) -> Option<PartitionState> {
+        let replicas = self.assignment.partitions.get(&partition)?.clone();
+        let (s, version) = self.states.get(&partition)?.as_ref()?;
+        Some(PartitionState {
+            replicas,
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            isr: s.isr.clone(),
+            zk_version: *version,
+        })
+    }
+}
+
+/// Reads everything a snapshot needs. Requests are sent as they are created and awaited
+/// afterwards, so each stage costs one round trip however many znodes it reads.
+async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
+    let ids = client.list_children(layout::BROKER_IDS);
+    let topics = client.list_children(layout::BROKER_TOPICS);
+    let controller = client.get_data(layout::CONTROLLER);
+    let epoch = client.get_data(layout::CONTROLLER_EPOCH);
+    let ids = ids.await?;
+    let topics = topics.await?;
+    let mut view = ZkView {
+        controller_id: NO_LEADER,
+        ..Default::default()
+    };
+    match controller.await {
+        Ok((data, stat)) => match layout::decode_controller(&data) {
+            Ok(id) => {
+                view.controller_id = id;
+                view.controller_owner = stat.ephemeral_owner;
+            }
+            Err(e) => log::warn!("{e}"),
+        },
+        Err(zk::Error::NoNode) => {}
+        Err(e) => return Err(e),
+    }
+    match epoch.await {
+        Ok((data, _)) => {
+            view.controller_epoch = layout::decode_controller_epoch(&data).unwrap_or(0)
+        }
+        Err(zk::Error::NoNode) => {}
+        Err(e) => return Err(e),
+    }
+
+    let broker_reads: Vec<_> = ids
+        .iter()
+        .filter_map(|s| s.parse::<i32>().ok())
+        .map(|id| (id, client.get_data(&layout::broker_path(id))))
+        .collect();
+    let topic_reads: Vec<_> = topics
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                client.get_data(&layout::topic_path(t)),
+                client.get_data(&layout::topic_config_path(t)),
+            )
+        })
+        .collect();
+    for (id, read) in broker_reads {
+        match read.await {
+            Ok((data, _)) => match layout::decode_broker(id, &data) {
+                Ok(b) => {
+                    view.brokers.insert(id, b);
+                }
+                Err(e) => log::warn!("broker {id}: {e}"),
+            },
+            // Gone between the listing and the read.
+            Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for (name, assignment, config) in topic_reads {
+        let assignment = match assignment.await {
+            Ok((data, stat)) => match layout::decode_topic(&data) {
+                Ok(a) => Some((a, stat.version)),
+                Err(e) => {
+                    log::warn!("topic {name}: {e}");
+                    None
+                }
+            },
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(e),
+        };
+        let config = match config.await {
+            Ok((data, _)) => layout::decode_topic_config(&data).unwrap_or_else(|e| {
+                log::warn!("topic {name}: {e}");
+                BTreeMap::new()
+            }),
+            Err(zk::Error::NoNode) => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        if let Some((assignment, assignment_version)) = assignment {
+            view.topics.insert(
+                name,
+                TopicView {
+                    assignment,
+                    assignment_version,
+                    config,
+                    states: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    let state_reads: Vec<_> = view
+        .topics
+        .iter()
+        .flat_map(|(name, t)| {
+            t.assignment.partitions.keys().map(move |&p| {
+                (
+                    name.clone(),
+                    p,
+                    client.get_data(&layout::state_path(name, p)),
+                )
+            })
+        })
+        .collect();
+    for (name, p, read) in state_reads {
+        let state = match read.await {
+            Ok((data, stat)) => match layout::decode_state(&data) {
+                Ok(s) => Some((s, stat.version)),
+                Err(e) => {
+                    log::warn!("{name}-{p}: {e}");
+                    None
+                }
+            },
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(t) = view.topics.get_mut(&name) {
+            t.states.insert(p, state);
+        }
+    }
+    Ok(view)
+}
+
+/// A topic id for a topic created without one (by an older tool): derived from the name, so
+/// every broker agrees on it.
+fn derived_topic_id(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (half, seed) in [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4]
+        .iter()
+        .enumerate()
+    {
+        let mut h = *seed;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out[half * 8..half * 8 + 8].copy_from_slice(&h.to_be_bytes());
+    }
+    out
+}
+
+fn same_content(a: &MetadataSnapshot, b: &MetadataSnapshot) -> bool {
+    a.cluster_id == b.cluster_id
+        && a.controller_id == b.controller_id
+        && a.brokers == b.brokers
+        && a.topics == b.topics
+}
+
+/// Sends `snapshot` to every shard and waits (at most `wait`) until each has applied it.
+async fn deliver(
+    inboxes: &[flume::Sender<ShardTask>],
+    snapshot: Arc<MetadataSnapshot>,
+    wait: Duration,
+) {
+    let (done_tx, done_rx) = flume::unbounded::<()>();
+    let mut expected = 0;
+    for inbox in inboxes {
+        let snap = snapshot.clone();
+        let done = done_tx.clone();
+        let task: ShardTask = Box::new(move |shard| {
+            Box::pin(async move {
+                shard.apply_metadata(snap).await;
+                let _ = done.send(());
+            })
+        });
+        if inbox.send(task).is_ok() {
+            expected += 1;
+        }
+    }
+    // A shard that stopped drops its task and with it the sender, which ends the wait below.
+    drop(done_tx);
+    let all = async {
+        for _ in 0..expected {
+            if done_rx.recv_async().await.is_err() {
+                break;
+            }
+        }
+    };
+    if wait.is_zero() {
+        return;
+    }
+    if tokio::time::timeout(wait, all).await.is_err() {
+        log::warn!(
+            "shards have not applied metadata version {} after {:?}; continuing",
+            snapshot.version,
+            wait
+        );
+    }
+}
+
+/// Keeps the lease while the session lives: one cheap request every `every`, renewing for
+/// `length` from when it was sent if it proves our registration is still ours; revokes at once
+/// when the session ends.
+async fn keep_lease(
+    client: zk::Client,
+    lease: Arc<Lease>,
+    registration: String,
+    length: Duration,
+    every: Duration,
+) {
+    let session_id = client.session_id().0;
+    let mut state = client.state_watcher();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let started = Instant::now();
+                match client.check_stat(&registration).await {
+                    Ok(Some(stat)) if stat.ephemeral_owner == session_id => {
+                        lease.renew(started, length)
+                    }
+                    Ok(_) => {}
+                    Err(e) if is_terminal(&e) => {
+                        lease.revoke();
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+            s = state.changed() => {
+                if is_terminal_state(s) {
+                    lease.revoke();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Session {
+    client: zk::Client,
+    brokers_watch: zk::PersistentWatcher,
+    config_watch: zk::PersistentWatcher,
+    controller_watch: zk::PersistentWatcher,
+    state: zk::StateWatcher,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+enum OpenError {
+    Stopped,
+    Failed(String),
+}
+
+enum Event {
+    Stop,
+    ShardsDone,
+    Request(ControlRequest),
+    RequestsClosed,
+    Changed,
+    Refresh,
+    SessionEnded,
+}
+
+struct Control {
+    config: Arc<BrokerConfig>,
+    local: i32,
+    inboxes: Vec<flume::Sender<ShardTask>>,
+    lease: Arc<Lease>,
+    requests: flume::Receiver<ControlRequest>,
+    requests_open: bool,
+    stop: flume::Receiver<()>,
+    shards_shutdown: Option<flume::Sender<()>>,
+    shards_done: flume::Receiver<()>,
+    session: Option<Session>,
+    /// Set when a request saw the session end; handled by the main loop.
+    session_lost: bool,
+    /// No session: the published view leads nothing.
+    fenced: bool,
+    stopping: bool,
+    cluster_id: String,
+    view: ZkView,
+    is_controller: bool,
+    /// Our controller epoch while controller.
+    controller_epoch: i32,
+    version: u64,
+    last: Option<Arc<MetadataSnapshot>>,
+    refresh_at: Option<tokio::time::Instant>,
+    warned_configs: BTreeSet<String>,
+}
+
+impl Control {
+    fn new(s: ControlSetup) -> Control {
+        Control {
+            local: s.config.broker_id,
+            config: s.config,
+            inboxes: s.inboxes,
+            lease: s.lease,
+            requests: s.requests,
+            requests_open: true,
+            stop: s.stop,
+            shards_shutdown: Some(s.shards_shutdown),
+            shards_done: s.shards_done,
+            session: None,
+            session_lost: false,
+            fenced: true,
+            stopping: false,
+            cluster_id: String::new(),
+            view: ZkView::default(),
+            is_controller: false,
+            controller_epoch: 0,
+            version: 0,
+            last: None,
+            refresh_at: None,
+            warned_configs: BTreeSet::new(),
+        }
+    }
+
+    fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.zookeeper_session_timeout_ms.max(1))
+    }
+
+    fn client(&self) -> Option<zk::Client> {
+        self.session.as_ref().map(|s| s.client.clone())
+    }
+
+    /// Notes a failed ZooKeeper call; a terminal one ends the session.
+    fn failed(&mut self, what: &str, e: &zk::Error) {
+        if is_terminal(e) {
+            self.lease.revoke();
+            self.session_lost = true;
+        } else {
+            log::warn!("ZooKeeper {what}: {e}");
+        }
+    }
+
+    async fn run(mut self, first: std::sync::mpsc::Sender<Result<Arc<MetadataSnapshot>, String>>) {
+        let deadline = Instant::now() + STARTUP_CONNECT_MAX;
+        match self.open_session(Some(deadline)).await {
+            Ok(session) => self.session = Some(session),
+            Err(OpenError::Stopped) => {
+                let _ = first.send(Err("stopped by a signal before joining the cluster".into()));
+                return;
+            }
+            Err(OpenError::Failed(msg)) => {
+                let _ = first.send(Err(msg));
+                return;
+            }
+        }
+        // The shards start with this view: it must be a complete read, not an empty default.
+        while !self.refresh().await {
+            if self.session_lost || Instant::now() >= deadline {
+                let _ = first.send(Err("cannot read the cluster state from ZooKeeper".into()));
+                return;
+            }
+            tokio::time::sleep(CONNECT_RETRY).await;
+        }
+        let snapshot = Arc::new(self.next_snapshot());
+        self.version = snapshot.version;
+        self.last = Some(snapshot.clone());
+        if first.send(Ok(snapshot)).is_err() {
+            return;
+        }
+        self.event_loop().await;
+        if tokio::time::timeout(CLOSE_MAX, self.close_session())
+            .await
+            .is_err()
+        {
+            log::warn!("ZooKeeper did not answer while unregistering; its session timeout will");
+        }
+    }
+
+    async fn event_loop(&mut self) {
+        let mut tick = tokio::time::interval(FULL_REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.session_lost {
+                self.lose_session().await;
+            }
+            if self.session.is_none() && !self.stopping {
+                match self.open_session(None).await {
+                    Ok(session) => {
+                        self.session = Some(session);
+                        self.refresh().await;
+                        self.publish().await;
+                    }
+                    Err(OpenError::Stopped) => self.begin_stop().await,
+                    Err(OpenError::Failed(msg)) => {
+                        log::error!("{msg}");
+                        tokio::time::sleep(CONNECT_RETRY).await;
+                    }
+                }
+                continue;
+            }
+            match self.next_event(&mut tick).await {
+                Event::ShardsDone => return,
+                Event::Stop => self.begin_stop().await,
+                Event::Request(r) => self.handle(r).await,
+                Event::RequestsClosed => self.requests_open = false,
+                Event::Changed => {
+                    let at = tokio::time::Instant::now() + DEBOUNCE;
+                    self.refresh_at = Some(self.refresh_at.map_or(at, |t| t.min(at)));
+                }
+                Event::Refresh => {
+                    self.refresh_at = None;
+                    self.refresh().await;
+                    self.publish().await;
+                }
+                Event::SessionEnded => self.session_lost = true,
+            }
+        }
+    }
+
+    async fn next_event(&mut self, tick: &mut tokio::time::Interval) -> Event {
+        let refresh_at = self.refresh_at;
+        let debounce = async move {
+            match refresh_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopping = self.stopping;
+        let requests_open = self.requests_open;
+        let requests = &self.requests;
+        let stop = &self.stop;
+        let shards_done = &self.shards_done;
+        let Some(session) = self.session.as_mut() else {
+            // Stopping without a session: only the shards' end and their requests matter.
+            return tokio::select! {
+                _ = shards_done.recv_async() => Event::ShardsDone,
+                r = requests.recv_async(), if requests_open => match r {
+                    Ok(r) => Event::Request(r),
+                    Err(_) => Event::RequestsClosed,
+                },
+            };
+        };
+        let watch_event = |e: zk::WatchedEvent| {
+            if e.event_type == zk::EventType::Session {
+                if is_terminal_state(e.session_state) {
+                    return Event::SessionEnded;
+                }
+                // After a reconnect events may have been lost: re-read.
+                return Event::Changed;
+            }
+            Event::Changed
+        };
+        tokio::select! {
+            _ = stop.recv_async(), if !stopping => Event::Stop,
+            _ = shards_done.recv_async(), if stopping => Event::ShardsDone,
+            r = requests.recv_async(), if requests_open => match r {
+                Ok(r) => Event::Request(r),
+                Err(_) => Event::RequestsClosed,
+            },
+            s = session.state.changed() => {
+                if is_terminal_state(s) { Event::SessionEnded } else { Event::Changed }
+            }
+            e = session.brokers_watch.changed() => watch_event(e),
+            e = session.config_watch.changed() => watch_event(e),
+            e = session.controller_watch.changed() => watch_event(e),
+            _ = tick.tick() => Event::Refresh,
+            _ = debounce => Event::Refresh,
+        }
+    }
+
+    /// Connects, makes sure the tree exists, registers this broker, sets the watches and starts
+    /// the lease keeper. With a deadline (startup) connecting gives up after it.
+    async fn open_session(&mut self, deadline: Option<Instant>) -> Result<Session, OpenError> {
+        let connect = self
+            .config
+            .zookeeper_connect
+            .clone()
+            .ok_or_else(|| OpenError::Failed("zookeeper.connect is not set".into()))?;
+        let timeout = self.session_timeout();
+        let mut attempts = 0u32;
+        let client = loop {
+            let attempt = zk::Client::connector()
+                .with_session_timeout(timeout)
+                .with_fail_eagerly()
+                .connect(&connect);
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = self.stop.recv_async() => return Err(OpenError::Stopped),
+            };
+            match result {
+                Ok(c) => break c,
+                Err(e) => {
+                    attempts += 1;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(OpenError::Failed(format!(
+                            "cannot reach ZooKeeper at {connect} within {} s: {e}",
+                            STARTUP_CONNECT_MAX.as_secs()
+                        )));
+                    }
+                    if attempts == 1 || attempts.is_multiple_of(10) {
+                        log::warn!("cannot connect to ZooKeeper at {connect}: {e}; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(CONNECT_RETRY) => {}
+                        _ = self.stop.recv_async() => return Err(OpenError::Stopped),
+                    }
+                }
+            }
+        };
+        log::info!(
+            "ZooKeeper session {} established with {connect} (timeout {:?})",
+            client.session_id(),
+            client.session_timeout()
+        );
+        let failed = |what: &str, e: zk::Error| OpenError::Failed(format!("ZooKeeper {what}: {e}"));
+        for path in layout::PERSISTENT_PATHS {
+            client
+                .mkdir(path, &persistent())
+                .await
+                .map_err(|e| failed(path, e))?;
+        }
+        self.cluster_id = self
+            .cluster_id_of(&client)
+            .await
+            .map_err(|e| failed("cluster id", e))?;
+        self.register(&client, deadline.is_some()).await?;
+        // Watches go in before the first read so that no change between the two is missed.
+        let recursive = zk::AddWatchMode::PersistentRecursive;
+        let brokers_watch = client
+            .watch(layout::BROKERS, recursive)
+            .await
+            .map_err(|e| failed("watch /brokers", e))?;
+        let config_watch = client
+            .watch(layout::CONFIG_TOPICS, recursive)
+            .await
+            .map_err(|e| failed("watch /config/topics", e))?;
+        let controller_watch = client
+            .watch(layout::CONTROLLER, recursive)
+            .await
+            .map_err(|e| failed("watch /controller", e))?;
+        // The session is negotiated; the lease must end well before the server may expire it.
+        let negotiated = client.session_timeout();
+        let keeper = tokio::spawn(keep_lease(
+            client.clone(),
+            self.lease.clone(),
+            layout::broker_path(self.local),
+            negotiated * 2 / 3,
+            negotiated / 6,
+        ));
+        let state = client.state_watcher();
+        self.fenced = false;
+        self.session_lost = false;
+        Ok(Session {
+            client,
+            brokers_watch,
+            config_watch,
+            controller_watch,
+            state,
+            keeper,
+        })
+    }
+
+    async fn cluster_id_of(&self, client: &zk::Client) -> Result<String, zk::Error> {
+        loop {
+            match client.get_data(layout::CLUSTER_ID).await {
+                Ok((data, _)) => {
+                    return Ok(layout::decode_cluster_id(&data).unwrap_or_else(|e| {
+                        log::warn!("{e}; using its raw content as the cluster id");
+                        String::from_utf8_lossy(&data).into_owned()
+                    }))
+                }
+                Err(zk::Error::NoNode) => {
+                    let id = layout::kafka_uuid_string(&crate::metadata::random_bytes::<16>());
+                    match client
+                        .create(
+                            layout::CLUSTER_ID,
+                            &layout::encode_cluster_id(&id),
+                            &persistent(),
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            log::info!("new cluster id {id}");
+                            return Ok(id);
+                        }
+                        Err(zk::Error::NodeExists) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates `/brokers/ids/<id>`. If it exists, a previous process with this id (killed
+    /// without closing its session) or another live broker holds it: wait for it to go.
+    async fn register(&self, client: &zk::Client, at_startup: bool) -> Result<(), OpenError> {
+        let path = layout::broker_path(self.local);
+        let data = layout::encode_broker(
+            &self.config.advertised_host,
+            self.config.advertised_port,
+            now_ms(),
+        );
+        // A stale registration disappears within one session timeout of its process dying;
+        // one still there much later is another broker using our id.
+        let give_up = Instant::now() + self.session_timeout() * 2 + Duration::from_secs(10);
+        let mut logged = None::<Instant>;
+        loop {
+            match client.create(&path, &data, &ephemeral()).await {
+                Ok(_) => {
+                    log::info!(
+                        "registered as broker {} ({}:{})",
+                        self.local,
+                        self.config.advertised_host,
+                        self.config.advertised_port
+                    );
+                    return Ok(());
+                }
+                Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(OpenError::Failed(format!("ZooKeeper register {path}: {e}"))),
+            }
+            let watched = client.check_and_watch_stat(&path).await;
+            let watcher = match watched {
+                Ok((None, _)) => continue,
+                Ok((Some(stat), _)) if stat.ephemeral_owner == client.session_id().0 => {
+                    return Ok(())
+                }
+                Ok((Some(stat), w)) => {
+                    if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                        log::warn!(
+                            "broker id {} is still registered by ZooKeeper session {:#x} (a \
+                             previous process that did not stop cleanly, or another broker \
+                             with the same id); waiting for it to go away",
+                            self.local,
+                            stat.ephemeral_owner
+                        );
+                        logged = Some(Instant::now());
+                    }
+                    w
+                }
+                Err(e) => return Err(OpenError::Failed(format!("ZooKeeper watch {path}: {e}"))),
+            };
+            if at_startup && Instant::now() >= give_up {
+                return Err(OpenError::Failed(format!(
+                    "broker id {} is registered in ZooKeeper by another live session; is \
+                     another broker running with this id?",
+                    self.local
+                )));
+            }
+            tokio::select! {
+                _ = watcher.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.stop.recv_async() => return Err(OpenError::Stopped),
+            }
+        }
+    }
+
+    /// Session gone for good: stop leading at once, tell the shards, forget controller duty.
+    async fn lose_session(&mut self) {
+        self.lease.revoke();
+        self.session_lost = false;
+        if let Some(s) = self.session.take() {
+            s.keeper.abort();
+        }
+        let was_controller = std::mem::replace(&mut self.is_controller, false);
+        self.fenced = true;
+        log::warn!(
+            "ZooKeeper session ended: no longer leading any partition{}; {}",
+            if was_controller {
+                " and no longer controller"
+            } else {
+                ""
+            },
+            if self.stopping {
+                "stopping"
+            } else {
+                "reconnecting"
+            }
+        );
+        self.publish().await;
+    }
+
+    /// Re-reads ZooKeeper; as controller, elects leaders and shrinks ISRs; creates the offsets
+    /// topic when possible. Does not publish. False when ZooKeeper could not be read.
+    async fn refresh(&mut self) -> bool {
+        let Some(client) = self.client() else {
+            return false;
+        };
+        match read_view(&client).await {
+            Ok(v) => self.view = v,
+            Err(e) => {
+                self.failed("read", &e);
+                return false;
+            }
+        }
+        let session_id = client.session_id().0;
+        self.is_controller = self.view.controller_owner == session_id;
+        if self.stopping {
+            return true;
+        }
+        if self.view.controller_id == NO_LEADER {
+            self.try_become_controller(&client).await;
+        }
+        if self.is_controller {
+            self.reconcile(&client).await;
+            self.create_offsets_topic(&client).await;
+        }
+        true
+    }
+
+    async fn try_become_controller(&mut self, client: &zk::Client) {
+        let data = layout::encode_controller(self.local, now_ms());
+        match client.create(layout::CONTROLLER, &data, &ephemeral()).await {
+            Ok(_) => {}
+            Err(zk::Error::NodeExists) => return,
+            Err(e) => return self.failed("create /controller", &e),
+        }
+        match self.bump_controller_epoch(client).await {
+            Ok(epoch) => {
+                self.controller_epoch = epoch;
+                self.is_controller = true;
+                self.view.controller_id = self.local;
+                self.view.controller_owner = client.session_id().0;
+                self.view.controller_epoch = epoch;
+                log::info!("broker {} is the controller (epoch {epoch})", self.local);
+            }
+            Err(e) => {
+                // Without a new epoch we must not act as controller; give the role back.
+                self.failed("controller epoch", &e);
+                let _ = client.delete(layout::CONTROLLER, None).await;
+            }
+        }
+    }
+
+    async fn bump_controller_epoch(&self, client: &zk::Client) -> Result<i32, zk::Error> {
+        loop {
+            match client.get_data(layout::CONTROLLER_EPOCH).await {
+                Ok((data, stat)) => {
+                    let next = layout::decode_controller_epoch(&data).unwrap_or(0) + 1;
+                    let bytes = layout::encode_controller_epoch(next);
+                    match client
+                        .set_data(layout::CONTROLLER_EPOCH, &bytes, Some(stat.version))
+                        .await
+                    {
+                        Ok(_) => return Ok(next),
+                        Err(zk::Error::BadVersion) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(zk::Error::NoNode) => {
+                    let bytes = layout::encode_controller_epoch(1);
+                    match client
+                        .create(layout::CONTROLLER_EPOCH, &bytes, &persistent())
+                        .await
+                    {
+                        Ok(_) => return Ok(1),
+                        Err(zk::Error::NodeExists) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn alive(&self) -> BTreeSet<i32> {
+        self.view.brokers.keys().copied().collect()
+    }
+
+    fn writer_epoch(&self) -> i32 {
+        if self.is_controller {
+            self.controller_epoch
+        } else {
+            self.view.controller_epoch
+        }
+    }
+
+    fn state_znode(&self, s: &PartitionState) -> StateZnode {
+        StateZnode {
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            isr: s.isr.clone(),
+            controller_epoch: self.writer_epoch(),
+        }
+    }
+
+    /// Writes `changes` with version checks (a create where the state znode is missing) and
+    /// records the results in the view. Returns how many lost a race.
+    async fn write_states(
+        &mut self,
+        client: &zk::Client,
+        changes: Vec<(String, i32, PartitionState)>,
+        why: &str,
+    ) -> usize {
+        enum Pending<A> {
+            Sent(A),
+            Done(Result<zk::Stat, zk::Error>),
+        }
+        let mut pending = Vec::with_capacity(changes.len());
+        for (topic, p, s) in changes {
+            let path = layout::state_path(&topic, p);
+            let bytes = layout::encode_state(&self.state_znode(&s));
+            let op = if s.zk_version < 0 {
+                // A state znode missing (a creation cut short) is rare: create it, and its
+                // parent if needed, in line.
+                let parent = layout::partition_path(&topic, p);
+                let _ = client.mkdir(&parent, &persistent()).await;
+                let created = client.create(&path, &bytes, &persistent()).await;
+                Pending::Done(created.map(|(stat, _)| stat))
+            } else {
+                Pending::Sent(client.set_data(&path, &bytes, Some(s.zk_version)))
+            };
+            pending.push((topic, p, s, op));
+        }
+        let mut conflicts = 0;
+        for (topic, p, s, op) in pending {
+            let result = match op {
+                Pending::Sent(f) => f.await,
+                Pending::Done(r) => r,
+            };
+            match result {
+                Ok(stat) => {
+                    let old = self.view.topics.get(&topic).and_then(|t| t.state(p));
+                    if old.as_ref().map(|o| o.leader) != Some(s.leader) {
+                        log::info!(
+                            "{topic}-{p}: leader {} -> {} (epoch {}), isr {:?} ({why})",
+                            old.map_or(NO_LEADER, |o| o.leader),
+                            s.leader,
+                            s.leader_epoch,
+                            s.isr
+                        );
+                    } else {
+                        log::info!("{topic}-{p}: isr {:?} ({why})", s.isr);
+                    }
+                    let znode = self.state_znode(&s);
+                    if let Some(t) = self.view.topics.get_mut(&topic) {
+                        t.states.insert(p, Some((znode, stat.version)));
+                    }
+                }
+                Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => {
+                    conflicts += 1;
+                }
+                Err(e) => self.failed(&format!("write {topic}-{p} state"), &e),
+            }
+        }
+        if conflicts > 0 {
+            // Someone else changed these partitions: re-read soon and decide again.
+            self.refresh_at = Some(tokio::time::Instant::now() + DEBOUNCE);
+        }
+        conflicts
+    }
+
+    /// Controller duty: every partition led by a live ISR member, ISRs without dead brokers.
+    async fn reconcile(&mut self, client: &zk::Client) {
+        let alive = self.alive();
+        let mut changes = Vec::new();
+        for (name, t) in &self.view.topics {
+            let unclean = self.topic_config(name, &t.config).unclean_leader_election;
+            for (&p, replicas) in &t.assignment.partitions {
+                match t.state(p) {
+                    Some(s) => {
+                        if let Some(next) = election::reconcile(&s, &alive, unclean) {
+                            changes.push((name.clone(), p, next));
+                        }
+                    }
+                    None => {
+                        changes.push((name.clone(), p, election::missing_state(replicas, &alive)))
+                    }
+                }
+            }
+        }
+        if !changes.is_empty() {
+            self.write_states(client, changes, "controller").await;
+        }
+    }
+
+    fn topic_config(&self, name: &str, overrides: &BTreeMap<String, String>) -> TopicConfig {
+        TopicConfig::resolve(&self.config, overrides).unwrap_or_else(|e| {
+            log::debug!("topic {name}: {e}");
+            self.config.topic_defaults.clone()
+        })
+    }
+
+    async fn create_offsets_topic(&mut self, client: &zk::Client) {
+        if self.view.topics.contains_key(CONSUMER_OFFSETS_TOPIC) {
+            return;
+        }
+        let rf = self.config.offsets_topic_replication_factor;
+        if self.view.brokers.len() < rf.max(1) as usize {
+            return;
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+        let id = crate::metadata::random_bytes::<16>();
+        let partitions = self.config.offsets_topic_num_partitions;
+        match self
+            .create_topic(client, CONSUMER_OFFSETS_TOPIC, id, partitions, rf, &configs)
+            .await
+        {
+            Ok(()) => log::info!(
+                "created {CONSUMER_OFFSETS_TOPIC} ({partitions} partitions, replication factor {rf})"
+            ),
+            Err((errors::TOPIC_ALREADY_EXISTS, _)) => {}
+            Err((code, msg)) => log::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: error {code}: {msg}"),
+        }
+        if let Ok(v) = read_view(client).await {
+            self.view = v;
+        }
+    }
+
+    /// Creates a topic in one multi-op so that it appears whole: assignment, partition states,
+    /// config. Placement over the live brokers, sorted.
+    async fn create_topic(
+        &mut self,
+        client: &zk::Client,
+        name: &str,
+        id: [u8; 16],
+        partitions: i32,
+        replication_factor: i16,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), (i16, String)> {
+        let sorted: Vec<i32> = self.view.brokers.keys().copied().collect();
+        if replication_factor < 1 || replication_factor as usize > sorted.len() {
+            return Err((
+                errors::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {replication_factor} needs as many live brokers; {} \
+                     are alive",
+                    sorted.len()
+                ),
+            ));
+        }
+        let placed = election::place(&sorted, 0, partitions, replication_factor as usize);
+        let assignment = TopicAssignment {
+            partitions: placed
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(p, r)| (p as i32, r))
+                .collect(),
+            topic_id: Some(id),
+        };
+        let config_exists = client
+            .check_stat(&layout::topic_config_path(name))
+            .await
+            .map_err(|e| self.zk_error("check topic config", e))?
+            .is_some();
+        let mut multi = client.new_multi_writer();
+        let ops = (|| -> Result<(), zk::Error> {
+            multi.add_create(
+                &layout::topic_path(name),
+                &layout::encode_topic(&assignment),
+                &persistent(),
+            )?;
+            multi.add_create(&layout::partitions_path(name), &[], &persistent())?;
+            for (p, replicas) in placed.iter().enumerate() {
+                let p = p as i32;
+                let state = self.state_znode(&election::initial_state(replicas));
+                multi.add_create(&layout::partition_path(name, p), &[], &persistent())?;
+                multi.add_create(
+                    &layout::state_path(name, p),
+                    &layout::encode_state(&state),
+                    &persistent(),
+                )?;
+            }
+            let config = layout::encode_topic_config(overrides);
+            let config_path = layout::topic_config_path(name);
+            if config_exists {
+                multi.add_set_data(&config_path, &config, None)
+            } else {
+                multi.add_create(&config_path, &config, &persistent())
+            }
+        })();
+        ops.map_err(|e| (errors::INVALID_REQUEST, format!("topic {name}: {e}")))?;
+        match multi.commit().await {
+            Ok(_) => Ok(()),
+            Err(zk::MultiWriteError::OperationFailed {
+                index: 0,
+                source: zk::Error::NodeExists,
+            }) => Err((
+                errors::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            )),
+            Err(e) => Err(self.zk_error("create topic", e.into())),
+        }
+    }
+
+    fn zk_error(&mut self, what: &str, e: zk::Error) -> (i16, String) {
+        self.failed(what, &e);
+        (errors::REQUEST_TIMED_OUT, format!("ZooKeeper {what}: {e}"))
+    }
+
+    /// Deletes a topic's znodes, deepest first, in one multi-op.
+    async fn delete_topic(&mut self, client: &zk::Client, name: &str) -> Result<(), (i16, String)> {
+        for _ in 0..CAS_ATTEMPTS {
+            let partitions = match client.list_children(&layout::partitions_path(name)).await {
+                Ok(c) => c,
+                Err(zk::Error::NoNode) => Vec::new(),
+                Err(e) => return Err(self.zk_error("list partitions", e)),
+            };
+            let listings: Vec<_> = partitions
+                .iter()
+                .map(|p| {
+                    let path = format!("{}/{p}", layout::partitions_path(name));
+                    let children = client.list_children(&path);
+                    (path, children)
+                })
+                .collect();
+            let mut deletes = Vec::new();
+            for (path, children) in listings {
+                match children.await {
+                    Ok(c) => deletes.extend(c.into_iter().map(|c| format!("{path}/{c}"))),
+                    Err(zk::Error::NoNode) => continue,
+                    Err(e) => return Err(self.zk_error("list partition", e)),
+                }
+                deletes.push(path);
+            }
+            if !partitions.is_empty()
+                || client
+                    .check_stat(&layout::partitions_path(name))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            {
+                deletes.push(layout::partitions_path(name));
+            }
+            let topic_exists = matches!(
+                client.check_stat(&layout::topic_path(name)).await,
+                Ok(Some(_))
+            );
+            if topic_exists {
+                deletes.push(layout::topic_path(name));
+            }
+            if matches!(
+                client.check_stat(&layout::topic_config_path(name)).await,
+                Ok(Some(_))
+            ) {
+                deletes.push(layout::topic_config_path(name));
+            }
+            if deletes.is_empty() {
+                return Ok(());
+            }
+            let mut multi = client.new_multi_writer();
+            for d in &deletes {
+                multi
+                    .add_delete(d, None)
+                    .map_err(|e| (errors::INVALID_REQUEST, format!("delete {d}: {e}")))?;
+            }
+            match multi.commit().await {
+                Ok(_) => return Ok(()),
+                // The tree changed while we listed it: list again.
+                Err(zk::MultiWriteError::OperationFailed {
+                    source: zk::Error::NoNode | zk::Error::NotEmpty,
+                    ..
+                }) => continue,
+                Err(e) => return Err(self.zk_error("delete topic", e.into())),
+            }
+        }
+        Err((
+            errors::REQUEST_TIMED_OUT,
+            format!("topic {name} kept changing while being deleted"),
+        ))
+    }
+
+    /// Adds partitions up to `target`, placed by the same rule from their own index.
+    async fn grow_topic(
+        &mut self,
+        client: &zk::Client,
+        name: &str,
+        target: i32,
+    ) -> Result<(), (i16, String)> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(t) = self.view.topics.get(name).cloned() else {
+                return Err((
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic {name} does not exist"),
+                ));
+            };
+            let current = t.assignment.partition_count();
+            if target <= current {
+                return Ok(());
+            }
+            let rf = t.assignment.partitions.get(&0).map_or(1, |r| r.len());
+            let sorted: Vec<i32> = self.view.brokers.keys().copied().collect();
+            if rf > sorted.len() {
+                return Err((
+                    errors::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "replication factor {rf} needs as many live brokers; {} are alive",
+                        sorted.len()
+                    ),
+                ));
+            }
+            let placed = election::place(&sorted, current, target - current, rf);
+            let mut assignment = t.assignment.clone();
+            let mut multi = client.new_multi_writer();
+            let ops = (|| -> Result<(), zk::Error> {
+                for (k, replicas) in placed.iter().enumerate() {
+                    let p = current + k as i32;
+                    assignment.partitions.insert(p, replicas.clone());
+                    let state = self.state_znode(&election::initial_state(replicas));
+                    multi.add_create(&layout::partition_path(name, p), &[], &persistent())?;
+                    multi.add_create(
+                        &layout::state_path(name, p),
+                        &layout::encode_state(&state),
+                        &persistent(),
+                    )?;
+                }
+                multi.add_set_data(
+                    &layout::topic_path(name),
+                    &layout::encode_topic(&assignment),
+                    Some(t.assignment_version),
+                )
+            })();
+            ops.map_err(|e| (errors::INVALID_REQUEST, format!("topic {name}: {e}")))?;
+            match multi.commit().await {
+                Ok(_) => return Ok(()),
+                Err(zk::MultiWriteError::OperationFailed {
+                    source: zk::Error::BadVersion | zk::Error::NodeExists,
+                    ..
+                }) => match read_view(client).await {
+                    Ok(v) => self.view = v,
+                    Err(e) => return Err(self.zk_error("read", e)),
+                },
+                Err(e) => return Err(self.zk_error("add partitions", e.into())),
+            }
+        }
+        Err((
+            errors::REQUEST_TIMED_OUT,
+            format!("topic {name} kept changing while adding partitions"),
+        ))
+    }
+
+    async fn set_topic_config(
+        &mut self,
+        client: &zk::Client,
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), (i16, String)> {
+        let path = layout::topic_config_path(name);
+        let bytes = layout::encode_topic_config(overrides);
+        match client.set_data(&path, &bytes, None).await {
+            Ok(_) => Ok(()),
+            Err(zk::Error::NoNode) => match client.create(&path, &bytes, &persistent()).await {
+                Ok(_) | Err(zk::Error::NodeExists) => client
+                    .set_data(&path, &bytes, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.zk_error("set topic config", e)),
+                Err(e) => Err(self.zk_error("create topic config", e)),
+            },
+            Err(e) => Err(self.zk_error("set topic config", e)),
+        }
+    }
+
+    async fn apply_topics(
+        &mut self,
+        before: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+        after: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+    ) -> Result<(), (i16, String)> {
+        let Some(client) = self.client() else {
+            return Err((
+                errors::REQUEST_TIMED_OUT,
+                "not connected to ZooKeeper".into(),
+            ));
+        };
+        // Decide on the freshest state: live brokers for placement, current assignments.
+        match read_view(&client).await {
+            Ok(v) => self.view = v,
+            Err(e) => return Err(self.zk_error("read", e)),
+        }
+        let mut first_error = None;
+        let mut note = |r: Result<(), (i16, String)>| {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        };
+        for (name, old) in &before {
+            let gone = after.get(name).is_none_or(|new| new.id != old.id);
+            if gone {
+                note(self.delete_topic(&client, name).await);
+            }
+        }
+        if before
+            .keys()
+            .any(|n| after.get(n).is_none_or(|t| t.id != before[n].id))
+        {
+            match read_view(&client).await {
+                Ok(v) => self.view = v,
+                Err(e) => note(Err(self.zk_error("read", e))),
+            }
+        }
+        for (name, new) in &after {
+            match before.get(name).filter(|old| old.id == new.id) {
+                None => {
+                    let rf = if new.replication_factor > 0 {
+                        new.replication_factor
+                    } else {
+                        self.config.default_replication_factor
+                    };
+                    let r = self
+                        .create_topic(&client, name, new.id, new.partitions, rf, &new.overrides)
+                        .await;
+                    if r.is_ok() {
+                        log::info!(
+                            "created topic {name} ({} partitions, replication factor {rf})",
+                            new.partitions
+                        );
+                    }
+                    note(r);
+                }
+                Some(old) => {
+                    if new.partitions > old.partitions {
+                        note(self.grow_topic(&client, name, new.partitions).await);
+                    }
+                    if new.overrides != old.overrides {
+                        note(self.set_topic_config(&client, name, &new.overrides).await);
+                    }
+                }
+            }
+        }
+        self.refresh().await;
+        self.publish().await;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn alter_isr(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+        zk_version: i32,
+        isr: Vec<i32>,
+    ) -> i16 {
+        let Some(client) = self.client() else {
+            return errors::NOT_LEADER_OR_FOLLOWER;
+        };
+        let path = layout::state_path(topic, partition);
+        let current = match client.get_data(&path).await {
+            Ok((data, stat)) => match layout::decode_state(&data) {
+                Ok(s) => (s, stat.version),
+                Err(e) => {
+                    log::warn!("{topic}-{partition}: {e}");
+                    return errors::UNKNOWN_SERVER_ERROR;
+                }
+            },
+            Err(zk::Error::NoNode) => return errors::UNKNOWN_TOPIC_OR_PARTITION,
+            Err(e) => return self.zk_error("read state", e).0,
+        };
+        let replicas = self
+            .view
+            .topics
+            .get(topic)
+            .and_then(|t| t.assignment.partitions.get(&partition))
+            .cloned()
+            .unwrap_or_default();
+        let (state, version) = current;
+        if state.leader != self.local || state.leader_epoch != leader_epoch || self.fenced {
+            self.note_state(topic, partition, state, version).await;
+            return errors::NOT_LEADER_OR_FOLLOWER;
+        }
+        if version != zk_version {
+            // The ISR changed under the leader (controller removed a dead broker, a follower
+            // left in a controlled shutdown): it must decide again on the new state.
+            self.note_state(topic, partition, state, version).await;
+            return errors::REQUEST_TIMED_OUT;
+        }
+        if !isr.contains(&self.local) || isr.iter().any(|b| !replicas.contains(b)) {
+            return errors::INVALID_REQUEST;
+        }
+        // Only a registered broker may join the ISR: the controller would remove a dead one
+        // at once, and the two would undo each other forever (Kafka: INELIGIBLE_REPLICA).
+        if let Some(dead) = isr
+            .iter()
+            .find(|b| !state.isr.contains(b) && !self.view.brokers.contains_key(b))
+        {
+            log::info!("{topic}-{partition}: broker {dead} is not alive; it cannot join the ISR");
+            return errors::INVALID_REQUEST;
+        }
+        let next = StateZnode {
+            isr,
+            controller_epoch: self.writer_epoch(),
+            ..state
+        };
+        match client
+            .set_data(&path, &layout::encode_state(&next), Some(zk_version))
+            .await
+        {
+            Ok(stat) => {
+                log::info!("{topic}-{partition}: isr {:?} (leader)", next.isr);
+                self.note_state(topic, partition, next, stat.version).await;
+                errors::NONE
+            }
+            Err(zk::Error::BadVersion) => {
+                self.refresh_at = Some(tokio::time::Instant::now());
+                errors::REQUEST_TIMED_OUT
+            }
+            Err(e) => self.zk_error("write state", e).0,
+        }
+    }
+
+    /// Records a partition state just read or written and publishes it.
+    async fn note_state(&mut self, topic: &str, partition: i32, state: StateZnode, version: i32) {
+        if let Some(t) = self.view.topics.get_mut(topic) {
+            t.states.insert(partition, Some((state, version)));
+        }
+        self.publish().await;
+    }
+
+    async fn producer_id_block(&mut self, count: i64) -> Result<i64, String> {
+        let Some(client) = self.client() else {
+            return Err("not connected to ZooKeeper".into());
+        };
+        let count = count.max(1);
+        loop {
+            let (start, version) = match client.get_data(layout::LATEST_PRODUCER_ID_BLOCK).await {
+                Ok((data, stat)) => {
+                    let last =
+                        layout::decode_producer_id_block(&data).map_err(|e| e.to_string())?;
+                    (last.block_end + 1, Some(stat.version))
+                }
+                Err(zk::Error::NoNode) => (0, None),
+                Err(e) => return Err(self.zk_error("read producer id block", e).1),
+            };
+            let block = layout::ProducerIdBlock {
+                broker: self.local,
+                block_start: start,
+                block_end: start + count - 1,
+            };
+            let bytes = layout::encode_producer_id_block(&block);
+            let written = match version {
+                Some(v) => client
+                    .set_data(layout::LATEST_PRODUCER_ID_BLOCK, &bytes, Some(v))
+                    .await
+                    .map(|_| ()),
+                None => client
+                    .create(layout::LATEST_PRODUCER_ID_BLOCK, &bytes, &persistent())
+                    .await
+                    .map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(start),
+                Err(zk::Error::BadVersion | zk::Error::NodeExists) => continue,
+                Err(e) => return Err(self.zk_error("write producer id block", e).1),
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: ControlRequest) {
+        match request {
+            ControlRequest::ApplyTopics {
+                before,
+                after,
+                reply,
+            } => {
+                let r = self.apply_topics(before, after).await;
+                let _ = reply.send(r);
+            }
+            ControlRequest::AlterIsr {
+                topic,
+                partition,
+                leader_epoch,
+                zk_version,
+                isr,
+                reply,
+            } => {
+                let code = self
+                    .alter_isr(&topic, partition, leader_epoch, zk_version, isr)
+                    .await;
+                let _ = reply.send(code);
+            }
+            ControlRequest::ProducerIdBlock { count, reply } => {
+                let r = self.producer_id_block(count).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// First signal: hand leaderships over (if enabled), then let the shards drain.
+    async fn begin_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if self.config.controlled_shutdown_enable && self.session.is_some() {
+            log::info!("controlled shutdown: moving leaderships to other in-sync replicas");
+            if tokio::time::timeout(CONTROLLED_SHUTDOWN_MAX, self.controlled_shutdown())
+                .await
+                .is_err()
+            {
+                log::warn!("controlled shutdown did not finish within {CONTROLLED_SHUTDOWN_MAX:?}; stopping anyway");
+            }
+        }
+        // Dropping the sender is what the shards wait for.
+        self.shards_shutdown.take();
+    }
+
+    async fn controlled_shutdown(&mut self) {
+        let Some(client) = self.client() else {
+            return;
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            match read_view(&client).await {
+                Ok(v) => self.view = v,
+                Err(e) => return self.failed("read", &e),
+            }
+            let alive = self.alive();
+            let local = self.local;
+            let changes: Vec<_> = self
+                .view
+                .topics
+                .iter()
+                .flat_map(|(name, t)| {
+                    let alive = &alive;
+                    t.assignment.partitions.keys().filter_map(move |&p| {
+                        let s = t.state(p)?;
+                        election::shutdown_move(&s, local, alive).map(|n| (name.clone(), p, n))
+                    })
+                })
+                .collect();
+            if changes.is_empty()
+                || self
+                    .write_states(&client, changes, "controlled shutdown")
+                    .await
+                    == 0
+            {
+                break;
+            }
+            if self.session_lost {
+                return;
+            }
+        }
+        if self.view.controller_owner == client.session_id().0 {
+            match client.delete(layout::CONTROLLER, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => log::info!("resigned as controller"),
+                Err(e) => self.failed("resign controller", &e),
+            }
+        }
+        self.is_controller = false;
+        self.publish().await;
+    }
+
+    /// After the shards stopped: remove our ephemeral znodes and close the session.
+    async fn close_session(&mut self) {
+        self.lease.revoke();
+        let Some(s) = self.session.take() else {
+            return;
+        };
+        s.keeper.abort();
+        // Deleted explicitly: the session close runs in a background task that the end of this
+        // runtime could cut short, and the others should see us gone at once.
+        if self.view.controller_owner == s.client.session_id().0 {
+            let _ = s.client.delete(layout::CONTROLLER, None).await;
+        }
+        match s
+            .client
+            .delete(&layout::broker_path(self.local), None)
+            .await
+        {
+            Ok(()) | Err(zk::Error::NoNode) => log::info!("unregistered broker {}", self.local),
+            Err(e) => log::warn!("cannot unregister broker {}: {e}", self.local),
+        }
+        drop(s);
+        // Let the session task send its close request before the runtime goes away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// The snapshot of the current view (version not yet assigned beyond the last).
+    fn next_snapshot(&mut self) -> MetadataSnapshot {
+        let mut topics = BTreeMap::new();
+        for (name, t) in &self.view.topics {
+            let n = t.assignment.partition_count();
+            if n == 0 {
+                continue;
+            }
+            let config = match TopicConfig::resolve(&self.config, &t.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    if self.warned_configs.insert(name.clone()) {
+                        log::warn!("topic {name}: bad config in ZooKeeper ({e}); using defaults");
+                    }
+                    self.config.topic_defaults.clone()
+                }
+            };
+            let states = (0..n)
+                .map(|p| {
+                    let mut s = t.state(p).unwrap_or_else(|| PartitionState {
+                        replicas: t.assignment.partitions.get(&p).cloned().unwrap_or_default(),
+                        leader: NO_LEADER,
+                        leader_epoch: 0,
+                        isr: Vec::new(),
+                        zk_version: -1,
+                    });
+                    if self.fenced && s.leader == self.local {
+                        s.leader = NO_LEADER;
+                    }
+                    s
+                })
+                .collect::<Vec<_>>();
+            let name: Arc<str> = name.as_str().into();
+            topics.insert(
+                name.clone(),
+                Arc::new(TopicMeta {
+                    name: name.clone(),
+                    id: t
+                        .assignment
+                        .topic_id
+                        .unwrap_or_else(|| derived_topic_id(&name)),
+                    partitions: n,
+                    replication_factor: states[0].replicas.len() as i16,
+                    overrides: t.config.clone(),
+                    config,
+                    states,
+                }),
+            );
+        }
+        MetadataSnapshot {
+            version: self.version + 1,
+            cluster_id: self.cluster_id.clone(),
+            topics,
+            brokers: self.view.brokers.clone(),
+            controller_id: self.view.controller_id,
+            local_broker: self.local,
+            cluster_mode: true,
+        }
+    }
+
+    /// Publishes the current view to every shard if it differs from the last one, and waits
+    /// until they applied it.
+    async fn publish(&mut self) {
+        let next = self.next_snapshot();
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|last| same_content(last, &next))
+        {
+            return;
+        }
+        self.version = next.version;
+        let snapshot = Arc::new(next);
+        self.last = Some(snapshot.clone());
+        // Once the shards are draining, waiting for them only delays the exit.
+        let wait = if self.shards_shutdown.is_some() {
+            PUBLISH_WAIT_MAX
+        } else {
+            Duration::ZERO
+        };
+        deliver(&self.inboxes, snapshot, wait).await;
+    }
+}

@@ -1,0 +1,487 @@
+//! Replication rules as plain functions of state: a leader's view of its followers (their log
+//! end offsets and when they last caught up), the high watermark over the ISR, ISR shrink and
+//! expand decisions, leader epoch checks, the leader epoch cache and the follower's truncation
+//! steps (KIP-101/279). No I/O, no clock: callers pass `now_ms`. `partition.rs` holds the state
+//! and `replica_fetcher.rs` drives the follower side; both live on the partition's shard.
+
+use std::collections::HashMap;
+
+use crate::errors;
+
+/// What the leader knows of one follower in the current leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerState {
+    /// The follower's log end offset (its last fetch offset); `None` until it fetched in this
+    /// epoch, so that a follower's state from an earlier epoch never counts.
+    pub log_end_offset: Option<i64>,
+    /// Last time the follower was known to have everything the leader had.
+    pub last_caught_up_ms: i64,
+    pub last_fetch_ms: i64,
+    /// The leader's log end offset when that follower fetched last.
+    pub leader_leo_at_last_fetch: i64,
+}
+
+impl FollowerState {
+    /// A follower's state when this broker becomes leader. The caught-up time starts at
+    /// `now_ms` (as Kafka does), so an ISR member gets `replica.lag.time.max.ms` to show up.
+    pub fn new(now_ms: i64) -> FollowerState {
+        FollowerState {
+            log_end_offset: None,
+            last_caught_up_ms: now_ms,
+            last_fetch_ms: now_ms,
+            leader_leo_at_last_fetch: -1,
+        }
+    }
+
+    /// Applies one follower fetch at `fetch_offset` (which proves the follower holds everything
+    /// below it) when the leader's log ends at `leader_leo`. Kafka's caught-up rule: a fetch
+    /// at the leader's end means caught up now; a fetch at or past where the leader's log ended
+    /// at the follower's previous fetch means it was caught up at that previous fetch.
+    pub fn on_fetch(&mut self, fetch_offset: i64, leader_leo: i64, now_ms: i64) {
+        if fetch_offset >= leader_leo {
+            self.last_caught_up_ms = self.last_caught_up_ms.max(now_ms);
+        } else if self.leader_leo_at_last_fetch >= 0
+            && fetch_offset >= self.leader_leo_at_last_fetch
+        {
+            self.last_caught_up_ms = self.last_caught_up_ms.max(self.last_fetch_ms);
+        }
+        self.log_end_offset = Some(fetch_offset);
+        self.leader_leo_at_last_fetch = leader_leo;
+        self.last_fetch_ms = now_ms;
+    }
+
+    /// Kafka's `isCaughtUp`: at the leader's end, or caught up within the allowed lag.
+    pub fn is_caught_up(&self, leader_leo: i64, now_ms: i64, lag_time_max_ms: i64) -> bool {
+        self.log_end_offset == Some(leader_leo)
+            || now_ms.saturating_sub(self.last_caught_up_ms) <= lag_time_max_ms
+    }
+}
+
+/// The high watermark the ISR allows: the smallest log end offset over the ISR (the leader's
+/// own is `leader_leo`). `None` while an ISR member has not fetched in this epoch: then nothing
+/// new is known to be committed and the high watermark stays where it is.
+pub fn isr_high_watermark(
+    local: i32,
+    leader_leo: i64,
+    isr: &[i32],
+    followers: &HashMap<i32, FollowerState>,
+) -> Option<i64> {
+    let mut hw = leader_leo;
+    for id in isr.iter().filter(|id| **id != local) {
+        hw = hw.min(followers.get(id)?.log_end_offset?);
+    }
+    Some(hw)
+}
+
+/// The next high watermark: it never moves backwards while this broker leads.
+pub fn advance_high_watermark(current: i64, candidate: Option<i64>) -> i64 {
+    candidate.map_or(current, |c| c.max(current))
+}
+
+/// A leader's replication state, as the ISR decisions need it.
+pub struct LeaderView<'a> {
+    pub local: i32,
+    pub replicas: &'a [i32],
+    pub isr: &'a [i32],
+    pub followers: &'a HashMap<i32, FollowerState>,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+    /// Where the current leader epoch started in the leader's log.
+    pub epoch_start_offset: i64,
+}
+
+/// The ISR change a leader should ask for, if any. Shrinking comes first: ISR members (other
+/// than the leader) not caught up for `lag_time_max_ms` go. Otherwise replicas outside the ISR
+/// whose log end offset reached the high watermark and the start of the current epoch come in
+/// (the latter so that a follower that has not yet truncated to this epoch cannot join).
+pub fn isr_change(v: &LeaderView<'_>, now_ms: i64, lag_time_max_ms: i64) -> Option<Vec<i32>> {
+    let lagging = |id: &i32| {
+        *id != v.local
+            && !v
+                .followers
+                .get(id)
+                .is_some_and(|f| f.is_caught_up(v.log_end_offset, now_ms, lag_time_max_ms))
+    };
+    if v.isr.iter().any(lagging) {
+        return Some(v.isr.iter().copied().filter(|id| !lagging(id)).collect());
+    }
+    let joining: Vec<i32> = v
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| *id != v.local && !v.isr.contains(id))
+        .filter(|id| {
+            // A follower that stopped fetching (dead, paused) keeps its last offset here; it
+            // must be fetching now to rejoin, or the leader and the controller (which drops
+            // dead brokers from the ISR) would undo each other's change forever.
+            v.followers.get(id).is_some_and(|f| {
+                f.log_end_offset
+                    .is_some_and(|leo| leo >= v.high_watermark && leo >= v.epoch_start_offset)
+                    && now_ms - f.last_fetch_ms <= lag_time_max_ms
+            })
+        })
+        .collect();
+    if joining.is_empty() {
+        return None;
+    }
+    let mut next = v.isr.to_vec();
+    next.extend(joining);
+    Some(next)
+}
+
+/// Checks the `current_leader_epoch` of a Fetch or OffsetForLeaderEpoch request against ours
+/// (-1 = the client does not know it and skips the check).
+pub fn check_leader_epoch(ours: i32, requested: i32) -> i16 {
+    if requested < 0 || requested == ours {
+        errors::NONE
+    } else if requested > ours {
+        // We have not heard of that epoch yet: our metadata is behind, retry later.
+        errors::UNKNOWN_LEADER_EPOCH
+    } else {
+        errors::FENCED_LEADER_EPOCH
+    }
+}
+
+/// Where an epoch starts in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    pub epoch: i32,
+    pub start_offset: i64,
+}
+
+/// The leader epoch cache: for each leader epoch that wrote to this log, the offset of its
+/// first batch. Rebuilt from batch headers at open; epochs and start offsets both increase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EpochCache {
+    entries: Vec<EpochEntry>,
+}
+
+impl EpochCache {
+    pub fn entries(&self) -> &[EpochEntry] {
+        &self.entries
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.entries.last().map(|e| e.epoch)
+    }
+
+    /// Records that `epoch` starts at `start_offset` (a leader's first append or election, or a
+    /// batch header read back). Only a newer epoch is recorded; entries that it contradicts
+    /// (starting at or after it) go, as in Kafka's `LeaderEpochFileCache.assign`.
+    pub fn assign(&mut self, epoch: i32, start_offset: i64) {
+        if epoch < 0 || self.latest_epoch().is_some_and(|e| e >= epoch) {
+            return;
+        }
+        self.entries.retain(|e| e.start_offset < start_offset);
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
+    }
+
+    /// The end offset of `epoch` in this log: the start of the first later epoch, or the log
+    /// end offset when no later epoch wrote here.
+    pub fn end_of(&self, epoch: i32, log_end_offset: i64) -> i64 {
+        self.entries
+            .iter()
+            .find(|e| e.epoch > epoch)
+            .map_or(log_end_offset, |e| e.start_offset)
+    }
+
+    /// The OffsetForLeaderEpoch answer for `requested`: the largest epoch at or below it and
+    /// that epoch's end offset; `(-1, -1)` when this log has no such epoch.
+    pub fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> (i32, i64) {
+        match self.entries.iter().rev().find(|e| e.epoch <= requested) {
+            Some(e) => (e.epoch, self.end_of(e.epoch, log_end_offset)),
+            None => (-1, -1),
+        }
+    }
+
+    /// After truncating the log to `log_end_offset`: epochs that started at or after it are
+    /// gone from the log.
+    pub fn truncate_from_end(&mut self, log_end_offset: i64) {
+        self.entries.retain(|e| e.start_offset < log_end_offset);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// One step of a follower's truncation by leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruncationStep {
+    /// Truncate to this offset; the log then agrees with the leader's.
+    Done(i64),
+    /// Truncate to this offset and ask again for the (older) latest epoch that is left.
+    Again(i64),
+    /// The leader has none of our epochs: discard the log and restart at the leader's log
+    /// start offset.
+    Restart,
+}
+
+/// Decides what to do with the leader's answer `(leader_epoch, leader_end)` to the question
+/// "where does epoch `our_latest` end?" (KIP-279). `our` is the follower's cache, `our_leo` its
+/// log end offset.
+pub fn truncation_step(
+    our: &EpochCache,
+    our_latest: i32,
+    our_leo: i64,
+    leader_epoch: i32,
+    leader_end: i64,
+) -> TruncationStep {
+    if leader_epoch < 0 || leader_end < 0 {
+        return TruncationStep::Restart;
+    }
+    if leader_epoch >= our_latest {
+        return TruncationStep::Done(leader_end.min(our_leo));
+    }
+    // The leader never wrote in our latest epoch: our log diverges after the end of the
+    // latest epoch we share, wherever either side ended it first.
+    let ours = our.end_of(leader_epoch, our_leo).min(our_leo);
+    TruncationStep::Again(leader_end.min(ours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(leo: Option<i64>, caught_up: i64) -> FollowerState {
+        FollowerState {
+            log_end_offset: leo,
+            last_caught_up_ms: caught_up,
+            last_fetch_ms: caught_up,
+            leader_leo_at_last_fetch: leo.unwrap_or(-1),
+        }
+    }
+
+    #[test]
+    fn high_watermark_is_the_smallest_isr_log_end() {
+        let mut f = HashMap::new();
+        f.insert(2, follower(Some(7), 0));
+        f.insert(3, follower(Some(4), 0));
+        assert_eq!(isr_high_watermark(1, 10, &[1, 2, 3], &f), Some(4));
+        // A lagging replica outside the ISR does not hold it back.
+        assert_eq!(isr_high_watermark(1, 10, &[1, 2], &f), Some(7));
+        // Alone in the ISR: everything appended is committed (standalone).
+        assert_eq!(isr_high_watermark(1, 10, &[1], &HashMap::new()), Some(10));
+        // An ISR member that has not fetched in this epoch blocks any advance.
+        f.insert(3, FollowerState::new(0));
+        assert_eq!(isr_high_watermark(1, 10, &[1, 2, 3], &f), None);
+        assert_eq!(advance_high_watermark(5, None), 5);
+        assert_eq!(advance_high_watermark(5, Some(3)), 5);
+        assert_eq!(advance_high_watermark(5, Some(8)), 8);
+    }
+
+    #[test]
+    fn caught_up_rule() {
+        let mut f = FollowerState::new(1_000);
+        // At the leader's end: caught up now.
+        f.on_fetch(10, 10, 2_000);
+        assert_eq!(f.last_caught_up_ms, 2_000);
+        // Behind now (leader at 15) but reached where the leader was at the previous fetch
+        // (10): caught up as of that previous fetch.
+        f.on_fetch(12, 15, 3_000);
+        assert_eq!(f.last_caught_up_ms, 2_000);
+        f.on_fetch(15, 20, 4_000);
+        assert_eq!(f.last_caught_up_ms, 3_000);
+        // Falling further behind moves nothing.
+        f.on_fetch(16, 30, 5_000);
+        assert_eq!(f.last_caught_up_ms, 3_000);
+        assert_eq!(f.log_end_offset, Some(16));
+        assert!(f.is_caught_up(30, 5_000, 2_000));
+        assert!(!f.is_caught_up(30, 5_001, 2_000));
+        assert!(f.is_caught_up(16, 99_999, 2_000));
+    }
+
+    fn view<'a>(
+        replicas: &'a [i32],
+        isr: &'a [i32],
+        followers: &'a HashMap<i32, FollowerState>,
+        log_end_offset: i64,
+        high_watermark: i64,
+        epoch_start_offset: i64,
+    ) -> LeaderView<'a> {
+        LeaderView {
+            local: 1,
+            replicas,
+            isr,
+            followers,
+            log_end_offset,
+            high_watermark,
+            epoch_start_offset,
+        }
+    }
+
+    #[test]
+    fn isr_shrinks_lagging_members_and_expands_caught_up_ones() {
+        let lag = 10_000;
+        let mut f = HashMap::new();
+        f.insert(2, follower(Some(50), 1_000));
+        f.insert(3, follower(Some(100), 20_000));
+        // Replica 2 last caught up at 1 s; at 20 s it lags beyond 10 s.
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0), 20_000, lag),
+            Some(vec![1, 3])
+        );
+        // Within the allowed lag: nothing changes.
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0), 11_000, lag),
+            None
+        );
+        // Replica 3 outside the ISR, at the high watermark: it joins.
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 11_000, lag),
+            Some(vec![1, 2, 3])
+        );
+        // ...but not before reaching the start of the current epoch.
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 120), 11_000, lag),
+            None
+        );
+        // At the high watermark but silent for longer than the lag (dead, paused): stays out.
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 30_001, lag),
+            Some(vec![1])
+        );
+        f.insert(2, follower(Some(50), 29_000));
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 30_001, lag),
+            None
+        );
+        f.insert(2, follower(Some(50), 1_000));
+        // Below the high watermark: stays out.
+        f.insert(3, follower(Some(40), 20_000));
+        assert_eq!(
+            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 11_000, lag),
+            None
+        );
+        // An ISR member that never fetched in this epoch goes after the lag time.
+        let mut g = HashMap::new();
+        g.insert(2, FollowerState::new(0));
+        assert_eq!(
+            isr_change(&view(&[1, 2], &[1, 2], &g, 0, 0, 0), 5_000, lag),
+            None
+        );
+        assert_eq!(
+            isr_change(&view(&[1, 2], &[1, 2], &g, 5, 0, 0), 10_001, lag),
+            Some(vec![1])
+        );
+        // The leader itself never leaves.
+        assert_eq!(
+            isr_change(&view(&[1], &[1], &g, 5, 0, 0), 99_999, lag),
+            None
+        );
+    }
+
+    #[test]
+    fn leader_epoch_checks() {
+        assert_eq!(check_leader_epoch(5, -1), errors::NONE);
+        assert_eq!(check_leader_epoch(5, 5), errors::NONE);
+        assert_eq!(check_leader_epoch(5, 6), errors::UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(5, 4), errors::FENCED_LEADER_EPOCH);
+    }
+
+    fn cache(entries: &[(i32, i64)]) -> EpochCache {
+        let mut c = EpochCache::default();
+        for (e, s) in entries {
+            c.assign(*e, *s);
+        }
+        c
+    }
+
+    #[test]
+    fn epoch_cache_end_offsets() {
+        let c = cache(&[(0, 0), (2, 10), (5, 30)]);
+        assert_eq!(c.end_offset_for(0, 40), (0, 10));
+        // Epoch 1 never wrote here: the largest epoch below it, ending where epoch 2 starts.
+        assert_eq!(c.end_offset_for(1, 40), (0, 10));
+        assert_eq!(c.end_offset_for(2, 40), (2, 30));
+        assert_eq!(c.end_offset_for(4, 40), (2, 30));
+        // The latest epoch ends at the log end.
+        assert_eq!(c.end_offset_for(5, 40), (5, 40));
+        assert_eq!(c.end_offset_for(9, 40), (5, 40));
+        assert_eq!(c.end_offset_for(-1, 40), (-1, -1));
+        assert_eq!(cache(&[(3, 7)]).end_offset_for(2, 9), (-1, -1));
+        assert_eq!(c.end_of(1, 40), 10);
+        assert_eq!(c.end_of(7, 40), 40);
+    }
+
+    #[test]
+    fn epoch_cache_assign_and_truncate() {
+        let mut c = cache(&[(0, 0), (2, 10), (5, 30)]);
+        // Older or equal epochs are ignored (batch headers read back repeat the latest).
+        c.assign(5, 35);
+        c.assign(4, 50);
+        assert_eq!(c.latest_epoch(), Some(5));
+        assert_eq!(c.entries().len(), 3);
+        // A newer epoch starting below a recorded one replaces it.
+        c.assign(6, 20);
+        assert_eq!(
+            c.entries(),
+            &[
+                EpochEntry {
+                    epoch: 0,
+                    start_offset: 0
+                },
+                EpochEntry {
+                    epoch: 2,
+                    start_offset: 10
+                },
+                EpochEntry {
+                    epoch: 6,
+                    start_offset: 20
+                }
+            ]
+        );
+        c.truncate_from_end(20);
+        assert_eq!(c.latest_epoch(), Some(2));
+        c.truncate_from_end(10);
+        assert_eq!(c.latest_epoch(), Some(0));
+        c.assign(-1, 0);
+        assert_eq!(c.entries().len(), 1);
+        c.clear();
+        assert_eq!(c.latest_epoch(), None);
+    }
+
+    #[test]
+    fn truncation_steps() {
+        // Follower: epoch 1 from 0, epoch 3 from 20, log end 40.
+        let ours = cache(&[(1, 0), (3, 20)]);
+        // The leader knows epoch 3 and it ended at 25 there: cut at 25.
+        assert_eq!(
+            truncation_step(&ours, 3, 40, 3, 25),
+            TruncationStep::Done(25)
+        );
+        // The leader has more of epoch 3 than we do: keep everything.
+        assert_eq!(
+            truncation_step(&ours, 3, 40, 3, 60),
+            TruncationStep::Done(40)
+        );
+        // The leader never had epoch 3; its epoch 1 ended at 30, ours at 20: cut at 20 and
+        // ask again for epoch 1.
+        assert_eq!(
+            truncation_step(&ours, 3, 40, 1, 30),
+            TruncationStep::Again(20)
+        );
+        // Its epoch 2 (which we never saw) ended at 15: cut at 15.
+        assert_eq!(
+            truncation_step(&ours, 3, 40, 2, 15),
+            TruncationStep::Again(15)
+        );
+        // It has none of our epochs.
+        assert_eq!(
+            truncation_step(&ours, 3, 40, -1, -1),
+            TruncationStep::Restart
+        );
+        // Second round after cutting at 20: our latest is epoch 1, the leader agrees it ends
+        // at 30, and our log ends at 20.
+        let mut after = ours.clone();
+        after.truncate_from_end(20);
+        assert_eq!(after.latest_epoch(), Some(1));
+        assert_eq!(
+            truncation_step(&after, 1, 20, 1, 30),
+            TruncationStep::Done(20)
+        );
+    }
+}
