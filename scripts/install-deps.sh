@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a Debian machine: kcat (Debian's, librdkafka 2.0) and
-# kafka-python (PyPI). Idempotent; run as root or with sudo available.
+# Installs what the test suite needs on a Debian machine: kcat (Debian's, librdkafka 2.0),
+# kafka-python (PyPI) and ZooKeeper (Debian's, for the cluster-mode tests; it runs on the Java 17
+# already on the machine). Idempotent; run as root or with sudo available.
 set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+APT_UPDATED=""
+apt_install() {
+  if [ -z "$APT_UPDATED" ]; then
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! command -v kcat >/dev/null 2>&1; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
+  apt_install kcat
+fi
+
+# The cluster tests start ZooKeeper straight from its jar (tests/src/lib.rs, ZooKeeper::start),
+# never through the package's service, so only the jar and its dependencies matter here.
+if [ ! -e /usr/share/java/zookeeper.jar ]; then
+  apt_install zookeeper
 fi
 
 PY=${SHARDLOG_PYTHON:-python3}

@@ -1,0 +1,1427 @@
+//! Cluster mode end to end: three real brokers coordinated by a real ZooKeeper, real clients
+//! (librdkafka, and the raw client where an exact error code matters), real failures (kill -9,
+//! SIGSTOP past the lag and session timeouts, SIGTERM).
+//!
+//! What every test holds the cluster to: no acknowledged message is ever lost, acknowledged
+//! messages stay in order per partition, an idempotent producer leaves no duplicates, a new
+//! leader comes from the ISR with a higher leader epoch, and a broker that lost its leadership
+//! (or its ZooKeeper session) stops accepting writes.
+//!
+//! Each test starts its own ZooKeeper and cluster. The tests take a global lock so that only one
+//! cluster runs at a time: three brokers and a JVM already fill this machine's two cores, and
+//! failover timings measured on an overloaded machine would mean nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use shardlog_protocol::client::{self, ClientError, Connection};
+use shardlog_tests::{wait_for, wait_until, Cluster, ZooKeeper};
+
+use common::payload;
+
+/// Kafka error codes the tests expect by number.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+
+/// The session timeout `Cluster::start` gives every broker (CLUSTER_BROKER_SETTINGS).
+const SESSION_TIMEOUT: Duration = Duration::from_millis(4000);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One test's ZooKeeper and cluster. Field order is drop order: the brokers die before
+/// ZooKeeper, and the next test may start only after both are gone.
+struct Env {
+    cluster: Cluster,
+    _zk: ZooKeeper,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn env(brokers: usize, extra: &[&str]) -> Env {
+    // A test that failed while holding the lock poisons it; the next test is still valid.
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let zk = ZooKeeper::start();
+    let started = Instant::now();
+    let cluster = Cluster::start(&zk, brokers, extra);
+    eprintln!(
+        "cluster of {brokers} up in {} ms (ZooKeeper on port {})",
+        started.elapsed().as_millis(),
+        zk.port
+    );
+    Env {
+        cluster,
+        _zk: zk,
+        _serial: serial,
+    }
+}
+
+fn key_of(i: usize) -> String {
+    format!("k{i}")
+}
+
+fn value_of(i: usize) -> Vec<u8> {
+    payload(i, 40 + (i * 31) % 160)
+}
+
+/// The message index in a key written by `key_of`.
+fn index_of(key: &[u8]) -> Option<usize> {
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix('k')?
+        .parse()
+        .ok()
+}
+
+// ------------------------------------------------------------------------------------------
+// A producer that runs in the background and records every delivery report.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Ack {
+    index: usize,
+    partition: i32,
+    offset: i64,
+    at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    index: usize,
+    error: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message {}: {}", self.index, self.error)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Deliveries {
+    acks: Vec<Ack>,
+    failures: Vec<Failure>,
+    /// The latest librdkafka log lines (warnings and worse, or everything asked for with
+    /// `SHARDLOG_TEST_RDKAFKA_DEBUG`), for failure messages.
+    log: std::collections::VecDeque<String>,
+}
+
+/// How many librdkafka log lines a producer keeps.
+const PRODUCER_LOG_LINES: usize = 300;
+
+struct Tracker(Arc<Mutex<Deliveries>>);
+
+impl ClientContext for Tracker {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if d.log.len() == PRODUCER_LOG_LINES {
+            d.log.pop_front();
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 100_000)
+            .unwrap_or(0);
+        let line = format!("{at:05} {level:?} {fac} {message}");
+        if std::env::var_os("SHARDLOG_TEST_RDKAFKA_DEBUG").is_some() {
+            eprintln!("librdkafka: {line}");
+        }
+        d.log.push_back(line);
+    }
+}
+
+impl ProducerContext for Tracker {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
+        let at = Instant::now();
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(m) => d.acks.push(Ack {
+                index: *index,
+                partition: m.partition(),
+                offset: m.offset(),
+                at,
+            }),
+            Err((e, _)) => d.failures.push(Failure {
+                index: *index,
+                error: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// What a finished producer sent and what was acknowledged.
+struct Produced {
+    sent: usize,
+    acks: Vec<Ack>,
+    failures: Vec<Failure>,
+    flush_error: Option<String>,
+}
+
+impl Produced {
+    /// Per partition, one past the highest acknowledged offset: what a reader must reach.
+    fn ends(&self) -> BTreeMap<i32, i64> {
+        let mut ends = BTreeMap::new();
+        for a in &self.acks {
+            let e = ends.entry(a.partition).or_insert(0);
+            *e = (*e).max(a.offset + 1);
+        }
+        ends
+    }
+
+    /// Fails the test unless every message sent was acknowledged.
+    fn assert_all_acknowledged(&self) {
+        assert!(
+            self.failures.is_empty() && self.flush_error.is_none(),
+            "{} of {} messages failed (first: {}); flush: {:?}",
+            self.failures.len(),
+            self.sent,
+            self.failures
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            self.flush_error
+        );
+        assert_eq!(self.acks.len(), self.sent, "every message sent is reported");
+    }
+}
+
+/// Sends messages `first`, `first + 1`, ... (message i: key `k{i}`, partition i mod
+/// `partitions`), one every 2 ms, until stopped or `limit` messages were sent: acks=all,
+/// idempotence on, a broker's failover absorbed by librdkafka's retries.
+struct BackgroundProducer {
+    stop: Arc<AtomicBool>,
+    /// With a limit, `finish` lets the producer send everything first.
+    limited: bool,
+    handle: Option<thread::JoinHandle<(usize, Option<String>)>>,
+    deliveries: Arc<Mutex<Deliveries>>,
+}
+
+impl BackgroundProducer {
+    fn start(
+        bootstrap: &str,
+        topic: &str,
+        partitions: i32,
+        first: usize,
+        limit: Option<usize>,
+    ) -> Self {
+        let deliveries = Arc::new(Mutex::new(Deliveries::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            // Longer than any failover the tests provoke: a message that times out is a
+            // failure of the broker, not of the test's patience.
+            .set("message.timeout.ms", "60000")
+            // A paused leader holds requests forever; give up on them soon enough to find the
+            // new leader within the message timeout.
+            .set("request.timeout.ms", "5000")
+            .set("retry.backoff.ms", "100");
+        match std::env::var("SHARDLOG_TEST_RDKAFKA_DEBUG") {
+            Ok(contexts) => config
+                .set("debug", contexts)
+                .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug),
+            Err(_) => config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning),
+        };
+        let producer: ThreadedProducer<Tracker> = config
+            .create_with_context(Tracker(deliveries.clone()))
+            .expect("producer");
+        let topic = topic.to_string();
+        let stop_flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut sent = 0usize;
+            'outer: while !stop_flag.load(Ordering::Relaxed) && limit.is_none_or(|l| sent < l) {
+                let i = first + sent;
+                let key = key_of(i);
+                let value = value_of(i);
+                let mut record = BaseRecord::with_opaque_to(&topic, Box::new(i))
+                    .key(&key)
+                    .payload(&value)
+                    .partition((i % partitions as usize) as i32);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, r))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            if stop_flag.load(Ordering::Relaxed) {
+                                break 'outer;
+                            }
+                            record = r;
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                        Err((e, _)) => panic!("send of message {i} refused: {e}"),
+                    }
+                }
+                sent += 1;
+                // Paced: a steady stream across the failover, not a burst before it.
+                thread::sleep(Duration::from_millis(2));
+            }
+            let flushed = producer.flush(Duration::from_secs(60));
+            (sent, flushed.err().map(|e| e.to_string()))
+        });
+        BackgroundProducer {
+            stop,
+            limited: limit.is_some(),
+            handle: Some(handle),
+            deliveries,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Deliveries) -> T) -> T {
+        f(&self.deliveries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Acknowledgements on `partition` (any partition for `None`) received after `since`.
+    fn acks_after(&self, partition: Option<i32>, since: Instant) -> usize {
+        self.with(|d| {
+            d.acks
+                .iter()
+                .filter(|a| partition.is_none_or(|p| a.partition == p) && a.at > since)
+                .count()
+        })
+    }
+
+    fn first_ack_after(&self, partition: i32, since: Instant) -> Option<Instant> {
+        self.with(|d| {
+            d.acks
+                .iter()
+                .filter(|a| a.partition == partition && a.at > since)
+                .map(|a| a.at)
+                .min()
+        })
+    }
+
+    /// Delivery reports received so far, successful or not.
+    fn reported(&self) -> usize {
+        self.with(|d| d.acks.len() + d.failures.len())
+    }
+
+    fn failures(&self) -> Vec<Failure> {
+        self.with(|d| d.failures.clone())
+    }
+
+    /// Waits until `n` acknowledgements on each of `partitions` arrived after `since`.
+    fn wait_acks(&self, partitions: &[i32], n: usize, since: Instant, within: Duration) {
+        let ok = wait_until(within, || {
+            partitions
+                .iter()
+                .all(|p| self.acks_after(Some(*p), since) >= n)
+        });
+        if !ok {
+            let counts: Vec<(i32, usize)> = partitions
+                .iter()
+                .map(|p| (*p, self.acks_after(Some(*p), since)))
+                .collect();
+            let failures = self.failures();
+            let log = self.with(|d| {
+                let skip = d.log.len().saturating_sub(40);
+                d.log
+                    .iter()
+                    .skip(skip)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            panic!(
+                "fewer than {n} acknowledgements per partition within {within:?}: \
+                 {counts:?}; {} failed deliveries, first: {}; the producer's last log lines:\n{log}",
+                failures.len(),
+                failures
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    /// Stops sending (after the limit, if there is one), waits for every outstanding
+    /// delivery report (bounded by the flush).
+    fn finish(mut self) -> Produced {
+        if !self.limited {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        let (sent, flush_error) = self
+            .handle
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("producer thread");
+        let d = std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|e| e.into_inner()));
+        Produced {
+            sent,
+            acks: d.acks,
+            failures: d.failures,
+            flush_error,
+        }
+    }
+}
+
+impl Drop for BackgroundProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Reading back and checking.
+// ------------------------------------------------------------------------------------------
+
+/// Per partition, (offset, key, value) in the order read.
+type Consumed = BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>;
+
+/// Reads each partition of `ends` from its beginning until the offset before its end, through
+/// `bootstrap`, with assigned partitions and no commits (nothing here waits for a group
+/// coordinator).
+fn read_all(bootstrap: &str, topic: &str, ends: &BTreeMap<i32, i64>, within: Duration) -> Consumed {
+    // librdkafka refuses assign() without a group id; this group never commits.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut got: Consumed = BTreeMap::new();
+    let done = |got: &Consumed| {
+        ends.iter().all(|(p, end)| {
+            *end == 0
+                || got
+                    .get(p)
+                    .and_then(|v| v.last())
+                    .is_some_and(|(o, _, _)| o + 1 >= *end)
+        })
+    };
+    let deadline = Instant::now() + within;
+    let mut errors = Vec::new();
+    while !done(&got) {
+        if Instant::now() > deadline {
+            let progress: Vec<(i32, Option<i64>, i64)> = ends
+                .iter()
+                .map(|(p, end)| {
+                    (
+                        *p,
+                        got.get(p).and_then(|v| v.last()).map(|(o, _, _)| *o),
+                        *end,
+                    )
+                })
+                .collect();
+            panic!(
+                "reading {topic} back: not done within {within:?}; (partition, last offset \
+                 read, end) = {progress:?}; consumer errors: {errors:?}"
+            );
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => errors.push(e.to_string()),
+            Some(Ok(m)) => got.entry(m.partition()).or_default().push((
+                m.offset(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            )),
+        }
+    }
+    got
+}
+
+/// Checks what was read against what was acknowledged: every acknowledged message is at the
+/// offset its delivery report named, with its key and value; offsets grow; first occurrences
+/// of messages are in send order within a partition; every record read is one that was sent.
+/// Returns the number of duplicates (a message index read more than once).
+fn check_acknowledged(produced: &Produced, consumed: &Consumed, partitions: i32) -> usize {
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    for (p, records) in consumed {
+        let mut last_offset = -1;
+        let mut last_index = None;
+        for (offset, key, value) in records {
+            assert!(
+                *offset > last_offset,
+                "partition {p}: offset {offset} after {last_offset}"
+            );
+            last_offset = *offset;
+            let i = index_of(key).unwrap_or_else(|| {
+                panic!(
+                    "partition {p} offset {offset}: unexpected key {:?}",
+                    String::from_utf8_lossy(key)
+                )
+            });
+            assert_eq!(
+                i % partitions as usize,
+                *p as usize,
+                "message {i} read from partition {p}"
+            );
+            assert!(
+                *value == value_of(i),
+                "partition {p} offset {offset}: value of message {i} differs"
+            );
+            if !seen.insert(i) {
+                duplicates += 1;
+                eprintln!("duplicate: message {i} again at {p}/{offset}");
+                continue;
+            }
+            assert!(
+                last_index.is_none_or(|l| i > l),
+                "partition {p} offset {offset}: message {i} after message {last_index:?}"
+            );
+            last_index = Some(i);
+        }
+    }
+    let mut missing = Vec::new();
+    for a in &produced.acks {
+        let found = consumed.get(&a.partition).and_then(|records| {
+            records
+                .binary_search_by_key(&a.offset, |(o, _, _)| *o)
+                .ok()
+                .map(|j| &records[j])
+        });
+        match found {
+            Some((_, key, _)) if index_of(key) == Some(a.index) => {}
+            other => missing.push(format!(
+                "message {} acknowledged at {}/{} but read {:?}",
+                a.index,
+                a.partition,
+                a.offset,
+                other.map(|(_, k, _)| String::from_utf8_lossy(k).into_owned())
+            )),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost or moved, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    duplicates
+}
+
+/// One record batch holding a single record, for raw produce requests.
+fn raw_batch(key: &[u8], value: &[u8]) -> Bytes {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Bytes::from(shardlog_protocol::batch::build_simple_batch(
+        0,
+        now_ms,
+        &[(Some(key), Some(value))],
+    ))
+}
+
+/// A raw Produce of one record to `partition` on broker `id` (not routed: exactly that
+/// broker), acks=all, 5 s broker-side timeout.
+fn raw_produce(
+    cluster: &Cluster,
+    id: i32,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+) -> Result<Option<i64>, ClientError> {
+    let mut conn = Connection::connect(
+        &cluster.broker(id).bootstrap(),
+        "shardlog-cluster-test",
+        Duration::from_secs(15),
+    )?;
+    client::produce(
+        &mut conn,
+        topic,
+        partition,
+        raw_batch(key, b"must not be acknowledged by a fenced leader"),
+        -1,
+        5000,
+    )
+}
+
+/// A readable description of a topic as every running broker sees it, for failure messages.
+fn views(cluster: &Cluster, topic: &str) -> String {
+    cluster
+        .running_ids()
+        .iter()
+        .map(|id| match cluster.metadata_from(*id, Some(&[topic])) {
+            Ok(m) => format!(
+                "broker {id} (controller {}): {:?}",
+                m.controller_id,
+                m.topics
+                    .get(topic)
+                    .map(|t| t.partitions.values().collect::<Vec<_>>())
+            ),
+            Err(e) => e,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ------------------------------------------------------------------------------------------
+// 0. The harness's own ZooKeeper.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn zookeeper_for_tests_starts_and_answers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let mut zk = ZooKeeper::start();
+    eprintln!("ZooKeeper up in {} ms", started.elapsed().as_millis());
+    assert_eq!(zk.four_letter_word("ruok").as_deref(), Some("imok"));
+    let srvr = zk.four_letter_word("srvr").expect("srvr answered");
+    assert!(srvr.contains("Mode: standalone"), "{srvr}");
+    // Paused, it answers nothing; resumed, it answers again (the tests rely on both).
+    zk.sigstop();
+    assert_eq!(zk.four_letter_word("ruok"), None);
+    zk.sigcont();
+    // Generous: under load the JVM takes seconds to answer again after SIGCONT.
+    assert!(wait_until(Duration::from_secs(30), || {
+        zk.four_letter_word("ruok").as_deref() == Some("imok")
+    }));
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. Placement.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn placement_follows_the_rule_on_every_broker() {
+    let env = env(3, &[]);
+    let c = &env.cluster;
+    c.create_topic("placed", 6, 3, &[]);
+    c.create_topic("placed-rf2", 5, 2, &[]);
+    let sorted = c.ids();
+    for id in c.ids() {
+        let m = c
+            .metadata_from(id, Some(&["placed", "placed-rf2"]))
+            .expect("metadata");
+        let listed: Vec<(i32, String, i32)> = m
+            .brokers
+            .values()
+            .map(|b| (b.node_id, b.host.clone(), b.port))
+            .collect();
+        let expected: Vec<(i32, String, i32)> = c
+            .brokers
+            .iter()
+            .map(|(id, b)| (*id, "127.0.0.1".to_string(), i32::from(b.port)))
+            .collect();
+        assert_eq!(listed, expected, "brokers as broker {id} lists them");
+        assert!(
+            sorted.contains(&m.controller_id),
+            "broker {id} names controller {}",
+            m.controller_id
+        );
+        for (topic, partitions, rf) in [("placed", 6, 3), ("placed-rf2", 5, 2)] {
+            let t = &m.topics[topic];
+            assert_eq!(t.partitions.len(), partitions, "{topic} on broker {id}");
+            for (i, p) in &t.partitions {
+                let i = *i as usize;
+                let replicas: Vec<i32> = (0..rf).map(|j| sorted[(i + j) % sorted.len()]).collect();
+                assert_eq!(
+                    p.replicas, replicas,
+                    "{topic}-{i} replicas as broker {id} reports them"
+                );
+                assert_eq!(
+                    p.leader,
+                    sorted[i % sorted.len()],
+                    "{topic}-{i} leader as broker {id} reports it"
+                );
+                let mut isr = p.isr.clone();
+                isr.sort_unstable();
+                let mut all = replicas.clone();
+                all.sort_unstable();
+                assert_eq!(isr, all, "{topic}-{i} ISR as broker {id} reports it");
+                assert_eq!(
+                    p.leader_epoch, 0,
+                    "{topic}-{i}: a new partition starts at epoch 0"
+                );
+                assert_eq!(p.error_code, 0, "{topic}-{i} on broker {id}");
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 2 and 3. Failover under an idempotent acks=all produce.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Victim {
+    LeaderOfPartition0,
+    Controller,
+}
+
+fn failover_under_produce(victim: Victim) {
+    let mut env = env(3, &[]);
+    let topic = "failover";
+    let partitions = 3;
+    env.cluster
+        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    let all: Vec<i32> = (0..partitions).collect();
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, partitions, 0, None);
+    let start = Instant::now();
+    producer.wait_acks(&all, 100, start, Duration::from_secs(30));
+
+    let before: Vec<_> = all
+        .iter()
+        .map(|p| {
+            env.cluster
+                .partition(topic, *p)
+                .expect("partition metadata")
+        })
+        .collect();
+    let controller = env.cluster.controller_id().expect("a controller");
+    let victim_id = match victim {
+        Victim::LeaderOfPartition0 => before[0].leader,
+        Victim::Controller => controller,
+    };
+    let led: Vec<i32> = before
+        .iter()
+        .filter(|p| p.leader == victim_id)
+        .map(|p| p.partition)
+        .collect();
+    eprintln!("killing broker {victim_id} ({victim:?}; controller {controller}; leads {led:?})");
+    let killed_at = Instant::now();
+    env.cluster.kill9(victim_id);
+
+    // A new leader from the ISR, with a higher epoch, for each partition the victim led.
+    for p in &led {
+        let old = &before[*p as usize];
+        let new = wait_for(Duration::from_secs(30), || {
+            env.cluster
+                .partition(topic, *p)
+                .filter(|m| m.leader >= 0 && m.leader != victim_id)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{topic}-{p}: no new leader within 30 s of killing broker {victim_id}:\n{}",
+                views(&env.cluster, topic)
+            )
+        });
+        assert!(
+            old.isr.contains(&new.leader),
+            "{topic}-{p}: new leader {} was not in the ISR {:?}",
+            new.leader,
+            old.isr
+        );
+        assert!(
+            new.leader_epoch > old.leader_epoch,
+            "{topic}-{p}: leader epoch {} after {}",
+            new.leader_epoch,
+            old.leader_epoch
+        );
+        assert!(
+            !new.isr.contains(&victim_id),
+            "{topic}-{p}: the dead broker is still in the ISR {:?}",
+            new.isr
+        );
+    }
+
+    // The producer goes on, on every partition.
+    producer.wait_acks(&all, 1, killed_at, Duration::from_secs(40));
+    for p in &all {
+        let first = producer.first_ack_after(*p, killed_at).expect("an ack");
+        let ms = (first - killed_at).as_millis();
+        match victim {
+            Victim::LeaderOfPartition0 if *p == 0 => println!("FAILOVER_MS={ms}"),
+            Victim::Controller if led.contains(p) => {
+                println!("CONTROLLER_KILL_FAILOVER_MS={ms} (partition {p})")
+            }
+            _ => eprintln!("partition {p}: first acknowledgement {ms} ms after the kill"),
+        }
+    }
+    if victim == Victim::Controller {
+        let new_controller = wait_for(Duration::from_secs(30), || {
+            env.cluster
+                .controller_id()
+                .filter(|c| *c != victim_id && env.cluster.running_ids().contains(c))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no new controller within 30 s of killing controller {victim_id}:\n{}",
+                views(&env.cluster, topic)
+            )
+        });
+        println!(
+            "NEW_CONTROLLER_MS={} (broker {new_controller})",
+            killed_at.elapsed().as_millis()
+        );
+        // Every running broker agrees.
+        for id in env.cluster.running_ids() {
+            let m = env.cluster.metadata_from(id, Some(&[])).expect("metadata");
+            assert_eq!(
+                m.controller_id, new_controller,
+                "controller per broker {id}"
+            );
+        }
+    }
+    let resumed = Instant::now();
+    producer.wait_acks(&all, 100, resumed, Duration::from_secs(30));
+
+    let produced = producer.finish();
+    produced.assert_all_acknowledged();
+    let consumed = read_all(
+        &env.cluster.bootstrap_running(),
+        topic,
+        &produced.ends(),
+        Duration::from_secs(60),
+    );
+    let duplicates = check_acknowledged(&produced, &consumed, partitions);
+    eprintln!(
+        "{} messages acknowledged, {} read back, {duplicates} duplicates",
+        produced.acks.len(),
+        consumed.values().map(Vec::len).sum::<usize>()
+    );
+    assert_eq!(duplicates, 0, "an idempotent producer leaves no duplicates");
+}
+
+#[test]
+fn leader_kill9_under_idempotent_acks_all_produce() {
+    failover_under_produce(Victim::LeaderOfPartition0);
+}
+
+#[test]
+fn controller_kill9_under_idempotent_acks_all_produce() {
+    failover_under_produce(Victim::Controller);
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. ISR shrink and expand.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn paused_follower_leaves_and_rejoins_the_isr() {
+    // A session timeout well above the pause: the follower must leave the ISR because it
+    // lags (replica.lag.time.max.ms = 2 s), not because ZooKeeper declared it dead.
+    let mut env = env(3, &["--set", "zookeeper.session.timeout.ms=10000"]);
+    let topic = "isr";
+    env.cluster
+        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, None);
+    producer.wait_acks(&[0], 100, Instant::now(), Duration::from_secs(30));
+    let p = env.cluster.partition(topic, 0).expect("metadata");
+    let controller = env.cluster.controller_id().expect("controller");
+    // Not the controller: pausing it would also stall ISR changes made through it.
+    let follower = *p
+        .replicas
+        .iter()
+        .find(|r| **r != p.leader && **r != controller)
+        .expect("a follower that is not the controller");
+    let leader = p.leader;
+    eprintln!("pausing follower {follower} (leader {leader}, controller {controller})");
+    let paused_at = Instant::now();
+    env.cluster.sigstop(follower);
+
+    let shrunk = wait_for(Duration::from_secs(8), || {
+        env.cluster
+            .partition_from(leader, topic, 0)
+            .filter(|m| !m.isr.contains(&follower))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the ISR did not drop paused follower {follower} within 8 s (lag time 2 s):\n{}",
+            views(&env.cluster, topic)
+        )
+    });
+    let shrink_ms = paused_at.elapsed().as_millis();
+    println!("ISR_SHRINK_MS={shrink_ms}");
+    let mut expected: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != follower)
+        .collect();
+    expected.sort_unstable();
+    let mut isr = shrunk.isr.clone();
+    isr.sort_unstable();
+    assert_eq!(isr, expected, "the ISR lost exactly the paused follower");
+    assert_eq!(shrunk.leader, leader, "the leader stays");
+    assert_eq!(
+        shrunk.leader_epoch, p.leader_epoch,
+        "an ISR change is not a leader change"
+    );
+
+    // acks=all completes with the two replicas left.
+    producer.wait_acks(&[0], 100, Instant::now(), Duration::from_secs(10));
+    let resumed_at = Instant::now();
+    eprintln!(
+        "resuming follower {follower} after {} ms",
+        (resumed_at - paused_at).as_millis()
+    );
+    env.cluster.sigcont(follower);
+    let back = wait_until(Duration::from_secs(30), || {
+        env.cluster
+            .partition_from(leader, topic, 0)
+            .is_some_and(|m| m.isr.len() == 3)
+    });
+    assert!(
+        back,
+        "follower {follower} not back in the ISR within 30 s of SIGCONT:\n{}",
+        views(&env.cluster, topic)
+    );
+    println!("ISR_EXPAND_MS={}", resumed_at.elapsed().as_millis());
+    producer.wait_acks(&[0], 100, Instant::now(), Duration::from_secs(30));
+
+    let produced = producer.finish();
+    produced.assert_all_acknowledged();
+    let consumed = read_all(
+        &env.cluster.bootstrap_running(),
+        topic,
+        &produced.ends(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(check_acknowledged(&produced, &consumed, 1), 0, "duplicates");
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. A leader paused past its session: fenced.
+// ------------------------------------------------------------------------------------------
+
+/// (reporting broker, leader epoch, leader) as seen in one Metadata answer.
+type LeaderReport = (i32, i32, i32);
+
+/// Polls one broker's Metadata for a partition until stopped; one thread per broker, so a
+/// paused broker only delays its own reports.
+fn observe_leadership(
+    port: u16,
+    id: i32,
+    topic: &str,
+    stop: Arc<AtomicBool>,
+    reports: Arc<Mutex<Vec<LeaderReport>>>,
+) -> thread::JoinHandle<()> {
+    let topic = topic.to_string();
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let addr = format!("127.0.0.1:{port}");
+            if let Ok(mut c) = client::Client::connect(&addr, "observer", Duration::from_secs(1)) {
+                if let Ok(m) = c.refresh_metadata(Some(&[topic.as_str()])) {
+                    if let Some(p) = m.topics.get(&topic).and_then(|t| t.partitions.get(&0)) {
+                        if p.leader >= 0 {
+                            reports.lock().unwrap_or_else(|e| e.into_inner()).push((
+                                id,
+                                p.leader_epoch,
+                                p.leader,
+                            ));
+                        }
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+#[test]
+fn leader_paused_past_its_session_is_fenced() {
+    let mut env = env(3, &[]);
+    let topic = "fenced";
+    env.cluster
+        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let observers: Vec<_> = env
+        .cluster
+        .brokers
+        .iter()
+        .map(|(id, b)| observe_leadership(b.port, *id, topic, stop.clone(), reports.clone()))
+        .collect();
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, None);
+    producer.wait_acks(&[0], 100, Instant::now(), Duration::from_secs(30));
+
+    let before = env.cluster.partition(topic, 0).expect("metadata");
+    let old = before.leader;
+    eprintln!(
+        "pausing leader {old} (epoch {}, controller {:?})",
+        before.leader_epoch,
+        env.cluster.controller_id()
+    );
+    let paused_at = Instant::now();
+    env.cluster.sigstop(old);
+    let new = wait_for(Duration::from_secs(30), || {
+        env.cluster
+            .partition(topic, 0)
+            .filter(|m| m.leader >= 0 && m.leader != old)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no new leader within 30 s of pausing leader {old}:\n{}",
+            views(&env.cluster, topic)
+        )
+    });
+    println!(
+        "PAUSED_LEADER_REPLACED_MS={} (broker {}, epoch {})",
+        paused_at.elapsed().as_millis(),
+        new.leader,
+        new.leader_epoch
+    );
+    assert!(
+        new.leader_epoch > before.leader_epoch,
+        "epoch {} after {}",
+        new.leader_epoch,
+        before.leader_epoch
+    );
+    assert!(before.isr.contains(&new.leader), "new leader from the ISR");
+    // The producer cannot move on yet: librdkafka's idempotent producer waits for the
+    // answers to the requests the frozen leader holds (bounded only by message.timeout.ms)
+    // before it sends to the new leader. The old leader's answer after SIGCONT frees it.
+    // Make sure the pause outlasted the session timeout by a margin, whatever the election
+    // took.
+    let min_pause = SESSION_TIMEOUT + Duration::from_secs(1);
+    if paused_at.elapsed() < min_pause {
+        thread::sleep(min_pause - paused_at.elapsed());
+    }
+
+    env.cluster.sigcont(old);
+    let resumed_at = Instant::now();
+    // The old leader's first moments awake: its lease ran out while it slept, so it must not
+    // accept a write even before it hears about the new leader.
+    let first = raw_produce(&env.cluster, old, topic, 0, b"fenced-1");
+    eprintln!("raw produce to the old leader right after SIGCONT: {first:?}");
+    assert!(
+        first.is_err(),
+        "broker {old} accepted a write right after waking up, as leader at offset {first:?}"
+    );
+    // Once it caught up with ZooKeeper it knows who leads.
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        env.cluster
+            .partition_from(old, topic, 0)
+            .is_some_and(|m| m.leader != old && m.leader_epoch >= new.leader_epoch)
+    });
+    assert!(
+        caught_up,
+        "broker {old} still does not report the new leader 30 s after SIGCONT:\n{}",
+        views(&env.cluster, topic)
+    );
+    let second = raw_produce(&env.cluster, old, topic, 0, b"fenced-2");
+    match &second {
+        Err(e) if e.code() == Some(NOT_LEADER_OR_FOLLOWER) => {}
+        other => panic!(
+            "a produce to the deposed leader {old} answered {other:?}, not NOT_LEADER_OR_FOLLOWER"
+        ),
+    }
+
+    // Writes go on at the new leader.
+    producer.wait_acks(&[0], 100, resumed_at, Duration::from_secs(40));
+    let produced = producer.finish();
+    stop.store(true, Ordering::Relaxed);
+    for o in observers {
+        o.join().expect("observer");
+    }
+    produced.assert_all_acknowledged();
+    let consumed = read_all(
+        &env.cluster.bootstrap_running(),
+        topic,
+        &produced.ends(),
+        Duration::from_secs(60),
+    );
+    let fenced_visible: Vec<_> = consumed[&0]
+        .iter()
+        .filter(|(_, k, _)| k.starts_with(b"fenced"))
+        .map(|(o, k, _)| (*o, String::from_utf8_lossy(k).into_owned()))
+        .collect();
+    assert!(
+        fenced_visible.is_empty(),
+        "writes refused by the old leader are readable: {fenced_visible:?}"
+    );
+    let consumed = BTreeMap::from([(
+        0,
+        consumed[&0]
+            .iter()
+            .filter(|(_, k, _)| !k.starts_with(b"fenced"))
+            .cloned()
+            .collect(),
+    )]);
+    assert_eq!(check_acknowledged(&produced, &consumed, 1), 0, "duplicates");
+
+    // Never two leaders for one epoch, in any broker's view.
+    let reports = reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut leaders_by_epoch: BTreeMap<i32, BTreeMap<i32, Vec<i32>>> = BTreeMap::new();
+    for (reporter, epoch, leader) in &reports {
+        let reporters = leaders_by_epoch
+            .entry(*epoch)
+            .or_default()
+            .entry(*leader)
+            .or_default();
+        if !reporters.contains(reporter) {
+            reporters.push(*reporter);
+        }
+    }
+    eprintln!(
+        "{} leadership reports: epoch -> leader -> reporting brokers {leaders_by_epoch:?}",
+        reports.len()
+    );
+    for (epoch, leaders) in &leaders_by_epoch {
+        assert_eq!(
+            leaders.len(),
+            1,
+            "epoch {epoch} has several leaders (leader -> reporting brokers): {leaders:?}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 6. A crashed replica truncates, catches up, rejoins, and then holds everything.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn crashed_replica_catches_up_and_can_lead_with_everything() {
+    let mut env = env(3, &[]);
+    let topic = "rejoin";
+    let partitions = 3;
+    env.cluster.create_topic(
+        topic,
+        partitions,
+        3,
+        &[
+            ("min.insync.replicas", "2"),
+            ("unclean.leader.election.enable", "false"),
+        ],
+    );
+    let all: Vec<i32> = (0..partitions).collect();
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, partitions, 0, None);
+    producer.wait_acks(&all, 100, Instant::now(), Duration::from_secs(30));
+    // The leader of partition 0: killed mid-stream it may hold batches its followers never
+    // got, which it must truncate when it comes back as a follower. For the other partitions
+    // it is a follower that has to catch up.
+    let victim = env.cluster.leader_of(topic, 0).expect("leader");
+    eprintln!("killing broker {victim}");
+    let killed_at = Instant::now();
+    env.cluster.kill9(victim);
+    producer.wait_acks(&all, 200, killed_at, Duration::from_secs(40));
+
+    env.cluster.restart(victim);
+    let restarted_at = Instant::now();
+    let rejoined = wait_until(Duration::from_secs(40), || {
+        all.iter().all(|p| {
+            env.cluster
+                .partition(topic, *p)
+                .is_some_and(|m| m.isr.contains(&victim))
+        })
+    });
+    assert!(
+        rejoined,
+        "restarted broker {victim} not back in every ISR within 40 s:\n{}",
+        views(&env.cluster, topic)
+    );
+    println!("REJOIN_MS={}", restarted_at.elapsed().as_millis());
+    producer.wait_acks(&all, 100, Instant::now(), Duration::from_secs(30));
+    let produced = producer.finish();
+    produced.assert_all_acknowledged();
+
+    // Leave the restarted broker alone: the others shut down in turn (controlled shutdown
+    // hands their leaderships to an in-sync replica), so it must lead everything, and it can
+    // only if it really is in sync.
+    let others: Vec<i32> = env
+        .cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != victim)
+        .collect();
+    for id in others {
+        let status = env.cluster.stop(id);
+        assert!(status.success(), "broker {id} exited with {status}");
+    }
+    let leads_all = wait_until(Duration::from_secs(30), || {
+        env.cluster
+            .metadata_from(victim, Some(&[topic]))
+            .is_ok_and(|m| {
+                m.topics.get(topic).is_some_and(|t| {
+                    t.partitions.len() == partitions as usize
+                        && t.partitions.values().all(|p| p.leader == victim)
+                })
+            })
+    });
+    assert!(
+        leads_all,
+        "broker {victim} does not lead every partition after the others stopped:\n{}",
+        views(&env.cluster, topic)
+    );
+    let consumed = read_all(
+        &env.cluster.broker(victim).bootstrap(),
+        topic,
+        &produced.ends(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        check_acknowledged(&produced, &consumed, partitions),
+        0,
+        "duplicates (an untruncated leftover of the crash would show as one)"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// 7. Too few replicas: NOT_ENOUGH_REPLICAS, nothing lost.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn acks_all_refused_with_two_of_three_replicas_down() {
+    let mut env = env(3, &[]);
+    let topic = "minisr";
+    env.cluster
+        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, Some(500));
+    let produced = producer.finish();
+    produced.assert_all_acknowledged();
+
+    let leader = env.cluster.leader_of(topic, 0).expect("leader");
+    for id in env.cluster.ids() {
+        if id != leader {
+            env.cluster.kill9(id);
+        }
+    }
+    let alone = wait_until(Duration::from_secs(30), || {
+        env.cluster
+            .partition_from(leader, topic, 0)
+            .is_some_and(|m| m.isr == [leader] && m.leader == leader)
+    });
+    assert!(
+        alone,
+        "the ISR did not shrink to the leader {leader} alone within 30 s:\n{}",
+        views(&env.cluster, topic)
+    );
+    let refused = raw_produce(&env.cluster, leader, topic, 0, b"too-few-replicas");
+    match &refused {
+        Err(e) if e.code() == Some(NOT_ENOUGH_REPLICAS) => {}
+        other => {
+            panic!("acks=all with ISR {{{leader}}} < min.insync.replicas 2 answered {other:?}")
+        }
+    }
+
+    let consumed = read_all(
+        &env.cluster.broker(leader).bootstrap(),
+        topic,
+        &produced.ends(),
+        Duration::from_secs(30),
+    );
+    assert!(
+        !consumed[&0]
+            .iter()
+            .any(|(_, k, _)| k.as_slice() == b"too-few-replicas"),
+        "the refused message was appended anyway"
+    );
+    assert_eq!(check_acknowledged(&produced, &consumed, 1), 0, "duplicates");
+}
+
+// ------------------------------------------------------------------------------------------
+// 8. A consumer group across the failover of its coordinator.
+// ------------------------------------------------------------------------------------------
+
+/// Polls the group consumer once, counting each message index read; commits every 100
+/// messages (a failed commit is recorded, not fatal: the coordinator may be moving).
+fn poll_group(
+    consumer: &BaseConsumer,
+    consumed: &mut HashMap<usize, usize>,
+    since_commit: &mut usize,
+    errors: &mut Vec<String>,
+) {
+    match consumer.poll(Duration::from_millis(200)) {
+        None => {}
+        Some(Err(e)) => errors.push(format!("poll: {e}")),
+        Some(Ok(m)) => {
+            let i = m
+                .key()
+                .and_then(index_of)
+                .expect("a key written by the test");
+            *consumed.entry(i).or_default() += 1;
+            *since_commit += 1;
+        }
+    }
+    if *since_commit >= 100 {
+        if let Err(e) = commit(consumer) {
+            errors.push(format!("commit: {e}"));
+        }
+        *since_commit = 0;
+    }
+}
+
+/// Commits the consumer's positions synchronously. Nothing new to commit (librdkafka's
+/// "no offset stored") counts as done: the positions are committed already.
+fn commit(consumer: &BaseConsumer) -> Result<(), String> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// (partition, committed offset) for every partition of `tpl`, if the answer has no error.
+fn committed(consumer: &BaseConsumer, tpl: &TopicPartitionList) -> Option<Vec<(i32, Offset)>> {
+    let r = consumer
+        .committed_offsets(tpl.clone(), Duration::from_secs(3))
+        .ok()?;
+    r.elements().iter().all(|e| e.error().is_ok()).then(|| {
+        r.elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect()
+    })
+}
+
+#[test]
+fn consumer_group_survives_coordinator_kill9() {
+    let mut env = env(3, &[]);
+    let topic = "grp";
+    let group = "grp-failover";
+    let partitions = 3;
+    let (first_half, total) = (1500, 3000);
+    env.cluster
+        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    let first = BackgroundProducer::start(
+        &env.cluster.bootstrap(),
+        topic,
+        partitions,
+        0,
+        Some(first_half),
+    )
+    .finish();
+    first.assert_all_acknowledged();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env.cluster.bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let mut consumed: HashMap<usize, usize> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut since_commit = 0;
+
+    // Phase 1: read about half of what is there, committing as we go.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed.len() < first_half / 2 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} messages consumed in 60 s; errors {errors:?}",
+            consumed.len()
+        );
+        poll_group(&consumer, &mut consumed, &mut since_commit, &mut errors);
+    }
+    let committed_ok = wait_until(Duration::from_secs(20), || match commit(&consumer) {
+        Ok(()) => true,
+        Err(e) => {
+            errors.push(format!("commit: {e}"));
+            false
+        }
+    });
+    assert!(
+        committed_ok,
+        "no commit succeeded before the kill: {errors:?}"
+    );
+    let before = wait_for(Duration::from_secs(10), || committed(&consumer, &tpl))
+        .expect("committed offsets before the kill");
+    assert!(
+        before
+            .iter()
+            .any(|(_, o)| matches!(o, Offset::Offset(n) if *n > 0)),
+        "something was committed: {before:?}"
+    );
+
+    let mut admin = client::Client::connect(
+        &env.cluster.bootstrap_running(),
+        "shardlog-cluster-test",
+        Duration::from_secs(10),
+    )
+    .expect("client");
+    let coordinator = admin.coordinator_of(group).expect("FindCoordinator");
+    eprintln!("group coordinator is broker {coordinator}; committed {before:?}");
+    let killed_at = Instant::now();
+    env.cluster.kill9(coordinator);
+
+    // What was committed is still committed, as the new coordinator reports it. Nothing is
+    // committed in between: no auto-commit, and no commit call until this is checked.
+    let after =
+        wait_for(Duration::from_secs(40), || committed(&consumer, &tpl)).unwrap_or_else(|| {
+            panic!("committed offsets unreadable for 40 s after killing coordinator {coordinator}")
+        });
+    println!(
+        "COORDINATOR_FAILOVER_MS={} (committed offsets readable again)",
+        killed_at.elapsed().as_millis()
+    );
+    assert_eq!(
+        after, before,
+        "committed offsets after the coordinator's death"
+    );
+
+    // Phase 2: more messages while the group keeps consuming and committing.
+    let mut producer = Some(BackgroundProducer::start(
+        &env.cluster.bootstrap(),
+        topic,
+        partitions,
+        first_half,
+        Some(total - first_half),
+    ));
+    let mut second: Option<Produced> = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if producer
+            .as_ref()
+            .is_some_and(|p| p.reported() >= total - first_half)
+        {
+            second = producer.take().map(BackgroundProducer::finish);
+        }
+        if second.is_some() && (0..total).all(|i| consumed.contains_key(&i)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not consume everything within 90 s of the coordinator kill: \
+             {} of {total} distinct messages; last errors {:?}",
+            consumed.len(),
+            &errors[errors.len().saturating_sub(5)..]
+        );
+        poll_group(&consumer, &mut consumed, &mut since_commit, &mut errors);
+    }
+    second.expect("second producer").assert_all_acknowledged();
+    let committed_ok = wait_until(Duration::from_secs(30), || match commit(&consumer) {
+        Ok(()) => true,
+        Err(e) => {
+            errors.push(format!("commit: {e}"));
+            false
+        }
+    });
+    assert!(
+        committed_ok,
+        "no commit succeeded after the failover; errors: {errors:?}"
+    );
+    let end = wait_for(Duration::from_secs(10), || committed(&consumer, &tpl))
+        .expect("committed offsets at the end");
+    for (p, offset) in end {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(
+            offset,
+            Offset::Offset(high),
+            "partition {p}: the final commit is the end of the log"
+        );
+    }
+    let redelivered = consumed.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "consumed all {total} messages ({redelivered} more than once); {} errors during the \
+         failover, last: {:?}",
+        errors.len(),
+        errors.last()
+    );
+}
