@@ -480,28 +480,35 @@ pub fn new_topic(
     })
 }
 
+/// Tests: broker 1's view of a cluster whose live brokers are `live` (broker `id` at `h<id>`,
+/// port 9000 + id), controller 2, no topics.
+#[cfg(test)]
+pub(crate) fn cluster_view(live: &[i32]) -> MetadataSnapshot {
+    let mut s = MetadataSnapshot {
+        cluster_mode: true,
+        local_broker: 1,
+        controller_id: 2,
+        ..Default::default()
+    };
+    for &id in live {
+        s.brokers.insert(
+            id,
+            BrokerInfo {
+                id,
+                host: format!("h{id}"),
+                port: 9000 + id as u16,
+            },
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cluster(live: &[i32]) -> MetadataSnapshot {
-        let mut s = MetadataSnapshot {
-            cluster_mode: true,
-            local_broker: 1,
-            controller_id: 2,
-            ..Default::default()
-        };
-        for &id in live {
-            s.brokers.insert(
-                id,
-                BrokerInfo {
-                    id,
-                    host: format!("h{id}"),
-                    port: 9000 + id as u16,
-                },
-            );
-        }
-        s
+        cluster_view(live)
     }
 
     fn with_topic(mut s: MetadataSnapshot, states: Vec<PartitionState>) -> MetadataSnapshot {

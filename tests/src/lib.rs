@@ -220,6 +220,7 @@ impl Broker {
         // SAFETY: sending a signal to our own child process.
         let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
         assert_eq!(rc, 0, "SIGSTOP failed");
+        wait_stopped(pid);
         self.paused = true;
     }
 
@@ -483,6 +484,7 @@ impl ZooKeeper {
         if let Some(c) = &self.child {
             // SAFETY: sending a signal to our own child process.
             unsafe { libc::kill(c.id() as i32, libc::SIGSTOP) };
+            wait_stopped(c.id() as i32);
             self.paused = true;
         }
     }
@@ -878,5 +880,24 @@ impl Cluster {
                 b.log_tail(lines)
             );
         }
+    }
+}
+
+/// Waits (up to 5 s) until `pid` is actually stopped: `kill` returns before a loaded machine
+/// has delivered the signal, and a test asserting silence right after could still get answers.
+fn wait_stopped(pid: i32) {
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the parenthesised command name, which may contain spaces.
+                let rest = stat.rsplit_once(')')?.1;
+                rest.split_whitespace().next().map(|st| st == "T")
+            })
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -1258,6 +1258,27 @@ fn commit(consumer: &BaseConsumer) -> Result<(), String> {
 }
 
 /// (partition, committed offset) for every partition of `tpl`, if the answer has no error.
+/// Commits (retrying for up to `within`, failures noted in `errors`), then reads the committed
+/// offsets back; `None` when no commit succeeded or nothing could be read back.
+fn commit_and_read_back(
+    consumer: &BaseConsumer,
+    tpl: &TopicPartitionList,
+    within: Duration,
+    errors: &mut Vec<String>,
+) -> Option<Vec<(i32, Offset)>> {
+    let ok = wait_until(within, || match commit(consumer) {
+        Ok(()) => true,
+        Err(e) => {
+            errors.push(format!("commit: {e}"));
+            false
+        }
+    });
+    if !ok {
+        return None;
+    }
+    wait_for(Duration::from_secs(10), || committed(consumer, tpl))
+}
+
 fn committed(consumer: &BaseConsumer, tpl: &TopicPartitionList) -> Option<Vec<(i32, Offset)>> {
     let r = consumer
         .committed_offsets(tpl.clone(), Duration::from_secs(3))
@@ -1318,19 +1339,8 @@ fn consumer_group_survives_coordinator_kill9() {
         );
         poll_group(&consumer, &mut consumed, &mut since_commit, &mut errors);
     }
-    let committed_ok = wait_until(Duration::from_secs(20), || match commit(&consumer) {
-        Ok(()) => true,
-        Err(e) => {
-            errors.push(format!("commit: {e}"));
-            false
-        }
-    });
-    assert!(
-        committed_ok,
-        "no commit succeeded before the kill: {errors:?}"
-    );
-    let before = wait_for(Duration::from_secs(10), || committed(&consumer, &tpl))
-        .expect("committed offsets before the kill");
+    let before = commit_and_read_back(&consumer, &tpl, Duration::from_secs(20), &mut errors)
+        .unwrap_or_else(|| panic!("no commit succeeded before the kill: {errors:?}"));
     assert!(
         before
             .iter()
@@ -1394,19 +1404,8 @@ fn consumer_group_survives_coordinator_kill9() {
         poll_group(&consumer, &mut consumed, &mut since_commit, &mut errors);
     }
     second.expect("second producer").assert_all_acknowledged();
-    let committed_ok = wait_until(Duration::from_secs(30), || match commit(&consumer) {
-        Ok(()) => true,
-        Err(e) => {
-            errors.push(format!("commit: {e}"));
-            false
-        }
-    });
-    assert!(
-        committed_ok,
-        "no commit succeeded after the failover; errors: {errors:?}"
-    );
-    let end = wait_for(Duration::from_secs(10), || committed(&consumer, &tpl))
-        .expect("committed offsets at the end");
+    let end = commit_and_read_back(&consumer, &tpl, Duration::from_secs(30), &mut errors)
+        .unwrap_or_else(|| panic!("no commit succeeded after the failover; errors: {errors:?}"));
     for (p, offset) in end {
         let (_, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))

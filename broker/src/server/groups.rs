@@ -716,22 +716,7 @@ mod tests {
     /// Broker 1's view: brokers 1 and 2 alive, offsets topic with `leaders[i]` leading
     /// partition i (empty: the offsets topic does not exist).
     fn snapshot(leaders: &[i32]) -> MetadataSnapshot {
-        let mut s = MetadataSnapshot {
-            cluster_mode: true,
-            local_broker: 1,
-            controller_id: 2,
-            ..Default::default()
-        };
-        for id in [1, 2] {
-            s.brokers.insert(
-                id,
-                BrokerInfo {
-                    id,
-                    host: format!("h{id}"),
-                    port: 9090 + id as u16,
-                },
-            );
-        }
+        let mut s = crate::metadata::cluster_view(&[1, 2]);
         if !leaders.is_empty() {
             let config = BrokerConfig::default();
             let mut t = new_topic(
@@ -762,7 +747,7 @@ mod tests {
         // Two partitions: "a" hashes to 47 % 2 = 1, "" to 0.
         let s = snapshot(&[1, 2]);
         assert_eq!(coordinator_partition(&s, &config, "a"), 1);
-        assert_eq!(find_one(&s, &config, "a").map(|b| b.port), Some(9092));
+        assert_eq!(find_one(&s, &config, "a").map(|b| b.port), Some(9002));
         assert_eq!(find_one(&s, &config, "").map(|b| b.id), Some(1));
         // A leader that is not alive, or no leader: no coordinator.
         let s = snapshot(&[crate::metadata::NO_LEADER, 3]);

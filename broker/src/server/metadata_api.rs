@@ -253,24 +253,10 @@ mod tests {
 
     use super::*;
     use crate::config::BrokerConfig;
-    use crate::metadata::{new_topic, BrokerInfo, PartitionState};
+    use crate::metadata::{new_topic, PartitionState};
 
     fn cluster() -> (MetadataSnapshot, TopicMeta) {
-        let mut s = MetadataSnapshot {
-            cluster_mode: true,
-            local_broker: 1,
-            ..Default::default()
-        };
-        for id in [1, 2] {
-            s.brokers.insert(
-                id,
-                BrokerInfo {
-                    id,
-                    host: "h".into(),
-                    port: 1,
-                },
-            );
-        }
+        let s = crate::metadata::cluster_view(&[1, 2]);
         let mut t = new_topic(&BrokerConfig::default(), "t", 3, BTreeMap::new()).unwrap();
         // Partition 2 has no state yet (just created).
         t.states = vec![
