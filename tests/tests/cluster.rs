@@ -26,7 +26,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use shardlog_protocol::client::{self, ClientError, Connection};
+use shardlog_protocol::client::{self, ClientError, Connection, PartitionMeta};
 use shardlog_tests::{wait_for, wait_until, Cluster, ZooKeeper};
 
 use common::payload;
@@ -552,6 +552,22 @@ fn raw_produce(
 }
 
 /// A readable description of a topic as every running broker sees it, for failure messages.
+/// Waits (30 s at most) until the cluster reports a leader other than `old` for `topic`-`p`;
+/// `what` was done to `old` ("killing", "pausing"), for the failure message.
+fn new_leader(cluster: &Cluster, topic: &str, p: i32, old: i32, what: &str) -> PartitionMeta {
+    wait_for(Duration::from_secs(30), || {
+        cluster
+            .partition(topic, p)
+            .filter(|m| m.leader >= 0 && m.leader != old)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{topic}-{p}: no new leader within 30 s of {what} broker {old}:\n{}",
+            views(cluster, topic)
+        )
+    })
+}
+
 fn views(cluster: &Cluster, topic: &str) -> String {
     cluster
         .running_ids()
@@ -700,17 +716,7 @@ fn failover_under_produce(victim: Victim) {
     // A new leader from the ISR, with a higher epoch, for each partition the victim led.
     for p in &led {
         let old = &before[*p as usize];
-        let new = wait_for(Duration::from_secs(30), || {
-            env.cluster
-                .partition(topic, *p)
-                .filter(|m| m.leader >= 0 && m.leader != victim_id)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{topic}-{p}: no new leader within 30 s of killing broker {victim_id}:\n{}",
-                views(&env.cluster, topic)
-            )
-        });
+        let new = new_leader(&env.cluster, topic, *p, victim_id, "killing");
         assert!(
             old.isr.contains(&new.leader),
             "{topic}-{p}: new leader {} was not in the ISR {:?}",
@@ -950,17 +956,7 @@ fn leader_paused_past_its_session_is_fenced() {
     );
     let paused_at = Instant::now();
     env.cluster.sigstop(old);
-    let new = wait_for(Duration::from_secs(30), || {
-        env.cluster
-            .partition(topic, 0)
-            .filter(|m| m.leader >= 0 && m.leader != old)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no new leader within 30 s of pausing leader {old}:\n{}",
-            views(&env.cluster, topic)
-        )
-    });
+    let new = new_leader(&env.cluster, topic, 0, old, "pausing");
     println!(
         "PAUSED_LEADER_REPLACED_MS={} (broker {}, epoch {})",
         paused_at.elapsed().as_millis(),

@@ -232,17 +232,9 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
         }
     }
     for (name, assignment, config) in topic_reads {
-        let assignment = match assignment.await {
-            Ok((data, stat)) => match layout::decode_topic(&data) {
-                Ok(a) => Some((a, stat.version)),
-                Err(e) => {
-                    log::warn!("topic {name}: {e}");
-                    None
-                }
-            },
-            Err(zk::Error::NoNode) => None,
-            Err(e) => return Err(e),
-        };
+        let assignment = decode_versioned(assignment.await, layout::decode_topic, || {
+            format!("topic {name}")
+        })?;
         let config = match config.await {
             Ok((data, _)) => layout::decode_topic_config(&data).unwrap_or_else(|e| {
                 log::warn!("topic {name}: {e}");
@@ -278,22 +270,32 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
         })
         .collect();
     for (name, p, read) in state_reads {
-        let state = match read.await {
-            Ok((data, stat)) => match layout::decode_state(&data) {
-                Ok(s) => Some((s, stat.version)),
-                Err(e) => {
-                    log::warn!("{name}-{p}: {e}");
-                    None
-                }
-            },
-            Err(zk::Error::NoNode) => None,
-            Err(e) => return Err(e),
-        };
+        let state = decode_versioned(read.await, layout::decode_state, || format!("{name}-{p}"))?;
         if let Some(t) = view.topics.get_mut(&name) {
             t.states.insert(p, state);
         }
     }
     Ok(view)
+}
+
+/// A znode read, decoded with its version: `None` when it is gone (deleted between the listing
+/// and the read) or undecodable (logged with `what`); other ZooKeeper errors end the refresh.
+fn decode_versioned<T, E: std::fmt::Display>(
+    read: Result<(Vec<u8>, zk::Stat), zk::Error>,
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    what: impl FnOnce() -> String,
+) -> Result<Option<(T, i32)>, zk::Error> {
+    match read {
+        Ok((data, stat)) => match decode(&data) {
+            Ok(v) => Ok(Some((v, stat.version))),
+            Err(e) => {
+                log::warn!("{}: {e}", what());
+                Ok(None)
+            }
+        },
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// A topic id for a topic created without one (by an older tool): derived from the name, so
