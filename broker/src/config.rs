@@ -90,12 +90,15 @@ pub const TOPIC_KEYS: &[(&str, &str)] = &[
 pub const BROKER_KEYS: &[&str] = &[
     "advertised.listeners",
     "auto.create.topics.enable",
+    "auto.leader.rebalance.enable",
     "broker.id",
     "controlled.shutdown.enable",
     "default.replication.factor",
     "group.initial.rebalance.delay.ms",
     "group.max.session.timeout.ms",
     "group.min.session.timeout.ms",
+    "leader.imbalance.check.interval.seconds",
+    "leader.imbalance.per.broker.percentage",
     "listeners",
     "log.dirs",
     "log.retention.check.interval.ms",
@@ -366,6 +369,11 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// On SIGTERM, move leadership to other ISR members before stopping (cluster mode).
     pub controlled_shutdown_enable: bool,
+    /// The controller moves leadership back to preferred replicas (cluster mode).
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_ms: u64,
+    /// A broker whose share of not-led preferred partitions exceeds this gets them back.
+    pub leader_imbalance_per_broker_percentage: u32,
     pub topic_defaults: TopicConfig,
     /// Every key given explicitly, for DescribeConfigs (source = static broker config).
     pub explicit: BTreeMap<String, String>,
@@ -398,6 +406,9 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controlled_shutdown_enable: true,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 10,
             topic_defaults: TopicConfig::default(),
             explicit: BTreeMap::new(),
         }
@@ -546,6 +557,23 @@ impl BrokerConfig {
             "controlled.shutdown.enable" => {
                 self.controlled_shutdown_enable = parse_bool(key, value)?
             }
+            "auto.leader.rebalance.enable" => {
+                self.auto_leader_rebalance_enable = parse_bool(key, value)?
+            }
+            "leader.imbalance.check.interval.seconds" => {
+                let v: u64 = parse_num(key, value)?;
+                if !(1..=86_400).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 86400"));
+                }
+                self.leader_imbalance_check_interval_ms = v * 1000;
+            }
+            "leader.imbalance.per.broker.percentage" => {
+                let v: u32 = parse_num(key, value)?;
+                if v > 100 {
+                    return Err(bad(key, value, "must be between 0 and 100"));
+                }
+                self.leader_imbalance_per_broker_percentage = v;
+            }
             "log.retention.hours" => t.set("retention.ms", &(hours(key, value)?).to_string())?,
             "log.retention.minutes" => {
                 let m: i64 = parse_num(key, value)?;
@@ -627,6 +655,13 @@ impl BrokerConfig {
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             "controlled.shutdown.enable" => self.controlled_shutdown_enable.to_string(),
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance_enable.to_string(),
+            "leader.imbalance.check.interval.seconds" => {
+                (self.leader_imbalance_check_interval_ms / 1000).to_string()
+            }
+            "leader.imbalance.per.broker.percentage" => {
+                self.leader_imbalance_per_broker_percentage.to_string()
+            }
             _ => {
                 let topic_key = TOPIC_KEYS.iter().find(|(_, b)| *b == key)?.0;
                 return self.topic_defaults.get(topic_key);

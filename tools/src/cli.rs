@@ -43,7 +43,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The cluster: brokers, controller, cluster id.
+    /// The cluster: brokers, controller, cluster id; partition leader elections.
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Create, list, describe, delete and change topics.
@@ -67,6 +67,41 @@ pub enum Command {
 pub enum ClusterCommand {
     /// Cluster id, controller and brokers.
     Info,
+    /// Elect partition leaders: the preferred replica, or with --unclean any live replica.
+    ///
+    /// `cluster elect-leaders (--all | --topic T [--partition P]... | --partition T:P...)
+    /// [--unclean]`: asks the controller (ElectLeaders) to move leadership back to each
+    /// partition's preferred (first) replica, as Kafka's `kafka-leader-election.sh` does. Prints
+    /// one row per partition: "elected", "not needed" (the preferred replica already leads), or
+    /// the error. Exit status 4 when any partition failed.
+    ElectLeaders(ElectLeadersArgs),
+}
+
+/// A partition named on the command line: `P` (of the one `--topic`) or `TOPIC:P`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRef {
+    pub topic: Option<String>,
+    pub partition: i32,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).multiple(true)
+    .args(["all", "topic", "partition"])))]
+pub struct ElectLeadersArgs {
+    /// Every partition of every topic.
+    #[arg(long, conflicts_with_all = ["topic", "partition"])]
+    pub all: bool,
+    /// A topic whose partitions to elect: all of them unless --partition P names some
+    /// (repeatable).
+    #[arg(long, short = 't')]
+    pub topic: Vec<String>,
+    /// A partition: `TOPIC:P`, or `P` of the one --topic given (repeatable).
+    #[arg(long, short = 'p', value_name = "[TOPIC:]P", value_parser = parse_partition_ref)]
+    pub partition: Vec<PartitionRef>,
+    /// Unclean election: when no in-sync replica is alive, let an out-of-sync one lead
+    /// (acknowledged records may be lost). Default: preferred replica election.
+    #[arg(long)]
+    pub unclean: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +386,22 @@ pub fn parse_bootstrap(s: &str) -> Result<String, String> {
     Ok(entries.join(","))
 }
 
+/// Parses a partition reference: `P` or `TOPIC:P` with `P >= 0` (topic names cannot contain
+/// `:`).
+pub fn parse_partition_ref(s: &str) -> Result<PartitionRef, String> {
+    let (topic, partition) = match s.rsplit_once(':') {
+        Some((t, p)) if !t.is_empty() => (Some(t.to_string()), p),
+        Some(_) => return Err(format!("expected P or TOPIC:P, got {s:?}")),
+        None => (None, s),
+    };
+    match partition.parse::<i32>() {
+        Ok(partition) if partition >= 0 => Ok(PartitionRef { topic, partition }),
+        _ => Err(format!(
+            "expected P or TOPIC:P with a partition number >= 0, got {s:?}"
+        )),
+    }
+}
+
 /// Parses acks: `0`, `1`, `all` or `-1`.
 pub fn parse_acks(s: &str) -> Result<i16, String> {
     match s {
@@ -572,6 +623,69 @@ mod tests {
             parse(&["segment", "verify"]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn elect_leaders_needs_a_target_and_all_excludes_topics() {
+        assert_eq!(
+            parse(&["cluster", "elect-leaders"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["cluster", "elect-leaders", "--all", "-t", "x"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse(&["cluster", "elect-leaders", "--all", "-p", "x:1"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
+        );
+        let Command::Cluster(ClusterCommand::ElectLeaders(a)) =
+            parse(&["cluster", "elect-leaders", "--all", "--unclean"])
+                .unwrap()
+                .command
+        else {
+            panic!("wrong command")
+        };
+        assert!(a.all && a.unclean);
+        let Command::Cluster(ClusterCommand::ElectLeaders(a)) = parse(&[
+            "cluster",
+            "elect-leaders",
+            "-t",
+            "orders",
+            "-p",
+            "2",
+            "--partition",
+            "my.topic-1:0",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("wrong command")
+        };
+        assert!(!a.all && !a.unclean);
+        assert_eq!(a.topic, vec!["orders".to_string()]);
+        assert_eq!(
+            a.partition,
+            vec![
+                PartitionRef {
+                    topic: None,
+                    partition: 2
+                },
+                PartitionRef {
+                    topic: Some("my.topic-1".into()),
+                    partition: 0
+                },
+            ]
+        );
+        for bad in ["-1", "x", ":1", "t:", "t:-1", "t:1.5"] {
+            let flag = format!("--partition={bad}");
+            let e = parse(&["cluster", "elect-leaders", &flag]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad:?}");
+        }
     }
 
     #[test]

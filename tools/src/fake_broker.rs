@@ -2,7 +2,8 @@
 //! for a fixed set of topics, and a one-generation-at-a-time consumer group coordinator
 //! (FindCoordinator, JoinGroup with MEMBER_ID_REQUIRED, SyncGroup, Heartbeat, OffsetCommit,
 //! OffsetFetch, LeaveGroup, DescribeGroups, ListOffsets) and Fetch: every partition holds
-//! records `0..high_watermark` with values `p<partition>-<offset>`. Test-only; thread per
+//! records `0..high_watermark` with values `p<partition>-<offset>`. ElectLeaders records each
+//! request and answers with scripted per-partition outcomes. Test-only; thread per
 //! connection.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     api_versions_response::ApiVersion,
     describe_groups_response::{DescribedGroup, DescribedGroupMember},
+    elect_leaders_response::{PartitionResult, ReplicaElectionResult},
     fetch_response::{FetchableTopicResponse, PartitionData},
     find_coordinator_response::Coordinator,
     join_group_response::JoinGroupResponseMember,
@@ -22,11 +24,11 @@ use kafka_protocol::messages::{
     offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
     offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic},
     ApiKey, ApiVersionsResponse, BrokerId, DescribeGroupsRequest, DescribeGroupsResponse,
-    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
-    SyncGroupRequest, SyncGroupResponse, TopicName,
+    ElectLeadersRequest, ElectLeadersResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -41,6 +43,15 @@ pub struct State {
     pub assignments: BTreeMap<String, Bytes>,
     pub committed: BTreeMap<(String, i32), i64>,
     next_member: usize,
+    /// Highest version advertised per API key, overriding `RANGES` (set before connecting).
+    pub max_versions: BTreeMap<i16, i16>,
+    /// Every ElectLeaders request received, with its version.
+    pub elect_requests: Vec<(i16, ElectLeadersRequest)>,
+    /// ElectLeaders outcome (error code, message) per partition; unlisted existing partitions
+    /// are elected (0), unknown ones get UNKNOWN_TOPIC_OR_PARTITION.
+    pub elect_results: BTreeMap<(String, i32), (i16, Option<String>)>,
+    /// ElectLeaders top-level error code (v1+).
+    pub elect_error: i16,
 }
 
 pub struct FakeBroker {
@@ -61,6 +72,7 @@ const RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::Fetch, 4, 12),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 impl FakeBroker {
@@ -140,7 +152,9 @@ fn serve(
                             ApiVersion::default()
                                 .with_api_key(*k as i16)
                                 .with_min_version(*min)
-                                .with_max_version(*max)
+                                .with_max_version(
+                                    st.max_versions.get(&(*k as i16)).copied().unwrap_or(*max),
+                                )
                         })
                         .collect(),
                 ),
@@ -431,6 +445,51 @@ fn serve(
                         })
                         .collect(),
                 );
+                frame(corr, &r, v)
+            }
+            ApiKey::ElectLeaders => {
+                let req = ElectLeadersRequest::decode(&mut b, v).expect("elect leaders");
+                let asked: Vec<(String, Vec<i32>)> = match &req.topic_partitions {
+                    Some(tps) => tps
+                        .iter()
+                        .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+                        .collect(),
+                    None => topics
+                        .iter()
+                        .map(|(t, n)| (t.clone(), (0..*n).collect()))
+                        .collect(),
+                };
+                st.elect_requests.push((v, req));
+                let known = |t: &str, p: i32| topics.iter().any(|(name, n)| name == t && p < *n);
+                let results = asked
+                    .iter()
+                    .map(|(t, ps)| {
+                        ReplicaElectionResult::default()
+                            .with_topic(TopicName(s(t)))
+                            .with_partition_result(
+                                ps.iter()
+                                    .map(|p| {
+                                        let (code, message) = if known(t, *p) {
+                                            st.elect_results
+                                                .get(&(t.clone(), *p))
+                                                .cloned()
+                                                .unwrap_or((0, None))
+                                        } else {
+                                            (3, Some("no such partition".to_string()))
+                                        };
+                                        PartitionResult::default()
+                                            .with_partition_id(*p)
+                                            .with_error_code(code)
+                                            .with_error_message(message.as_deref().map(s))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                let mut r = ElectLeadersResponse::default().with_replica_election_results(results);
+                if v >= 1 {
+                    r.error_code = st.elect_error;
+                }
                 frame(corr, &r, v)
             }
             _ => return,

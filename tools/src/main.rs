@@ -5,8 +5,8 @@
 //! - `cli`: the command line (clap derive), parsing only;
 //! - `exit`: exit statuses (2 usage, 3 unreachable, 4 broker error, 5 damage) and hints;
 //! - `output`, `template`: tables, JSON, the consume format template;
-//! - `cluster`, `topic`, `produce`, `consume`, `group`, `offsets`: commands that talk to brokers
-//!   through `shardlog_protocol::client`;
+//! - `cluster`, `elect`, `topic`, `produce`, `consume`, `group`, `offsets`: commands that talk
+//!   to brokers through `shardlog_protocol::client` (`elect` is `cluster elect-leaders`);
 //! - `membership`: the classic consumer group protocol, client side (join, sync with a range
 //!   assignment, heartbeat, commit, leave);
 //! - `segment`: offline `segment dump` and `segment verify` on a data directory;
@@ -18,6 +18,7 @@ mod cli;
 mod cluster;
 mod codec;
 mod consume;
+mod elect;
 mod exit;
 #[cfg(test)]
 mod fake_broker;
@@ -65,6 +66,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Cluster(ClusterCommand::Info) => cluster::info(&ctx, out),
+        Command::Cluster(ClusterCommand::ElectLeaders(a)) => elect::run(&ctx, &a, out),
         Command::Topic(cmd) => match cmd {
             TopicCommand::Create(a) => topic::create(&ctx, &a, out),
             TopicCommand::List(a) => topic::list(&ctx, &a, out),

@@ -5,8 +5,9 @@
 //!
 //! A returned state keeps the input's `zk_version`: it is the version the write must expect.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::errors;
 use crate::metadata::{PartitionState, NO_LEADER};
 
 /// Replicas of partitions `first..first + count` over `sorted_brokers` (ascending ids): replica
@@ -160,6 +161,78 @@ pub fn shutdown_move(
     None
 }
 
+/// Preferred leader election: the partition's first replica takes over (epoch + 1, ISR
+/// unchanged) if it is alive and in the ISR. It holds everything committed, so nothing
+/// acknowledged with acks=all is lost; the old leader becomes a follower and truncates what
+/// was never committed. `Err` is the ElectLeaders error code: `ELECTION_NOT_NEEDED` when it
+/// already leads, `PREFERRED_LEADER_NOT_AVAILABLE` when it is dead or out of sync.
+pub fn preferred(state: &PartitionState, alive: &BTreeSet<i32>) -> Result<PartitionState, i16> {
+    let Some(&preferred) = state.replicas.first() else {
+        return Err(errors::PREFERRED_LEADER_NOT_AVAILABLE);
+    };
+    if state.leader == preferred {
+        return Err(errors::ELECTION_NOT_NEEDED);
+    }
+    if !alive.contains(&preferred) || !state.isr.contains(&preferred) {
+        return Err(errors::PREFERRED_LEADER_NOT_AVAILABLE);
+    }
+    Ok(PartitionState {
+        leader: preferred,
+        leader_epoch: state.leader_epoch + 1,
+        ..state.clone()
+    })
+}
+
+/// Unclean election asked for by an operator: only for a partition without a live leader;
+/// like `reconcile` with unclean election allowed (a live ISR member first, else any live
+/// replica). `ELECTION_NOT_NEEDED` when a live leader exists, `ELIGIBLE_LEADERS_NOT_AVAILABLE`
+/// when no replica is alive.
+pub fn unclean(state: &PartitionState, alive: &BTreeSet<i32>) -> Result<PartitionState, i16> {
+    if state.leader != NO_LEADER && alive.contains(&state.leader) {
+        return Err(errors::ELECTION_NOT_NEEDED);
+    }
+    match reconcile(state, alive, true) {
+        Some(next) if next.leader != NO_LEADER => Ok(next),
+        _ => Err(errors::ELIGIBLE_LEADERS_NOT_AVAILABLE),
+    }
+}
+
+/// Automatic leader rebalance (Kafka's `auto.leader.rebalance.enable`): for every broker whose
+/// share of preferred partitions led elsewhere is above `percentage`, the elections that give
+/// those partitions back (where `preferred` allows it). Input and output are keyed by `K`
+/// (topic and partition).
+pub fn rebalance<K: Clone + Ord>(
+    partitions: &[(K, PartitionState)],
+    alive: &BTreeSet<i32>,
+    percentage: u32,
+) -> Vec<(K, PartitionState)> {
+    // preferred broker -> (partitions it prefers, those led elsewhere)
+    let mut per_broker: BTreeMap<i32, (u64, Vec<usize>)> = BTreeMap::new();
+    for (i, (_, s)) in partitions.iter().enumerate() {
+        let Some(&preferred) = s.replicas.first() else {
+            continue;
+        };
+        let e = per_broker.entry(preferred).or_default();
+        e.0 += 1;
+        if s.leader != preferred {
+            e.1.push(i);
+        }
+    }
+    let mut moves = Vec::new();
+    for (total, elsewhere) in per_broker.values() {
+        if elsewhere.is_empty() || elsewhere.len() as u64 * 100 <= *total * percentage as u64 {
+            continue;
+        }
+        for &i in elsewhere {
+            let (k, s) = &partitions[i];
+            if let Ok(next) = preferred(s, alive) {
+                moves.push((k.clone(), next));
+            }
+        }
+    }
+    moves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +355,76 @@ mod tests {
         // Not in the ISR: nothing to do.
         let s = state(&[1, 2, 3], 2, 7, &[2, 3]);
         assert_eq!(shutdown_move(&s, 1, &all), None);
+    }
+
+    #[test]
+    fn preferred_election_needs_the_first_replica_alive_and_in_sync() {
+        let all = alive(&[1, 2, 3]);
+        // Failover put 2 in charge; 1 is back in the ISR: it takes over, epoch + 1.
+        let s = state(&[1, 2, 3], 2, 4, &[2, 3, 1]);
+        let next = preferred(&s, &all).unwrap();
+        assert_eq!((next.leader, next.leader_epoch), (1, 5));
+        assert_eq!(next.isr, s.isr);
+        assert_eq!(next.zk_version, s.zk_version);
+        // Already the leader.
+        assert_eq!(
+            preferred(&state(&[1, 2, 3], 1, 4, &[1, 2]), &all),
+            Err(errors::ELECTION_NOT_NEEDED)
+        );
+        // Alive but not caught up, or in the ISR but dead: not eligible.
+        assert_eq!(
+            preferred(&state(&[1, 2, 3], 2, 4, &[2, 3]), &all),
+            Err(errors::PREFERRED_LEADER_NOT_AVAILABLE)
+        );
+        assert_eq!(
+            preferred(&state(&[1, 2, 3], 2, 4, &[2, 3, 1]), &alive(&[2, 3])),
+            Err(errors::PREFERRED_LEADER_NOT_AVAILABLE)
+        );
+    }
+
+    #[test]
+    fn unclean_election_only_without_a_live_leader() {
+        assert_eq!(
+            unclean(&state(&[1, 2, 3], 2, 4, &[2]), &alive(&[1, 2, 3])),
+            Err(errors::ELECTION_NOT_NEEDED)
+        );
+        // Offline with its last ISR member dead: a live out-of-sync replica takes over alone.
+        let next = unclean(&state(&[1, 2, 3], NO_LEADER, 5, &[2]), &alive(&[3])).unwrap();
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (3, 6, vec![3]));
+        // A live ISR member is still preferred over an out-of-sync one.
+        let next = unclean(&state(&[1, 2, 3], 1, 5, &[1, 3]), &alive(&[2, 3])).unwrap();
+        assert_eq!(next.leader, 3);
+        assert_eq!(
+            unclean(&state(&[1, 2, 3], NO_LEADER, 5, &[2]), &alive(&[])),
+            Err(errors::ELIGIBLE_LEADERS_NOT_AVAILABLE)
+        );
+    }
+
+    #[test]
+    fn rebalance_moves_leadership_back_past_the_imbalance_threshold() {
+        let all = alive(&[1, 2, 3]);
+        // Broker 1 prefers partitions 0 and 3 and leads neither (100 % > 10 %); broker 2
+        // prefers 1 and 4 and leads both; broker 3 prefers 2 and 5 and leads 2 only (50 %).
+        let parts = vec![
+            (0, state(&[1, 2, 3], 2, 1, &[1, 2, 3])),
+            (1, state(&[2, 3, 1], 2, 0, &[1, 2, 3])),
+            (2, state(&[3, 1, 2], 3, 0, &[1, 2, 3])),
+            (3, state(&[1, 2, 3], 2, 1, &[2, 3])),
+            (4, state(&[2, 3, 1], 2, 0, &[1, 2, 3])),
+            (5, state(&[3, 1, 2], 1, 1, &[1, 2, 3])),
+        ];
+        let moves = rebalance(&parts, &all, 10);
+        let moved: Vec<(i32, i32)> = moves.iter().map(|(k, s)| (*k, s.leader)).collect();
+        // Partition 3's preferred replica is out of the ISR: it stays where it is.
+        assert_eq!(moved, vec![(0, 1), (5, 3)]);
+        // With a 50 % threshold broker 3 (exactly 50 %) is left alone.
+        let moved: Vec<i32> = rebalance(&parts, &all, 50)
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(moved, vec![0]);
+        // Balanced: nothing to do.
+        let balanced = vec![(0, state(&[1, 2], 1, 0, &[1, 2]))];
+        assert!(rebalance(&balanced, &all, 0).is_empty());
     }
 }

@@ -105,6 +105,14 @@ pub enum ControlRequest {
         count: i64,
         reply: flume::Sender<Result<i64, String>>,
     },
+    /// ElectLeaders: preferred-replica election (or unclean, for partitions without a live
+    /// leader) for these partitions, or every partition when `None`. Replies with a code per
+    /// partition (for `None`, only partitions where an election was needed).
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(Arc<str>, i32)>>,
+        reply: flume::Sender<Vec<(Arc<str>, i32, i16)>>,
+    },
 }
 
 /// What a shard holds to reach the control thread (cluster mode only).

@@ -427,6 +427,17 @@ enum Event {
     Changed,
     Refresh,
     SessionEnded,
+    /// Controller: time to look for leadership away from preferred replicas.
+    Rebalance,
+}
+
+/// What became of one partition state write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteOutcome {
+    Written,
+    /// Someone else changed the partition first (version check failed).
+    Conflict,
+    Failed,
 }
 
 struct Control {
@@ -453,11 +464,15 @@ struct Control {
     version: u64,
     last: Option<Arc<MetadataSnapshot>>,
     refresh_at: Option<tokio::time::Instant>,
+    /// Controller: next automatic leader rebalance check.
+    next_rebalance: tokio::time::Instant,
     warned_configs: BTreeSet<String>,
 }
 
 impl Control {
     fn new(s: ControlSetup) -> Control {
+        let first_rebalance = tokio::time::Instant::now()
+            + Duration::from_millis(s.config.leader_imbalance_check_interval_ms);
         Control {
             local: s.config.broker_id,
             config: s.config,
@@ -479,6 +494,7 @@ impl Control {
             version: 0,
             last: None,
             refresh_at: None,
+            next_rebalance: first_rebalance,
             warned_configs: BTreeSet::new(),
         }
     }
@@ -574,6 +590,10 @@ impl Control {
                     self.publish().await;
                 }
                 Event::SessionEnded => self.session_lost = true,
+                Event::Rebalance => {
+                    self.next_rebalance = tokio::time::Instant::now() + self.rebalance_interval();
+                    self.auto_rebalance().await;
+                }
             }
         }
     }
@@ -587,6 +607,9 @@ impl Control {
             }
         };
         let stopping = self.stopping;
+        let rebalance_due =
+            self.is_controller && self.config.auto_leader_rebalance_enable && !stopping;
+        let next_rebalance = self.next_rebalance;
         let requests_open = self.requests_open;
         let requests = &self.requests;
         let stop = &self.stop;
@@ -626,6 +649,7 @@ impl Control {
             e = session.controller_watch.changed() => watch_event(e),
             _ = tick.tick() => Event::Refresh,
             _ = debounce => Event::Refresh,
+            _ = tokio::time::sleep_until(next_rebalance), if rebalance_due => Event::Rebalance,
         }
     }
 
@@ -883,6 +907,7 @@ impl Control {
                 self.view.controller_id = self.local;
                 self.view.controller_owner = client.session_id().0;
                 self.view.controller_epoch = epoch;
+                self.next_rebalance = tokio::time::Instant::now() + self.rebalance_interval();
                 log::info!("broker {} is the controller (epoch {epoch})", self.local);
             }
             Err(e) => {
@@ -946,13 +971,13 @@ impl Control {
     }
 
     /// Writes `changes` with version checks (a create where the state znode is missing) and
-    /// records the results in the view. Returns how many lost a race.
+    /// records the results in the view. Returns what became of each change, in order.
     async fn write_states(
         &mut self,
         client: &zk::Client,
         changes: Vec<(String, i32, PartitionState)>,
         why: &str,
-    ) -> usize {
+    ) -> Vec<WriteOutcome> {
         enum Pending<A> {
             Sent(A),
             Done(Result<zk::Stat, zk::Error>),
@@ -974,6 +999,7 @@ impl Control {
             pending.push((topic, p, s, op));
         }
         let mut conflicts = 0;
+        let mut outcomes = Vec::with_capacity(pending.len());
         for (topic, p, s, op) in pending {
             let result = match op {
                 Pending::Sent(f) => f.await,
@@ -997,18 +1023,23 @@ impl Control {
                     if let Some(t) = self.view.topics.get_mut(&topic) {
                         t.states.insert(p, Some((znode, stat.version)));
                     }
+                    outcomes.push(WriteOutcome::Written);
                 }
                 Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => {
                     conflicts += 1;
+                    outcomes.push(WriteOutcome::Conflict);
                 }
-                Err(e) => self.failed(&format!("write {topic}-{p} state"), &e),
+                Err(e) => {
+                    self.failed(&format!("write {topic}-{p} state"), &e);
+                    outcomes.push(WriteOutcome::Failed);
+                }
             }
         }
         if conflicts > 0 {
             // Someone else changed these partitions: re-read soon and decide again.
             self.refresh_at = Some(tokio::time::Instant::now() + DEBOUNCE);
         }
-        conflicts
+        outcomes
     }
 
     /// Controller duty: every partition led by a live ISR member, ISRs without dead brokers.
@@ -1033,6 +1064,141 @@ impl Control {
         if !changes.is_empty() {
             self.write_states(client, changes, "controller").await;
         }
+    }
+
+    fn rebalance_interval(&self) -> Duration {
+        Duration::from_millis(self.config.leader_imbalance_check_interval_ms.max(1000))
+    }
+
+    /// Every partition with a state, keyed by topic and partition.
+    fn partition_states(&self) -> Vec<((String, i32), PartitionState)> {
+        self.view
+            .topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.assignment
+                    .partitions
+                    .keys()
+                    .filter_map(move |&p| Some(((name.clone(), p), t.state(p)?)))
+            })
+            .collect()
+    }
+
+    /// Controller duty (`auto.leader.rebalance.enable`): gives leadership back to preferred
+    /// replicas on brokers over `leader.imbalance.per.broker.percentage`.
+    async fn auto_rebalance(&mut self) {
+        if !self.refresh().await || !self.is_controller || self.stopping {
+            return;
+        }
+        let Some(client) = self.client() else {
+            return;
+        };
+        let moves = election::rebalance(
+            &self.partition_states(),
+            &self.alive(),
+            self.config.leader_imbalance_per_broker_percentage,
+        );
+        if moves.is_empty() {
+            return;
+        }
+        log::info!(
+            "leader rebalance: {} partition(s) back to their preferred replica",
+            moves.len()
+        );
+        let changes = moves.into_iter().map(|((t, p), s)| (t, p, s)).collect();
+        self.write_states(&client, changes, "preferred replica")
+            .await;
+        self.publish().await;
+    }
+
+    /// ElectLeaders: preferred (or unclean) election for `asked` partitions, or for every
+    /// partition when `None` (then only partitions where an election was needed are reported).
+    /// Any broker's control thread may do it: every write is version-checked, and a lost race
+    /// is re-read and decided again.
+    async fn elect_leaders(
+        &mut self,
+        unclean: bool,
+        asked: Option<Vec<(Arc<str>, i32)>>,
+    ) -> Vec<(Arc<str>, i32, i16)> {
+        let all = asked.is_none();
+        let mut results: BTreeMap<(Arc<str>, i32), i16> = BTreeMap::new();
+        let mut pending: Option<Vec<(Arc<str>, i32)>> = asked.map(|mut a| {
+            a.sort();
+            a.dedup();
+            a
+        });
+        for _ in 0..CAS_ATTEMPTS {
+            if !self.refresh().await {
+                break;
+            }
+            let Some(client) = self.client() else {
+                break;
+            };
+            let wanted: Vec<(Arc<str>, i32)> = match pending.take() {
+                Some(p) => p,
+                None => self
+                    .partition_states()
+                    .into_iter()
+                    .map(|((t, p), _)| (Arc::from(t.as_str()), p))
+                    .collect(),
+            };
+            let alive = self.alive();
+            let mut changes = Vec::new();
+            for (topic, p) in wanted {
+                let state = self.view.topics.get(&*topic).and_then(|t| t.state(p));
+                let decided = match state {
+                    None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                    Some(s) if unclean => election::unclean(&s, &alive),
+                    Some(s) => election::preferred(&s, &alive),
+                };
+                match decided {
+                    Ok(next) => changes.push((topic, p, next)),
+                    Err(code) => {
+                        results.insert((topic, p), code);
+                    }
+                }
+            }
+            if changes.is_empty() {
+                break;
+            }
+            let keys: Vec<(Arc<str>, i32)> =
+                changes.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+            let writes = changes
+                .into_iter()
+                .map(|(t, p, s)| (t.to_string(), p, s))
+                .collect();
+            let why = if unclean {
+                "unclean election"
+            } else {
+                "preferred replica"
+            };
+            let outcomes = self.write_states(&client, writes, why).await;
+            let mut retry = Vec::new();
+            for (key, outcome) in keys.into_iter().zip(outcomes) {
+                match outcome {
+                    WriteOutcome::Written => {
+                        results.insert(key, errors::NONE);
+                    }
+                    WriteOutcome::Conflict => retry.push(key),
+                    WriteOutcome::Failed => {
+                        results.insert(key, errors::REQUEST_TIMED_OUT);
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            pending = Some(retry);
+        }
+        for key in pending.into_iter().flatten() {
+            results.entry(key).or_insert(errors::REQUEST_TIMED_OUT);
+        }
+        self.publish().await;
+        results
+            .into_iter()
+            .filter(|(_, code)| !(all && *code == errors::ELECTION_NOT_NEEDED))
+            .map(|((t, p), code)| (t, p, code))
+            .collect()
     }
 
     fn topic_config(&self, name: &str, overrides: &BTreeMap<String, String>) -> TopicConfig {
@@ -1539,6 +1705,14 @@ impl Control {
                 let r = self.producer_id_block(count).await;
                 let _ = reply.send(r);
             }
+            ControlRequest::ElectLeaders {
+                unclean,
+                partitions,
+                reply,
+            } => {
+                let r = self.elect_leaders(unclean, partitions).await;
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -1585,10 +1759,10 @@ impl Control {
                 })
                 .collect();
             if changes.is_empty()
-                || self
+                || !self
                     .write_states(&client, changes, "controlled shutdown")
                     .await
-                    == 0
+                    .contains(&WriteOutcome::Conflict)
             {
                 break;
             }

@@ -37,6 +37,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     // v0 and v1 are not in kafka-protocol's codec; clients of Kafka 2.1+ use v2 and later.
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The version range this broker serves for `api`, if any.

@@ -176,6 +176,19 @@ fn key_info(key: &str) -> (i8, &'static str) {
             "The longest session timeout a group member may ask for.",
         ),
         "socket.request.max.bytes" => (TYPE_INT, "The largest request accepted, in bytes."),
+        "auto.leader.rebalance.enable" => (
+            TYPE_BOOLEAN,
+            "The controller moves leadership back to each partition's preferred (first) replica \
+             once it is in sync (cluster mode).",
+        ),
+        "leader.imbalance.check.interval.seconds" => (
+            TYPE_LONG,
+            "How often the controller looks for leadership that is not on preferred replicas.",
+        ),
+        "leader.imbalance.per.broker.percentage" => (
+            TYPE_INT,
+            "Share of a broker's preferred partitions led elsewhere that triggers moving them back.",
+        ),
         "controlled.shutdown.enable" => (
             TYPE_BOOLEAN,
             "On SIGTERM, move this broker's leaderships to other in-sync replicas before stopping.",

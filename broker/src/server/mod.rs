@@ -10,6 +10,7 @@ mod admin;
 mod api_versions;
 mod cluster_admin;
 mod configs;
+mod elect_leaders;
 mod fetch;
 mod groups;
 mod metadata_api;
@@ -318,6 +319,7 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => groups::describe_groups(shard, version, r).await,
         RequestKind::DeleteGroups(r) => groups::delete_groups(shard, version, r).await,
         RequestKind::OffsetDelete(r) => groups::offset_delete(shard, version, r).await,
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, version, r).await,
         // `supported_range` admitted only the APIs above.
         other => {
             log::warn!("no handler for {:?}", std::mem::discriminant(&other));
