@@ -128,12 +128,15 @@ pub struct FetchFrom {
     pub replica_id: i32,
     /// -1 when the fetcher does not know the epoch (no check).
     pub current_leader_epoch: i32,
+    /// A follower's own log start offset (-1 from consumers).
+    pub log_start_offset: i64,
 }
 
 impl FetchFrom {
     pub const CONSUMER: FetchFrom = FetchFrom {
         replica_id: -1,
         current_leader_epoch: -1,
+        log_start_offset: -1,
     };
 }
 
@@ -495,9 +498,10 @@ impl Partition {
         outcome
     }
 
-    /// Leader: a follower fetched at `fetch_offset`, so it holds everything below. Updates its
-    /// progress and the high watermark. Unknown replicas are ignored.
-    pub fn on_follower_fetch(&self, replica_id: i32, fetch_offset: i64) {
+    /// Leader: a follower fetched at `fetch_offset`, so it holds everything below, and its log
+    /// starts at `log_start_offset` (-1 unknown). Updates its progress and the high watermark.
+    /// Unknown replicas are ignored.
+    pub fn on_follower_fetch(&self, replica_id: i32, fetch_offset: i64, log_start_offset: i64) {
         {
             let mut r = self.replica.borrow_mut();
             if r.role != Role::Leader {
@@ -508,8 +512,22 @@ impl Partition {
                 return;
             };
             f.on_fetch(fetch_offset, leo, now_ms());
+            if log_start_offset >= 0 {
+                f.log_start_offset = Some(log_start_offset);
+            }
         }
         self.maybe_advance_hw();
+    }
+
+    /// Leader: the low watermark DeleteRecords reports, the smallest log start offset over this
+    /// log and the in-sync followers that reported theirs. Records below it are gone from
+    /// every replica that could lead next.
+    pub fn low_watermark(&self) -> i64 {
+        let r = self.replica.borrow();
+        r.isr
+            .iter()
+            .filter_map(|b| r.followers.get(b)?.log_start_offset)
+            .fold(self.log.log_start_offset(), i64::min)
     }
 
     /// Leader: the ISR change to ask the control thread for now, if any (at most one in
@@ -661,6 +679,30 @@ impl Partition {
             self.high_watermark.set(self.log.log_start_offset());
         }
         Ok(())
+    }
+
+    /// Follower: moves the log start offset up to the leader's (which DeleteRecords or the
+    /// leader's retention moved), never past what is committed here, so that records deleted
+    /// on the leader do not come back when this replica leads. Errors are logged: the next
+    /// fetch tries again.
+    pub async fn follow_log_start(&self, leader_log_start: i64) {
+        let target = leader_log_start
+            .min(self.high_watermark.get())
+            .min(self.log.log_end_offset());
+        if target <= self.log.log_start_offset() {
+            return;
+        }
+        let _gate = self.write_gate.acquire_permit(1).await;
+        if !matches!(self.role(), Role::Follower { .. }) {
+            return;
+        }
+        if let Err(e) = self.log.delete_records_before(target).await {
+            log::warn!(
+                "{}-{}: moving the log start to the leader's {target}: {e}",
+                self.topic,
+                self.index
+            );
+        }
     }
 
     /// Follower: appends the leader's batches as they are (offsets and epochs preserved, CRC
@@ -937,7 +979,7 @@ impl Partition {
         let log_start = self.log_start_offset();
         let is_follower = from.replica_id >= 0;
         if is_follower && offset <= leo && offset >= log_start {
-            self.on_follower_fetch(from.replica_id, offset);
+            self.on_follower_fetch(from.replica_id, offset, from.log_start_offset);
         }
         let hw = self.high_watermark();
         let limit = if is_follower { leo } else { hw };

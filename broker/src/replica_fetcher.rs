@@ -374,7 +374,7 @@ async fn fetch(
                 errors::NONE => {
                     let records = d.records.unwrap_or_default();
                     match p.append_as_follower(&records, d.high_watermark).await {
-                        Ok(()) => {}
+                        Ok(()) => p.follow_log_start(d.log_start_offset).await,
                         Err(FollowerAppendError::NotFollower) => {}
                         Err(FollowerAppendError::OffsetMismatch { expected, got }) => {
                             log::warn!(

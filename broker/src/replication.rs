@@ -19,6 +19,8 @@ pub struct FollowerState {
     pub last_fetch_ms: i64,
     /// The leader's log end offset when that follower fetched last.
     pub leader_leo_at_last_fetch: i64,
+    /// The follower's log start offset as its last fetch reported it (`None` until then).
+    pub log_start_offset: Option<i64>,
 }
 
 impl FollowerState {
@@ -30,6 +32,7 @@ impl FollowerState {
             last_caught_up_ms: now_ms,
             last_fetch_ms: now_ms,
             leader_leo_at_last_fetch: -1,
+            log_start_offset: None,
         }
     }
 
@@ -252,6 +255,7 @@ mod tests {
             last_caught_up_ms: caught_up,
             last_fetch_ms: caught_up,
             leader_leo_at_last_fetch: leo.unwrap_or(-1),
+            log_start_offset: None,
         }
     }
 

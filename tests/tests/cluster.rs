@@ -1644,3 +1644,78 @@ fn elect_leaders_moves_leadership_back_on_request() {
     let total: usize = consumed.values().map(|v| v.len()).sum();
     assert_eq!(total, 800, "every message of both rounds read back once");
 }
+
+// ------------------------------------------------------------------------------------------
+// 10. DeleteRecords reaches the followers before it is answered; a failover keeps it.
+// ------------------------------------------------------------------------------------------
+
+/// DeleteRecords of `topic`-0 before `offset`, sent to broker `to`: (error code, low watermark).
+fn delete_records(cluster: &Cluster, to: i32, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(20_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(offset)])]);
+    let mut conn = Connection::connect(
+        &cluster.broker(to).bootstrap(),
+        "shardlog-cluster-test",
+        Duration::from_secs(30),
+    )
+    .expect("connect");
+    let response = conn.call(&request).expect("DeleteRecords");
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
+
+#[test]
+fn delete_records_reaches_the_followers_and_survives_failover() {
+    let mut env = env(3, &[]);
+    let topic = "trimmed";
+    env.cluster
+        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, Some(300));
+    let produced = producer.finish();
+    produced.assert_all_acknowledged();
+    let leader = env.cluster.leader_of(topic, 0).expect("leader");
+    let cut = produced.ends()[&0] / 2;
+    let (code, low) = delete_records(&env.cluster, leader, topic, cut);
+    assert_eq!(code, 0, "DeleteRecords before {cut}");
+    assert!(low >= cut, "low watermark {low} < {cut}");
+
+    // The answer came after every in-sync follower moved its log start: whoever leads next
+    // starts at `cut` too.
+    env.cluster.kill9(leader);
+    let next = new_leader(&env.cluster, topic, 0, leader, "killing");
+    let mut conn = Connection::connect(
+        &env.cluster.broker(next.leader).bootstrap(),
+        "shardlog-cluster-test",
+        Duration::from_secs(30),
+    )
+    .expect("connect");
+    let earliest = wait_for(Duration::from_secs(20), || {
+        client::list_offset(&mut conn, topic, 0, -2).ok()
+    })
+    .expect("ListOffsets earliest from the new leader");
+    assert_eq!(
+        earliest.offset, cut,
+        "the new leader {} starts at {} instead of {cut}",
+        next.leader, earliest.offset
+    );
+    // And it still has everything acknowledged from `cut` on.
+    let consumed = read_all(
+        &env.cluster.broker(next.leader).bootstrap(),
+        topic,
+        &produced.ends(),
+        Duration::from_secs(30),
+    );
+    let offsets: Vec<i64> = consumed[&0].iter().map(|(o, _, _)| *o).collect();
+    assert_eq!(offsets.first(), Some(&cut));
+    assert_eq!(offsets.len() as i64, produced.ends()[&0] - cut);
+}

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::delete_records_response::{
@@ -37,6 +38,11 @@ use crate::shard_table::ShardId;
 /// Kafka error codes only these handlers use.
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
+
+/// Longest wait of DeleteRecords for the followers, whatever the request's timeout says.
+const DELETE_RECORDS_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often DeleteRecords looks at the followers' log start offsets.
+const LOW_WATERMARK_POLL: Duration = Duration::from_millis(10);
 
 /// DescribeCluster `endpoint_type` of a broker listener.
 const ENDPOINT_BROKER: i8 = 1;
@@ -287,12 +293,14 @@ pub async fn delete_records(
         }
         shape.push((t.name.clone(), parts));
     }
+    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+        .min(DELETE_RECORDS_WAIT_MAX);
     let answers = scatter_each(
         shard,
         items,
         (errors::NOT_LEADER_OR_FOLLOWER, -1i64),
-        |s: Rc<Shard>, (topic, index, offset): (String, i32, i64)| async move {
-            delete_before(&s, &topic, index, offset).await
+        move |s: Rc<Shard>, (topic, index, offset): (String, i32, i64)| async move {
+            delete_before(&s, &topic, index, offset, timeout).await
         },
     )
     .await;
@@ -324,9 +332,18 @@ pub async fn delete_records(
 }
 
 /// On the owning shard: moves the log start offset to `offset` (-1 = the high watermark).
-/// Only the leader (in this shard's snapshot, holding a valid lease) does: followers learn the
-/// new log start offset from its fetch responses. Returns (error code, low watermark).
-async fn delete_before(s: &Shard, topic: &str, index: i32, offset: i64) -> (i16, i64) {
+/// Only the leader (in this shard's snapshot, holding a valid lease) does; followers learn the
+/// new log start offset from its fetch responses and report theirs in their next fetch. As in
+/// Kafka, the answer waits (at most `timeout`, then REQUEST_TIMED_OUT) until the low watermark
+/// (smallest log start over the leader and its in-sync followers) reaches `offset`, so a
+/// failover cannot bring deleted records back. Returns (error code, low watermark).
+async fn delete_before(
+    s: &Shard,
+    topic: &str,
+    index: i32,
+    offset: i64,
+    timeout: Duration,
+) -> (i16, i64) {
     if !s.metadata().leads(topic, index) || !s.lease.valid() {
         return (errors::NOT_LEADER_OR_FOLLOWER, -1);
     }
@@ -338,12 +355,23 @@ async fn delete_before(s: &Shard, topic: &str, index: i32, offset: i64) -> (i16,
     if offset < 0 || offset > hw {
         return (errors::OFFSET_OUT_OF_RANGE, -1);
     }
-    match p.log().delete_records_before(offset).await {
-        Ok(low) => (errors::NONE, low),
-        Err(e) => {
-            log::error!("DeleteRecords of {topic}-{index} before {offset}: {e}");
-            (e.kafka_code(), -1)
+    if let Err(e) = p.log().delete_records_before(offset).await {
+        log::error!("DeleteRecords of {topic}-{index} before {offset}: {e}");
+        return (e.kafka_code(), -1);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let low = p.low_watermark();
+        if low >= offset {
+            return (errors::NONE, low);
         }
+        if !s.metadata().leads(topic, index) {
+            return (errors::NOT_LEADER_OR_FOLLOWER, -1);
+        }
+        if Instant::now() >= deadline {
+            return (errors::REQUEST_TIMED_OUT, low);
+        }
+        crate::rt::sleep(LOW_WATERMARK_POLL).await;
     }
 }
 

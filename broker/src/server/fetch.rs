@@ -105,6 +105,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
                         from: FetchFrom {
                             replica_id: replica_id.max(-1),
                             current_leader_epoch: p.current_leader_epoch,
+                            log_start_offset: if version >= 5 { p.log_start_offset } else { -1 },
                         },
                         waiter: None,
                     });
