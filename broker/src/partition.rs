@@ -196,6 +196,8 @@ pub struct Partition {
     replica: RefCell<ReplicaState>,
     /// Everything below it is committed (on every ISR member); consumers read below it.
     high_watermark: Cell<i64>,
+    /// The high watermark in the partition's `high-watermark` file (-1: none written).
+    stored_high_watermark: Cell<i64>,
     epoch_cache: RefCell<EpochCache>,
     ack_waiters: RefCell<Vec<AckWaiter>>,
     follower_sync: Cell<FollowerSync>,
@@ -212,11 +214,11 @@ pub fn now_ms() -> i64 {
 }
 
 impl Partition {
-    /// Opens the log (recovering it after an unclean stop) and rebuilds producer state.
     /// Opens the log (recovering it after an unclean stop) and rebuilds producer state and the
     /// leader epoch cache from the batch headers. The partition starts offline, with the high
-    /// watermark at the log start: nothing is known to be committed until `apply_state` says
-    /// what this broker is (a leader alone in its ISR moves it to the log end at once).
+    /// watermark where it was last stored (cluster mode, bounded by the log) or at the log
+    /// start: nothing more is known to be committed until `apply_state` says what this broker
+    /// is (a leader alone in its ISR moves it to the log end at once).
     pub async fn open(
         topic: Arc<str>,
         index: i32,
@@ -226,11 +228,14 @@ impl Partition {
         lease: Arc<Lease>,
     ) -> Result<Partition, StorageError> {
         log::debug!("{topic}-{index}: opening the log");
+        let stored_hw = shardlog_storage::checkpoint::read_high_watermark(&dir);
         let log = PartitionLog::open(dir, config.log_config(), clean_shutdown).await?;
         log::debug!("{topic}-{index}: scanning batch headers");
         let (producers, epochs) = scan_state(&log).await?;
         log::debug!("{topic}-{index}: open");
-        let hw = log.log_start_offset();
+        let hw = stored_hw.map_or(log.log_start_offset(), |h| {
+            h.min(log.log_end_offset()).max(log.log_start_offset())
+        });
         Ok(Partition {
             topic,
             index,
@@ -254,6 +259,7 @@ impl Partition {
                 isr_change_pending: None,
             }),
             high_watermark: Cell::new(hw),
+            stored_high_watermark: Cell::new(stored_hw.unwrap_or(-1)),
             epoch_cache: RefCell::new(epochs),
             ack_waiters: RefCell::new(Vec::new()),
             follower_sync: Cell::new(FollowerSync::default()),
@@ -517,6 +523,24 @@ impl Partition {
             }
         }
         self.maybe_advance_hw();
+    }
+
+    /// Cluster mode: writes the high watermark to the partition directory if it moved since
+    /// the last time (every few seconds, and at close), so that a restarted leader serves what
+    /// was committed before without waiting for its followers. Errors are logged.
+    pub async fn store_high_watermark(&self) {
+        let hw = self.high_watermark.get();
+        if hw == self.stored_high_watermark.get() || hw < 0 {
+            return;
+        }
+        match shardlog_storage::checkpoint::write_high_watermark(self.log.dir(), hw).await {
+            Ok(()) => self.stored_high_watermark.set(hw),
+            Err(e) => log::warn!(
+                "{}-{}: storing the high watermark {hw}: {e}",
+                self.topic,
+                self.index
+            ),
+        }
     }
 
     /// Leader: the low watermark DeleteRecords reports, the smallest log start offset over this

@@ -88,6 +88,9 @@ pub struct Shard {
 
 /// How often a leader checks its ISR for lagging or caught-up followers.
 const ISR_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often moved high watermarks are stored (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms` default).
+const HW_STORE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An ISR change asked for but never seen in a snapshot is retried after this long.
 const ISR_CHANGE_STALE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -276,6 +279,7 @@ impl Shard {
         if snapshot.cluster_mode && self.control.is_some() && !self.isr_task_started.get() {
             self.isr_task_started.set(true);
             crate::rt::spawn_detached(isr_loop(Rc::downgrade(self)));
+            crate::rt::spawn_detached(hw_store_loop(Rc::downgrade(self)));
         }
     }
 
@@ -395,10 +399,27 @@ impl Shard {
             .map(|(_, p)| p)
             .collect();
         for p in parts {
+            if self.control.is_some() {
+                p.store_high_watermark().await;
+            }
             let name = format!("{}-{}", p.topic, p.index);
             if let Err(e) = p.close().await {
                 log::error!("closing {name}: {e}");
             }
+        }
+    }
+}
+
+/// Cluster mode: stores every partition's high watermark that moved, every `HW_STORE_INTERVAL`.
+async fn hw_store_loop(shard: std::rc::Weak<Shard>) {
+    loop {
+        crate::rt::sleep(HW_STORE_INTERVAL).await;
+        let Some(shard) = shard.upgrade() else { return };
+        if shard.shutdown.is_disconnected() {
+            return;
+        }
+        for p in shard.partitions() {
+            p.store_high_watermark().await;
         }
     }
 }

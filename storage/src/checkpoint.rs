@@ -10,6 +10,9 @@ use crate::error::StorageError;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
+pub const HIGH_WATERMARK_TMP_FILE: &str = "high-watermark.tmp";
+const HW_MAGIC: &str = "shardlog-high-watermark";
 const MAGIC: &str = "shardlog-partition-checkpoint";
 const VERSION: u32 = 1;
 
@@ -96,9 +99,74 @@ pub async fn write(dir: &Path, dir_handle: &Directory, cp: Checkpoint) -> Result
     Ok(())
 }
 
+fn encode_high_watermark(hw: i64) -> String {
+    format!("{HW_MAGIC} {VERSION}\n{hw}\n")
+}
+
+/// Parses the exact layout `encode_high_watermark` writes; anything else is `None`.
+fn decode_high_watermark(text: &str) -> Option<i64> {
+    let mut lines = text.strip_suffix('\n')?.split('\n');
+    if lines.next()? != format!("{HW_MAGIC} {VERSION}") {
+        return None;
+    }
+    let hw = lines.next()?.parse::<i64>().ok().filter(|v| *v >= 0)?;
+    lines.next().is_none().then_some(hw)
+}
+
+/// The replicated high watermark last stored in a partition directory (cluster mode), or
+/// `None` if there is none or it is unreadable.
+pub fn read_high_watermark(dir: &Path) -> Option<i64> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let hw = decode_high_watermark(&text);
+            if hw.is_none() {
+                log::warn!("ignoring malformed {}", path.display());
+            }
+            hw
+        }
+        Err(_) => None,
+    }
+}
+
+/// Replaces the stored high watermark (temporary file, rename). Not fsync'ed: a value lost in
+/// a crash leaves an older, smaller one, which only delays what consumers see after a restart;
+/// the file never holds more than the broker had committed.
+pub async fn write_high_watermark(dir: &Path, hw: i64) -> Result<(), StorageError> {
+    let tmp = dir.join(HIGH_WATERMARK_TMP_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await?;
+    let bytes = encode_high_watermark(hw).into_bytes();
+    let len = bytes.len();
+    let written = file.write_at(bytes, 0).await?;
+    file.close().await?;
+    if written != len {
+        return Err(
+            io::Error::new(io::ErrorKind::WriteZero, "short write of high watermark").into(),
+        );
+    }
+    glommio::io::rename(&tmp, dir.join(HIGH_WATERMARK_FILE)).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn high_watermark_round_trip_and_strict_parsing() {
+        let text = encode_high_watermark(4711);
+        assert_eq!(text, "shardlog-high-watermark 1\n4711\n");
+        assert_eq!(decode_high_watermark(&text), Some(4711));
+        assert_eq!(decode_high_watermark(&text[..text.len() - 1]), None);
+        assert_eq!(decode_high_watermark(&text.replace("4711", "-1")), None);
+        assert_eq!(decode_high_watermark(&format!("{text}1\n")), None);
+        assert_eq!(decode_high_watermark(""), None);
+    }
 
     #[test]
     fn round_trip_and_strict_parsing() {

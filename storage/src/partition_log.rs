@@ -26,7 +26,10 @@ use glommio::io::Directory;
 use glommio::sync::{Permit, Semaphore};
 use shardlog_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
 
-use crate::checkpoint::{self, Checkpoint, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE};
+use crate::checkpoint::{
+    self, Checkpoint, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, HIGH_WATERMARK_FILE,
+    HIGH_WATERMARK_TMP_FILE,
+};
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::{self, NO_TIMESTAMP};
@@ -1074,8 +1077,10 @@ async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
         match segment::parse_file_name(name) {
             Some((base, LOG_SUFFIX)) => logs.push(base),
             Some((base, _)) => indexes.push((base, entry.path())),
-            None if name == CHECKPOINT_FILE => {}
-            None if name == CHECKPOINT_TMP_FILE => stray.push(entry.path()),
+            None if name == CHECKPOINT_FILE || name == HIGH_WATERMARK_FILE => {}
+            None if name == CHECKPOINT_TMP_FILE || name == HIGH_WATERMARK_TMP_FILE => {
+                stray.push(entry.path())
+            }
             None => log::warn!("{}: ignoring unknown file {name}", dir.display()),
         }
     }

@@ -701,3 +701,41 @@ fn restart_at_discards_everything_and_continues_at_any_offset() {
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 5));
     });
 }
+
+#[test]
+fn stored_high_watermark_survives_reopen_and_a_torn_write_is_cleaned_up() {
+    use shardlog_storage::checkpoint::{read_high_watermark, write_high_watermark};
+    run(|| async {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        let log = PartitionLog::open(dir.clone(), tiny_config(1 << 20, 100), true)
+            .await
+            .unwrap();
+        fill(&log, 4, 3, 20, 1_000).await;
+        assert_eq!(read_high_watermark(&dir), None);
+        write_high_watermark(&dir, 9).await.unwrap();
+        write_high_watermark(&dir, 12).await.unwrap();
+        assert_eq!(read_high_watermark(&dir), Some(12));
+        log.close().await.unwrap();
+        // A crash while replacing it leaves the temporary file: removed at open, and the last
+        // complete value still reads back.
+        std::fs::write(
+            dir.join("high-watermark.tmp"),
+            "shardlog-high-watermark 1\n1",
+        )
+        .unwrap();
+        let log = PartitionLog::open(dir.clone(), tiny_config(1 << 20, 100), false)
+            .await
+            .unwrap();
+        assert!(!dir.join("high-watermark.tmp").exists());
+        assert_eq!(read_high_watermark(&dir), Some(12));
+        assert_eq!(log.log_end_offset(), 12);
+        // Garbage is ignored, not trusted.
+        std::fs::write(
+            dir.join("high-watermark"),
+            "shardlog-high-watermark 1\n99x\n",
+        )
+        .unwrap();
+        assert_eq!(read_high_watermark(&dir), None);
+    });
+}

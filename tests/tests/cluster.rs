@@ -1553,6 +1553,19 @@ fn elect_leaders_moves_leadership_back_on_request() {
     // SIGTERM: controlled shutdown hands partition 0 to another in-sync replica.
     let status = env.cluster.stop(preferred);
     assert!(status.success(), "broker {preferred} exited with {status}");
+    // Its clean stop stored the high watermark it had reached: everything acknowledged.
+    let stored_hw = env
+        .cluster
+        .broker(preferred)
+        .data_dir
+        .join(format!("{topic}-0"))
+        .join("high-watermark");
+    assert_eq!(
+        std::fs::read_to_string(&stored_hw).ok(),
+        Some(format!("shardlog-high-watermark 1\n{}\n", first.ends()[&0])),
+        "{}",
+        stored_hw.display()
+    );
     let interim = new_leader(&env.cluster, topic, 0, preferred, "stopping");
     env.cluster.restart(preferred);
     assert!(
