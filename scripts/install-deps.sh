@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine: kcat (Debian's, librdkafka 2.0),
-# kafka-python (PyPI) and ZooKeeper (Debian's, for the cluster-mode tests; it runs on the Java 17
-# already on the machine). Idempotent; run as root or with sudo available.
+# kafka-python and aiokafka (PyPI) and ZooKeeper (Debian's, for the cluster-mode tests; it runs
+# on the Java 17 already on the machine). Idempotent; run as root or with sudo available.
 set -euo pipefail
 
 SUDO=""
@@ -29,4 +29,7 @@ fi
 PY=${SHARDLOG_PYTHON:-python3}
 if ! "$PY" -c 'import kafka' >/dev/null 2>&1; then
   "$PY" -m pip install --quiet 'kafka-python==2.3.3' || "$PY" -m pip install --quiet kafka-python
+fi
+if ! "$PY" -c 'import aiokafka' >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet 'aiokafka==0.12.0' || "$PY" -m pip install --quiet aiokafka
 fi

@@ -1732,3 +1732,55 @@ fn delete_records_reaches_the_followers_and_survives_failover() {
     assert_eq!(offsets.first(), Some(&cut));
     assert_eq!(offsets.len() as i64, produced.ends()[&0] - cut);
 }
+
+// ------------------------------------------------------------------------------------------
+// 11. A second client implementation across a failover: kafka-python.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn kafka_python_producer_survives_leader_kill9() {
+    let mut env = env(3, &[]);
+    let topic = "py-failover";
+    env.cluster
+        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    let leader = env.cluster.leader_of(topic, 0).expect("leader");
+    let script = shardlog_tests::workspace_root().join("tests/python/kafka_python_failover.py");
+    let python = std::env::var("SHARDLOG_PYTHON").unwrap_or_else(|_| "python3".into());
+    let child = std::process::Command::new(python)
+        .arg(script)
+        .arg(env.cluster.bootstrap())
+        .arg(topic)
+        .arg("3000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    // Kill the leader once the producer is well under way.
+    let underway = wait_until(Duration::from_secs(60), || {
+        let Ok(mut conn) = Connection::connect(
+            &env.cluster.broker(leader).bootstrap(),
+            "shardlog-cluster-test",
+            Duration::from_secs(5),
+        ) else {
+            return false;
+        };
+        client::list_offset(&mut conn, topic, 0, -1).is_ok_and(|o| o.offset >= 500)
+    });
+    assert!(
+        underway,
+        "kafka-python produced fewer than 500 messages in 60 s"
+    );
+    env.cluster.kill9(leader);
+    let out = child.wait_with_output().expect("python3 finishes");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("kafka-python failover ok"),
+        "kafka-python failed ({}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        views(&env.cluster, topic)
+    );
+    println!("{}", stdout.trim());
+    let after = env.cluster.leader_of(topic, 0).expect("a new leader");
+    assert_ne!(after, leader);
+}
