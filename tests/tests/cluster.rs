@@ -1784,3 +1784,115 @@ fn kafka_python_producer_survives_leader_kill9() {
     let after = env.cluster.leader_of(topic, 0).expect("a new leader");
     assert_ne!(after, leader);
 }
+
+// ------------------------------------------------------------------------------------------
+// 12. Unclean election on request: an offline partition gets an out-of-sync leader.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn unclean_election_revives_an_offline_partition_on_request() {
+    let mut env = env(3, &[]);
+    let topic = "offline";
+    env.cluster.create_topic(topic, 1, 2, &[]);
+    let replicas = env.cluster.replicas_of(topic, 0).expect("replicas");
+    let (leader, follower) = (replicas[0], replicas[1]);
+    for i in 0..20 {
+        raw_produce(
+            &env.cluster,
+            leader,
+            topic,
+            0,
+            format!("both-{i}").as_bytes(),
+        )
+        .expect("produce while both replicas are in sync");
+    }
+    // The follower dies and leaves the ISR; the leader goes on alone, then dies too.
+    env.cluster.kill9(follower);
+    assert!(
+        wait_until(Duration::from_secs(30), || env
+            .cluster
+            .isr_of(topic, 0)
+            .is_some_and(|isr| isr == [leader])),
+        "ISR did not shrink to [{leader}]:\n{}",
+        views(&env.cluster, topic)
+    );
+    for i in 0..5 {
+        raw_produce(
+            &env.cluster,
+            leader,
+            topic,
+            0,
+            format!("alone-{i}").as_bytes(),
+        )
+        .expect("produce with the leader alone in the ISR");
+    }
+    env.cluster.kill9(leader);
+    env.cluster.restart(follower);
+    assert!(
+        wait_until(Duration::from_secs(30), || env
+            .cluster
+            .partition(topic, 0)
+            .is_some_and(|m| m.leader < 0)),
+        "the partition should be offline (its only ISR member is dead):\n{}",
+        views(&env.cluster, topic)
+    );
+    // Unclean election is off for the topic: only an operator's request revives it.
+    let ask = env.cluster.running_ids()[0];
+    let results = elect_leaders(&env.cluster, ask, 1, Some(&[(topic, 0)]));
+    assert_eq!(
+        results.get(&(topic.to_string(), 0)),
+        Some(&0),
+        "{results:?}"
+    );
+    assert!(
+        wait_led_by(&env.cluster, topic, 0, follower, Duration::from_secs(20)),
+        "{follower} does not lead after the unclean election:\n{}",
+        views(&env.cluster, topic)
+    );
+    // It serves what it had (the 20 records written while it was in sync), takes writes again,
+    // and the old leader, back, truncates the records only it had and follows.
+    raw_produce(&env.cluster, follower, topic, 0, b"after-unclean").expect("produce after");
+    env.cluster.restart(leader);
+    assert!(
+        wait_until(Duration::from_secs(40), || env
+            .cluster
+            .isr_of(topic, 0)
+            .is_some_and(|isr| isr.contains(&leader))),
+        "the old leader did not rejoin the ISR:\n{}",
+        views(&env.cluster, topic)
+    );
+    let ends = BTreeMap::from([(0, 21)]);
+    let consumed = read_all(
+        &env.cluster.bootstrap_running(),
+        topic,
+        &ends,
+        Duration::from_secs(30),
+    );
+    let keys: Vec<String> = consumed[&0]
+        .iter()
+        .map(|(_, k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("both-{i}")).collect();
+    expected.push("after-unclean".into());
+    assert_eq!(keys, expected);
+    // The old leader now holds exactly that too: make it lead (controlled shutdown of the
+    // other) and read it alone.
+    let status = env.cluster.stop(follower);
+    assert!(status.success(), "broker {follower} exited with {status}");
+    assert!(
+        wait_led_by(&env.cluster, topic, 0, leader, Duration::from_secs(20)),
+        "{leader} does not lead after {follower} stopped:\n{}",
+        views(&env.cluster, topic)
+    );
+    let consumed = read_all(
+        &env.cluster.broker(leader).bootstrap(),
+        topic,
+        &ends,
+        Duration::from_secs(30),
+    );
+    let keys: Vec<String> = consumed[&0]
+        .iter()
+        .map(|(_, k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(keys, expected, "the old leader kept records it alone had");
+}
