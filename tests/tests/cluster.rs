@@ -1896,3 +1896,55 @@ fn unclean_election_revives_an_offline_partition_on_request() {
         .collect();
     assert_eq!(keys, expected, "the old leader kept records it alone had");
 }
+
+// ------------------------------------------------------------------------------------------
+// 13. ZooKeeper itself away for longer than the session timeout.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn cluster_recovers_after_a_zookeeper_outage() {
+    let mut env = env(3, &[]);
+    let topic = "zk-outage";
+    let partitions = 3;
+    env.cluster
+        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    let all: Vec<i32> = (0..partitions).collect();
+    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, partitions, 0, None);
+    producer.wait_acks(&all, 100, Instant::now(), Duration::from_secs(30));
+
+    // Frozen ZooKeeper: no broker can prove its session alive, so every lease runs out and
+    // every leader stops accepting writes; nobody can be elected either.
+    env._zk.sigstop();
+    let frozen_at = Instant::now();
+    thread::sleep(SESSION_TIMEOUT * 2);
+    let acks_before_resume = producer.acks_after(None, frozen_at + SESSION_TIMEOUT);
+    env._zk.sigcont();
+    let resumed_at = Instant::now();
+    // Leases last 2/3 of the session timeout from the last ZooKeeper round trip: from one
+    // session timeout after the freeze until ZooKeeper is back, nothing is acknowledged.
+    assert_eq!(
+        acks_before_resume, 0,
+        "writes acknowledged while no broker could reach ZooKeeper"
+    );
+    // Sessions expired or not, the brokers register again, a controller takes over, and
+    // every partition takes writes again.
+    producer.wait_acks(&all, 1, resumed_at, Duration::from_secs(45));
+    let first_ack_ms = (0..partitions)
+        .filter_map(|p| producer.first_ack_after(p, resumed_at))
+        .max()
+        .map(|t| t.duration_since(resumed_at).as_millis());
+    println!("ZK_OUTAGE_RECOVERY_MS={first_ack_ms:?}");
+    producer.wait_acks(&all, 100, resumed_at, Duration::from_secs(30));
+    assert!(
+        wait_until(Duration::from_secs(30), || env.cluster.ids().iter().all(
+            |id| env
+                .cluster
+                .metadata_from(*id, None)
+                .is_ok_and(|m| m.brokers.len() == 3)
+        )),
+        "not every broker lists all three brokers again"
+    );
+    let produced = producer.finish();
+    produced.assert_all_acknowledged();
+    read_back_once(&env.cluster.bootstrap(), topic, &produced, partitions);
+}
