@@ -6,8 +6,10 @@
 # one shard each.
 #
 # Usage: perf/cluster.sh [--duration 20s] [--warmup 5s] [--sizes "1024"] [--partitions "1 3"]
-#                        [--out DIR]
-# Results: DIR/summary.md and DIR/runs/*.json; broker and ZooKeeper logs in DIR/raw/.
+#                        [--acks "all 1"] [--broker-bin PATH] [--skip-standalone] [--out DIR]
+# Results: DIR/summary.md and DIR/runs/*.json; broker and ZooKeeper logs in DIR/raw/ (the
+# brokers' data directories are removed at the end: a run writes tens of GB).
+# --broker-bin runs another build (an A/B comparison) instead of building this tree.
 source "$(dirname "$0")/lib.sh"
 
 OUT="$(default_results_dir)-cluster"
@@ -15,6 +17,9 @@ DURATION=20s
 WARMUP=5s
 SIZES="1024"
 PARTITIONS="1 3"
+ACKS="all 1"
+BROKER=""
+STANDALONE=1
 COMMAND_LINE="perf/cluster.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -22,13 +27,20 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP="$2"; shift 2 ;;
         --sizes) SIZES="$2"; shift 2 ;;
         --partitions) PARTITIONS="$2"; shift 2 ;;
+        --acks) ACKS="$2"; shift 2 ;;
+        --broker-bin) BROKER="$2"; shift 2 ;;
+        --skip-standalone) STANDALONE=""; shift ;;
         --out) OUT="$2"; shift 2 ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
 
-trap stop_started EXIT
+cleanup() {
+    stop_started
+    rm -rf "$OUT/raw"/data-* "$OUT/raw/standalone"
+}
+trap cleanup EXIT
 mkdir -p "$OUT/runs" "$OUT/raw"
 OUT="$(abs_path "$OUT")"
 ZK_JAR=/usr/share/java/zookeeper.jar
@@ -37,10 +49,14 @@ if [ ! -f "$ZK_JAR" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >&2 || die "apt-get install zookeeper failed"
 fi
 BENCH="$(bench_bin)"
-log "building the shardlog broker (release)"
-(cd "$REPO_ROOT" && cargo build --release -q -p shardlog-broker --bin shardlog) >&2 \
-    || die "cargo build --release -p shardlog-broker failed"
-BROKER="$REPO_ROOT/target/release/shardlog"
+if [ -z "$BROKER" ]; then
+    log "building the shardlog broker (release)"
+    (cd "$REPO_ROOT" && cargo build --release -q -p shardlog-broker --bin shardlog) >&2 \
+        || die "cargo build --release -p shardlog-broker failed"
+    BROKER="$REPO_ROOT/target/release/shardlog"
+fi
+[ -x "$BROKER" ] || die "no broker binary at $BROKER"
+BROKER="$(realpath "$BROKER")"
 NCPU="$(nproc)"
 
 start_zookeeper() {
@@ -87,22 +103,24 @@ bench() {
 }
 
 # Standalone baseline, one broker on one CPU with one shard, like each cluster member.
-SA_PORT="$(free_port)"
-mkdir -p "$OUT/raw/standalone"
-taskset -c 0 "$BROKER" --listen "127.0.0.1:$SA_PORT" --data-dir "$OUT/raw/standalone" --shards 1 \
-    >"$OUT/raw/standalone.log" 2>&1 &
-SA_PID=$!
-STARTED_PIDS+=($SA_PID)
-wait_listen "127.0.0.1:$SA_PORT" "$SA_PID" 30 || die "standalone broker did not start"
-for size in $SIZES; do
-    for p in $PARTITIONS; do
-        for acks in 1 all; do
-            bench "standalone-${size}b-p$p-acks$acks" "127.0.0.1:$SA_PORT" --topic "sa-$size-$p" \
-                --partitions "$p" --record-size "$size" --acks "$acks"
+if [ -n "$STANDALONE" ]; then
+    SA_PORT="$(free_port)"
+    mkdir -p "$OUT/raw/standalone"
+    taskset -c 0 "$BROKER" --listen "127.0.0.1:$SA_PORT" --data-dir "$OUT/raw/standalone" \
+        --shards 1 >"$OUT/raw/standalone.log" 2>&1 &
+    SA_PID=$!
+    STARTED_PIDS+=($SA_PID)
+    wait_listen "127.0.0.1:$SA_PORT" "$SA_PID" 30 || die "standalone broker did not start"
+    for size in $SIZES; do
+        for p in $PARTITIONS; do
+            for acks in $ACKS; do
+                bench "standalone-${size}b-p$p-acks$acks" "127.0.0.1:$SA_PORT" \
+                    --topic "sa-$size-$p" --partitions "$p" --record-size "$size" --acks "$acks"
+            done
         done
     done
-done
-kill "$SA_PID"; wait "$SA_PID" 2>/dev/null || true
+    kill "$SA_PID"; wait "$SA_PID" 2>/dev/null || true
+fi
 
 start_zookeeper
 BROKERS=""
@@ -114,10 +132,10 @@ log "cluster: $BROKERS"
 sleep 3
 for size in $SIZES; do
     for p in $PARTITIONS; do
-        bench "cluster-rf3-${size}b-p$p-acksall" "$BROKERS" --topic "c-$size-$p" \
-            --partitions "$p" --replication-factor 3 --record-size "$size" --acks all
-        bench "cluster-rf3-${size}b-p$p-acks1" "$BROKERS" --topic "c1-$size-$p" \
-            --partitions "$p" --replication-factor 3 --record-size "$size" --acks 1
+        for acks in $ACKS; do
+            bench "cluster-rf3-${size}b-p$p-acks$acks" "$BROKERS" --topic "c$acks-$size-$p" \
+                --partitions "$p" --replication-factor 3 --record-size "$size" --acks "$acks"
+        done
     done
 done
 
