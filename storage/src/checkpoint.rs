@@ -77,24 +77,46 @@ pub fn read(dir: &Path) -> Result<Option<Checkpoint>, StorageError> {
     }
 }
 
-/// Replaces the checkpoint atomically.
-pub async fn write(dir: &Path, dir_handle: &Directory, cp: Checkpoint) -> Result<(), StorageError> {
-    let tmp = dir.join(CHECKPOINT_TMP_FILE);
+/// Writes `bytes` to a fresh `tmp` file (fdatasync'ed if `sync`) and renames it over `dest`.
+async fn replace_file(
+    tmp: &Path,
+    dest: &Path,
+    bytes: Vec<u8>,
+    sync: bool,
+) -> Result<(), StorageError> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .buffered_open(&tmp)
+        .buffered_open(tmp)
         .await?;
-    let bytes = cp.encode().into_bytes();
     let len = bytes.len();
-    let written = file.write_at(bytes, 0).await?;
-    if written != len {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "short write of checkpoint").into());
-    }
-    file.fdatasync().await?;
+    let written = file.write_at(bytes, 0).await;
+    let synced = match &written {
+        Ok(_) if sync => file.fdatasync().await,
+        _ => Ok(()),
+    };
     file.close().await?;
-    glommio::io::rename(&tmp, dir.join(CHECKPOINT_FILE)).await?;
+    if written? != len {
+        let what = dest.display();
+        return Err(
+            io::Error::new(io::ErrorKind::WriteZero, format!("short write of {what}")).into(),
+        );
+    }
+    synced?;
+    glommio::io::rename(tmp, dest).await?;
+    Ok(())
+}
+
+/// Replaces the checkpoint atomically (fdatasync before the rename, directory fsync after).
+pub async fn write(dir: &Path, dir_handle: &Directory, cp: Checkpoint) -> Result<(), StorageError> {
+    replace_file(
+        &dir.join(CHECKPOINT_TMP_FILE),
+        &dir.join(CHECKPOINT_FILE),
+        cp.encode().into_bytes(),
+        true,
+    )
+    .await?;
     dir_handle.sync().await?;
     Ok(())
 }
@@ -133,24 +155,13 @@ pub fn read_high_watermark(dir: &Path) -> Option<i64> {
 /// a crash leaves an older, smaller one, which only delays what consumers see after a restart;
 /// the file never holds more than the broker had committed.
 pub async fn write_high_watermark(dir: &Path, hw: i64) -> Result<(), StorageError> {
-    let tmp = dir.join(HIGH_WATERMARK_TMP_FILE);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&tmp)
-        .await?;
-    let bytes = encode_high_watermark(hw).into_bytes();
-    let len = bytes.len();
-    let written = file.write_at(bytes, 0).await?;
-    file.close().await?;
-    if written != len {
-        return Err(
-            io::Error::new(io::ErrorKind::WriteZero, "short write of high watermark").into(),
-        );
-    }
-    glommio::io::rename(&tmp, dir.join(HIGH_WATERMARK_FILE)).await?;
-    Ok(())
+    replace_file(
+        &dir.join(HIGH_WATERMARK_TMP_FILE),
+        &dir.join(HIGH_WATERMARK_FILE),
+        encode_high_watermark(hw).into_bytes(),
+        false,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -1789,6 +1789,16 @@ fn kafka_python_producer_survives_leader_kill9() {
 // 12. Unclean election on request: an offline partition gets an out-of-sync leader.
 // ------------------------------------------------------------------------------------------
 
+/// Raw acks=all produces of keys `{prefix}-0` .. `{prefix}-{n-1}` to `topic`-0 on broker `to`.
+fn produce_keys(cluster: &Cluster, to: i32, topic: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let key = format!("{prefix}-{i}");
+        if let Err(e) = raw_produce(cluster, to, topic, 0, key.as_bytes()) {
+            panic!("produce {key} to broker {to}: {e}");
+        }
+    }
+}
+
 #[test]
 fn unclean_election_revives_an_offline_partition_on_request() {
     let mut env = env(3, &[]);
@@ -1796,16 +1806,7 @@ fn unclean_election_revives_an_offline_partition_on_request() {
     env.cluster.create_topic(topic, 1, 2, &[]);
     let replicas = env.cluster.replicas_of(topic, 0).expect("replicas");
     let (leader, follower) = (replicas[0], replicas[1]);
-    for i in 0..20 {
-        raw_produce(
-            &env.cluster,
-            leader,
-            topic,
-            0,
-            format!("both-{i}").as_bytes(),
-        )
-        .expect("produce while both replicas are in sync");
-    }
+    produce_keys(&env.cluster, leader, topic, "both", 20);
     // The follower dies and leaves the ISR; the leader goes on alone, then dies too.
     env.cluster.kill9(follower);
     assert!(
@@ -1816,16 +1817,7 @@ fn unclean_election_revives_an_offline_partition_on_request() {
         "ISR did not shrink to [{leader}]:\n{}",
         views(&env.cluster, topic)
     );
-    for i in 0..5 {
-        raw_produce(
-            &env.cluster,
-            leader,
-            topic,
-            0,
-            format!("alone-{i}").as_bytes(),
-        )
-        .expect("produce with the leader alone in the ISR");
-    }
+    produce_keys(&env.cluster, leader, topic, "alone", 5);
     env.cluster.kill9(leader);
     env.cluster.restart(follower);
     assert!(
