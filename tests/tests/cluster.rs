@@ -34,6 +34,7 @@ use common::payload;
 /// Kafka error codes the tests expect by number.
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+const LEADER_NOT_AVAILABLE: i16 = 5;
 
 /// The session timeout `Cluster::start` gives every broker (CLUSTER_BROKER_SETTINGS).
 const SESSION_TIMEOUT: Duration = Duration::from_millis(4000);
@@ -514,6 +515,26 @@ fn check_acknowledged(produced: &Produced, consumed: &Consumed, partitions: i32)
     duplicates
 }
 
+/// Creates `topic` with `partitions` partitions on all three brokers, min.insync.replicas=2.
+fn replicated_topic(cluster: &Cluster, topic: &str, partitions: i32) {
+    cluster.create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+}
+
+/// Produces messages `first..first + n` to `topic` (idempotent, acks=all) and requires every
+/// one to be acknowledged.
+fn produce_acknowledged(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    first: usize,
+    n: usize,
+) -> Produced {
+    let produced =
+        BackgroundProducer::start(&cluster.bootstrap(), topic, partitions, first, Some(n)).finish();
+    produced.assert_all_acknowledged();
+    produced
+}
+
 /// Reads `topic` from `bootstrap` up to everything `produced` had acknowledged (60 s at
 /// most), checks it with `check_acknowledged` and fails on any duplicate; returns what was read.
 fn read_back_once(bootstrap: &str, topic: &str, produced: &Produced, partitions: i32) -> Consumed {
@@ -696,8 +717,7 @@ fn failover_under_produce(victim: Victim) {
     let mut env = env(3, &[]);
     let topic = "failover";
     let partitions = 3;
-    env.cluster
-        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, partitions);
     let all: Vec<i32> = (0..partitions).collect();
     let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, partitions, 0, None);
     let start = Instant::now();
@@ -826,8 +846,7 @@ fn paused_follower_leaves_and_rejoins_the_isr() {
     // lags (replica.lag.time.max.ms = 2 s), not because ZooKeeper declared it dead.
     let mut env = env(3, &["--set", "zookeeper.session.timeout.ms=10000"]);
     let topic = "isr";
-    env.cluster
-        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, 1);
     let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, None);
     producer.wait_acks(&[0], 100, Instant::now(), Duration::from_secs(30));
     let p = env.cluster.partition(topic, 0).expect("metadata");
@@ -940,8 +959,7 @@ fn observe_leadership(
 fn leader_paused_past_its_session_is_fenced() {
     let mut env = env(3, &[]);
     let topic = "fenced";
-    env.cluster
-        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, 1);
     let stop = Arc::new(AtomicBool::new(false));
     let reports = Arc::new(Mutex::new(Vec::new()));
     let observers: Vec<_> = env
@@ -1167,11 +1185,8 @@ fn crashed_replica_catches_up_and_can_lead_with_everything() {
 fn acks_all_refused_with_two_of_three_replicas_down() {
     let mut env = env(3, &[]);
     let topic = "minisr";
-    env.cluster
-        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
-    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, Some(500));
-    let produced = producer.finish();
-    produced.assert_all_acknowledged();
+    replicated_topic(&env.cluster, topic, 1);
+    let produced = produce_acknowledged(&env.cluster, topic, 1, 0, 500);
 
     let leader = env.cluster.leader_of(topic, 0).expect("leader");
     for id in env.cluster.ids() {
@@ -1295,8 +1310,7 @@ fn consumer_group_survives_coordinator_kill9() {
     let group = "grp-failover";
     let partitions = 3;
     let (first_half, total) = (1500, 3000);
-    env.cluster
-        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, partitions);
     let first = BackgroundProducer::start(
         &env.cluster.bootstrap(),
         topic,
@@ -1445,8 +1459,7 @@ fn leadership_returns_to_the_preferred_replica_under_produce() {
     let mut env = env(3, &["--set", "leader.imbalance.check.interval.seconds=1"]);
     let topic = "preferred";
     let partitions = 3;
-    env.cluster
-        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, partitions);
     let all: Vec<i32> = (0..partitions).collect();
     let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, partitions, 0, None);
     producer.wait_acks(&all, 100, Instant::now(), Duration::from_secs(30));
@@ -1544,11 +1557,8 @@ fn elect_leaders(
 fn elect_leaders_moves_leadership_back_on_request() {
     let mut env = env(3, &["--set", "auto.leader.rebalance.enable=false"]);
     let topic = "elect";
-    env.cluster
-        .create_topic(topic, 2, 3, &[("min.insync.replicas", "2")]);
-    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 2, 0, Some(400));
-    let first = producer.finish();
-    first.assert_all_acknowledged();
+    replicated_topic(&env.cluster, topic, 2);
+    let first = produce_acknowledged(&env.cluster, topic, 2, 0, 400);
     let preferred = env.cluster.replicas_of(topic, 0).expect("replicas")[0];
     // SIGTERM: controlled shutdown hands partition 0 to another in-sync replica.
     let status = env.cluster.stop(preferred);
@@ -1638,9 +1648,7 @@ fn elect_leaders_moves_leadership_back_on_request() {
     );
 
     // The data survived the moves: produce more through the new leaders, read all back.
-    let second = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 2, 400, Some(400));
-    let second = second.finish();
-    second.assert_all_acknowledged();
+    let second = produce_acknowledged(&env.cluster, topic, 2, 400, 400);
     let mut ends = first.ends();
     for (p, e) in second.ends() {
         let cur = ends.entry(p).or_insert(0);
@@ -1691,11 +1699,8 @@ fn delete_records(cluster: &Cluster, to: i32, topic: &str, offset: i64) -> (i16,
 fn delete_records_reaches_the_followers_and_survives_failover() {
     let mut env = env(3, &[]);
     let topic = "trimmed";
-    env.cluster
-        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
-    let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, 1, 0, Some(300));
-    let produced = producer.finish();
-    produced.assert_all_acknowledged();
+    replicated_topic(&env.cluster, topic, 1);
+    let produced = produce_acknowledged(&env.cluster, topic, 1, 0, 300);
     let leader = env.cluster.leader_of(topic, 0).expect("leader");
     let cut = produced.ends()[&0] / 2;
     let (code, low) = delete_records(&env.cluster, leader, topic, cut);
@@ -1741,8 +1746,7 @@ fn delete_records_reaches_the_followers_and_survives_failover() {
 fn kafka_python_producer_survives_leader_kill9() {
     let mut env = env(3, &[]);
     let topic = "py-failover";
-    env.cluster
-        .create_topic(topic, 1, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, 1);
     let leader = env.cluster.leader_of(topic, 0).expect("leader");
     let script = shardlog_tests::workspace_root().join("tests/python/kafka_python_failover.py");
     let python = std::env::var("SHARDLOG_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -1789,13 +1793,35 @@ fn kafka_python_producer_survives_leader_kill9() {
 // 12. Unclean election on request: an offline partition gets an out-of-sync leader.
 // ------------------------------------------------------------------------------------------
 
-/// Raw acks=all produces of keys `{prefix}-0` .. `{prefix}-{n-1}` to `topic`-0 on broker `to`.
+/// A raw acks=all produce of `key` to `topic`-0 on broker `to`. A produce refused because the
+/// shard owning the partition has not applied the latest metadata yet (UNKNOWN_TOPIC_OR_PARTITION,
+/// LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER; nothing moves leadership while the callers
+/// produce, so these come before any append) is sent again for up to 10 s; any other error
+/// fails the test.
+fn produce_key(cluster: &Cluster, to: i32, topic: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match raw_produce(cluster, to, topic, 0, key.as_bytes()) {
+            Ok(_) => return,
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(
+                        UNKNOWN_TOPIC_OR_PARTITION | LEADER_NOT_AVAILABLE | NOT_LEADER_OR_FOLLOWER
+                    )
+                ) && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("produce {key} to broker {to}: {e}"),
+        }
+    }
+}
+
+/// `produce_key` of `{prefix}-0` .. `{prefix}-{n-1}`.
 fn produce_keys(cluster: &Cluster, to: i32, topic: &str, prefix: &str, n: usize) {
     for i in 0..n {
-        let key = format!("{prefix}-{i}");
-        if let Err(e) = raw_produce(cluster, to, topic, 0, key.as_bytes()) {
-            panic!("produce {key} to broker {to}: {e}");
-        }
+        produce_key(cluster, to, topic, &format!("{prefix}-{i}"));
     }
 }
 
@@ -1843,7 +1869,7 @@ fn unclean_election_revives_an_offline_partition_on_request() {
     );
     // It serves what it had (the 20 records written while it was in sync), takes writes again,
     // and the old leader, back, truncates the records only it had and follows.
-    raw_produce(&env.cluster, follower, topic, 0, b"after-unclean").expect("produce after");
+    produce_key(&env.cluster, follower, topic, "after-unclean");
     env.cluster.restart(leader);
     assert!(
         wait_until(Duration::from_secs(40), || env
@@ -1898,8 +1924,7 @@ fn cluster_recovers_after_a_zookeeper_outage() {
     let mut env = env(3, &[]);
     let topic = "zk-outage";
     let partitions = 3;
-    env.cluster
-        .create_topic(topic, partitions, 3, &[("min.insync.replicas", "2")]);
+    replicated_topic(&env.cluster, topic, partitions);
     let all: Vec<i32> = (0..partitions).collect();
     let producer = BackgroundProducer::start(&env.cluster.bootstrap(), topic, partitions, 0, None);
     producer.wait_acks(&all, 100, Instant::now(), Duration::from_secs(30));

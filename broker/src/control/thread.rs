@@ -961,6 +961,28 @@ impl Control {
         }
     }
 
+    /// Adds the creation of a new partition's znode and its initial state (led by its first
+    /// replica, every replica in sync, epoch 0) to `multi`.
+    fn add_new_partition(
+        &self,
+        multi: &mut zk::MultiWriter,
+        topic: &str,
+        partition: i32,
+        replicas: &[i32],
+    ) -> Result<(), zk::Error> {
+        let state = self.state_znode(&election::initial_state(replicas));
+        multi.add_create(
+            &layout::partition_path(topic, partition),
+            &[],
+            &persistent(),
+        )?;
+        multi.add_create(
+            &layout::state_path(topic, partition),
+            &layout::encode_state(&state),
+            &persistent(),
+        )
+    }
+
     fn state_znode(&self, s: &PartitionState) -> StateZnode {
         StateZnode {
             leader: s.leader,
@@ -1282,14 +1304,7 @@ impl Control {
             )?;
             multi.add_create(&layout::partitions_path(name), &[], &persistent())?;
             for (p, replicas) in placed.iter().enumerate() {
-                let p = p as i32;
-                let state = self.state_znode(&election::initial_state(replicas));
-                multi.add_create(&layout::partition_path(name, p), &[], &persistent())?;
-                multi.add_create(
-                    &layout::state_path(name, p),
-                    &layout::encode_state(&state),
-                    &persistent(),
-                )?;
+                self.add_new_partition(&mut multi, name, p as i32, replicas)?;
             }
             let config = layout::encode_topic_config(overrides);
             let config_path = layout::topic_config_path(name);
@@ -1427,13 +1442,7 @@ impl Control {
                 for (k, replicas) in placed.iter().enumerate() {
                     let p = current + k as i32;
                     assignment.partitions.insert(p, replicas.clone());
-                    let state = self.state_znode(&election::initial_state(replicas));
-                    multi.add_create(&layout::partition_path(name, p), &[], &persistent())?;
-                    multi.add_create(
-                        &layout::state_path(name, p),
-                        &layout::encode_state(&state),
-                        &persistent(),
-                    )?;
+                    self.add_new_partition(&mut multi, name, p, replicas)?;
                 }
                 multi.add_set_data(
                     &layout::topic_path(name),
