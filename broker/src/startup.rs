@@ -54,8 +54,85 @@ async fn arrive_and_wait(counter: &AtomicUsize, n: usize) {
     }
 }
 
+/// A shard whose heartbeat has not moved for this long during start-up has stalled.
+const STALL_MAX: Duration = Duration::from_secs(10);
+/// How often a starting shard's heartbeat ticks.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
+
+/// Fail-stop for a start-up that stalls. Rarely (about one cluster start in ten under test load,
+/// cause inside glommio unknown) one executor stops making progress during start-up: its timers
+/// no longer fire and its inbox is not read, while the other shards run. Such a broker would
+/// never listen. Until every shard has reached the `opened` barrier, each ticks a heartbeat from
+/// a timer task; if a shard's heartbeat stands still for `STALL_MAX` (a slow recovery still
+/// ticks: it yields to the timer), this logs what each thread is blocked in
+/// (`/proc/self/task/*/{comm,wchan,syscall}`, for diagnosis) and exits with status 3. The data
+/// is as safe as after kill -9; a supervisor (or the test harness) starts the broker again.
+fn start_watchdog(barriers: Arc<Barriers>, shards: usize) {
+    std::thread::Builder::new()
+        .name("start-watchdog".into())
+        .spawn(move || {
+            let mut last: Vec<(u64, std::time::Instant)> =
+                vec![(0, std::time::Instant::now()); shards];
+            while barriers.opened.load(Ordering::Acquire) < shards {
+                std::thread::sleep(Duration::from_millis(250));
+                let now = std::time::Instant::now();
+                for (i, seen) in last.iter_mut().enumerate() {
+                    let beat = barriers.heartbeats[i].load(Ordering::Acquire);
+                    if beat != seen.0 {
+                        *seen = (beat, now);
+                    } else if beat > 0 && now.duration_since(seen.1) > STALL_MAX {
+                        log::error!(
+                            "shard {i} stalled during start-up (no progress for {STALL_MAX:?}); \
+                             exiting so that the broker can be started again. Threads: {}",
+                            thread_states()
+                        );
+                        std::process::exit(3);
+                    }
+                }
+            }
+        })
+        .expect("spawn the start-up watchdog");
+}
+
+/// Ticks shard `i`'s start-up heartbeat until every shard has opened its partitions.
+async fn heartbeat(i: usize, barriers: Arc<Barriers>, shards: usize) {
+    while barriers.opened.load(Ordering::Acquire) < shards {
+        barriers.heartbeats[i].fetch_add(1, Ordering::AcqRel);
+        crate::rt::sleep(HEARTBEAT_EVERY).await;
+    }
+}
+
+/// `name wchan syscall-number` of every thread of this process, for a stall report.
+fn thread_states() -> String {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return "unavailable".into();
+    };
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let dir = t.path();
+            let syscall = read(dir.join("syscall"));
+            format!(
+                "[{} {} wchan={} syscall={}]",
+                t.file_name().to_string_lossy(),
+                read(dir.join("comm")),
+                read(dir.join("wchan")),
+                syscall.split(' ').next().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 struct Barriers {
     opened: AtomicUsize,
+    /// Per shard, ticks while starting (see `start_watchdog`).
+    heartbeats: Vec<std::sync::atomic::AtomicU64>,
     drained: AtomicUsize,
     failed: AtomicBool,
 }
@@ -157,10 +234,14 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     ));
     let barriers = Arc::new(Barriers {
         opened: AtomicUsize::new(0),
+        heartbeats: (0..config.shards)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
         drained: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
     });
 
+    start_watchdog(barriers.clone(), config.shards);
     let setup2 = setup.clone();
     let b2 = barriers.clone();
     crate::rt::run_shards(&shard_cpus, move |i| {
@@ -253,6 +334,7 @@ async fn shard_main(
 ) {
     log::debug!("shard {i}: executor running");
     crate::rt::init_shard();
+    crate::rt::spawn_detached(heartbeat(i, barriers.clone(), setup.config.shards));
     // The shard's whole life runs in the request queue, not the executor's default queue:
     // glommio forces a wake-up for completions arriving from other threads (its blocking pool
     // creates partition directories; other shards reply) only into `Latency::Matters` queues.

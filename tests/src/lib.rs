@@ -77,6 +77,9 @@ pub fn answers_api_versions(port: u16) -> bool {
     s.write_all(&req).is_ok() && s.read_exact(&mut size).is_ok() && i32::from_be_bytes(size) > 0
 }
 
+/// Exit status of a broker whose start-up watchdog found a stalled shard.
+pub const STARTUP_STALL_EXIT: i32 = 3;
+
 /// A running (or stopped) broker process with its own data directory.
 pub struct Broker {
     child: Option<Child>,
@@ -162,6 +165,7 @@ impl Broker {
     /// does not answer `within`.
     pub fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
+        let mut stall_restarts = 0;
         while Instant::now() < deadline {
             if let Some(status) = self
                 .child
@@ -169,6 +173,18 @@ impl Broker {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 self.child = None;
+                // The broker's start-up watchdog exits with 3 when an executor stalled (a
+                // known, rare glommio stall, see broker/src/startup.rs): start it again, as a
+                // supervisor would, at most twice. Loudly, so the rate stays visible.
+                if status.code() == Some(STARTUP_STALL_EXIT) && stall_restarts < 2 {
+                    stall_restarts += 1;
+                    eprintln!(
+                        "{} stalled during start-up and exited; starting it again ({stall_restarts})",
+                        self.label
+                    );
+                    self.spawn();
+                    continue;
+                }
                 panic!(
                     "{} exited during start ({status}); log:\n{}",
                     self.label,
