@@ -375,6 +375,10 @@ pub struct BrokerConfig {
     /// A broker whose share of not-led preferred partitions exceeds this gets them back.
     pub leader_imbalance_per_broker_percentage: u32,
     pub topic_defaults: TopicConfig,
+    /// HTTP listener for metrics and health (`metrics.listen`); `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Above this many partitions, log metrics are summed per topic.
+    pub metrics_partition_labels_max: usize,
     /// Every key given explicitly, for DescribeConfigs (source = static broker config).
     pub explicit: BTreeMap<String, String>,
 }
@@ -410,6 +414,8 @@ impl Default for BrokerConfig {
             leader_imbalance_check_interval_ms: 300_000,
             leader_imbalance_per_broker_percentage: 10,
             topic_defaults: TopicConfig::default(),
+            metrics_listen: Some("127.0.0.1:9644".parse().expect("literal address")),
+            metrics_partition_labels_max: 1000,
             explicit: BTreeMap::new(),
         }
     }

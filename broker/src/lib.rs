@@ -10,12 +10,15 @@
 //! - `partition` is a partition on its shard: the `shardlog_storage` log, the idempotent
 //!   producer state (`producer_state`) and the fetch waiters; in cluster mode also its
 //!   replication state (rules in `replication`), with followers fed by `replica_fetcher`.
+//! - `metrics` counts on each shard without locks and serves Prometheus metrics and the
+//!   health probes over HTTP (`metrics.listen`).
 
 pub mod config;
 pub mod control;
 pub mod errors;
 pub mod group_coordinator;
 pub mod metadata;
+pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod replica_fetcher;

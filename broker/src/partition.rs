@@ -26,6 +26,7 @@ use crate::config::TopicConfig;
 use crate::control::Lease;
 use crate::errors;
 use crate::metadata::{PartitionState, NO_LEADER};
+use crate::metrics::PartitionCounters;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::replication::{self, EpochCache, FollowerState, LeaderView};
 
@@ -201,6 +202,7 @@ pub struct Partition {
     epoch_cache: RefCell<EpochCache>,
     ack_waiters: RefCell<Vec<AckWaiter>>,
     follower_sync: Cell<FollowerSync>,
+    counters: crate::metrics::PartitionCounters,
 }
 
 /// Suffix of partition directories being deleted.
@@ -263,7 +265,13 @@ impl Partition {
             epoch_cache: RefCell::new(epochs),
             ack_waiters: RefCell::new(Vec::new()),
             follower_sync: Cell::new(FollowerSync::default()),
+            counters: Default::default(),
         })
+    }
+
+    /// Traffic counters (bytes and records in from producers, out to consumers).
+    pub fn counters(&self) -> &crate::metrics::PartitionCounters {
+        &self.counters
     }
 
     pub fn log(&self) -> &PartitionLog {
@@ -803,6 +811,11 @@ impl Partition {
                 self.log.log_start_offset(),
             );
         }
+        let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+        let records: i64 = batches
+            .iter()
+            .map(|b| i64::from(b.header.records_count))
+            .sum();
         let (tx, rx) = flume::bounded(1);
         self.pending
             .borrow_mut()
@@ -819,9 +832,16 @@ impl Partition {
                 this.writing.set(false);
             });
         }
-        rx.recv_async()
+        let outcome = rx
+            .recv_async()
             .await
-            .unwrap_or(AppendOutcome::failed(errors::KAFKA_STORAGE_ERROR, -1))
+            .unwrap_or(AppendOutcome::failed(errors::KAFKA_STORAGE_ERROR, -1));
+        if outcome.error_code == errors::NONE {
+            let c = &self.counters;
+            PartitionCounters::add(&c.bytes_in, bytes as u64);
+            PartitionCounters::add(&c.records_in, records.max(0) as u64);
+        }
+        outcome
     }
 
     fn take_pending(&self) -> Option<Vec<PendingAppend>> {
@@ -1029,15 +1049,26 @@ impl Partition {
             };
         }
         match self.log.read(offset, max_bytes, limit).await {
-            Ok(slice) => PartitionRead {
-                error_code: errors::NONE,
-                high_watermark: hw,
-                log_start_offset: self.log_start_offset(),
-                slice: match slice {
-                    ReadSlice::File(f) if f.len > 0 => Some(f),
-                    _ => None,
-                },
-            },
+            Ok(slice) => {
+                if let (ReadSlice::File(f), false) = (&slice, is_follower) {
+                    let c = &self.counters;
+                    PartitionCounters::add(&c.bytes_out, f.len);
+                    let from = offset.max(f.first_batch_offset);
+                    PartitionCounters::add(
+                        &c.records_out,
+                        (f.last_offset + 1 - from).max(0) as u64,
+                    );
+                }
+                PartitionRead {
+                    error_code: errors::NONE,
+                    high_watermark: hw,
+                    log_start_offset: self.log_start_offset(),
+                    slice: match slice {
+                        ReadSlice::File(f) if f.len > 0 => Some(f),
+                        _ => None,
+                    },
+                }
+            }
             Err(StorageError::OffsetOutOfRange { .. }) => PartitionRead {
                 error_code: errors::OFFSET_OUT_OF_RANGE,
                 high_watermark: hw,

@@ -11,6 +11,9 @@ pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::sync::Semaphore;
 
 thread_local! {
+    /// Cross-thread receives that the periodic re-check completed (see `recv_cross`).
+    static LOST_WAKEUPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+
     /// The shard's task queue for request work. It is `Latency::Matters` because glommio only
     /// forces an eventfd notification for wake-ups from other threads into such queues; in the
     /// default queue a wake-up from another shard could sit unnoticed until some local event
@@ -60,6 +63,7 @@ pub async fn recv_cross<T>(rx: &flume::Receiver<T>) -> Result<T, flume::RecvErro
             Some(r) => return r,
             None => match rx.try_recv() {
                 Ok(v) => {
+                    LOST_WAKEUPS.with(|c| c.set(c.get() + 1));
                     log::warn!("cross-thread wake-up was lost; recovered by re-check");
                     return Ok(v);
                 }
@@ -70,6 +74,11 @@ pub async fn recv_cross<T>(rx: &flume::Receiver<T>) -> Result<T, flume::RecvErro
             },
         }
     }
+}
+
+/// How many receives on this thread were completed by the re-check, not their wake-up.
+pub fn lost_wakeup_rechecks() -> u64 {
+    LOST_WAKEUPS.with(|c| c.get())
 }
 
 /// Safety net only: with the request queue's forced notifications this should never matter.

@@ -84,6 +84,12 @@ pub struct Shard {
     fetchers: RefCell<HashSet<i32>>,
     /// Whether the ISR maintenance task runs (cluster mode, started with the first snapshot).
     isr_task_started: Cell<bool>,
+    /// This shard's request-path counters (read by the metrics endpoint via `invoke_on`).
+    pub metrics: crate::metrics::ShardMetrics,
+    /// During start-up, the first partition that could not be opened (`None` afterwards too:
+    /// then failures are logged and the partition stays closed).
+    open_failure: RefCell<Option<String>>,
+    starting: Cell<bool>,
 }
 
 /// How often a leader checks its ISR for lagging or caught-up followers.
@@ -114,6 +120,9 @@ impl Shard {
             lease: setup.lease.clone(),
             fetchers: RefCell::new(HashSet::new()),
             isr_task_started: Cell::new(false),
+            metrics: crate::metrics::ShardMetrics::new(setup.config.metrics_listen.is_some()),
+            open_failure: RefCell::new(None),
+            starting: Cell::new(true),
         }
     }
 
@@ -157,6 +166,7 @@ impl Shard {
         if target == self.id {
             return Some(f(self.clone()).await);
         }
+        self.metrics.add(&self.metrics.cross_shard_messages, 1);
         let (tx, rx) = flume::bounded(1);
         let task: ShardTask = Box::new(move |shard| {
             Box::pin(async move {
@@ -304,7 +314,12 @@ impl Shard {
                 Some(p)
             }
             Err(e) => {
-                log::error!("cannot open {}: {e}", dir.display());
+                let msg = format!("cannot open partition {}: {e}", dir.display());
+                if self.starting.get() {
+                    self.open_failure.borrow_mut().get_or_insert(msg);
+                } else {
+                    log::error!("{msg}");
+                }
                 None
             }
         }
@@ -370,6 +385,13 @@ impl Shard {
     /// it stops, and the next partition to follow that leader starts a new one.
     pub fn fetcher_stopped(&self, leader: i32) {
         self.fetchers.borrow_mut().remove(&leader);
+    }
+
+    /// Ends start-up: returns the first partition that could not be opened meanwhile, if any;
+    /// later failures are logged instead.
+    pub fn finish_starting(&self) -> Option<String> {
+        self.starting.set(false);
+        self.open_failure.borrow_mut().take()
     }
 
     pub fn partition_dir(&self, topic: &str, index: i32) -> std::path::PathBuf {
@@ -442,6 +464,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
             let Some(change) = p.isr_change_due(lag) else {
                 continue;
             };
+            let grows = change.isr.len() > p.isr().len();
             log::info!(
                 "{}-{}: asking to change the ISR from {:?} to {:?} (epoch {}, version {})",
                 p.topic,
@@ -467,6 +490,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
             let version = change.zk_version;
             // Weak: a pending answer must not keep a deleted or closing partition alive.
             let p = Rc::downgrade(&p);
+            let shard_weak = Rc::downgrade(&shard);
             crate::rt::spawn_detached(async move {
                 let code = futures_lite::future::or(
                     async { crate::rt::recv_cross(&rx).await.ok() },
@@ -477,6 +501,14 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
                 )
                 .await;
                 if code == Some(errors::NONE) {
+                    if let Some(s) = shard_weak.upgrade() {
+                        let c = if grows {
+                            &s.metrics.isr_expands
+                        } else {
+                            &s.metrics.isr_shrinks
+                        };
+                        s.metrics.add(c, 1);
+                    }
                     // Written: the snapshot carrying it clears the in-flight mark. If it never
                     // comes (the control thread lost it), allow a retry later.
                     crate::rt::sleep(ISR_CHANGE_STALE).await;

@@ -131,6 +131,8 @@ fn thread_states() -> String {
 
 struct Barriers {
     opened: AtomicUsize,
+    /// Shards whose listener is bound; `ready` is announced when all are.
+    listening: AtomicUsize,
     /// Per shard, ticks while starting (see `start_watchdog`).
     heartbeats: Vec<std::sync::atomic::AtomicU64>,
     drained: AtomicUsize,
@@ -146,7 +148,22 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         config.shards = cpus.len();
     }
     let shard_cpus: Vec<usize> = (0..config.shards).map(|i| cpus[i % cpus.len()]).collect();
+    // A fresh data directory holds nothing but (maybe) the lock file.
+    let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name().to_str() == Some(LOCK_FILE))
+    });
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Resolved once, here: the runtime opens partition directories relative to no working
+    // directory (glommio's `open_at(-1, ..)`), so a relative path must never reach it.
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
+    check_listen_address(config.listen)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(crate::metrics::http::bind(addr)?),
+        None => None,
+    };
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
     remove_deleted_partitions(&config.data_dir);
@@ -157,7 +174,13 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         shard_cpus,
         config.listen,
         config.data_dir.display(),
-        if clean_start { "clean" } else { "recovering" },
+        if fresh {
+            "fresh"
+        } else if clean_start {
+            "clean"
+        } else {
+            "recovering"
+        },
         match &config.zookeeper_connect {
             Some(zk) => format!(
                 ", broker {} in cluster mode (ZooKeeper {zk})",
@@ -218,12 +241,28 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
             .and_then(|d| d.sync_all())
             .map_err(|e| e.to_string())?;
     }
+    let counters = Arc::new(Counters::default());
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        crate::metrics::http::start(
+            listener,
+            crate::metrics::http::Endpoint {
+                inboxes: inbox_tx.clone(),
+                counters: counters.clone(),
+                lease: lease.clone(),
+                config: config.clone(),
+            },
+        )?;
+        log::info!(
+            "metrics and health on http://{addr}/metrics, /v1/status/live, /v1/status/ready"
+        );
+    }
     let setup = Arc::new(ShardSetup {
         config: config.clone(),
         inboxes: inbox_tx,
         initial,
         clean_start,
-        counters: Arc::new(Counters::default()),
+        counters,
         shutdown: shutdown_rx,
         control,
         lease,
@@ -234,6 +273,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     ));
     let barriers = Arc::new(Barriers {
         opened: AtomicUsize::new(0),
+        listening: AtomicUsize::new(0),
         heartbeats: (0..config.shards)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
@@ -285,6 +325,24 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         .and_then(|d| d.sync_all())
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// One broker per address: every shard binds its listener with SO_REUSEPORT (the kernel then
+/// spreads connections over them), which would also let a second process share a port in use
+/// and silently take part of its clients. A probe bind without SO_REUSEPORT fails if anyone
+/// listens there. (Rust's std sets SO_REUSEADDR, so sockets in TIME_WAIT after a restart do
+/// not count as "in use".)
+fn check_listen_address(addr: std::net::SocketAddr) -> Result<(), String> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "cannot listen on {addr}: address already in use (is another broker running there?)"
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
 }
 
 /// Finishes deletions a previous run started (directories renamed with `DELETED_SUFFIX`).
@@ -362,17 +420,28 @@ async fn shard_life(
         create_offsets_topic(&shard).await;
     }
     log::debug!("shard {i}: initial metadata applied");
+    // Fail-stop: a broker that cannot open one of its partitions (or its metadata) must not
+    // announce readiness and serve the rest as if nothing happened.
+    if let Some(failure) = shard.finish_starting() {
+        eprintln!("shardlog: {failure}");
+        std::process::exit(1);
+    }
     arrive_and_wait(&barriers.opened, n).await;
     match crate::rt::TcpListener::bind(setup.config.listen) {
         Ok(listener) => {
+            arrive_and_wait(&barriers.listening, n).await;
             if i == 0 {
+                crate::metrics::STATUS
+                    .serving
+                    .store(true, Ordering::Release);
                 log::info!("ready on {}", setup.config.listen);
             }
             crate::rt::spawn_detached(retention_loop(shard.clone()));
+            crate::rt::spawn_detached(crate::metrics::queue_probe_loop(Rc::downgrade(&shard)));
             crate::server::serve(shard.clone(), listener).await;
         }
         Err(e) => {
-            log::error!("shard {i}: cannot listen on {}: {e}", setup.config.listen);
+            eprintln!("shardlog: cannot listen on {}: {e}", setup.config.listen);
             barriers.failed.store(true, Ordering::Release);
             std::process::exit(1);
         }
@@ -425,11 +494,16 @@ async fn retention_loop(shard: Rc<Shard>) {
             }
             match log.enforce_retention(now).await {
                 Ok(0) => {}
-                Ok(n) => log::info!(
-                    "retention deleted {n} segment(s) of {}-{}",
-                    p.topic,
-                    p.index
-                ),
+                Ok(n) => {
+                    shard
+                        .metrics
+                        .add(&shard.metrics.retention_deleted_segments, n as u64);
+                    log::info!(
+                        "retention deleted {n} segment(s) of {}-{}",
+                        p.topic,
+                        p.index
+                    )
+                }
                 Err(e) => log::error!("retention of {}-{}: {e}", p.topic, p.index),
             }
             crate::rt::yield_if_needed().await;

@@ -25,6 +25,7 @@ pub mod partition_log;
 pub mod policy;
 mod scan;
 mod segment;
+pub mod stats;
 
 pub use crate::config::LogConfig;
 pub use crate::error::StorageError;

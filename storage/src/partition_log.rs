@@ -217,6 +217,7 @@ impl PartitionLog {
                         prev.next_offset()
                     );
                     keep = i;
+                    crate::stats::bump(&crate::stats::RECOVERY_TRUNCATIONS);
                     break;
                 }
             }
@@ -233,6 +234,7 @@ impl PartitionLog {
                     dir.display()
                 );
                 keep = i + 1;
+                crate::stats::bump(&crate::stats::RECOVERY_TRUNCATIONS);
                 break;
             }
         }
@@ -737,6 +739,7 @@ impl PartitionLog {
             }
         });
         *self.pending_sync.borrow_mut() = Some(task);
+        crate::stats::bump(&crate::stats::SEGMENT_ROLLS);
         self.write_checkpoint().await?;
         Ok(true)
     }

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::metadata::TopicMeta;
 
+/// ZooKeeper sessions that ended while the broker ran (for the metrics endpoint).
+pub static SESSION_ENDS: AtomicU64 = AtomicU64::new(0);
+
 /// Monotonic origin for lease deadlines (milliseconds since the first use).
 fn clock_origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();

@@ -843,6 +843,7 @@ impl Control {
     /// Session gone for good: stop leading at once, tell the shards, forget controller duty.
     async fn lose_session(&mut self) {
         self.lease.revoke();
+        super::SESSION_ENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.session_lost = false;
         if let Some(s) = self.session.take() {
             s.keeper.abort();
@@ -1886,6 +1887,9 @@ impl Control {
             return;
         }
         self.version = next.version;
+        crate::metrics::STATUS
+            .published_version
+            .store(next.version, std::sync::atomic::Ordering::Release);
         let snapshot = Arc::new(next);
         self.last = Some(snapshot.clone());
         // Once the shards are draining, waiting for them only delays the exit.

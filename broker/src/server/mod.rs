@@ -145,6 +145,14 @@ async fn serve_connection(
     mut stream: TcpStream,
     in_flight: &Rc<std::cell::Cell<usize>>,
 ) -> Result<(), ConnError> {
+    shard.metrics.connection_opened();
+    struct Closed<'a>(&'a crate::metrics::ShardMetrics);
+    impl Drop for Closed<'_> {
+        fn drop(&mut self) {
+            self.0.connection_closed();
+        }
+    }
+    let _closed = Closed(&shard.metrics);
     stream
         .set_nodelay(true)
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
@@ -251,7 +259,35 @@ async fn handle_frame(
             .map(|a| format!("/{}", a.ip()))
             .unwrap_or_default(),
     };
+    let started = shard.metrics.enabled().then(std::time::Instant::now);
     let response = dispatch(shard, version, req.body, &ctx).await;
+    let result = send_response(
+        shard,
+        response,
+        correlation_id,
+        api_key,
+        version,
+        stream,
+        out,
+    )
+    .await;
+    if let Some(t) = started {
+        shard
+            .metrics
+            .record_request(api_key as i16, version, t.elapsed());
+    }
+    result
+}
+
+async fn send_response(
+    shard: &Rc<Shard>,
+    response: Response,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+) -> Result<(), ConnError> {
     match response {
         Response::None => Ok(()),
         Response::Message(body) => {

@@ -122,6 +122,20 @@ impl GroupManager {
         (results, out)
     }
 
+    /// Every committed offset as `(group, topic, partition, offset)`, for metrics. A walk over
+    /// all groups: for scrapes, never for the request path.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let mut out = Vec::new();
+        for (group, g) in &self.groups {
+            for (topic, parts) in &g.offsets {
+                for (partition, c) in parts {
+                    out.push((group.clone(), topic.clone(), *partition, c.offset));
+                }
+            }
+        }
+        out
+    }
+
     /// OffsetFetch for one or more groups. Offsets are returned whatever the group's state (a
     /// group may use Kafka for offsets only); partitions without a commit get offset -1.
     ///

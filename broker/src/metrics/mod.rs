@@ -1,0 +1,486 @@
+//! What the broker counts and how it is read: per-shard recording without locks or atomics on
+//! the request path, and a Prometheus text exposition built from per-shard reports.
+//!
+//! Lives on: [`ShardMetrics`] is owned by one shard (plain `Cell`s; `!Send`); a scrape sends
+//! one closure to every shard (`report`), which answers with a [`ShardReport`] (plain data,
+//! `Send`); the HTTP thread (`http`) merges the reports and renders them (`render`). Rare,
+//! process-wide events (segment rolls, ZooKeeper session expiries) are relaxed atomics in the
+//! module that sees them. Nothing here blocks a shard: a report is a walk over the shard's own
+//! partitions and group coordinators, at scrape time only.
+
+pub mod http;
+mod render;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::metadata::CONSUMER_OFFSETS_TOPIC;
+use crate::partition::Role;
+use crate::shard::Shard;
+
+pub use render::render;
+
+/// Upper bounds (seconds) of the request latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of the task-queue latency histogram buckets.
+pub const QUEUE_BUCKETS: [f64; 12] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+];
+
+/// Kafka API keys are below this (Kafka 4.1 tops out in the 80s).
+const API_KEYS: usize = 96;
+/// Request versions recorded per API; higher ones share the last slot.
+const API_VERSIONS: usize = 20;
+
+/// Consumer-group offset series one shard reports at most (bounds a scrape's size).
+const GROUP_SERIES_MAX: usize = 100_000;
+
+/// How often each shard measures its task-queue latency.
+const QUEUE_PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// A fixed-bucket histogram of durations, shard-local.
+pub struct Histogram<const N: usize> {
+    bounds: &'static [f64; N],
+    /// Per bucket (not cumulative); the last slot counts values above every bound.
+    counts: [Cell<u64>; N],
+    over: Cell<u64>,
+    sum_ns: Cell<u64>,
+}
+
+impl<const N: usize> Histogram<N> {
+    pub fn new(bounds: &'static [f64; N]) -> Self {
+        Histogram {
+            bounds,
+            counts: std::array::from_fn(|_| Cell::new(0)),
+            over: Cell::new(0),
+            sum_ns: Cell::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        match self.bounds.iter().position(|b| secs <= *b) {
+            Some(i) => self.counts[i].set(self.counts[i].get() + 1),
+            None => self.over.set(self.over.get() + 1),
+        }
+        self.sum_ns
+            .set(self.sum_ns.get().saturating_add(d.as_nanos() as u64));
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets = Vec::with_capacity(N + 1);
+        buckets.extend(self.counts.iter().map(Cell::get));
+        buckets.push(self.over.get());
+        HistogramSnapshot {
+            bounds: self.bounds.to_vec(),
+            counts: buckets,
+            sum_seconds: self.sum_ns.get() as f64 / 1e9,
+        }
+    }
+}
+
+/// A histogram's state, plain data: `counts[i]` is the number of values in bucket `i` (not
+/// cumulative), with one extra slot for values above the last bound.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `other` (same bounds) into `self`.
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        if self.counts.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
+}
+
+/// What one shard records on its request path. Owned by the shard; every method is a few
+/// plain additions, and nothing when recording is off (`metrics.listen` empty).
+pub struct ShardMetrics {
+    enabled: bool,
+    /// Requests by `[api_key][version]`.
+    requests: Vec<[Cell<u64>; API_VERSIONS]>,
+    /// Request latency by API key (decode to response written).
+    latency: Vec<Histogram<{ LATENCY_BUCKETS.len() }>>,
+    pub connections: Cell<u64>,
+    pub connections_accepted: Cell<u64>,
+    pub cross_shard_messages: Cell<u64>,
+    pub isr_shrinks: Cell<u64>,
+    pub isr_expands: Cell<u64>,
+    pub retention_deleted_segments: Cell<u64>,
+    queue_latency: Histogram<{ QUEUE_BUCKETS.len() }>,
+}
+
+impl ShardMetrics {
+    pub fn new(enabled: bool) -> ShardMetrics {
+        ShardMetrics {
+            enabled,
+            requests: (0..API_KEYS)
+                .map(|_| std::array::from_fn(|_| Cell::new(0)))
+                .collect(),
+            latency: (0..API_KEYS)
+                .map(|_| Histogram::new(&LATENCY_BUCKETS))
+                .collect(),
+            connections: Cell::new(0),
+            connections_accepted: Cell::new(0),
+            cross_shard_messages: Cell::new(0),
+            isr_shrinks: Cell::new(0),
+            isr_expands: Cell::new(0),
+            retention_deleted_segments: Cell::new(0),
+            queue_latency: Histogram::new(&QUEUE_BUCKETS),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// One request of `api_key` at `version`, handled in `elapsed`.
+    pub fn record_request(&self, api_key: i16, version: i16, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
+        let (Ok(k), Ok(v)) = (usize::try_from(api_key), usize::try_from(version)) else {
+            return;
+        };
+        if k >= API_KEYS {
+            return;
+        }
+        let slot = &self.requests[k][v.min(API_VERSIONS - 1)];
+        slot.set(slot.get() + 1);
+        self.latency[k].observe(elapsed);
+    }
+
+    pub fn add(&self, c: &Cell<u64>, n: u64) {
+        if self.enabled {
+            c.set(c.get() + n);
+        }
+    }
+
+    /// Gauges go up and down whether or not the rest is recorded, so they never drift.
+    pub fn connection_opened(&self) {
+        self.connections.set(self.connections.get() + 1);
+        self.add(&self.connections_accepted, 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections
+            .set(self.connections.get().saturating_sub(1));
+    }
+}
+
+/// Counts on one partition, kept by its shard (plain cells: one writer).
+#[derive(Default)]
+pub struct PartitionCounters {
+    pub bytes_in: Cell<u64>,
+    pub records_in: Cell<u64>,
+    pub bytes_out: Cell<u64>,
+    pub records_out: Cell<u64>,
+}
+
+impl PartitionCounters {
+    pub fn add(c: &Cell<u64>, n: u64) {
+        c.set(c.get().wrapping_add(n));
+    }
+}
+
+/// One partition replica on this broker, as a scrape sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: bool,
+    pub replicas: usize,
+    pub isr: usize,
+    pub min_insync_replicas: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+    pub size_bytes: u64,
+    pub bytes_in: u64,
+    pub records_in: u64,
+    pub bytes_out: u64,
+    pub records_out: u64,
+}
+
+/// A committed offset of a consumer group, from the coordinator that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: i64,
+}
+
+/// Everything one shard contributes to a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct ShardReport {
+    pub shard: usize,
+    /// `(api_key, version, count)` for every non-zero slot.
+    pub requests: Vec<(i16, i16, u64)>,
+    /// `(api_key, histogram)` for every API seen.
+    pub latency: Vec<(i16, HistogramSnapshot)>,
+    pub connections: u64,
+    pub connections_accepted: u64,
+    pub cross_shard_messages: u64,
+    pub lost_wakeup_rechecks: u64,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    pub retention_deleted_segments: u64,
+    pub queue_latency: HistogramSnapshot,
+    pub partitions: Vec<PartitionReport>,
+    pub group_offsets: Vec<GroupOffset>,
+    /// Metadata snapshot this shard has applied.
+    pub metadata_version: u64,
+    /// From the shard's snapshot: partitions without a leader (counted by the controller).
+    pub offline_partitions: u64,
+    pub is_controller: bool,
+    pub registered: bool,
+    pub cluster_mode: bool,
+    pub serving: bool,
+}
+
+/// Builds this shard's report (runs on the shard, at scrape time).
+pub fn report(shard: &Rc<Shard>) -> ShardReport {
+    let m = &shard.metrics;
+    let mut requests = Vec::new();
+    let mut latency = Vec::new();
+    for (k, versions) in m.requests.iter().enumerate() {
+        let mut seen = false;
+        for (v, c) in versions.iter().enumerate() {
+            if c.get() > 0 {
+                requests.push((k as i16, v as i16, c.get()));
+                seen = true;
+            }
+        }
+        if seen {
+            latency.push((k as i16, m.latency[k].snapshot()));
+        }
+    }
+    let snapshot = shard.metadata();
+    let mut partitions = Vec::new();
+    for p in shard.partitions() {
+        let state = snapshot.partition_state(&p.topic, p.index);
+        let c = p.counters();
+        partitions.push(PartitionReport {
+            topic: p.topic.to_string(),
+            partition: p.index,
+            leader: p.role() == Role::Leader,
+            replicas: state.map_or(1, |s| s.replicas.len()),
+            isr: p.isr().len().max(usize::from(!snapshot.cluster_mode)),
+            min_insync_replicas: p.config().min_insync_replicas,
+            log_start_offset: p.log_start_offset(),
+            log_end_offset: p.log_end_offset(),
+            high_watermark: p.high_watermark(),
+            size_bytes: p.log().size_bytes(),
+            bytes_in: c.bytes_in.get(),
+            records_in: c.records_in.get(),
+            bytes_out: c.bytes_out.get(),
+            records_out: c.records_out.get(),
+        });
+    }
+    let mut group_offsets = Vec::new();
+    for gc in shard.group_coordinators() {
+        if group_offsets.len() >= GROUP_SERIES_MAX {
+            break;
+        }
+        gc.read(|manager| {
+            for (group, topic, partition, committed) in manager.committed_offsets() {
+                if group_offsets.len() >= GROUP_SERIES_MAX {
+                    break;
+                }
+                group_offsets.push(GroupOffset {
+                    group,
+                    topic,
+                    partition,
+                    committed,
+                });
+            }
+        });
+    }
+    let offline_partitions = if shard.id.0 == 0 {
+        snapshot
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).filter_map(move |i| t.state(i)))
+            .filter(|s| s.leader == crate::metadata::NO_LEADER)
+            .count() as u64
+    } else {
+        0
+    };
+    ShardReport {
+        shard: shard.id.0,
+        requests,
+        latency,
+        connections: m.connections.get(),
+        connections_accepted: m.connections_accepted.get(),
+        cross_shard_messages: m.cross_shard_messages.get(),
+        lost_wakeup_rechecks: crate::rt::lost_wakeup_rechecks(),
+        isr_shrinks: m.isr_shrinks.get(),
+        isr_expands: m.isr_expands.get(),
+        retention_deleted_segments: m.retention_deleted_segments.get(),
+        queue_latency: m.queue_latency.snapshot(),
+        partitions,
+        group_offsets,
+        metadata_version: snapshot.version,
+        offline_partitions,
+        is_controller: !snapshot.cluster_mode || snapshot.controller_id == snapshot.local_broker,
+        registered: !snapshot.cluster_mode || snapshot.brokers.contains_key(&snapshot.local_broker),
+        cluster_mode: snapshot.cluster_mode,
+        serving: STATUS.serving.load(Ordering::Acquire),
+    }
+}
+
+/// Measures, every `QUEUE_PROBE_EVERY`, how long a task spawned into the request queue waits
+/// before it first runs: the shard's scheduling delay as requests see it.
+pub async fn queue_probe_loop(shard: std::rc::Weak<Shard>) {
+    loop {
+        crate::rt::sleep(QUEUE_PROBE_EVERY).await;
+        let Some(s) = shard.upgrade() else { return };
+        if s.shutdown.is_disconnected() || !s.metrics.enabled {
+            return;
+        }
+        drop(s);
+        let spawned = Instant::now();
+        let waited = crate::rt::spawn(async move { spawned.elapsed() }).await;
+        let Some(s) = shard.upgrade() else { return };
+        s.metrics.queue_latency.observe(waited);
+    }
+}
+
+/// Process-wide state the health endpoints read.
+pub struct Status {
+    /// Every shard listens and serves.
+    pub serving: AtomicBool,
+    /// The newest metadata version the control thread published (cluster mode).
+    pub published_version: AtomicU64,
+}
+
+pub static STATUS: Status = Status {
+    serving: AtomicBool::new(false),
+    published_version: AtomicU64::new(0),
+};
+
+/// Scrape-wide view after merging every shard's report.
+pub struct Scrape {
+    pub reports: Vec<ShardReport>,
+    /// Shards that did not answer in time.
+    pub missing: Vec<usize>,
+}
+
+impl Scrape {
+    /// Ready: every shard answered and serves; in cluster mode the broker is registered,
+    /// holds a valid ZooKeeper lease and every shard applied the newest published metadata.
+    pub fn ready(&self, lease_valid: bool) -> Result<(), String> {
+        if !self.missing.is_empty() {
+            return Err(format!("shards {:?} did not answer", self.missing));
+        }
+        let Some(first) = self.reports.first() else {
+            return Err("no shard answered".into());
+        };
+        if !self.reports.iter().all(|r| r.serving) {
+            return Err("not every shard serves yet".into());
+        }
+        if first.cluster_mode {
+            if !first.registered {
+                return Err("not registered in ZooKeeper".into());
+            }
+            if !lease_valid {
+                return Err("no valid ZooKeeper session".into());
+            }
+            let published = STATUS.published_version.load(Ordering::Acquire);
+            if let Some(r) = self.reports.iter().find(|r| r.metadata_version < published) {
+                return Err(format!(
+                    "shard {} applied metadata version {} of {published}",
+                    r.shard, r.metadata_version
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// High watermark per partition, from a local replica (the leader's when there is one).
+    pub fn high_watermarks(&self) -> BTreeMap<(&str, i32), i64> {
+        let mut out: BTreeMap<(&str, i32), (bool, i64)> = BTreeMap::new();
+        for p in self.reports.iter().flat_map(|r| &r.partitions) {
+            if p.topic == CONSUMER_OFFSETS_TOPIC {
+                continue;
+            }
+            let e = out
+                .entry((p.topic.as_str(), p.partition))
+                .or_insert((p.leader, p.high_watermark));
+            if p.leader && !e.0 {
+                *e = (true, p.high_watermark);
+            }
+        }
+        out.into_iter().map(|(k, (_, hw))| (k, hw)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_merge() {
+        let h = Histogram::new(&LATENCY_BUCKETS);
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(20));
+        let s = h.snapshot();
+        assert_eq!(s.counts[0], 2, "<= 100 us");
+        assert_eq!(s.counts[5], 1, "<= 5 ms");
+        assert_eq!(*s.counts.last().unwrap(), 1, "above every bound");
+        assert_eq!(s.count(), 4);
+        assert!((s.sum_seconds - 20.00315).abs() < 1e-9);
+        let mut total = HistogramSnapshot::default();
+        total.merge(&s);
+        total.merge(&s);
+        assert_eq!(total.count(), 8);
+        assert_eq!(total.counts[0], 4);
+    }
+
+    #[test]
+    fn disabled_metrics_record_nothing_but_keep_gauges() {
+        let m = ShardMetrics::new(false);
+        m.record_request(0, 9, Duration::from_millis(1));
+        m.add(&m.cross_shard_messages, 5);
+        m.connection_opened();
+        assert_eq!(m.requests[0][9].get(), 0);
+        assert_eq!(m.cross_shard_messages.get(), 0);
+        assert_eq!(m.connections.get(), 1);
+        m.connection_closed();
+        m.connection_closed();
+        assert_eq!(m.connections.get(), 0);
+    }
+
+    #[test]
+    fn request_slots_clamp_versions_and_ignore_bad_keys() {
+        let m = ShardMetrics::new(true);
+        m.record_request(1, 99, Duration::from_millis(1));
+        m.record_request(-1, 0, Duration::from_millis(1));
+        m.record_request(500, 0, Duration::from_millis(1));
+        assert_eq!(m.requests[1][API_VERSIONS - 1].get(), 1);
+        assert_eq!(m.latency[1].snapshot().count(), 1);
+    }
+}
