@@ -10,11 +10,14 @@
 //! - `partition` is a partition on its shard: the `shardlog_storage` log, the idempotent
 //!   producer state (`producer_state`) and the fetch waiters; in cluster mode also its
 //!   replication state (rules in `replication`), with followers fed by `replica_fetcher`.
+//! - `logging` is the process's logger: text or JSON lines on stderr, the `log.level`/`RUST_LOG`
+//!   filter, and per-call-site summaries in place of floods of repeated messages.
 
 pub mod config;
 pub mod control;
 pub mod errors;
 pub mod group_coordinator;
+pub mod logging;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
