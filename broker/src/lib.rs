@@ -12,11 +12,14 @@
 //!   replication state (rules in `replication`), with followers fed by `replica_fetcher`.
 //! - `metrics` counts on each shard without locks and serves Prometheus metrics and the
 //!   health probes over HTTP (`metrics.listen`).
+//! - `logging` is the process's logger: text or JSON lines on stderr, the `log.level`/`RUST_LOG`
+//!   filter, and per-call-site summaries in place of floods of repeated messages.
 
 pub mod config;
 pub mod control;
 pub mod errors;
 pub mod group_coordinator;
+pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;
