@@ -88,7 +88,7 @@ start_broker() {
     logf="$OUT/raw/broker-$id.log"
     mkdir -p "$OUT/raw/data-$id"
     taskset -c "$cpu" "$BROKER" --broker-id "$id" --zookeeper "$ZK_ADDR" \
-        --listen "127.0.0.1:$port" --data-dir "$OUT/raw/data-$id" --shards 1 "$@" >"$logf" 2>&1 &
+        --listen "127.0.0.1:$port" --data-dir "$OUT/raw/data-$id" --shards 1 --set metrics.listen=127.0.0.1:0 "$@" >"$logf" 2>&1 &
     STARTED_PIDS+=($!)
     wait_listen "127.0.0.1:$port" "$!" 60 || die "broker $id did not start (log: $logf)"
     BROKERS="${BROKERS:+$BROKERS,}127.0.0.1:$port"
@@ -106,7 +106,7 @@ bench() {
 if [ -n "$STANDALONE" ]; then
     SA_PORT="$(free_port)"
     mkdir -p "$OUT/raw/standalone"
-    taskset -c 0 "$BROKER" --listen "127.0.0.1:$SA_PORT" --data-dir "$OUT/raw/standalone" \
+    taskset -c 0 "$BROKER" --listen "127.0.0.1:$SA_PORT" --set metrics.listen=127.0.0.1:0 --data-dir "$OUT/raw/standalone" \
         --shards 1 >"$OUT/raw/standalone.log" 2>&1 &
     SA_PID=$!
     STARTED_PIDS+=($SA_PID)

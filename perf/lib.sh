@@ -84,7 +84,9 @@ start_shardlog() {
     mkdir -p "$data"
     port="$(free_port)"
     SHARDLOG_ADDR="127.0.0.1:$port"
-    "$bin" --listen "$SHARDLOG_ADDR" --data-dir "$data" --shards "$shards" >"$logf" 2>&1 &
+    # Metrics on an ephemeral port unless SHARDLOG_METRICS_LISTEN says otherwise (empty = off).
+    "$bin" --listen "$SHARDLOG_ADDR" --data-dir "$data" --shards "$shards" \
+        --set "metrics.listen=${SHARDLOG_METRICS_LISTEN-127.0.0.1:0}" >"$logf" 2>&1 &
     SHARDLOG_PID=$!
     STARTED_PIDS+=("$SHARDLOG_PID")
     wait_listen "$SHARDLOG_ADDR" "$SHARDLOG_PID" 30 \

@@ -87,6 +87,7 @@ fn start_broker(test: &str) -> Broker {
         .args(["--listen", &addr, "--data-dir"])
         .arg(dir.join("data"))
         .args(["--shards", "2"])
+        .args(["--set", "metrics.listen="])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -77,6 +77,28 @@ pub fn answers_api_versions(port: u16) -> bool {
     s.write_all(&req).is_ok() && s.read_exact(&mut size).is_ok() && i32::from_be_bytes(size) > 0
 }
 
+/// A minimal HTTP/1.1 GET against 127.0.0.1:`port`: `(status, body)`.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Exit status of a broker whose start-up watchdog found a stalled shard.
 pub const STARTUP_STALL_EXIT: i32 = 3;
 
@@ -84,6 +106,8 @@ pub const STARTUP_STALL_EXIT: i32 = 3;
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The broker's HTTP port for metrics and health (`metrics.listen`).
+    pub metrics_port: u16,
     pub data_dir: PathBuf,
     args: Vec<String>,
     /// Set between [`Broker::sigstop`] and [`Broker::sigcont`]: the process exists but answers
@@ -112,6 +136,7 @@ impl Broker {
         let mut b = Broker {
             child: None,
             port: free_port(),
+            metrics_port: free_port(),
             data_dir: tmp.path().join("data"),
             args: args.iter().map(|s| s.to_string()).collect(),
             paused: false,
@@ -125,6 +150,11 @@ impl Broker {
 
     pub fn start() -> Broker {
         Broker::start_with(&[])
+    }
+
+    /// GETs `path` from the broker's metrics/health listener: `(status, body)`.
+    pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.metrics_port, path)
     }
 
     pub fn bootstrap(&self) -> String {
@@ -149,6 +179,8 @@ impl Broker {
             .arg(self.bootstrap())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--set")
+            .arg(format!("metrics.listen=127.0.0.1:{}", self.metrics_port))
             .args(&self.args)
             .env(
                 "RUST_LOG",

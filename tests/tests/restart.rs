@@ -102,6 +102,8 @@ fn sigterm_stops_cleanly_and_restart_skips_recovery() {
         .args([
             "--listen",
             &format!("127.0.0.1:{}", shardlog_tests::free_port()),
+            "--set",
+            "metrics.listen=",
             "--data-dir",
         ])
         .arg(&broker.data_dir)

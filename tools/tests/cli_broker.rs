@@ -95,6 +95,8 @@ impl Broker {
             .arg(data_dir.path())
             .arg("--shards")
             .arg("2")
+            .arg("--set")
+            .arg(format!("metrics.listen=127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for s in settings {
