@@ -1,15 +1,26 @@
 //! Broker and topic settings, named as Kafka names them, with Kafka's defaults.
 //!
-//! Broker settings come from (later wins) built-in defaults, a properties file (`--config`) and
-//! command-line flags. Topic settings are a topic's overrides on top of the broker's `log.*`
-//! defaults; they are validated here (unknown key or bad value -> INVALID_CONFIG) and persisted by
-//! `metadata`. This module does no I/O except reading the properties file.
+//! Broker settings come from (later wins) built-in defaults, a properties file (`--config`),
+//! `--set` and command-line flags; `BrokerConfig::finalize` then derives what depends on the
+//! others (the advertised address). Kafka settings Shardlog has no use for are accepted and
+//! collected (`ignored_kafka_keys`, names in `kafka_keys`); any other unknown key is an error.
+//! Topic settings are a topic's overrides on top of the broker's `log.*` defaults; they are
+//! validated here (unknown key or bad value -> INVALID_CONFIG) and persisted by `metadata`.
+//! Every accepted key is described in `reference` (type, default, meaning), which also renders
+//! docs/configuration.md. This module does no I/O except reading the properties file, resolving
+//! host names and reading this machine's host name.
+
+mod kafka_keys;
+pub mod reference;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use shardlog_storage::LogConfig;
+
+pub use kafka_keys::{is_kafka_broker_key, KAFKA_BROKER_KEYS};
+pub use reference::{reference_markdown, Setting, BROKER_SETTINGS, TOPIC_SETTINGS};
 
 /// Hard limits that hold whatever the configuration says.
 pub mod limits {
@@ -29,6 +40,12 @@ pub mod limits {
 pub enum ConfigError {
     #[error("unknown config key {0:?}")]
     UnknownKey(String),
+    /// A broker key that is neither Shardlog's nor Kafka's, with the closest known key.
+    #[error("unknown config key {key:?}{}", did_you_mean(.suggestion))]
+    UnknownBrokerKey {
+        key: String,
+        suggestion: Option<String>,
+    },
     #[error("invalid value {value:?} for {key}: {reason}")]
     BadValue {
         key: String,
@@ -40,6 +57,21 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An error in one line of a properties file.
+    #[error("{}:{line}: {source}", .path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        source: Box<ConfigError>,
+    },
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!(" (did you mean {s:?}?)"),
+        None => ": neither a Shardlog nor a Kafka broker setting (see docs/configuration.md)"
+            .to_string(),
+    }
 }
 
 fn bad(key: &str, value: &str, reason: &str) -> ConfigError {
@@ -374,6 +406,16 @@ pub struct BrokerConfig {
     pub leader_imbalance_check_interval_ms: u64,
     /// A broker whose share of not-led preferred partitions exceeds this gets them back.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// The HTTP metrics and health listener (`metrics.listen`); `None` = disabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Above this many partitions on the broker, per-partition log metrics are summed per topic.
+    pub metrics_partition_labels_max: usize,
+    /// `text` or `json` (`log.format`).
+    pub log_format: String,
+    /// RUST_LOG-style filter (`log.level`); RUST_LOG in the environment overrides it.
+    pub log_level: String,
+    /// Kafka settings that were given but that Shardlog does not use, sorted, without repeats.
+    pub ignored_kafka_keys: Vec<String>,
     pub topic_defaults: TopicConfig,
     /// HTTP listener for metrics and health (`metrics.listen`); `None` = off.
     pub metrics_listen: Option<SocketAddr>,
@@ -387,7 +429,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             broker_id: 0,
-            listen: "127.0.0.1:9092".parse().expect("literal address"),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9092)),
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
             data_dir: PathBuf::from("./data"),
@@ -413,6 +455,12 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
             leader_imbalance_per_broker_percentage: 10,
+            // Loopback only: the endpoint has no authentication. 9644 is Redpanda's admin port.
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9644))),
+            metrics_partition_labels_max: 1000,
+            log_format: "text".into(),
+            log_level: "info".into(),
+            ignored_kafka_keys: Vec::new(),
             topic_defaults: TopicConfig::default(),
             metrics_listen: Some("127.0.0.1:9644".parse().expect("literal address")),
             metrics_partition_labels_max: 1000,
@@ -422,26 +470,69 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Applies one broker-level key (Kafka name).
+    /// Applies one broker-level key (Kafka name). A Kafka setting Shardlog does not use is
+    /// accepted and remembered in `ignored_kafka_keys`; a key neither knows is refused with the
+    /// closest known key as a hint.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if reference::broker_setting(key).is_none() {
+            if is_kafka_broker_key(key) {
+                if let Err(at) = self
+                    .ignored_kafka_keys
+                    .binary_search_by(|k| k.as_str().cmp(key))
+                {
+                    self.ignored_kafka_keys.insert(at, key.to_string());
+                }
+                return Ok(());
+            }
+            return Err(ConfigError::UnknownBrokerKey {
+                key: key.to_string(),
+                suggestion: suggest_broker_key(key),
+            });
+        }
+        self.apply(key, value)?;
+        self.explicit.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// The setting itself; `set` has checked that `key` is in `BROKER_SETTINGS`.
+    fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let t = &mut self.topic_defaults;
         match key {
             "broker.id" | "node.id" => self.broker_id = parse_num(key, value)?,
             "listeners" => {
-                let addr = value.trim().trim_start_matches("PLAINTEXT://");
-                self.listen = addr
-                    .parse()
-                    .map_err(|_| bad(key, value, "expected host:port"))?;
+                let (host, port) = plaintext_endpoint(key, value)?;
+                self.listen = resolve(key, value, &host, port)?;
             }
             "advertised.listeners" => {
-                let addr = value.trim().trim_start_matches("PLAINTEXT://");
-                let (h, p) = addr
-                    .rsplit_once(':')
-                    .ok_or_else(|| bad(key, value, "host:port"))?;
-                self.advertised_host = h.to_string();
-                self.advertised_port = parse_num(key, p)?;
+                let (host, port) = plaintext_endpoint(key, value)?;
+                if host.is_empty() || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+                    return Err(bad(
+                        key,
+                        value,
+                        "a wildcard address cannot be advertised: give a host name or address \
+                         that clients can reach",
+                    ));
+                }
+                if port == 0 {
+                    return Err(bad(key, value, "port 0 cannot be advertised"));
+                }
+                self.advertised_host = host;
+                self.advertised_port = port;
             }
-            "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
+            "log.dirs" | "log.dir" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    return Err(bad(key, value, "expected a directory"));
+                }
+                if v.contains(',') {
+                    return Err(bad(
+                        key,
+                        value,
+                        "one directory only: several log directories are not supported",
+                    ));
+                }
+                self.data_dir = PathBuf::from(v);
+            }
             "num.shards" => self.shards = parse_num(key, value)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, value)?,
             "num.partitions" => {
@@ -474,7 +565,7 @@ impl BrokerConfig {
             }
             "offsets.retention.minutes" => {
                 let m: i64 = parse_num(key, value)?;
-                if m < 1 {
+                if !(1..=i64::MAX / 60_000).contains(&m) {
                     return Err(bad(key, value, "must be >= 1"));
                 }
                 self.offsets_retention_ms = m * 60_000;
@@ -513,10 +604,8 @@ impl BrokerConfig {
             }
             "zookeeper.connect" => {
                 let v = value.trim();
-                if v.is_empty() {
-                    return Err(bad(key, value, "expected host:port[,host:port]"));
-                }
-                self.zookeeper_connect = Some(v.to_string());
+                // Empty means standalone, as when the key is absent.
+                self.zookeeper_connect = (!v.is_empty()).then(|| v.to_string());
             }
             "zookeeper.session.timeout.ms" => {
                 let v: u64 = parse_num(key, value)?;
@@ -580,15 +669,59 @@ impl BrokerConfig {
                 }
                 self.leader_imbalance_per_broker_percentage = v;
             }
-            "log.retention.hours" => t.set("retention.ms", &(hours(key, value)?).to_string())?,
+            "metrics.listen" => {
+                let v = value.trim();
+                self.metrics_listen = if v.is_empty() {
+                    None
+                } else {
+                    let (host, port) = split_host_port(key, value, v)?;
+                    Some(resolve(key, value, &host, port)?)
+                };
+            }
+            "metrics.partition.labels.max" => {
+                self.metrics_partition_labels_max = parse_num(key, value)?
+            }
+            "log.format" => {
+                let v = value.trim();
+                if v != "text" && v != "json" {
+                    return Err(bad(key, value, "expected text or json"));
+                }
+                self.log_format = v.to_string();
+            }
+            "log.level" => {
+                let v = value.trim();
+                check_log_filter(v).map_err(|reason| bad(key, value, &reason))?;
+                self.log_level = v.to_string();
+            }
+            // Kafka's precedence, whatever the order in the file: log.retention.ms over
+            // log.retention.minutes over log.retention.hours, log.roll.ms over log.roll.hours.
+            // A value that loses is still validated.
+            "log.retention.hours" => {
+                let ms = hours(key, value)?;
+                if !self.explicit.contains_key("log.retention.ms")
+                    && !self.explicit.contains_key("log.retention.minutes")
+                {
+                    t.set("retention.ms", &ms.to_string())?
+                }
+            }
             "log.retention.minutes" => {
                 let m: i64 = parse_num(key, value)?;
-                t.set(
-                    "retention.ms",
-                    &(if m < 0 { -1 } else { m * 60_000 }).to_string(),
-                )?
+                let ms = if m < 0 {
+                    -1
+                } else {
+                    m.checked_mul(60_000)
+                        .ok_or_else(|| bad(key, value, "too large"))?
+                };
+                if !self.explicit.contains_key("log.retention.ms") {
+                    t.set("retention.ms", &ms.to_string())?
+                }
             }
-            "log.roll.hours" => t.set("segment.ms", &(hours(key, value)?).to_string())?,
+            "log.roll.hours" => {
+                let ms = hours(key, value)?;
+                if !self.explicit.contains_key("log.roll.ms") {
+                    t.set("segment.ms", &ms.to_string())?
+                }
+            }
             "message.max.bytes" => t.set("max.message.bytes", value)?,
             "log.cleanup.policy" => t.set("cleanup.policy", value)?,
             "log.message.timestamp.type" => t.set("message.timestamp.type", value)?,
@@ -602,44 +735,90 @@ impl BrokerConfig {
             "min.insync.replicas" | "unclean.leader.election.enable" | "compression.type" => {
                 t.set(key, value)?
             }
+            // A key in the reference table that this match forgot; the table's tests catch it.
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
-        self.explicit.insert(key.to_string(), value.to_string());
         Ok(())
     }
 
-    /// Reads `key=value` lines (`#` and `!` comments) from a Java-style properties file.
+    /// Reads a Java-style properties file (`key=value`, `key: value` or `key value`; `#` and `!`
+    /// comments; a trailing backslash continues the line). Errors name the file and line.
     pub fn load_properties(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
             path: path.to_path_buf(),
             source,
         })?;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
-            }
-            let (k, v) = line
-                .split_once('=')
-                .or_else(|| line.split_once(':'))
-                .ok_or_else(|| bad(line, "", "expected key=value"))?;
-            self.set(k.trim(), v.trim())?;
+        for (line, key, value) in parse_properties(&text) {
+            self.set(&key, &value).map_err(|e| ConfigError::Line {
+                path: path.to_path_buf(),
+                line,
+                source: Box::new(e),
+            })?;
         }
         Ok(())
     }
 
-    /// The value of a broker key, for DescribeConfigs.
+    /// Completes the settings that depend on others; call once every source has been applied.
+    /// Without `advertised.listeners`, clients are given the listen address, or this machine's
+    /// host name when the broker listens on a wildcard address (which no client can connect
+    /// to), as Kafka does.
+    pub fn finalize(&mut self) -> Result<(), ConfigError> {
+        self.finalize_with(local_host_name)
+    }
+
+    /// `finalize` with the host name lookup supplied, so that tests do not depend on the machine.
+    pub fn finalize_with(
+        &mut self,
+        host_name: impl FnOnce() -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if !self.explicit.contains_key("advertised.listeners") {
+            self.advertised_port = self.listen.port();
+            self.advertised_host = if self.listen.ip().is_unspecified() {
+                host_name().filter(|h| !h.is_empty()).ok_or_else(|| {
+                    bad(
+                        "advertised.listeners",
+                        "",
+                        "the broker listens on a wildcard address and this machine's host name \
+                         cannot be read: set advertised.listeners",
+                    )
+                })?
+            } else {
+                self.listen.ip().to_string()
+            };
+        }
+        Ok(())
+    }
+
+    /// The one warning line naming the accepted Kafka settings Shardlog does not use, if any.
+    pub fn ignored_keys_warning(&self) -> Option<String> {
+        if self.ignored_kafka_keys.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "accepted but not used by Shardlog: {}",
+            self.ignored_kafka_keys.join(", ")
+        ))
+    }
+
+    /// The value of a broker key, for DescribeConfigs and the configuration reference.
     pub fn get(&self, key: &str) -> Option<String> {
         Some(match key {
-            "broker.id" => self.broker_id.to_string(),
+            "broker.id" | "node.id" => self.broker_id.to_string(),
             "listeners" => format!("PLAINTEXT://{}", self.listen),
             "advertised.listeners" => {
-                format!(
-                    "PLAINTEXT://{}:{}",
-                    self.advertised_host, self.advertised_port
-                )
+                if self.advertised_host.contains(':') {
+                    format!(
+                        "PLAINTEXT://[{}]:{}",
+                        self.advertised_host, self.advertised_port
+                    )
+                } else {
+                    format!(
+                        "PLAINTEXT://{}:{}",
+                        self.advertised_host, self.advertised_port
+                    )
+                }
             }
-            "log.dirs" => self.data_dir.display().to_string(),
+            "log.dirs" | "log.dir" => self.data_dir.display().to_string(),
             "num.shards" => self.shards.to_string(),
             "auto.create.topics.enable" => self.auto_create_topics.to_string(),
             "num.partitions" => self.num_partitions.to_string(),
@@ -668,6 +847,29 @@ impl BrokerConfig {
             "leader.imbalance.per.broker.percentage" => {
                 self.leader_imbalance_per_broker_percentage.to_string()
             }
+            "metrics.listen" => self
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            "metrics.partition.labels.max" => self.metrics_partition_labels_max.to_string(),
+            "log.format" => self.log_format.clone(),
+            "log.level" => self.log_level.clone(),
+            // The coarser aliases: the value given, or the effective value in their unit.
+            "log.retention.hours" | "log.retention.minutes" | "log.roll.hours" => {
+                if let Some(v) = self.explicit.get(key) {
+                    return Some(v.trim().to_string());
+                }
+                let (ms, unit) = match key {
+                    "log.retention.hours" => (self.topic_defaults.retention_ms, 3_600_000),
+                    "log.retention.minutes" => (self.topic_defaults.retention_ms, 60_000),
+                    _ => (self.topic_defaults.segment_ms as i64, 3_600_000),
+                };
+                if ms < 0 {
+                    "-1".to_string()
+                } else {
+                    (ms / unit).to_string()
+                }
+            }
             _ => {
                 let topic_key = TOPIC_KEYS.iter().find(|(_, b)| *b == key)?.0;
                 return self.topic_defaults.get(topic_key);
@@ -678,7 +880,271 @@ impl BrokerConfig {
 
 fn hours(key: &str, value: &str) -> Result<i64, ConfigError> {
     let h: i64 = parse_num(key, value)?;
-    Ok(if h < 0 { -1 } else { h * 3_600_000 })
+    if h < 0 {
+        return Ok(-1);
+    }
+    h.checked_mul(3_600_000)
+        .ok_or_else(|| bad(key, value, "too large"))
+}
+
+/// The closest known broker key to a mistyped one, if one is close enough to be the intent.
+fn suggest_broker_key(key: &str) -> Option<String> {
+    // A topic-level name given to the broker: its broker-level name sets the default.
+    if let Some((_, broker_key)) = TOPIC_KEYS.iter().find(|(t, _)| *t == key) {
+        return Some(broker_key.to_string());
+    }
+    let wanted = key.to_ascii_lowercase();
+    // Roughly one edit per five characters, between 1 and 3: "num.partiton" is a typo of
+    // "num.partitions", "log.x" is not a typo of "log.dir".
+    let max = (key.len() / 5).clamp(1, 3);
+    BROKER_SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .chain(KAFKA_BROKER_KEYS.iter().copied())
+        .map(|k| (edit_distance(&wanted, &k.to_ascii_lowercase()), k))
+        .filter(|(d, _)| *d <= max)
+        .min()
+        .map(|(_, k)| k.to_string())
+}
+
+/// Levenshtein distance (insertions, deletions and substitutions each cost 1).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The one PLAINTEXT endpoint of a `listeners`/`advertised.listeners` value, as (host, port)
+/// with IPv6 brackets removed; the host is empty for `PLAINTEXT://:9092`. A bare `host:port`
+/// counts as PLAINTEXT (the form `--listen` has always taken).
+fn plaintext_endpoint(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let mut found = None;
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, address) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
+        match name.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => {}
+            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => return Err(bad(
+                key,
+                value,
+                &format!(
+                    "{entry}: TLS/SASL listeners are not supported yet; only PLAINTEXT is served"
+                ),
+            )),
+            _ => {
+                return Err(bad(
+                    key,
+                    value,
+                    &format!(
+                        "{entry}: only PLAINTEXT listeners are supported (listener names mapped \
+                         by listener.security.protocol.map are not)"
+                    ),
+                ))
+            }
+        }
+        if found.is_some() {
+            return Err(bad(key, value, "more than one PLAINTEXT listener"));
+        }
+        found = Some(split_host_port(key, value, address)?);
+    }
+    found.ok_or_else(|| bad(key, value, "expected PLAINTEXT://host:port"))
+}
+
+/// Splits `host:port`, `[v6]:port` or `:port` (empty host).
+fn split_host_port(key: &str, value: &str, s: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad(key, value, "missing ] after an IPv6 address"))?;
+            let port = after
+                .strip_prefix(':')
+                .ok_or_else(|| bad(key, value, "expected [address]:port"))?;
+            (host, port)
+        }
+        None => {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| bad(key, value, "expected host:port"))?;
+            if host.contains(':') {
+                return Err(bad(
+                    key,
+                    value,
+                    "write an IPv6 address in brackets: [::1]:9092",
+                ));
+            }
+            (host, port)
+        }
+    };
+    let port = port
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, value, "the port must be a number from 0 to 65535"))?;
+    Ok((host.trim().to_string(), port))
+}
+
+/// The address to bind for `host`: every interface when empty, else the address itself, else
+/// the host name resolved (the first IPv4 address, or the first address if there is none).
+fn resolve(key: &str, value: &str, host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    if host.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(key, value, &format!("cannot resolve {host}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| bad(key, value, &format!("{host} has no address")))
+}
+
+/// This machine's host name, as `hostname` prints it.
+fn local_host_name() -> Option<String> {
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            return Some(name.to_string());
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname writes at most that much.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Checks a RUST_LOG-style filter: comma-separated `level`, `target` or `target=level`
+/// directives, optionally followed by `/regex`.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |s: &str| LEVELS.contains(&s.to_ascii_lowercase().as_str());
+    let is_target = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    let directives = filter.split_once('/').map_or(filter, |(d, _)| d);
+    if directives.trim().is_empty() {
+        return Err("expected a level such as info, or target=level directives".into());
+    }
+    for d in directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let ok = match d.split_once('=') {
+            Some((target, level)) => is_target(target.trim()) && is_level(level.trim()),
+            None => is_level(d) || is_target(d),
+        };
+        if !ok {
+            return Err(format!(
+                "{d:?}: expected a level (off, error, warn, info, debug, trace), a target, or \
+                 target=level"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a Java properties text into (line number, key, value), following
+/// `java.util.Properties`: the key ends at the first unescaped `=`, `:` or white space; a line
+/// ending in an odd number of backslashes continues on the next one; `\t`, `\n`, `\uXXXX` and
+/// `\x` (= x) escapes are decoded.
+fn parse_properties(text: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((index, line)) = lines.next() {
+        let first = line.trim_start();
+        if first.is_empty() || first.starts_with('#') || first.starts_with('!') {
+            continue;
+        }
+        let mut logical = first.to_string();
+        while logical.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
+            logical.pop();
+            match lines.next() {
+                Some((_, next)) => logical.push_str(next.trim_start()),
+                None => break,
+            }
+        }
+        let (key, value) = split_property(&logical);
+        out.push((
+            index + 1,
+            unescape(key),
+            unescape(value).trim_end().to_string(),
+        ));
+    }
+    out
+}
+
+fn split_property(line: &str) -> (&str, &str) {
+    let mut escaped = false;
+    let mut key_end = line.len();
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '=' || c == ':' || c.is_whitespace() {
+            key_end = i;
+            break;
+        }
+    }
+    let key = &line[..key_end];
+    let rest = line[key_end..].trim_start();
+    let rest = rest
+        .strip_prefix('=')
+        .or_else(|| rest.strip_prefix(':'))
+        .unwrap_or(rest);
+    (key, rest.trim_start())
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.clone().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(decoded) if hex.len() == 4 => {
+                        out.push(decoded);
+                        chars.nth(3);
+                    }
+                    // Java refuses a malformed \u escape; keeping it literally makes the
+                    // resulting key or value fail validation with the text visible.
+                    _ => out.push_str("\\u"),
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 /// Kafka's topic name rule: 1..=249 chars of `[a-zA-Z0-9._-]`, not "." or "..".
@@ -732,6 +1198,365 @@ mod tests {
                 "topic key {topic_key}"
             );
         }
+    }
+
+    #[test]
+    fn tables_cover_every_key_and_are_sorted() {
+        for k in BROKER_KEYS {
+            assert!(reference::broker_setting(k).is_some(), "{k} not documented");
+        }
+        for (topic_key, broker_key) in TOPIC_KEYS {
+            assert!(reference::topic_setting(topic_key).is_some(), "{topic_key}");
+            assert!(
+                reference::broker_setting(broker_key).is_some(),
+                "{broker_key}"
+            );
+        }
+        assert_eq!(TOPIC_SETTINGS.len(), TOPIC_KEYS.len());
+        for table in [BROKER_SETTINGS, TOPIC_SETTINGS] {
+            for pair in table.windows(2) {
+                assert!(
+                    pair[0].name < pair[1].name,
+                    "{} / {}",
+                    pair[0].name,
+                    pair[1].name
+                );
+            }
+            for s in table {
+                assert!(!s.kind.is_empty() && !s.doc.is_empty(), "{}", s.name);
+            }
+        }
+        assert!(BROKER_SETTINGS.iter().all(|s| !s.dynamic));
+        assert!(TOPIC_SETTINGS.iter().all(|s| s.dynamic));
+    }
+
+    #[test]
+    fn every_documented_key_is_accepted_with_its_default() {
+        for s in BROKER_SETTINGS {
+            let mut c = BrokerConfig::default();
+            c.set(s.name, s.default)
+                .unwrap_or_else(|e| panic!("{}={:?}: {e}", s.name, s.default));
+            assert_eq!(c.get(s.name).as_deref(), Some(s.default), "{}", s.name);
+            assert!(c.ignored_kafka_keys.is_empty(), "{}", s.name);
+        }
+        for s in TOPIC_SETTINGS {
+            let mut t = TopicConfig::default();
+            t.set(s.name, s.default)
+                .unwrap_or_else(|e| panic!("{}={:?}: {e}", s.name, s.default));
+            assert_eq!(t.get(s.name).as_deref(), Some(s.default), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn kafka_key_list_is_sorted_and_holds_the_shared_settings() {
+        for pair in KAFKA_BROKER_KEYS.windows(2) {
+            assert!(pair[0] < pair[1], "{} / {}", pair[0], pair[1]);
+        }
+        // Shardlog's own settings are not Kafka's; every other documented key is a Kafka name.
+        let own = [
+            "log.format",
+            "log.level",
+            "metrics.listen",
+            "metrics.partition.labels.max",
+            "num.shards",
+        ];
+        for s in BROKER_SETTINGS {
+            assert_eq!(
+                is_kafka_broker_key(s.name),
+                !own.contains(&s.name),
+                "{}",
+                s.name
+            );
+        }
+        assert!(is_kafka_broker_key(
+            "listener.name.internal.ssl.keystore.location"
+        ));
+        assert!(!is_kafka_broker_key("listener.name."));
+    }
+
+    #[test]
+    fn unused_kafka_keys_are_collected_once_and_sorted() {
+        let mut c = BrokerConfig::default();
+        for k in ["ssl.keystore.location", "num.io.threads", "broker.rack"] {
+            c.set(k, "x").unwrap();
+        }
+        c.set("num.io.threads", "16").unwrap();
+        assert_eq!(
+            c.ignored_kafka_keys,
+            ["broker.rack", "num.io.threads", "ssl.keystore.location"]
+        );
+        assert!(!c.explicit.contains_key("num.io.threads"));
+        assert_eq!(
+            c.ignored_keys_warning().as_deref(),
+            Some("accepted but not used by Shardlog: broker.rack, num.io.threads, ssl.keystore.location")
+        );
+        assert_eq!(BrokerConfig::default().ignored_keys_warning(), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_a_hint_when_one_is_close() {
+        let mut c = BrokerConfig::default();
+        let hint = |c: &mut BrokerConfig, k: &str| match c.set(k, "1") {
+            Err(ConfigError::UnknownBrokerKey { suggestion, .. }) => suggestion,
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(
+            hint(&mut c, "log.retension.hours").as_deref(),
+            Some("log.retention.hours")
+        );
+        assert_eq!(
+            hint(&mut c, "num.partiton").as_deref(),
+            Some("num.partitions")
+        );
+        assert_eq!(
+            hint(&mut c, "zookeper.connect").as_deref(),
+            Some("zookeeper.connect")
+        );
+        assert_eq!(hint(&mut c, "Broker.Id").as_deref(), Some("broker.id"));
+        assert_eq!(
+            hint(&mut c, "metrics.listn").as_deref(),
+            Some("metrics.listen")
+        );
+        // A topic-level name at broker level: the broker name of that default.
+        assert_eq!(
+            hint(&mut c, "retention.ms").as_deref(),
+            Some("log.retention.ms")
+        );
+        assert_eq!(hint(&mut c, "no.such.setting.at.all"), None);
+        assert_eq!(hint(&mut c, "x"), None);
+        let msg = c.set("num.partiton", "1").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "unknown config key \"num.partiton\" (did you mean \"num.partitions\"?)"
+        );
+        let msg = c.set("bogus", "1").unwrap_err().to_string();
+        assert!(
+            msg.contains("neither a Shardlog nor a Kafka broker setting"),
+            "{msg}"
+        );
+        assert!(c.ignored_kafka_keys.is_empty());
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("abc", "abd"), 1);
+        assert_eq!(edit_distance("abc", "ab"), 1);
+        assert_eq!(edit_distance("ab", "abc"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn listeners_take_kafka_syntax() {
+        let listen = |v: &str| {
+            let mut c = BrokerConfig::default();
+            c.set("listeners", v).map(|()| c.listen)
+        };
+        assert_eq!(
+            listen("PLAINTEXT://:9092").unwrap(),
+            "0.0.0.0:9092".parse().unwrap()
+        );
+        assert_eq!(
+            listen("PLAINTEXT://127.0.0.1:9093").unwrap(),
+            "127.0.0.1:9093".parse().unwrap()
+        );
+        assert_eq!(
+            listen("plaintext://[::1]:9094").unwrap(),
+            "[::1]:9094".parse().unwrap()
+        );
+        assert_eq!(
+            listen("10.1.2.3:9092").unwrap(),
+            "10.1.2.3:9092".parse().unwrap()
+        );
+        assert_eq!(
+            listen(" PLAINTEXT://0.0.0.0:0 ").unwrap(),
+            "0.0.0.0:0".parse().unwrap()
+        );
+        // Host names are resolved, IPv4 first.
+        let local = listen("PLAINTEXT://localhost:9095").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 9095, "{local}");
+        for (v, reason) in [
+            ("SSL://:9093", "TLS/SASL listeners are not supported yet"),
+            ("PLAINTEXT://:9092,SASL_SSL://:9093", "TLS/SASL"),
+            ("INTERNAL://:9092", "only PLAINTEXT listeners"),
+            ("PLAINTEXT://:9092,PLAINTEXT://:9093", "more than one"),
+            ("PLAINTEXT://:99999", "port"),
+            ("PLAINTEXT://::1:9092", "brackets"),
+            ("", "expected PLAINTEXT://host:port"),
+            ("localhost", "host:port"),
+        ] {
+            let e = listen(v).expect_err(v).to_string();
+            assert!(e.contains(reason), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_address_is_never_advertised() {
+        let mut c = BrokerConfig::default();
+        for v in ["PLAINTEXT://:9092", "PLAINTEXT://0.0.0.0:9092", "[::]:9092"] {
+            let e = c.set("advertised.listeners", v).expect_err(v).to_string();
+            assert!(e.contains("wildcard"), "{e}");
+        }
+        assert!(c.set("advertised.listeners", "broker-1:0").is_err());
+
+        // Listening on every interface: the host name is advertised, with the listen port.
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "PLAINTEXT://:19092").unwrap();
+        c.finalize_with(|| Some("box-7".into())).unwrap();
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("box-7", 19092)
+        );
+        let mut no_name = c.clone();
+        no_name.explicit.remove("advertised.listeners");
+        assert!(no_name.finalize_with(|| None).is_err());
+
+        // A specific address is advertised as it is.
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "10.0.0.5:9093").unwrap();
+        c.finalize_with(|| panic!("not asked")).unwrap();
+        assert_eq!(
+            c.get("advertised.listeners").unwrap(),
+            "PLAINTEXT://10.0.0.5:9093"
+        );
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "[::1]:9093").unwrap();
+        c.finalize_with(|| None).unwrap();
+        assert_eq!(
+            c.get("advertised.listeners").unwrap(),
+            "PLAINTEXT://[::1]:9093"
+        );
+
+        // Given explicitly, it wins whatever the listener.
+        let mut c = BrokerConfig::default();
+        c.set("advertised.listeners", "PLAINTEXT://kafka.example:9092")
+            .unwrap();
+        c.set("listeners", "PLAINTEXT://:9092").unwrap();
+        c.finalize_with(|| Some("box-7".into())).unwrap();
+        assert_eq!(c.advertised_host, "kafka.example");
+        c.finalize_with(|| Some("other".into())).unwrap();
+        assert_eq!(
+            c.get("advertised.listeners").unwrap(),
+            "PLAINTEXT://kafka.example:9092"
+        );
+    }
+
+    #[test]
+    fn new_settings_validate() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9644".parse().unwrap()));
+        c.set("metrics.listen", "").unwrap();
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.get("metrics.listen").unwrap(), "");
+        c.set("metrics.listen", ":0").unwrap();
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:0".parse().unwrap()));
+        c.set("metrics.listen", "localhost:9700").unwrap();
+        assert!(c.metrics_listen.unwrap().ip().is_loopback());
+        assert!(c.set("metrics.listen", "9644").is_err());
+
+        c.set("metrics.partition.labels.max", "0").unwrap();
+        assert_eq!(c.metrics_partition_labels_max, 0);
+        assert!(c.set("metrics.partition.labels.max", "-1").is_err());
+
+        c.set("log.format", "json").unwrap();
+        assert_eq!(c.log_format, "json");
+        assert!(c.set("log.format", "xml").is_err());
+
+        for ok in [
+            "debug",
+            "warn,shardlog_broker::server=debug",
+            "off",
+            "info/ready",
+            "TRACE",
+        ] {
+            c.set("log.level", ok)
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(c.log_level, ok);
+        }
+        for bad in ["", " ", "shardlog=loud", "a b", "=info"] {
+            assert!(c.set("log.level", bad).is_err(), "{bad:?}");
+        }
+
+        c.set("zookeeper.connect", "").unwrap();
+        assert_eq!(c.zookeeper_connect, None);
+        assert!(c.set("log.dirs", "/a,/b").is_err());
+        assert!(c.set("log.dirs", " ").is_err());
+    }
+
+    #[test]
+    fn retention_aliases_follow_kafka_precedence_in_any_order() {
+        let mut c = BrokerConfig::default();
+        c.set("log.retention.ms", "5000").unwrap();
+        c.set("log.retention.hours", "1").unwrap();
+        c.set("log.retention.minutes", "2").unwrap();
+        assert_eq!(c.topic_defaults.retention_ms, 5000);
+        assert_eq!(c.get("log.retention.hours").unwrap(), "1");
+
+        let mut c = BrokerConfig::default();
+        c.set("log.retention.minutes", "2").unwrap();
+        c.set("log.retention.hours", "1").unwrap();
+        assert_eq!(c.topic_defaults.retention_ms, 120_000);
+        assert!(c.set("log.retention.hours", "x").is_err());
+
+        let mut c = BrokerConfig::default();
+        c.set("log.roll.ms", "7000").unwrap();
+        c.set("log.roll.hours", "1").unwrap();
+        assert_eq!(c.topic_defaults.segment_ms, 7000);
+        c.set("log.retention.hours", "-1").unwrap();
+        assert_eq!(c.get("log.retention.minutes").unwrap(), "-1");
+        assert!(c.set("log.retention.hours", &i64::MAX.to_string()).is_err());
+    }
+
+    #[test]
+    fn properties_follow_java_syntax() {
+        let text = "# comment\n\
+                    ! also a comment\n\
+                    \n\
+                    a=1\n\
+                    b : 2\n\
+                    c 3\n\
+                    \x20  d=x=y\n\
+                    e=long \\\n\
+                    \x20   value\n\
+                    f\\:g=h\n\
+                    i=\\u0041\\tB\n\
+                    j\n\
+                    k=trailing   \n";
+        let got: Vec<(usize, String, String)> = parse_properties(text);
+        let want = [
+            (4, "a", "1"),
+            (5, "b", "2"),
+            (6, "c", "3"),
+            (7, "d", "x=y"),
+            (8, "e", "long value"),
+            (10, "f:g", "h"),
+            (11, "i", "A\tB"),
+            (12, "j", ""),
+            (13, "k", "trailing"),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0, g.1.as_str(), g.2.as_str()), w);
+        }
+    }
+
+    #[test]
+    fn a_bad_line_in_a_file_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "broker.id=1\n\nnum.partitons=3\n").unwrap();
+        let e = BrokerConfig::default()
+            .load_properties(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                ":3: unknown config key \"num.partitons\" (did you mean \"num.partitions\"?)"
+            ),
+            "{e}"
+        );
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
     }
 
     #[test]

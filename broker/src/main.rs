@@ -1,22 +1,26 @@
 //! `shardlog`: start a broker. Standalone by default: `shardlog` alone listens on
 //! 127.0.0.1:9092 and stores under ./data. With `--zookeeper host:port` (or
-//! `zookeeper.connect`) it joins a cluster coordinated by ZooKeeper.
+//! `zookeeper.connect`) it joins a cluster coordinated by ZooKeeper. This file owns the
+//! command line: flags, their precedence over the properties file and `--set`, and
+//! `--print-config-reference`; the settings themselves are `shardlog_broker::config`'s.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shardlog_broker::config::BrokerConfig;
+use shardlog_broker::config::{reference_markdown, BrokerConfig};
 use shardlog_broker::startup;
 
 /// Shardlog: a Kafka-compatible, thread-per-core message broker.
 #[derive(Parser, Debug)]
 #[command(name = "shardlog", version)]
 struct Args {
-    /// Address to listen on (Kafka: listeners).
-    #[arg(long)]
+    /// Address to listen on: host:port or PLAINTEXT://host:port; an empty host listens on every
+    /// interface (Kafka: listeners).
+    #[arg(long, env = "SHARDLOG_LISTEN")]
     listen: Option<String>,
-    /// host:port given to clients in Metadata (Kafka: advertised.listeners). Defaults to --listen.
+    /// host:port given to clients in Metadata (Kafka: advertised.listeners). Defaults to the
+    /// listen address, or this machine's host name when listening on a wildcard address.
     #[arg(long)]
     advertised_listener: Option<String>,
     /// Data directory (Kafka: log.dirs).
@@ -37,6 +41,12 @@ struct Args {
     /// ZooKeeper connect string for cluster mode (host:port[,host:port]).
     #[arg(long)]
     zookeeper: Option<String>,
+    /// host:port of the HTTP metrics and health endpoint; empty = off (metrics.listen).
+    #[arg(long, env = "SHARDLOG_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Print the configuration reference (docs/configuration.md, Markdown) and exit.
+    #[arg(long)]
+    print_config_reference: bool,
 }
 
 fn build_config(args: &Args) -> Result<BrokerConfig, String> {
@@ -51,17 +61,16 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
         c.set(k.trim(), v.trim()).map_err(|e| e.to_string())?;
     }
     if let Some(l) = &args.listen {
-        c.set("listeners", l).map_err(|e| e.to_string())?;
+        c.set("listeners", l)
+            .map_err(|e| format!("--listen: {e}"))?;
     }
-    match &args.advertised_listener {
-        Some(a) => c
-            .set("advertised.listeners", a)
-            .map_err(|e| e.to_string())?,
-        None if !c.explicit.contains_key("advertised.listeners") => {
-            c.advertised_host = c.listen.ip().to_string();
-            c.advertised_port = c.listen.port();
-        }
-        None => {}
+    if let Some(a) = &args.advertised_listener {
+        c.set("advertised.listeners", a)
+            .map_err(|e| format!("--advertised-listener: {e}"))?;
+    }
+    if let Some(m) = &args.metrics_listen {
+        c.set("metrics.listen", m)
+            .map_err(|e| format!("--metrics-listen: {e}"))?;
     }
     if let Some(d) = &args.data_dir {
         c.data_dir = d.clone();
@@ -78,6 +87,7 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
     if let Some(zk) = &args.zookeeper {
         c.set("zookeeper.connect", zk).map_err(|e| e.to_string())?;
     }
+    c.finalize().map_err(|e| e.to_string())?;
     Ok(c)
 }
 
@@ -94,6 +104,10 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     let args = Args::parse();
+    if args.print_config_reference {
+        print!("{}", reference_markdown());
+        return ExitCode::SUCCESS;
+    }
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -101,6 +115,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(warning) = config.ignored_keys_warning() {
+        log::warn!("{warning}");
+    }
     let cpus: Vec<usize> = cores.iter().map(|c| c.id).collect();
     match startup::run(config, cpus) {
         Ok(()) => ExitCode::SUCCESS,
