@@ -417,10 +417,6 @@ pub struct BrokerConfig {
     /// Kafka settings that were given but that Shardlog does not use, sorted, without repeats.
     pub ignored_kafka_keys: Vec<String>,
     pub topic_defaults: TopicConfig,
-    /// HTTP listener for metrics and health (`metrics.listen`); `None` = off.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Above this many partitions, log metrics are summed per topic.
-    pub metrics_partition_labels_max: usize,
     /// Every key given explicitly, for DescribeConfigs (source = static broker config).
     pub explicit: BTreeMap<String, String>,
 }
@@ -462,8 +458,6 @@ impl Default for BrokerConfig {
             log_level: "info".into(),
             ignored_kafka_keys: Vec::new(),
             topic_defaults: TopicConfig::default(),
-            metrics_listen: Some("127.0.0.1:9644".parse().expect("literal address")),
-            metrics_partition_labels_max: 1000,
             explicit: BTreeMap::new(),
         }
     }
@@ -932,13 +926,15 @@ fn plaintext_endpoint(key: &str, value: &str) -> Result<(String, u16), ConfigErr
         let (name, address) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
         match name.to_ascii_uppercase().as_str() {
             "PLAINTEXT" => {}
-            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => return Err(bad(
-                key,
-                value,
-                &format!(
+            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
+                return Err(bad(
+                    key,
+                    value,
+                    &format!(
                     "{entry}: TLS/SASL listeners are not supported yet; only PLAINTEXT is served"
                 ),
-            )),
+                ))
+            }
             _ => {
                 return Err(bad(
                     key,

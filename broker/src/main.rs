@@ -94,7 +94,6 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
 fn main() -> ExitCode {
     // The CPU set must be read before any thread pins itself.
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Fail-stop: a panicking shard would leave the others forwarding to a dead executor. Abort
     // the whole process instead; the next start recovers the logs from disk.
     let default_hook = std::panic::take_hook();
@@ -115,11 +114,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Logging starts once the settings are known (`log.format`, `log.level`); errors before
+    // this point go to stderr directly.
+    if let Err(e) = shardlog_broker::logging::init(&config.log_format, &config.log_level) {
+        eprintln!("shardlog: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(warning) = config.ignored_keys_warning() {
         log::warn!("{warning}");
     }
     let cpus: Vec<usize> = cores.iter().map(|c| c.id).collect();
-    match startup::run(config, cpus) {
+    let result = startup::run(config, cpus);
+    // Writes the counts of messages still being summarised.
+    log::logger().flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardlog: {e}");

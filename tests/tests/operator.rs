@@ -67,7 +67,15 @@ fn relative_data_dir_from_any_working_directory() {
     let log_text = || std::fs::read_to_string(cwd.path().join("broker.log")).unwrap();
     assert!(ready, "not ready; log:\n{}", log_text());
     let bootstrap = format!("127.0.0.1:{port}");
-    cli(&["--bootstrap", &bootstrap, "topic", "create", "rel", "-p", "2"]);
+    cli(&[
+        "--bootstrap",
+        &bootstrap,
+        "topic",
+        "create",
+        "rel",
+        "-p",
+        "2",
+    ]);
     let listed = cli(&["--bootstrap", &bootstrap, "topic", "list"]);
     assert!(listed.contains("rel"), "{listed}");
     assert!(cwd.path().join("data/rel-0").is_dir());
@@ -207,10 +215,17 @@ fn metrics_and_health_show_live_values() {
     assert!(get("shardlog_topic_bytes_in_total{topic=\"ops\"}") > 0.0);
     assert!(get("shardlog_topic_bytes_out_total{topic=\"ops\"}") > 0.0);
     let end: f64 = (0..2)
-        .map(|p| get(&format!("shardlog_log_end_offset{{topic=\"ops\",partition=\"{p}\"}}")))
+        .map(|p| {
+            get(&format!(
+                "shardlog_log_end_offset{{topic=\"ops\",partition=\"{p}\"}}"
+            ))
+        })
         .sum();
     assert_eq!(end, 5.0);
-    assert!(get("shardlog_partitions") >= 52.0, "2 + 50 offsets partitions");
+    assert!(
+        get("shardlog_partitions") >= 52.0,
+        "2 + 50 offsets partitions"
+    );
     assert_eq!(get("shardlog_under_replicated_partitions"), 0.0);
     assert_eq!(get("shardlog_offline_partitions"), 0.0);
     assert_eq!(get("shardlog_ready"), 1.0);
@@ -221,7 +236,9 @@ fn metrics_and_health_show_live_values() {
     // The group committed what it consumed: its lag over both partitions is what is left.
     let lag: f64 = text
         .lines()
-        .filter(|l| l.starts_with("shardlog_consumer_group_lag{group=\"ops-readers\",topic=\"ops\""))
+        .filter(|l| {
+            l.starts_with("shardlog_consumer_group_lag{group=\"ops-readers\",topic=\"ops\"")
+        })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     let committed = text
@@ -253,7 +270,10 @@ fn prometheus_scrapes_the_broker() {
     let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
     let mut child = Command::new(prometheus)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{web}"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -266,7 +286,9 @@ fn prometheus_scrapes_the_broker() {
             s == 200 && body.contains("\"shardlog_ready\"") && body.contains("\"1\"]")
         })
     });
-    let targets = http_get(web, "/api/v1/targets").map(|r| r.1).unwrap_or_default();
+    let targets = http_get(web, "/api/v1/targets")
+        .map(|r| r.1)
+        .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     assert!(
