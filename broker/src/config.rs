@@ -753,9 +753,9 @@ impl BrokerConfig {
     }
 
     /// Completes the settings that depend on others; call once every source has been applied.
-    /// Without `advertised.listeners`, clients are given the listen address, or this machine's
-    /// host name when the broker listens on a wildcard address (which no client can connect
-    /// to), as Kafka does.
+    /// Without `advertised.listeners`, clients are given the listener as written (host name or
+    /// address), or this machine's host name when the broker listens on a wildcard address
+    /// (which no client can connect to), as Kafka does.
     pub fn finalize(&mut self) -> Result<(), ConfigError> {
         self.finalize_with(local_host_name)
     }
@@ -777,7 +777,14 @@ impl BrokerConfig {
                     )
                 })?
             } else {
-                self.listen.ip().to_string()
+                // A listener given by host name is advertised by that name, as Kafka does: the
+                // name may resolve differently for clients than it did here.
+                self.explicit
+                    .get("listeners")
+                    .and_then(|v| plaintext_endpoint("listeners", v).ok())
+                    .map(|(host, _)| host)
+                    .filter(|host| !host.is_empty() && host.parse::<IpAddr>().is_err())
+                    .unwrap_or_else(|| self.listen.ip().to_string())
             };
         }
         Ok(())
@@ -1407,6 +1414,15 @@ mod tests {
         let mut no_name = c.clone();
         no_name.explicit.remove("advertised.listeners");
         assert!(no_name.finalize_with(|| None).is_err());
+
+        // A host name is advertised as written, not as it resolved here.
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "PLAINTEXT://localhost:9096").unwrap();
+        c.finalize_with(|| panic!("not asked")).unwrap();
+        assert_eq!(
+            c.get("advertised.listeners").unwrap(),
+            "PLAINTEXT://localhost:9096"
+        );
 
         // A specific address is advertised as it is.
         let mut c = BrokerConfig::default();

@@ -104,8 +104,16 @@ fn main() -> ExitCode {
     }));
     let args = Args::parse();
     if args.print_config_reference {
-        print!("{}", reference_markdown());
-        return ExitCode::SUCCESS;
+        // Written without print! so that a closed pipe (`| head`) is an exit code, not a panic.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return match out
+            .write_all(reference_markdown().as_bytes())
+            .and_then(|()| out.flush())
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
     }
     let config = match build_config(&args) {
         Ok(c) => c,

@@ -61,9 +61,9 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "string",
         "PLAINTEXT://127.0.0.1:9092",
         "The address given to clients in Metadata responses, `PLAINTEXT://host:port`. When not \
-         set: the listener's address, or this machine's host name when the broker listens on a \
-         wildcard address (0.0.0.0 or ::), as Kafka does; a wildcard address is never \
-         advertised. Flag `--advertised-listener`.",
+         set: the listener as written (host name or address), or this machine's host name when \
+         the broker listens on a wildcard address (0.0.0.0 or ::), as Kafka does; a wildcard \
+         address is never advertised. Flag `--advertised-listener`.",
     ),
     broker(
         "auto.create.topics.enable",
