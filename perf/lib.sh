@@ -73,14 +73,16 @@ bench_bin() {
     echo "$bin"
 }
 
-# Starts the Shardlog broker (release build) on a free loopback port; sets SHARDLOG_ADDR and
-# SHARDLOG_PID. Args: DATA_DIR SHARDS LOG_FILE.
+# Starts the Shardlog broker on a free loopback port; sets SHARDLOG_ADDR and SHARDLOG_PID.
+# Args: DATA_DIR SHARDS LOG_FILE. Built with the cargo profile in SHARDLOG_CARGO_PROFILE
+# (default release; profile.sh sets `profiling`, release plus line tables).
 start_shardlog() {
     local data="$1" shards="$2" logf="$3" port
-    local bin="$REPO_ROOT/target/release/shardlog"
-    log "building the shardlog broker (release)"
-    (cd "$REPO_ROOT" && cargo build --release -q -p shardlog-broker --bin shardlog) >&2 \
-        || die "cargo build --release -p shardlog-broker failed"
+    local profile="${SHARDLOG_CARGO_PROFILE:-release}"
+    local bin="$REPO_ROOT/target/$profile/shardlog"
+    log "building the shardlog broker (cargo profile $profile)"
+    (cd "$REPO_ROOT" && cargo build --profile "$profile" -q -p shardlog-broker --bin shardlog) >&2 \
+        || die "cargo build --profile $profile -p shardlog-broker failed"
     mkdir -p "$data"
     port="$(free_port)"
     SHARDLOG_ADDR="127.0.0.1:$port"

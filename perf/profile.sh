@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Flame graph of the Shardlog broker under a chosen shardlog-bench workload.
 #
-# Starts the release broker on loopback (or profiles an already running one with --pid and
-# --bootstrap), runs the workload, samples the broker with `perf record` (Debian's linux-perf)
-# for the workload's duration, and folds the stacks into an SVG flame graph with inferno
-# (`cargo install inferno` when missing). If perf cannot sample on this machine (no PMU access,
-# kernel.perf_event_paranoid too high, no permission), it says so and exits with status 4.
+# Starts the broker built with `cargo build --profile profiling` (release code plus line
+# tables; the release profile ships without debug info) on loopback, or profiles an already
+# running one with --pid and --bootstrap (build it with --profile profiling as well, else its
+# frames have names but no source lines or inlined functions). Runs the workload, samples the
+# broker with `perf record` (Debian's linux-perf) for the workload's duration, and folds the
+# stacks into an SVG flame graph with inferno (`cargo install inferno` when missing). If perf
+# cannot sample on this machine (no PMU access, kernel.perf_event_paranoid too high, no
+# permission), it says so and exits with status 4.
 #
 # Usage: perf/profile.sh [--out DIR] [--shards N] [--frequency HZ] [--call-graph dwarf|fp]
 #                        [--pid PID --bootstrap ADDR] [--setup "BENCH ARGS"] [-- BENCH ARGS...]
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
         --bootstrap) BOOTSTRAP="$2"; shift 2 ;;
         --setup) SETUP="$2"; shift 2 ;;
         --) shift; BENCH_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -73,6 +76,7 @@ fi
 
 BENCH="$(bench_bin)"
 if [ -z "$PID" ]; then
+    SHARDLOG_CARGO_PROFILE=profiling
     start_shardlog "$RAW/data" "$SHARDS" "$RAW/shardlog.log"
     PID="$SHARDLOG_PID"
     BOOTSTRAP="$SHARDLOG_ADDR"

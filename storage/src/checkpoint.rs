@@ -7,6 +7,7 @@ use std::path::Path;
 use glommio::io::{Directory, OpenOptions};
 
 use crate::error::StorageError;
+use crate::segment;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
@@ -97,13 +98,13 @@ async fn replace_file(
         _ => Ok(()),
     };
     file.close().await?;
-    if written? != len {
-        let what = dest.display();
-        return Err(
-            io::Error::new(io::ErrorKind::WriteZero, format!("short write of {what}")).into(),
-        );
+    // The errors name the temporary file: it is the one the write went to (`dest` is intact).
+    let written = written.map_err(|e| segment::write_error("writing", Some(tmp), e))?;
+    if written != len {
+        return Err(segment::short_write_error(Some(tmp), written, len).into());
     }
-    synced?;
+    // File systems with delayed allocation may report a full disk only at the sync.
+    synced.map_err(|e| segment::write_error("syncing", Some(tmp), e))?;
     glommio::io::rename(tmp, dest).await?;
     Ok(())
 }

@@ -125,15 +125,84 @@ pub async fn write_all(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> Result<()
     if len == 0 {
         return Ok(());
     }
-    let n = file.write_at(buf, pos).await?;
-    if n != len {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {n} of {len} bytes"),
-        )
-        .into());
+    let written = file.write_at(buf, pos).await;
+    let path = file.path().map(|p| p.to_path_buf());
+    match written {
+        Ok(n) if n == len => Ok(()),
+        Ok(n) => Err(short_write_error(path.as_deref(), n, len).into()),
+        Err(e) => Err(write_error("writing", path.as_deref(), e).into()),
     }
-    Ok(())
+}
+
+/// A write that failed, naming the file. The operating system's error, when there is one, is
+/// the `source` (so `raw_os_error` can be found by walking the error chain) and gives the kind.
+#[derive(Debug)]
+struct FileWriteError {
+    message: String,
+    os: Option<io::Error>,
+}
+
+impl std::fmt::Display for FileWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FileWriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.os.as_ref().map(|e| e as _)
+    }
+}
+
+fn display_path(path: Option<&Path>) -> String {
+    path.map_or_else(|| "a file".to_string(), |p| p.display().to_string())
+}
+
+/// The error for a write to a regular file that returned fewer bytes than asked (`written`
+/// of `len`). The kernel shortens a write to a regular file when the file system fills up (or
+/// a quota or file size limit is reached) part way; the next write would fail with ENOSPC. No
+/// errno was returned, so the error carries the kind of ENOSPC (`StorageFull`) but no raw OS
+/// error.
+pub(crate) fn short_write_error(path: Option<&Path>, written: usize, len: usize) -> io::Error {
+    let kind = io::Error::from_raw_os_error(libc::ENOSPC).kind();
+    io::Error::new(
+        kind,
+        FileWriteError {
+            message: format!(
+                "no space left on device (ENOSPC) writing {}: wrote {written} of {len} bytes \
+                 (a short write: the file system is full or a quota is exhausted)",
+                display_path(path)
+            ),
+            os: None,
+        },
+    )
+}
+
+/// The error for a failed write or sync of `path` (`doing`: "writing", "syncing"). The OS error
+/// keeps its kind and stays reachable as the source; ENOSPC is named as such.
+pub(crate) fn write_error(
+    doing: &str,
+    path: Option<&Path>,
+    e: glommio::GlommioError<()>,
+) -> io::Error {
+    let os = match e {
+        glommio::GlommioError::IoError(os)
+        | glommio::GlommioError::EnhancedIoError { source: os, .. } => os,
+        other => return other.into(),
+    };
+    let what = display_path(path);
+    let message = match os.raw_os_error() {
+        Some(libc::ENOSPC) => format!("no space left on device (ENOSPC) {doing} {what}"),
+        Some(libc::EDQUOT) => format!("disk quota exceeded (EDQUOT) {doing} {what}"),
+        _ => format!("{doing} {what}: {os}"),
+    };
+    io::Error::new(
+        os.kind(),
+        FileWriteError {
+            message,
+            os: Some(os),
+        },
+    )
 }
 
 /// Reads a whole (small) file; a missing one reads as empty.
@@ -647,5 +716,78 @@ mod tests {
         assert_eq!(parse_file_name("00000000000000000042.log.deleted"), None);
         assert_eq!(parse_file_name("0000000000000000004a.log"), None);
         assert_eq!(parse_file_name("checkpoint"), None);
+    }
+
+    /// The raw OS error (errno) of the first error in `err`'s chain that has one.
+    fn os_error_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(code) = e
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
+                return Some(code);
+            }
+            cur = e.source();
+        }
+        None
+    }
+
+    #[test]
+    fn a_short_write_is_reported_as_a_full_disk() {
+        let e = short_write_error(Some(Path::new("/data/t-0/00000000000000000000.log")), 3, 10);
+        assert_eq!(e.kind(), io::Error::from_raw_os_error(libc::ENOSPC).kind());
+        let text = StorageError::from(e).to_string();
+        assert!(
+            text.contains(
+                "no space left on device (ENOSPC) writing \
+                 /data/t-0/00000000000000000000.log: wrote 3 of 10 bytes"
+            ),
+            "{text}"
+        );
+        let e = short_write_error(None, 0, 10);
+        assert!(
+            e.to_string().contains("writing a file: wrote 0 of 10"),
+            "{e}"
+        );
+    }
+
+    /// `/dev/full` fails every write with ENOSPC: the error names the file and ENOSPC, has the
+    /// kind of ENOSPC, and the errno stays in the chain.
+    #[test]
+    fn a_real_enospc_keeps_its_os_error_and_names_the_file() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            eprintln!("skipped: this machine has no /dev/full");
+            return;
+        }
+        let err = glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(|| async move {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .buffered_open("/dev/full")
+                    .await
+                    .expect("open /dev/full");
+                let result = write_all(&file, vec![7; 100], 0).await;
+                let _ = file.close().await;
+                result.expect_err("a write to /dev/full fails")
+            })
+            .expect("spawn executor")
+            .join()
+            .expect("executor thread");
+        let text = err.to_string();
+        assert!(
+            text.contains("no space left on device (ENOSPC) writing /dev/full"),
+            "{text}"
+        );
+        assert_eq!(os_error_in_chain(&err), Some(libc::ENOSPC), "{err:?}");
+        let StorageError::Io(io_err) = &err else {
+            panic!("not an i/o error: {err:?}")
+        };
+        assert_eq!(
+            io_err.kind(),
+            io::Error::from_raw_os_error(libc::ENOSPC).kind()
+        );
     }
 }

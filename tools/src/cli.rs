@@ -9,7 +9,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 /// Kafka-compatible broker).
 ///
 /// Exit status: 0 success, 1 other failure, 2 usage error, 3 broker unreachable, 4 broker
-/// error, 5 damage found by `segment verify`.
+/// error, 5 damage found by `segment verify`, 6 `consume` fetched a batch that failed its CRC
+/// check (corrupt data in the broker's log).
 #[derive(Debug, Parser)]
 #[command(name = "shardlog-cli", version, propagate_version = true)]
 pub struct Cli {
@@ -52,6 +53,9 @@ pub enum Command {
     /// Send lines from stdin or a file as records.
     Produce(ProduceArgs),
     /// Print records of a topic.
+    ///
+    /// Exit status 6 when a fetched record batch fails its CRC check: the data in the
+    /// partition's log is damaged (run `shardlog-cli segment verify` on the broker).
     Consume(ConsumeArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
@@ -73,7 +77,9 @@ pub enum ClusterCommand {
     /// [--unclean]`: asks the controller (ElectLeaders) to move leadership back to each
     /// partition's preferred (first) replica, as Kafka's `kafka-leader-election.sh` does. Prints
     /// one row per partition: "elected", "not needed" (the preferred replica already leads), or
-    /// the error. Exit status 4 when any partition failed.
+    /// the error; one sentence instead when no partition needed an election (with --json, the
+    /// array, empty when the controller answered for no partition). Exit status 4 when any
+    /// partition failed.
     ElectLeaders(ElectLeadersArgs),
 }
 

@@ -20,14 +20,15 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use shardlog_protocol::batch::{BatchError, BatchHeader};
 use shardlog_protocol::client::{
     check_code, codes, Client, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
-use shardlog_protocol::records::{self, Record};
+use shardlog_protocol::records::{self, Record, RecordsError};
 
 use crate::cli::ConsumeArgs;
 use crate::codec;
-use crate::exit::usage;
+use crate::exit::{usage, CorruptBatch};
 use crate::membership::{self, GroupMember, Heartbeat};
 use crate::segment::record_json;
 use crate::template::{RecordView, Template};
@@ -300,12 +301,21 @@ impl Reader {
                     self.max_bytes
                 );
             }
-            let records = codec::decode_batch_records(&blob).map_err(|e| {
-                malformed(format!(
-                    "records of {}-{p} at offset {pos} do not decode: {e}",
-                    self.topic
-                ))
-            })?;
+            let records =
+                codec::decode_batch_records(&blob).map_err(|e| match corrupt_batch(&blob, &e) {
+                    Some(header) => anyhow::Error::new(CorruptBatch {
+                        topic: self.topic.clone(),
+                        partition: *p,
+                        broker: leader,
+                        base_offset: header.base_offset,
+                        last_offset: header.last_offset(),
+                    }),
+                    None => malformed(format!(
+                        "records of {}-{p} at offset {pos} do not decode: {e}",
+                        self.topic
+                    ))
+                    .into(),
+                })?;
             let mut next = pos;
             for r in records.iter().filter(|r| r.offset >= pos) {
                 if printer.done() {
@@ -329,6 +339,18 @@ impl Reader {
             self.positions.insert(*p, next);
         }
         Ok(stale)
+    }
+}
+
+/// The header of the batch in `blob` that failed its CRC check, when that is what `e` says.
+/// The batch walk parsed that header before the CRC was checked, so it is there.
+fn corrupt_batch(blob: &[u8], e: &RecordsError) -> Option<BatchHeader> {
+    match e {
+        RecordsError::Batch {
+            at,
+            source: BatchError::BadCrc,
+        } => BatchHeader::parse(blob.get(*at..)?).ok(),
+        _ => None,
     }
 }
 
@@ -656,5 +678,52 @@ mod tests {
         assert_eq!(run_with(&["-g", "g"]), "");
         // Without a group: from an offset, one partition, nothing committed.
         assert_eq!(run_with(&["-p", "1", "-o", "3"]), "p1-3\np1-4\n");
+    }
+
+    #[test]
+    fn a_batch_failing_its_crc_is_reported_as_corrupt_data_with_its_own_status() {
+        let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 5);
+        fake.state.lock().unwrap().corrupt_partitions.insert(1);
+        let ctx = Ctx {
+            bootstrap: fake.addr.clone(),
+            timeout: Duration::from_secs(5),
+            client_id: "test".into(),
+            json: false,
+        };
+        let mut out = Vec::new();
+        let e = run(&ctx, &consume_args(&["-p", "1", "-o", "3"]), &mut out).unwrap_err();
+        assert!(
+            out.is_empty(),
+            "printed {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        // The fake broker's batch starts one record before the fetch offset.
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(
+                "topic \"t\" partition 1 at offset 2: the batch (offsets 2 to 4) failed its CRC \
+                 check (corrupt data in the log of broker 0)"
+            ),
+            "{text}"
+        );
+        assert_eq!(crate::exit::status_of(&e), crate::exit::CORRUPT);
+        let hint = crate::exit::hint(&e, &fake.addr).expect("a hint");
+        assert!(
+            hint.contains("shardlog-cli segment verify <data-dir>` on broker 0"),
+            "{hint}"
+        );
+        assert!(hint.contains("--partition 1 --offset 5"), "{hint}");
+        // The undamaged partition still reads.
+        let mut out = Vec::new();
+        run(
+            &ctx,
+            &consume_args(&["-p", "0", "--format", "{value}"]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "p0-0\np0-1\np0-2\np0-3\np0-4\n"
+        );
     }
 }

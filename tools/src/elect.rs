@@ -198,10 +198,29 @@ pub fn results_of(response: &ElectLeadersResponse) -> Vec<ElectionResult> {
     results
 }
 
-/// Prints the results as a `TOPIC PARTITION RESULT` table, or as a JSON array of
-/// `{topic, partition, error_code, error, message}` (`error` is null for code 0).
+/// The sentence printed instead of a table when no partition was elected and none failed:
+/// the controller answered for no partition (with `--all` it leaves out the partitions that
+/// need nothing), or every answer is "not needed". `None` when there is a table to show.
+pub fn nothing_to_do(results: &[ElectionResult], election_type: i8) -> Option<String> {
+    if !results.iter().all(|r| r.error_code == ELECTION_NOT_NEEDED) {
+        return None;
+    }
+    let why = match (election_type, results.len()) {
+        (UNCLEAN, 0) => "every partition has a leader".to_string(),
+        (_, 0) => "every partition is led by its preferred replica".to_string(),
+        (UNCLEAN, n) => format!("all {n} partition(s) asked for have a leader"),
+        (_, n) => format!("the preferred replica already leads all {n} partition(s) asked for"),
+    };
+    Some(format!("no partition needed a leader election: {why}"))
+}
+
+/// Prints the results as a `TOPIC PARTITION RESULT` table (a sentence instead when there was
+/// nothing to do, see [`nothing_to_do`]), or as a JSON array of
+/// `{topic, partition, error_code, error, message}` (`error` is null for code 0; an empty
+/// array when the controller answered for no partition).
 pub fn render(
     results: &[ElectionResult],
+    election_type: i8,
     json_out: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -223,6 +242,10 @@ pub fn render(
                     .collect(),
             ),
         );
+    }
+    if let Some(sentence) = nothing_to_do(results, election_type) {
+        writeln!(out, "{sentence}")?;
+        return Ok(());
     }
     let mut table = Table::new(&["TOPIC", "PARTITION", "RESULT"]);
     for r in results {
@@ -282,7 +305,7 @@ pub fn run(ctx: &Ctx, a: &ElectLeadersArgs, out: &mut dyn Write) -> anyhow::Resu
         })
         .context("electing leaders")?;
     let results = results_of(&response);
-    render(&results, ctx.json, out)?;
+    render(&results, election_type, ctx.json, out)?;
     match failure(&results) {
         Some(e) => Err(anyhow::Error::new(e).context("electing leaders")),
         None => Ok(()),
@@ -418,7 +441,7 @@ mod tests {
             result("nope", 7, 3, None),
         ];
         let mut out = Vec::new();
-        render(&results, false, &mut out).unwrap();
+        render(&results, PREFERRED, false, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "TOPIC     PARTITION  RESULT\n\
@@ -428,19 +451,55 @@ mod tests {
              payments  0          ELIGIBLE_LEADERS_NOT_AVAILABLE\n\
              nope      7          UNKNOWN_TOPIC_OR_PARTITION\n"
         );
-        let mut out = Vec::new();
-        render(&[], false, &mut out).unwrap();
+    }
+
+    #[test]
+    fn nothing_to_do_is_a_sentence_in_text_and_an_empty_array_in_json() {
+        let text = |results: &[ElectionResult], election_type| {
+            let mut out = Vec::new();
+            render(results, election_type, false, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "TOPIC  PARTITION  RESULT\n"
+            text(&[], PREFERRED),
+            "no partition needed a leader election: every partition is led by its preferred \
+             replica\n"
         );
+        assert_eq!(
+            text(&[], UNCLEAN),
+            "no partition needed a leader election: every partition has a leader\n"
+        );
+        let not_needed = vec![
+            result("t", 0, ELECTION_NOT_NEEDED, None),
+            result("t", 1, ELECTION_NOT_NEEDED, Some("already")),
+        ];
+        assert_eq!(
+            text(&not_needed, PREFERRED),
+            "no partition needed a leader election: the preferred replica already leads all 2 \
+             partition(s) asked for\n"
+        );
+        assert_eq!(
+            text(&not_needed, UNCLEAN),
+            "no partition needed a leader election: all 2 partition(s) asked for have a leader\n"
+        );
+        // One election or one failure is worth the table.
+        let mixed = vec![
+            result("t", 0, 0, None),
+            result("t", 1, ELECTION_NOT_NEEDED, None),
+        ];
+        assert!(text(&mixed, PREFERRED).starts_with("TOPIC"));
+        assert!(nothing_to_do(&[result("t", 0, 83, None)], PREFERRED).is_none());
+        let mut out = Vec::new();
+        render(&[], PREFERRED, true, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, json!([]));
     }
 
     #[test]
     fn json_has_code_name_and_message() {
         let results = vec![result("t", 0, 0, None), result("t", 1, 42, Some("bad"))];
         let mut out = Vec::new();
-        render(&results, true, &mut out).unwrap();
+        render(&results, PREFERRED, true, &mut out).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v,
@@ -554,6 +613,30 @@ mod tests {
             assert_eq!(st.elect_requests.len(), 1);
             assert!(st.elect_requests[0].1.topic_partitions.is_none());
             assert_eq!(st.elect_requests[0].1.election_type, PREFERRED);
+        }
+
+        #[test]
+        fn nothing_to_do_says_so() {
+            let fake = FakeBroker::start(&[("t", 2)], 0);
+            for p in 0..2 {
+                fake.state
+                    .lock()
+                    .unwrap()
+                    .elect_results
+                    .insert(("t".into(), p), (ELECTION_NOT_NEEDED, None));
+            }
+            let (text, r) = run_with(&ctx(&fake, false), &args(false, &["t"], &[]));
+            r.unwrap();
+            assert_eq!(
+                text,
+                "no partition needed a leader election: the preferred replica already leads \
+                 all 2 partition(s) asked for\n"
+            );
+            // The JSON keeps one entry per partition the controller answered for.
+            let (text, r) = run_with(&ctx(&fake, true), &args(false, &["t"], &[]));
+            r.unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v.as_array().map(Vec::len), Some(2));
         }
 
         #[test]

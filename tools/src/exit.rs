@@ -8,6 +8,7 @@
 //! | 3 | broker unreachable (connect, I/O or timeout) |
 //! | 4 | the broker answered with an error, or with something malformed |
 //! | 5 | `segment verify` found damage |
+//! | 6 | `consume` fetched a batch that failed its CRC check (corrupt data in the log) |
 
 use shardlog_protocol::client::{codes, ClientError};
 
@@ -17,6 +18,7 @@ pub const USAGE: i32 = 2;
 pub const UNREACHABLE: i32 = 3;
 pub const BROKER: i32 = 4;
 pub const DAMAGE: i32 = 5;
+pub const CORRUPT: i32 = 6;
 
 /// A mistake in how the tool was invoked that clap cannot catch (e.g. a bad template).
 #[derive(Debug)]
@@ -44,6 +46,37 @@ impl std::fmt::Display for DamageFound {
 
 impl std::error::Error for DamageFound {}
 
+/// A fetched record batch failed its CRC check: the bytes in the partition leader's log are
+/// not what the producer sent (disk or file system damage), which no retry will fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptBatch {
+    pub topic: String,
+    pub partition: i32,
+    /// The leader the batch came from.
+    pub broker: i32,
+    /// The batch's first and last offsets, as its header says.
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+impl std::fmt::Display for CorruptBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "topic {:?} partition {} at offset {}: the batch (offsets {} to {}) failed its CRC \
+             check (corrupt data in the log of broker {})",
+            self.topic,
+            self.partition,
+            self.base_offset,
+            self.base_offset,
+            self.last_offset,
+            self.broker
+        )
+    }
+}
+
+impl std::error::Error for CorruptBatch {}
+
 /// Shorthand for returning a usage error.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
@@ -58,6 +91,9 @@ pub fn status_of(err: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<DamageFound>().is_some() {
             return DAMAGE;
         }
+        if cause.downcast_ref::<CorruptBatch>().is_some() {
+            return CORRUPT;
+        }
         if let Some(e) = cause.downcast_ref::<ClientError>() {
             return match e {
                 ClientError::Unreachable { .. } => UNREACHABLE,
@@ -70,6 +106,16 @@ pub fn status_of(err: &anyhow::Error) -> i32 {
 
 /// What the user can do about an error, when there is something useful to say.
 pub fn hint(err: &anyhow::Error, bootstrap: &str) -> Option<String> {
+    if let Some(c) = err.chain().find_map(|c| c.downcast_ref::<CorruptBatch>()) {
+        return Some(format!(
+            "run `shardlog-cli segment verify <data-dir>` on broker {} to find the damaged \
+             segment; `consume {} --partition {} --offset {}` reads on past the batch.",
+            c.broker,
+            c.topic,
+            c.partition,
+            c.last_offset.saturating_add(1)
+        ));
+    }
     let client = err.chain().find_map(|c| c.downcast_ref::<ClientError>())?;
     let text = match client {
         ClientError::Unreachable { .. } => format!(
@@ -139,6 +185,15 @@ mod tests {
             damaged_segments: 2,
         });
         assert_eq!(status_of(&damage), DAMAGE);
+        let corrupt = anyhow::Error::new(CorruptBatch {
+            topic: "t".into(),
+            partition: 1,
+            broker: 0,
+            base_offset: 2,
+            last_offset: 4,
+        })
+        .context("consuming");
+        assert_eq!(status_of(&corrupt), CORRUPT);
         assert_eq!(status_of(&anyhow::anyhow!("cannot read file")), OTHER);
     }
 

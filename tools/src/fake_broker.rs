@@ -2,11 +2,12 @@
 //! for a fixed set of topics, and a one-generation-at-a-time consumer group coordinator
 //! (FindCoordinator, JoinGroup with MEMBER_ID_REQUIRED, SyncGroup, Heartbeat, OffsetCommit,
 //! OffsetFetch, LeaveGroup, DescribeGroups, ListOffsets) and Fetch: every partition holds
-//! records `0..high_watermark` with values `p<partition>-<offset>`. ElectLeaders records each
+//! records `0..high_watermark` with values `p<partition>-<offset>` (with a failing CRC in the
+//! partitions listed in `State::corrupt_partitions`). ElectLeaders records each
 //! request and answers with scripted per-partition outcomes. Test-only; thread per
 //! connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,9 @@ pub struct State {
     pub elect_results: BTreeMap<(String, i32), (i16, Option<String>)>,
     /// ElectLeaders top-level error code (v1+).
     pub elect_error: i16,
+    /// Partitions whose fetched batches carry a damaged byte (their CRC check fails), as a log
+    /// with a flipped bit on disk would serve them.
+    pub corrupt_partitions: BTreeSet<i32>,
 }
 
 pub struct FakeBroker {
@@ -438,6 +442,7 @@ fn serve(
                                                     p.partition,
                                                     p.fetch_offset,
                                                     hw,
+                                                    st.corrupt_partitions.contains(&p.partition),
                                                 )))
                                         })
                                         .collect(),
@@ -503,8 +508,9 @@ fn serve(
 
 /// One batch holding records `from..hw` of a partition (empty when there are none). The batch
 /// starts one record early when it can, as a broker's does when the fetch offset falls inside
-/// a batch, so clients must skip records before their position.
-fn records_from(partition: i32, from: i64, hw: i64) -> Bytes {
+/// a batch, so clients must skip records before their position. `corrupt` flips a bit of the
+/// batch's last byte, which the CRC covers.
+fn records_from(partition: i32, from: i64, hw: i64, corrupt: bool) -> Bytes {
     let start = (from - 1).max(0);
     if start >= hw || from >= hw {
         return Bytes::new();
@@ -514,7 +520,11 @@ fn records_from(partition: i32, from: i64, hw: i64) -> Bytes {
         .collect();
     let records: Vec<shardlog_protocol::batch::SimpleRecord> =
         values.iter().map(|v| (None, Some(v.as_slice()))).collect();
-    Bytes::from(shardlog_protocol::batch::build_simple_batch(
-        start, 1_000, &records,
-    ))
+    let mut batch = shardlog_protocol::batch::build_simple_batch(start, 1_000, &records);
+    if corrupt {
+        if let Some(last) = batch.last_mut() {
+            *last ^= 0x01;
+        }
+    }
+    Bytes::from(batch)
 }

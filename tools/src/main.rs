@@ -3,7 +3,8 @@
 //!
 //! Tour of the modules:
 //! - `cli`: the command line (clap derive), parsing only;
-//! - `exit`: exit statuses (2 usage, 3 unreachable, 4 broker error, 5 damage) and hints;
+//! - `exit`: exit statuses (2 usage, 3 unreachable, 4 broker error, 5 damage, 6 corrupt
+//!   batch fetched) and hints;
 //! - `output`, `template`: tables, JSON, the consume format template;
 //! - `cluster`, `elect`, `topic`, `produce`, `consume`, `group`, `offsets`: commands that talk
 //!   to brokers through `shardlog_protocol::client` (`elect` is `cluster elect-leaders`);
