@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a Debian machine: kcat (Debian's, librdkafka 2.0),
+# Installs what the test suite needs on a Debian machine: kcat (Debian's, librdkafka 2.0), curl,
+# Prometheus (Debian's, scrapes the broker in tests/tests/operator.rs),
 # kafka-python and aiokafka (PyPI) and ZooKeeper (Debian's, for the cluster-mode tests; it runs
 # on the Java 17 already on the machine). Idempotent; run as root or with sudo available.
 set -euo pipefail
@@ -24,6 +25,14 @@ fi
 # never through the package's service, so only the jar and its dependencies matter here.
 if [ ! -e /usr/share/java/zookeeper.jar ]; then
   apt_install zookeeper
+fi
+
+# The README's commands use curl; the metrics test scrapes the broker with Prometheus.
+if ! command -v curl >/dev/null 2>&1; then
+  apt_install curl
+fi
+if ! command -v prometheus >/dev/null 2>&1; then
+  apt_install prometheus
 fi
 
 PY=${SHARDLOG_PYTHON:-python3}

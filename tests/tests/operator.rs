@@ -298,3 +298,68 @@ fn prometheus_scrapes_the_broker() {
     );
     assert!(targets.contains("\"health\":\"up\""), "{targets}");
 }
+
+#[test]
+fn kafkas_stock_server_properties_start_a_broker() {
+    let zk = shardlog_tests::ZooKeeper::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stock = std::fs::read_to_string(
+        shardlog_tests::workspace_root().join("tests/fixtures/kafka-server.properties"),
+    )
+    .unwrap();
+    // Only the two lines an operator changes: where the logs go and where ZooKeeper is.
+    let data = dir.path().join("kafka-logs");
+    let props: String = stock
+        .lines()
+        .map(|l| {
+            if l.starts_with("log.dirs=") {
+                format!("log.dirs={}", data.display())
+            } else if l.starts_with("zookeeper.connect=") {
+                format!("zookeeper.connect={}", zk.connect_string())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = dir.path().join("server.properties");
+    std::fs::write(&file, props).unwrap();
+    // The port moves (the stock file listens on 9092); everything else is the file's.
+    let broker = Broker::start_with(&["--config", file.to_str().unwrap()]);
+    let ready = wait_until(Duration::from_secs(30), || {
+        broker
+            .http_get("/v1/status/ready")
+            .is_ok_and(|(s, _)| s == 200)
+    });
+    assert!(ready, "log:\n{}", broker.log());
+    let b = broker.bootstrap();
+    cli(&["--bootstrap", &b, "topic", "create", "stock", "-p", "1"]);
+    let input = dir.path().join("input");
+    std::fs::write(&input, "x\ny\n").unwrap();
+    cli(&[
+        "--bootstrap",
+        &b,
+        "produce",
+        "stock",
+        "--file",
+        input.to_str().unwrap(),
+    ]);
+    let offsets = cli(&["--bootstrap", &b, "--json", "offsets", "stock"]);
+    assert!(offsets.contains('2'), "{offsets}");
+    // The harness passes --data-dir (a flag beats the file), so the data is there.
+    assert!(broker.data_dir.join("stock-0").is_dir());
+    let log = broker.log();
+    let warn: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("accepted but not used by Shardlog"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{log}");
+    for key in [
+        "num.network.threads",
+        "socket.send.buffer.bytes",
+        "transaction.state.log.min.isr",
+    ] {
+        assert!(warn[0].contains(key), "{key} not in {}", warn[0]);
+    }
+    assert!(!log.contains("ERROR"), "{log}");
+}

@@ -40,12 +40,15 @@ const BROKER_READY_SECS: u32 = 120;
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// What the walkthrough prints when it works: the three records it produced, consumed back with
-/// the README's `--format`, and the offline check of the broker's data directory.
+/// the README's `--format`, the offline check of the broker's data directory, and the health and
+/// metrics endpoints.
 const WALKTHROUGH_EXPECTS: &[&str] = &[
     "alice=apple",
     "bob=banana",
     "carol=cherry",
     "no damage found",
+    "ready",
+    "shardlog_topic_records_in_total{topic=\"orders\"} 3",
 ];
 /// The topic the cluster block creates and describes, as its describe output must show it.
 const CLUSTER_TOPIC_PARTITIONS: usize = 6;
