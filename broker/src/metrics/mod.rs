@@ -356,14 +356,16 @@ pub async fn queue_probe_loop(shard: std::rc::Weak<Shard>) {
     loop {
         crate::rt::sleep(QUEUE_PROBE_EVERY).await;
         let Some(s) = shard.upgrade() else { return };
-        if s.shutdown.is_disconnected() || !s.metrics.enabled {
+        if s.shutdown.is_disconnected() {
             return;
         }
         drop(s);
         let spawned = Instant::now();
         let waited = crate::rt::spawn(async move { spawned.elapsed() }).await;
         let Some(s) = shard.upgrade() else { return };
-        s.metrics.queue_latency.observe(waited);
+        if s.metrics.enabled {
+            s.metrics.queue_latency.observe(waited);
+        }
     }
 }
 
