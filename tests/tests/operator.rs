@@ -363,3 +363,53 @@ fn kafkas_stock_server_properties_start_a_broker() {
     }
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut broker = Broker::start_with(&["--set", "log.format=json"]);
+    cli(&[
+        "--bootstrap",
+        &broker.bootstrap(),
+        "topic",
+        "create",
+        "j",
+        "-p",
+        "1",
+    ]);
+    assert!(broker.stop().success());
+    let log = broker.log();
+    let mut levels = std::collections::BTreeSet::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}\n{log}"));
+        for field in ["ts", "level", "target", "msg"] {
+            assert!(v.get(field).is_some(), "no {field} in {line}");
+        }
+        levels.insert(v["level"].as_str().unwrap().to_string());
+    }
+    assert!(levels.contains("INFO"), "{log}");
+    assert!(log.contains("ready on"), "{log}");
+}
+
+#[test]
+fn cluster_brokers_report_ready_one_controller_and_their_session() {
+    let zk = shardlog_tests::ZooKeeper::start();
+    let cluster = shardlog_tests::Cluster::start(&zk, 3, &[]);
+    let mut controllers = 0.0;
+    for id in cluster.ids() {
+        let b = cluster.broker(id);
+        let ready = wait_until(Duration::from_secs(20), || {
+            b.http_get("/v1/status/ready").is_ok_and(|(s, _)| s == 200)
+        });
+        assert!(ready, "broker {id}: {:?}", b.http_get("/v1/status/ready"));
+        let (_, text) = b.http_get("/metrics").unwrap();
+        assert_eq!(
+            sample(&text, "shardlog_zookeeper_session_state"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "shardlog_ready"), Some(1.0), "{text}");
+        controllers += sample(&text, "shardlog_controller").unwrap();
+    }
+    assert_eq!(controllers, 1.0, "exactly one controller");
+}
