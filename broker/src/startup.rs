@@ -332,16 +332,106 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
 /// and silently take part of its clients. A probe bind without SO_REUSEPORT fails if anyone
 /// listens there. (Rust's std sets SO_REUSEADDR, so sockets in TIME_WAIT after a restart do
 /// not count as "in use".)
+///
+/// The probe can also fail without any listener: connections a previous run of this broker
+/// accepted linger on the port (FIN_WAIT2 while a client keeps its end open) and, created
+/// with SO_REUSEPORT but not SO_REUSEADDR, they block a plain bind while the shards' own
+/// SO_REUSEPORT binds would succeed. So a refused probe is checked against the kernel's
+/// socket table: only a listening socket that a live process holds means "in use". A listener
+/// without a process (a broker that just exited: its sockets belong to io_uring rings the
+/// kernel tears down asynchronously) is waited for, up to `ORPHAN_LISTENER_WAIT`.
 fn check_listen_address(addr: std::net::SocketAddr) -> Result<(), String> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(probe) => {
-            drop(probe);
-            Ok(())
+    let deadline = std::time::Instant::now() + ORPHAN_LISTENER_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                match listener_state(addr.port()) {
+                    PortListener::Owned => {
+                        return Err(format!(
+                            "cannot listen on {addr}: address already in use (is another \
+                             broker running there?)"
+                        ))
+                    }
+                    PortListener::None => return Ok(()),
+                    PortListener::Orphaned if std::time::Instant::now() > deadline => {
+                        log::warn!(
+                            "{addr}: a listening socket without a process is still there after \
+                             {ORPHAN_LISTENER_WAIT:?}; starting anyway"
+                        );
+                        return Ok(());
+                    }
+                    PortListener::Orphaned => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
-            "cannot listen on {addr}: address already in use (is another broker running there?)"
-        )),
-        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// How long a start waits for listening sockets a just-exited process left behind.
+const ORPHAN_LISTENER_WAIT: Duration = Duration::from_secs(5);
+
+/// Who listens on a TCP port, as far as the kernel's tables tell.
+#[derive(Debug, PartialEq, Eq)]
+enum PortListener {
+    /// No listening socket (only connections).
+    None,
+    /// Listening sockets that no process holds a descriptor of.
+    Orphaned,
+    /// A live process listens (or the tables could not be read: err towards refusing).
+    Owned,
+}
+
+/// Who listens on `port` (any address), from `/proc/net/tcp{,6}` and the processes'
+/// descriptors.
+fn listener_state(port: u16) -> PortListener {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            return PortListener::Owned;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let on_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if listening && on_port {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return PortListener::None;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return PortListener::Owned;
+    };
+    let owned = procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.contains(target.to_string_lossy().as_ref()));
+    if owned {
+        PortListener::Owned
+    } else {
+        PortListener::Orphaned
     }
 }
 
@@ -447,7 +537,9 @@ async fn shard_life(
         }
     }
     arrive_and_wait(&barriers.drained, n).await;
-    shard.close_all().await;
+    if !shard.close_all().await {
+        barriers.failed.store(true, Ordering::Release);
+    }
 }
 
 /// Creates `__consumer_offsets` (compacted in Kafka; compaction is not implemented here, so it
