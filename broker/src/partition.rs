@@ -199,6 +199,10 @@ pub struct Partition {
     high_watermark: Cell<i64>,
     /// The high watermark in the partition's `high-watermark` file (-1: none written).
     stored_high_watermark: Cell<i64>,
+    /// One writer of the `high-watermark` file at a time: the periodic store and the one at
+    /// close both write `high-watermark.tmp` and rename it; interleaved, a shorter value
+    /// written over a longer one left a malformed file (and a stray temporary file).
+    hw_store_gate: crate::rt::Semaphore,
     epoch_cache: RefCell<EpochCache>,
     ack_waiters: RefCell<Vec<AckWaiter>>,
     follower_sync: Cell<FollowerSync>,
@@ -262,6 +266,7 @@ impl Partition {
             }),
             high_watermark: Cell::new(hw),
             stored_high_watermark: Cell::new(stored_hw.unwrap_or(-1)),
+            hw_store_gate: crate::rt::Semaphore::new(1),
             epoch_cache: RefCell::new(epochs),
             ack_waiters: RefCell::new(Vec::new()),
             follower_sync: Cell::new(FollowerSync::default()),
@@ -537,6 +542,7 @@ impl Partition {
     /// the last time (every few seconds, and at close), so that a restarted leader serves what
     /// was committed before without waiting for its followers. Errors are logged.
     pub async fn store_high_watermark(&self) {
+        let _permit = self.hw_store_gate.acquire_permit(1).await;
         let hw = self.high_watermark.get();
         if hw == self.stored_high_watermark.get() || hw < 0 {
             return;

@@ -90,6 +90,8 @@ pub struct Shard {
     /// then failures are logged and the partition stays closed).
     open_failure: RefCell<Option<String>>,
     starting: Cell<bool>,
+    /// Set when `close_all` begins: later snapshots open and delete nothing.
+    closing: Cell<bool>,
 }
 
 /// How often a leader checks its ISR for lagging or caught-up followers.
@@ -123,6 +125,7 @@ impl Shard {
             metrics: crate::metrics::ShardMetrics::new(setup.config.metrics_listen.is_some()),
             open_failure: RefCell::new(None),
             starting: Cell::new(true),
+            closing: Cell::new(false),
         }
     }
 
@@ -222,7 +225,7 @@ impl Shard {
             self.id.0,
             snapshot.version
         );
-        if snapshot.version < self.metadata.borrow().version {
+        if snapshot.version < self.metadata.borrow().version || self.closing.get() {
             return;
         }
         let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), snapshot.clone());
@@ -407,8 +410,13 @@ impl Shard {
         self.groups.borrow().values().cloned().collect()
     }
 
-    /// Closes every partition this shard owns (flush + checkpoints).
-    pub async fn close_all(&self) {
+    /// Closes every partition this shard owns (flush + checkpoints). False if any failed to
+    /// close: then the broker must not mark the shutdown clean, so that the next start recovers.
+    /// A snapshot being applied is let finish first (it may be opening or deleting partitions),
+    /// and later ones change nothing.
+    pub async fn close_all(&self) -> bool {
+        self.closing.set(true);
+        let _permit = self.apply_gate.acquire_permit(1).await;
         self.fetchers.borrow_mut().clear();
         let groups: Vec<_> = self.groups.borrow_mut().drain().map(|(_, g)| g).collect();
         for g in groups {
@@ -420,6 +428,7 @@ impl Shard {
             .drain()
             .map(|(_, p)| p)
             .collect();
+        let mut all_closed = true;
         for p in parts {
             if self.control.is_some() {
                 p.store_high_watermark().await;
@@ -427,8 +436,10 @@ impl Shard {
             let name = format!("{}-{}", p.topic, p.index);
             if let Err(e) = p.close().await {
                 log::error!("closing {name}: {e}");
+                all_closed = false;
             }
         }
+        all_closed
     }
 }
 
