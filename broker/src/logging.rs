@@ -312,34 +312,7 @@ fn push_json_line(out: &mut String, f: &LineFields<'_>) {
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds,
 /// e.g. `2000-02-29T00:00:00.123Z`.
 pub fn format_rfc3339_millis(ms: u64) -> String {
-    let millis = ms % 1000;
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let sod = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
-}
-
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day), by counting
-/// 400-year eras of 146,097 days with years that start on 1 March, so the leap day is the last
-/// day of its year and needs no special case.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the origin from 1970-01-01 to 0000-03-01.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of era, 0..=146_096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
-    let mp = (5 * doy + 2) / 153; // month counted from March, 0..=11
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+    shardlog_protocol::time::rfc3339_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// Formats a count with thousands separators: 2611 -> "2,611".
@@ -398,6 +371,23 @@ struct SiteState {
     emitted: u32,
     suppressed: u64,
     last: String,
+}
+
+impl SiteState {
+    /// The summary of the records counted so far (none if none were), and a count of zero.
+    fn take_summary(&mut self, target: &str, level: Level, window: Duration) -> Option<Summary> {
+        if self.suppressed == 0 {
+            return None;
+        }
+        let count = std::mem::replace(&mut self.suppressed, 0);
+        Some(Summary {
+            target: target.to_string(),
+            level,
+            count,
+            last: std::mem::take(&mut self.last),
+            window,
+        })
+    }
 }
 
 /// The report of a window in which a call site was cut short.
@@ -494,15 +484,7 @@ impl Suppressor {
         });
         let mut summary = None;
         if now.saturating_duration_since(state.window_start) >= window {
-            if state.suppressed > 0 {
-                summary = Some(Summary {
-                    target: site.target.to_string(),
-                    level: site.level,
-                    count: state.suppressed,
-                    last: std::mem::take(&mut state.last),
-                    window,
-                });
-            }
+            summary = state.take_summary(site.target, site.level, window);
             state.window_start = now;
             state.emitted = 0;
             state.suppressed = 0;
@@ -527,15 +509,7 @@ impl Suppressor {
             if now.saturating_duration_since(state.window_start) < window {
                 return true;
             }
-            if state.suppressed > 0 {
-                out.push(Summary {
-                    target: key.target.clone(),
-                    level: key.level,
-                    count: state.suppressed,
-                    last: std::mem::take(&mut state.last),
-                    window,
-                });
-            }
+            out.extend(state.take_summary(&key.target, key.level, window));
             false
         });
         out
@@ -546,16 +520,7 @@ impl Suppressor {
         let window = self.window;
         let mut out = Vec::new();
         for (key, state) in self.sites.iter_mut() {
-            if state.suppressed > 0 {
-                out.push(Summary {
-                    target: key.target.clone(),
-                    level: key.level,
-                    count: state.suppressed,
-                    last: std::mem::take(&mut state.last),
-                    window,
-                });
-                state.suppressed = 0;
-            }
+            out.extend(state.take_summary(&key.target, key.level, window));
         }
         out
     }

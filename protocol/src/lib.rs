@@ -17,5 +17,6 @@ pub mod fetch_encode;
 pub mod frame;
 pub mod partitioner;
 pub mod records;
+pub mod time;
 
 pub use kafka_protocol;
