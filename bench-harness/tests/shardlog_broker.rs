@@ -83,17 +83,23 @@ fn start_broker(test: &str) -> Broker {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(&bin)
-        .args(["--listen", &addr, "--data-dir"])
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--listen", &addr, "--data-dir"])
         .arg(dir.join("data"))
         .args(["--shards", "2"])
         .args(["--set", "metrics.listen="])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        .stderr(Stdio::piped());
+    let spawn = |cmd: &mut Command| {
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+    };
+    let child = spawn(&mut cmd);
     let mut broker = Broker { child, dir, addr };
     let deadline = Instant::now() + LISTEN_TIMEOUT;
+    // A broker whose start-up watchdog found a stalled shard exits with 3 (a known, rare
+    // glommio stall; see broker/src/startup.rs): start it again, at most twice, loudly.
+    let mut stall_restarts = 0;
     loop {
         // A connection to ourselves (TCP self-connect on an ephemeral-range port nobody
         // listens on yet) does not count.
@@ -103,6 +109,12 @@ fn start_broker(test: &str) -> Broker {
             }
         }
         if let Ok(Some(status)) = broker.child.try_wait() {
+            if status.code() == Some(3) && stall_restarts < 2 {
+                stall_restarts += 1;
+                eprintln!("the broker stalled during start-up; starting it again");
+                broker.child = spawn(&mut cmd);
+                continue;
+            }
             let mut err = String::new();
             if let Some(mut e) = broker.child.stderr.take() {
                 let _ = e.read_to_string(&mut err);

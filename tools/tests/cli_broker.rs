@@ -109,14 +109,24 @@ impl Broker {
             data_dir,
             _turn: turn,
         };
-        broker.wait_until_listening();
+        broker.wait_until_listening(&mut cmd);
         broker
     }
 
-    fn wait_until_listening(&mut self) {
+    /// Waits for the broker to accept connections. A broker whose start-up watchdog found a
+    /// stalled shard exits with 3 (a known, rare glommio stall; see broker/src/startup.rs):
+    /// it is started again, as a supervisor would, at most twice and loudly.
+    fn wait_until_listening(&mut self, cmd: &mut Command) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut stall_restarts = 0;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                if status.code() == Some(3) && stall_restarts < 2 {
+                    stall_restarts += 1;
+                    eprintln!("the broker stalled during start-up; starting it again");
+                    self.child = cmd.spawn().expect("starting the broker");
+                    continue;
+                }
                 panic!("the broker exited during startup with {status}");
             }
             // A connection to ourselves (TCP self-connect on an ephemeral-range port nobody
