@@ -330,17 +330,35 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
 /// One broker per address: every shard binds its listener with SO_REUSEPORT (the kernel then
 /// spreads connections over them), which would also let a second process share a port in use
 /// and silently take part of its clients. A probe bind without SO_REUSEPORT fails if anyone
-/// listens there. (Rust's std sets SO_REUSEADDR, so sockets in TIME_WAIT after a restart do
-/// not count as "in use".)
+/// listens there.
+///
+/// It also fails right after a restart: the previous run's accepted connections that it
+/// closed first sit in TIME_WAIT for a minute, and they inherited the listener's options
+/// (SO_REUSEPORT, not SO_REUSEADDR), so they conflict with the probe's SO_REUSEADDR bind while
+/// the real listeners would bind fine. So a refused probe is confirmed by connecting: only an
+/// address that accepts a connection is in use.
 fn check_listen_address(addr: std::net::SocketAddr) -> Result<(), String> {
     match std::net::TcpListener::bind(addr) {
         Ok(probe) => {
             drop(probe);
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
-            "cannot listen on {addr}: address already in use (is another broker running there?)"
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let mut target = addr;
+            if target.ip().is_unspecified() {
+                target.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                _ => Err(format!(
+                    "cannot listen on {addr}: address already in use (is another broker \
+                     running there?)"
+                )),
+            }
+        }
         Err(e) => Err(format!("cannot listen on {addr}: {e}")),
     }
 }
