@@ -690,16 +690,14 @@ impl Partition {
         }
     }
 
-    /// Drops epoch cache entries that start at or after `offset`. `truncate_to` rebuilds the
-    /// cache only when it cut a batch; an epoch this broker led without writing sits in the
-    /// cache at the log end with no batch behind it, and must go when the truncation point is
-    /// the log end itself.
+    /// After truncating to `offset`: drops epoch cache entries that start at or after it.
+    /// `truncate_to` rebuilds the cache only when it cut a batch; an epoch this broker led
+    /// without writing sits in the cache at the log end with no batch behind it, and must go
+    /// when the truncation point is the log end itself.
     fn forget_epochs_from(&self, offset: i64) {
-        if offset >= self.log.log_end_offset() {
-            self.epoch_cache
-                .borrow_mut()
-                .truncate_from_end(offset.min(self.log.log_end_offset()));
-        }
+        // The log now ends at or below `offset`; nothing of ours starts at or after its end.
+        let end = offset.min(self.log.log_end_offset());
+        self.epoch_cache.borrow_mut().truncate_from_end(end);
     }
 
     /// Removes every batch at or after `offset` (whole batches) and forgets what they carried:
