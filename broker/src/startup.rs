@@ -332,36 +332,47 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
 /// and silently take part of its clients. A probe bind without SO_REUSEPORT fails if anyone
 /// listens there.
 ///
-/// It also fails right after a restart: the previous run's accepted connections that it
-/// closed first sit in TIME_WAIT for a minute, and they inherited the listener's options
-/// (SO_REUSEPORT, not SO_REUSEADDR), so they conflict with the probe's SO_REUSEADDR bind while
-/// the real listeners would bind fine. So a refused probe is confirmed by connecting: only an
-/// address that accepts a connection is in use.
+/// It also fails right after a restart, while nothing serves the address: the previous run's
+/// accepted connections that it closed first sit in TIME_WAIT for a minute with the
+/// listener's options (SO_REUSEPORT, not SO_REUSEADDR), which conflict with the probe's
+/// SO_REUSEADDR bind; and after a kill -9 the dead process's listener lingers for a moment
+/// (its io_uring is torn down asynchronously) and may still accept. So a refused probe is
+/// confirmed by connecting, and repeated for up to `LISTEN_PROBE_PATIENCE`: only an address
+/// that keeps accepting connections is in use.
 fn check_listen_address(addr: std::net::SocketAddr) -> Result<(), String> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(probe) => {
-            drop(probe);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let mut target = addr;
-            if target.ip().is_unspecified() {
-                target.set_ip(match addr {
-                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let deadline = std::time::Instant::now() + LISTEN_PROBE_PATIENCE;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
             }
-            match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-                _ => Err(format!(
-                    "cannot listen on {addr}: address already in use (is another broker \
-                     running there?)"
-                )),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(()),
+                    _ if std::time::Instant::now() >= deadline => {
+                        return Err(format!(
+                            "cannot listen on {addr}: address already in use (is another \
+                             broker running there?)"
+                        ))
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(100)),
+                }
             }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
         }
-        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
     }
 }
+
+/// How long `check_listen_address` waits for a listener that may be a dead process's.
+const LISTEN_PROBE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Finishes deletions a previous run started (directories renamed with `DELETED_SUFFIX`).
 fn remove_deleted_partitions(data_dir: &Path) {
