@@ -140,7 +140,9 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
+    "replica.fetch.backoff.ms",
     "replica.fetch.max.bytes",
+    "replica.fetch.min.bytes",
     "replica.fetch.wait.max.ms",
     "replica.lag.time.max.ms",
     "socket.request.max.bytes",
@@ -393,8 +395,13 @@ pub struct BrokerConfig {
     pub zookeeper_session_timeout_ms: u64,
     /// A follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// How long a follower's fetch waits at the leader when there is less than
+    /// `replica_fetch_min_bytes` to send.
     pub replica_fetch_wait_max_ms: i32,
+    pub replica_fetch_min_bytes: i32,
     pub replica_fetch_max_bytes: i32,
+    /// A follower waits this long before fetching a partition again after an error.
+    pub replica_fetch_backoff_ms: u64,
     /// Replication factor of topics created without one (auto-creation, -1 in CreateTopics).
     pub default_replication_factor: i16,
     /// Replication factor of `__consumer_offsets` in cluster mode (standalone: 1).
@@ -444,7 +451,9 @@ impl Default for BrokerConfig {
             zookeeper_session_timeout_ms: 18_000,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
+            replica_fetch_min_bytes: 1,
             replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_backoff_ms: 1000,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controlled_shutdown_enable: true,
@@ -628,6 +637,20 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be >= 1024"));
                 }
                 self.replica_fetch_max_bytes = v;
+            }
+            "replica.fetch.min.bytes" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.replica_fetch_min_bytes = v;
+            }
+            "replica.fetch.backoff.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if v > 60_000 {
+                    return Err(bad(key, value, "must be between 0 and 60000"));
+                }
+                self.replica_fetch_backoff_ms = v;
             }
             "default.replication.factor" => {
                 let v: i16 = parse_num(key, value)?;
@@ -838,6 +861,8 @@ impl BrokerConfig {
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
             "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms.to_string(),
             "replica.fetch.max.bytes" => self.replica_fetch_max_bytes.to_string(),
+            "replica.fetch.min.bytes" => self.replica_fetch_min_bytes.to_string(),
+            "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms.to_string(),
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             "controlled.shutdown.enable" => self.controlled_shutdown_enable.to_string(),

@@ -163,6 +163,9 @@ struct ReplicaState {
     epoch_start_offset: i64,
     /// The znode version an ISR change was asked against, while one is in flight.
     isr_change_pending: Option<i32>,
+    /// After a refused ISR change: no new one before this time (ms since the epoch), unless a
+    /// snapshot brings a new ISR version, epoch or role first.
+    isr_change_not_before_ms: i64,
 }
 
 /// A produce with acks=all waiting for the high watermark to pass `last_offset`.
@@ -263,6 +266,7 @@ impl Partition {
                 followers: HashMap::new(),
                 epoch_start_offset: 0,
                 isr_change_pending: None,
+                isr_change_not_before_ms: 0,
             }),
             high_watermark: Cell::new(hw),
             stored_high_watermark: Cell::new(stored_hw.unwrap_or(-1)),
@@ -352,6 +356,10 @@ impl Partition {
             let changed = r.role != role || r.leader_epoch != state.leader_epoch;
             if r.isr_change_pending.is_some_and(|v| v != state.zk_version) || changed {
                 r.isr_change_pending = None;
+            }
+            if r.zk_version != state.zk_version || changed {
+                // New state to decide from: a refused change's back-off no longer applies.
+                r.isr_change_not_before_ms = 0;
             }
             r.local = local;
             r.replicas = state.replicas.clone();
@@ -570,10 +578,18 @@ impl Partition {
 
     /// Leader: the ISR change to ask the control thread for now, if any (at most one in
     /// flight; it takes effect when the control thread's next snapshot is applied). Marks it
-    /// in flight.
-    pub fn isr_change_due(&self, lag_time_max_ms: i64) -> Option<IsrChange> {
+    /// in flight. Only brokers for which `is_alive` holds are proposed to join.
+    pub fn isr_change_due(
+        &self,
+        lag_time_max_ms: i64,
+        is_alive: impl Fn(i32) -> bool,
+    ) -> Option<IsrChange> {
+        let now = now_ms();
         let mut r = self.replica.borrow_mut();
-        if r.role != Role::Leader || r.isr_change_pending.is_some() {
+        if r.role != Role::Leader
+            || r.isr_change_pending.is_some()
+            || now < r.isr_change_not_before_ms
+        {
             return None;
         }
         let isr = replication::isr_change(
@@ -586,8 +602,9 @@ impl Partition {
                 high_watermark: self.high_watermark.get(),
                 epoch_start_offset: r.epoch_start_offset,
             },
-            now_ms(),
+            now,
             lag_time_max_ms,
+            is_alive,
         )?;
         r.isr_change_pending = Some(r.zk_version);
         Some(IsrChange {
@@ -598,11 +615,14 @@ impl Partition {
     }
 
     /// The control thread refused (or could not make) the ISR change asked at `zk_version`:
-    /// allow another attempt.
-    pub fn isr_change_failed(&self, zk_version: i32) {
+    /// allow another attempt, not before `retry_after` unless a new snapshot changes the
+    /// partition's state first (then the next check decides afresh).
+    pub fn isr_change_failed(&self, zk_version: i32, retry_after: Duration) {
         let mut r = self.replica.borrow_mut();
         if r.isr_change_pending == Some(zk_version) {
             r.isr_change_pending = None;
+            r.isr_change_not_before_ms =
+                now_ms().saturating_add(retry_after.as_millis().min(i64::MAX as u128) as i64);
         }
     }
 
@@ -659,10 +679,14 @@ impl Partition {
         match step {
             replication::TruncationStep::Done(offset) => {
                 self.truncate_to(offset).await?;
+                self.forget_epochs_from(offset);
                 Ok(true)
             }
             replication::TruncationStep::Again(offset) => {
                 self.truncate_to(offset).await?;
+                // Whether or not a batch was cut, the epochs starting at `offset` or later are
+                // gone, so the next question is about an older epoch: the steps always end.
+                self.forget_epochs_from(offset);
                 Ok(false)
             }
             replication::TruncationStep::Restart => {
@@ -670,6 +694,16 @@ impl Partition {
                 Ok(true)
             }
         }
+    }
+
+    /// After truncating to `offset`: drops epoch cache entries that start at or after it.
+    /// `truncate_to` rebuilds the cache only when it cut a batch; an epoch this broker led
+    /// without writing sits in the cache at the log end with no batch behind it, and must go
+    /// when the truncation point is the log end itself.
+    fn forget_epochs_from(&self, offset: i64) {
+        // The log now ends at or below `offset`; nothing of ours starts at or after its end.
+        let end = offset.min(self.log.log_end_offset());
+        self.epoch_cache.borrow_mut().truncate_from_end(end);
     }
 
     /// Removes every batch at or after `offset` (whole batches) and forgets what they carried:

@@ -5,10 +5,18 @@
 //! snapshot; it stops when there are none). A partition that became follower in a new epoch is
 //! first truncated by leader epoch (KIP-279): the task asks the leader (OffsetForLeaderEpoch)
 //! where our latest epoch ends there and cuts our log at that point, repeating with older
-//! epochs while the leader never had ours. Then it fetches (Fetch with `replica_id` = this
-//! broker, from our log end) and appends the leader's batches as they are. Errors back off:
-//! a lost connection or a leadership/epoch mismatch retries after `RETRY_BACKOFF`, with the
-//! address and epochs of the latest snapshot. Everything is async; the shard never blocks.
+//! epochs while the leader never had ours. In the same round it fetches the partitions that
+//! need no truncation (Fetch with `replica_id` = this broker, from our log end), so a partition
+//! whose truncation is held up never starves the others, and appends the leader's batches as
+//! they are.
+//!
+//! Quiet when idle: the fetch asks the leader to wait up to `replica.fetch.wait.max.ms` for
+//! `replica.fetch.min.bytes` (long polling, as Kafka's followers do), so a follower with
+//! nothing to fetch sends about two requests a second per leader and shard. Errors back off:
+//! a lost connection, a leadership/epoch mismatch or an answer the follower cannot use makes
+//! that partition (or the connection) wait `replica.fetch.backoff.ms`, then retry with the
+//! address and epochs of the latest snapshot. No path re-sends at once without progress.
+//! Everything is async; the shard never blocks.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -30,8 +38,11 @@ use crate::partition::{FollowerAppendError, FollowerSync, Partition, Role};
 use crate::rt::TcpStream;
 use crate::shard::{PartitionKey, Shard};
 
-/// Wait after an error before trying again.
-const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Retry after UNKNOWN_LEADER_EPOCH (the leader's metadata is behind ours): see
+/// `back_off_after_error`.
+const UNKNOWN_EPOCH_BACKOFF: Duration = Duration::from_millis(100);
+/// The shortest wait after an error, whatever `replica.fetch.backoff.ms` says.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
 /// Fetch v12: the last version with `replica_id` in the body and topic names (not ids).
 const FETCH_VERSION: i16 = 12;
 /// OffsetForLeaderEpoch v4 (flexible; `replica_id` since v3).
@@ -122,10 +133,34 @@ fn following(shard: &Shard, leader: i32) -> Vec<Rc<Partition>> {
     parts
 }
 
-fn back_off(p: &Partition) {
+/// `replica.fetch.backoff.ms`: the wait after an error before trying again, at least
+/// `MIN_BACKOFF` so that even `0` cannot make a busy loop of a leader that keeps refusing.
+fn backoff(shard: &Shard) -> Duration {
+    Duration::from_millis(shard.config.replica_fetch_backoff_ms).max(MIN_BACKOFF)
+}
+
+/// Holds `p` out of the fetch and truncation rounds for `replica.fetch.backoff.ms`.
+fn back_off(shard: &Shard, p: &Partition) {
+    back_off_for(p, backoff(shard));
+}
+
+fn back_off_for(p: &Partition, wait: Duration) {
     let mut s = p.follower_sync();
-    s.retry_at = Some(Instant::now() + RETRY_BACKOFF);
+    s.retry_at = Some(Instant::now() + wait);
     p.set_follower_sync(s);
+}
+
+/// After the leader refused `p` with `code`. UNKNOWN_LEADER_EPOCH means the leader has not
+/// applied the snapshot that made it leader yet (we saw it first); that takes milliseconds, so
+/// the retry comes sooner than after other errors, or every leader change would cost a
+/// follower a whole back-off before the new leader hears from it.
+fn back_off_after_error(shard: &Shard, p: &Partition, code: i16) {
+    let wait = if code == errors::UNKNOWN_LEADER_EPOCH {
+        backoff(shard).min(UNKNOWN_EPOCH_BACKOFF)
+    } else {
+        backoff(shard)
+    };
+    back_off_for(p, wait);
 }
 
 fn still_follows(p: &Partition, leader: i32, epoch: i32) -> bool {
@@ -149,12 +184,17 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
             break;
         }
         let now = Instant::now();
-        let ready: Vec<Rc<Partition>> = parts
+        let (ready, waiting): (Vec<Rc<Partition>>, Vec<Rc<Partition>>) = parts
             .into_iter()
-            .filter(|p| !matches!(p.follower_sync().retry_at, Some(t) if t > now))
-            .collect();
+            .partition(|p| !matches!(p.follower_sync().retry_at, Some(t) if t > now));
         if ready.is_empty() {
-            crate::rt::sleep(RETRY_BACKOFF).await;
+            // Everything is backing off: sleep until the first may go again.
+            let first = waiting
+                .iter()
+                .filter_map(|p| p.follower_sync().retry_at)
+                .min()
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+            crate::rt::sleep(first.clamp(MIN_BACKOFF, backoff(&shard))).await;
             continue;
         }
         let c = match conn.as_mut() {
@@ -163,26 +203,18 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     log::debug!("replica fetcher: cannot reach broker {leader}: {e}");
-                    crate::rt::sleep(RETRY_BACKOFF).await;
+                    crate::rt::sleep(backoff(&shard)).await;
                     continue;
                 }
             },
         };
-        let (truncating, fetching): (Vec<_>, Vec<_>) = ready
-            .into_iter()
-            .partition(|p| p.follower_sync().needs_truncation);
-        let result = if !truncating.is_empty() {
-            truncate(&shard, c, leader, truncating).await
-        } else {
-            fetch(&shard, c, leader, fetching).await
-        };
-        match result {
+        match round(&shard, c, leader, ready).await {
             Ok(()) => {}
             Err(FetcherError::Shutdown) => break,
             Err(e) => {
                 log::info!("replica fetcher for broker {leader}: {e}; reconnecting");
                 conn = None;
-                crate::rt::sleep(RETRY_BACKOFF).await;
+                crate::rt::sleep(backoff(&shard)).await;
             }
         }
     }
@@ -193,6 +225,42 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
         "shard {}: replica fetcher for broker {leader} stopped",
         shard.id.0
     );
+}
+
+/// One round for the partitions in `ready`: truncation by leader epoch for those that need it,
+/// then, unless one of them needs another step, one fetch for every partition that (still or
+/// by now) needs none.
+async fn round(
+    shard: &Rc<Shard>,
+    conn: &mut LeaderConnection,
+    leader: i32,
+    ready: Vec<Rc<Partition>>,
+) -> Result<(), FetcherError> {
+    let truncating: Vec<_> = ready
+        .iter()
+        .filter(|p| p.follower_sync().needs_truncation)
+        .cloned()
+        .collect();
+    if !truncating.is_empty() {
+        truncate(shard, conn, leader, truncating).await?;
+    }
+    // Truncation may have finished (fetch now), need another step or have backed off; the
+    // role may have changed while it waited for the leader.
+    let now = Instant::now();
+    let (fetching, again): (Vec<_>, Vec<_>) = ready
+        .into_iter()
+        .filter(|p| {
+            p.role() == Role::Follower { leader }
+                && !matches!(p.follower_sync().retry_at, Some(t) if t > now)
+        })
+        .partition(|p| !p.follower_sync().needs_truncation);
+    // Another truncation step goes first: a fetch may wait at the leader for
+    // `replica.fetch.wait.max.ms`. Each step drops an epoch of ours (or backs off), so this
+    // ends after a few round trips and cannot starve the fetch.
+    if !again.is_empty() || fetching.is_empty() {
+        return Ok(());
+    }
+    fetch(shard, conn, leader, fetching).await
 }
 
 async fn connect(shard: &Shard, leader: i32) -> Result<LeaderConnection, FetcherError> {
@@ -273,34 +341,48 @@ async fn truncate(
                     p.index,
                     r.error_code
                 );
-                back_off(&p);
+                back_off_after_error(shard, &p, r.error_code);
                 continue;
             }
             match p
                 .truncate_by_epoch(latest, r.leader_epoch, r.end_offset)
                 .await
             {
-                Ok(done) => {
-                    if done {
-                        log::info!(
-                            "{}-{}: truncated by leader epoch; fetching from {} (epoch {epoch})",
-                            p.topic,
-                            p.index,
-                            p.log_end_offset()
-                        );
-                        p.set_follower_sync(FollowerSync::default());
-                    }
+                Ok(true) => {
+                    log::info!(
+                        "{}-{}: truncated by leader epoch; fetching from {} (epoch {epoch})",
+                        p.topic,
+                        p.index,
+                        p.log_end_offset()
+                    );
+                    p.set_follower_sync(FollowerSync::default());
+                }
+                // Another step, about an older epoch of ours, in the next round.
+                Ok(false) if p.latest_epoch().is_none_or(|e| e < latest) => {}
+                Ok(false) => {
+                    // The step left our latest epoch in place, so asking again now would get
+                    // the same answer. Steps always drop it; should one not, retry slowly
+                    // rather than spin.
+                    log::warn!(
+                        "{}-{}: truncation by leader epoch made no progress (epoch {latest}; \
+                         the leader answered epoch {} ending at {}); retrying later",
+                        p.topic,
+                        p.index,
+                        r.leader_epoch,
+                        r.end_offset
+                    );
+                    back_off(shard, &p);
                 }
                 Err(e) => {
                     log::error!("{}-{}: truncation failed: {e}", p.topic, p.index);
-                    back_off(&p);
+                    back_off(shard, &p);
                 }
             }
         }
     }
     // Partitions the leader did not answer for: ask again later.
     for (_, (p, _, _)) in asked {
-        back_off(&p);
+        back_off(shard, &p);
     }
     Ok(())
 }
@@ -339,7 +421,7 @@ async fn fetch(
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(shard.metadata().local_broker))
         .with_max_wait_ms(wait_ms)
-        .with_min_bytes(1)
+        .with_min_bytes(config.replica_fetch_min_bytes.max(1))
         .with_max_bytes(FETCH_RESPONSE_BYTES.max(config.replica_fetch_max_bytes))
         .with_isolation_level(0)
         .with_session_id(0)
@@ -356,7 +438,7 @@ async fn fetch(
     if resp.error_code != errors::NONE {
         log::debug!("fetch from broker {leader}: error {}", resp.error_code);
         for (p, _, _) in sent.values() {
-            back_off(p);
+            back_off(shard, p);
         }
         return Ok(());
     }
@@ -367,6 +449,8 @@ async fn fetch(
                 continue;
             };
             // The answer is for the epoch and offset asked: skip it if either moved meanwhile.
+            // Only a new snapshot (which sets up truncation for the new epoch) or a truncation
+            // moves them, so the next round has new work rather than the same question.
             if !still_follows(&p, leader, epoch) || p.log_end_offset() != offset {
                 continue;
             }
@@ -383,14 +467,16 @@ async fn fetch(
                                 p.topic,
                                 p.index
                             );
+                            // Not at once: if truncation ends where we are, the leader would
+                            // send the same thing again.
                             p.set_follower_sync(FollowerSync {
                                 needs_truncation: true,
-                                retry_at: None,
+                                retry_at: Some(Instant::now() + backoff(shard)),
                             });
                         }
                         Err(e) => {
                             log::error!("{}-{}: follower append: {e}", p.topic, p.index);
-                            back_off(&p);
+                            back_off(shard, &p);
                         }
                     }
                 }
@@ -402,9 +488,14 @@ async fn fetch(
                         // Our log ends past the leader's: keep only what it has committed.
                         p.truncate_to(d.high_watermark.max(0)).await.map(|_| ())
                     };
-                    if let Err(e) = result {
-                        log::error!("{}-{}: out-of-range reset: {e}", p.topic, p.index);
-                        back_off(&p);
+                    match result {
+                        Err(e) => {
+                            log::error!("{}-{}: out-of-range reset: {e}", p.topic, p.index);
+                            back_off(shard, &p);
+                        }
+                        // Nothing moved: the same fetch would fail the same way at once.
+                        Ok(()) if p.log_end_offset() == offset => back_off(shard, &p),
+                        Ok(()) => {}
                     }
                 }
                 code => {
@@ -413,13 +504,13 @@ async fn fetch(
                         p.topic,
                         p.index
                     );
-                    back_off(&p);
+                    back_off_after_error(shard, &p, code);
                 }
             }
         }
     }
     for (p, _, _) in sent.values() {
-        back_off(p);
+        back_off(shard, p);
     }
     Ok(())
 }

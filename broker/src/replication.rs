@@ -96,8 +96,15 @@ pub struct LeaderView<'a> {
 /// The ISR change a leader should ask for, if any. Shrinking comes first: ISR members (other
 /// than the leader) not caught up for `lag_time_max_ms` go. Otherwise replicas outside the ISR
 /// whose log end offset reached the high watermark and the start of the current epoch come in
-/// (the latter so that a follower that has not yet truncated to this epoch cannot join).
-pub fn isr_change(v: &LeaderView<'_>, now_ms: i64, lag_time_max_ms: i64) -> Option<Vec<i32>> {
+/// (the latter so that a follower that has not yet truncated to this epoch cannot join), if
+/// `is_alive` says they are registered: the controller refuses a dead broker, and asking again
+/// and again until its last fetch is `lag_time_max_ms` old only floods the logs.
+pub fn isr_change(
+    v: &LeaderView<'_>,
+    now_ms: i64,
+    lag_time_max_ms: i64,
+    is_alive: impl Fn(i32) -> bool,
+) -> Option<Vec<i32>> {
     let lagging = |id: &i32| {
         *id != v.local
             && !v
@@ -112,7 +119,7 @@ pub fn isr_change(v: &LeaderView<'_>, now_ms: i64, lag_time_max_ms: i64) -> Opti
         .replicas
         .iter()
         .copied()
-        .filter(|id| *id != v.local && !v.isr.contains(id))
+        .filter(|id| *id != v.local && !v.isr.contains(id) && is_alive(*id))
         .filter(|id| {
             // A follower that stopped fetching (dead, paused) keeps its last offset here; it
             // must be fetching now to rejoin, or the leader and the controller (which drops
@@ -239,10 +246,18 @@ pub fn truncation_step(
     if leader_epoch >= our_latest {
         return TruncationStep::Done(leader_end.min(our_leo));
     }
-    // The leader never wrote in our latest epoch: our log diverges after the end of the
-    // latest epoch we share, wherever either side ended it first.
+    // The leader never wrote in our latest epoch. Our log diverges after the end of the epoch
+    // it answered with, wherever either side ended it first.
     let ours = our.end_of(leader_epoch, our_leo).min(our_leo);
-    TruncationStep::Again(leader_end.min(ours))
+    if our.entries().iter().any(|e| e.epoch == leader_epoch) {
+        // We know that epoch too, so both logs agree up to that point: done (Kafka's rule).
+        // This also ends the case of an epoch we led without writing anything: it sits in our
+        // cache at our log end, the leader never saw it and answers with the epoch before.
+        TruncationStep::Done(leader_end.min(ours))
+    } else {
+        // An epoch we never saw: cut where our latest older epoch ends and ask again.
+        TruncationStep::Again(leader_end.min(ours))
+    }
 }
 
 #[cfg(test)]
@@ -325,55 +340,110 @@ mod tests {
         f.insert(3, follower(Some(100), 20_000));
         // Replica 2 last caught up at 1 s; at 20 s it lags beyond 10 s.
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0), 20_000, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0),
+                20_000,
+                lag,
+                |_| true
+            ),
             Some(vec![1, 3])
         );
         // Within the allowed lag: nothing changes.
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0), 11_000, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0),
+                11_000,
+                lag,
+                |_| true
+            ),
             None
         );
         // Replica 3 outside the ISR, at the high watermark: it joins.
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 11_000, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                11_000,
+                lag,
+                |_| true
+            ),
             Some(vec![1, 2, 3])
         );
         // ...but not before reaching the start of the current epoch.
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 120), 11_000, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 120),
+                11_000,
+                lag,
+                |_| true
+            ),
             None
         );
         // At the high watermark but silent for longer than the lag (dead, paused): stays out.
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 30_001, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                30_001,
+                lag,
+                |_| true
+            ),
             Some(vec![1])
         );
         f.insert(2, follower(Some(50), 29_000));
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 30_001, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                30_001,
+                lag,
+                |_| true
+            ),
             None
         );
         f.insert(2, follower(Some(50), 1_000));
         // Below the high watermark: stays out.
         f.insert(3, follower(Some(40), 20_000));
         assert_eq!(
-            isr_change(&view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0), 11_000, lag),
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                11_000,
+                lag,
+                |_| true
+            ),
             None
         );
         // An ISR member that never fetched in this epoch goes after the lag time.
         let mut g = HashMap::new();
         g.insert(2, FollowerState::new(0));
         assert_eq!(
-            isr_change(&view(&[1, 2], &[1, 2], &g, 0, 0, 0), 5_000, lag),
+            isr_change(&view(&[1, 2], &[1, 2], &g, 0, 0, 0), 5_000, lag, |_| true),
             None
         );
         assert_eq!(
-            isr_change(&view(&[1, 2], &[1, 2], &g, 5, 0, 0), 10_001, lag),
+            isr_change(&view(&[1, 2], &[1, 2], &g, 5, 0, 0), 10_001, lag, |_| true),
             Some(vec![1])
+        );
+        // A caught-up replica that is not registered (dead, shutting down) is not proposed.
+        f.insert(3, follower(Some(100), 10_500));
+        assert_eq!(
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                11_000,
+                lag,
+                |_| true
+            ),
+            Some(vec![1, 2, 3])
+        );
+        assert_eq!(
+            isr_change(
+                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                11_000,
+                lag,
+                |id| id != 3
+            ),
+            None
         );
         // The leader itself never leaves.
         assert_eq!(
-            isr_change(&view(&[1], &[1], &g, 5, 0, 0), 99_999, lag),
+            isr_change(&view(&[1], &[1], &g, 5, 0, 0), 99_999, lag, |_| true),
             None
         );
     }
@@ -462,11 +532,11 @@ mod tests {
             truncation_step(&ours, 3, 40, 3, 60),
             TruncationStep::Done(40)
         );
-        // The leader never had epoch 3; its epoch 1 ended at 30, ours at 20: cut at 20 and
-        // ask again for epoch 1.
+        // The leader never had epoch 3; its epoch 1 ended at 30, ours at 20: both logs agree
+        // below 20, cut there and fetch.
         assert_eq!(
             truncation_step(&ours, 3, 40, 1, 30),
-            TruncationStep::Again(20)
+            TruncationStep::Done(20)
         );
         // Its epoch 2 (which we never saw) ended at 15: cut at 15.
         assert_eq!(
@@ -486,6 +556,24 @@ mod tests {
         assert_eq!(
             truncation_step(&after, 1, 20, 1, 30),
             TruncationStep::Done(20)
+        );
+    }
+
+    /// The rebalance collapse: a broker led epoch 5 without writing (the epoch sits in its
+    /// cache at its log end, 100), then followed the new leader of epoch 6, which never saw
+    /// epoch 5 and answers "epoch 0 ends at 100". The follower must be done at 100, not told to
+    /// cut at its own log end and ask about epoch 5 again, forever.
+    #[test]
+    fn an_epoch_led_without_writes_ends_truncation() {
+        let ours = cache(&[(0, 0), (5, 100)]);
+        assert_eq!(
+            truncation_step(&ours, 5, 100, 0, 100),
+            TruncationStep::Done(100)
+        );
+        // Same when the leader has more of epoch 0 than we do.
+        assert_eq!(
+            truncation_step(&ours, 5, 100, 0, 130),
+            TruncationStep::Done(100)
         );
     }
 }

@@ -102,6 +102,10 @@ const HW_STORE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// An ISR change asked for but never seen in a snapshot is retried after this long.
 const ISR_CHANGE_STALE: std::time::Duration = std::time::Duration::from_secs(5);
+/// A refused ISR change is asked again no sooner than this, unless a snapshot changes the
+/// partition first (so a refusal on a stale znode version is retried as soon as the new
+/// version arrives, and a refusal that stands is not repeated four times a second).
+const ISR_CHANGE_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Shard {
     pub fn new(id: ShardId, setup: &ShardSetup, registry: Option<TopicRegistry>) -> Shard {
@@ -471,8 +475,11 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
             return;
         };
         let lag = shard.config.replica_lag_time_max_ms.min(i64::MAX as u64) as i64;
+        // Only registered brokers may join an ISR: the controller refuses the others.
+        let metadata = shard.metadata();
+        let is_alive = |id: i32| metadata.brokers.contains_key(&id);
         for p in shard.partitions() {
-            let Some(change) = p.isr_change_due(lag) else {
+            let Some(change) = p.isr_change_due(lag, is_alive) else {
                 continue;
             };
             let grows = change.isr.len() > p.isr().len();
@@ -495,7 +502,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
                 reply: tx,
             };
             if control.tx.send_async(request).await.is_err() {
-                p.isr_change_failed(change.zk_version);
+                p.isr_change_failed(change.zk_version, ISR_CHANGE_RETRY_BACKOFF);
                 continue;
             }
             let version = change.zk_version;
@@ -525,10 +532,16 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
                     crate::rt::sleep(ISR_CHANGE_STALE).await;
                 }
                 let Some(p) = p.upgrade() else { return };
-                if let Some(code) = code.filter(|c| *c != errors::NONE) {
-                    log::info!("{}-{}: ISR change refused: error {code}", p.topic, p.index);
-                }
-                p.isr_change_failed(version);
+                let retry_after = match code {
+                    Some(errors::NONE) => std::time::Duration::ZERO,
+                    Some(code) => {
+                        log::info!("{}-{}: ISR change refused: error {code}", p.topic, p.index);
+                        ISR_CHANGE_RETRY_BACKOFF
+                    }
+                    // No answer within ISR_CHANGE_STALE: already waited long enough.
+                    None => std::time::Duration::ZERO,
+                };
+                p.isr_change_failed(version, retry_after);
             });
         }
     }

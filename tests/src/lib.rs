@@ -62,6 +62,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free TCP ports on 127.0.0.1. Separate `free_port` calls can return the same
+/// port (each releases it before the next asks), which once gave a broker its Kafka port as
+/// its metrics port; holding every probe until all are picked rules that out.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
+}
+
 /// Whether a Kafka broker answers an ApiVersions request on `port`. A plain TCP connect is not
 /// enough: right after a kill -9 the dead broker's listening socket can live on for a moment
 /// (its io_uring is torn down asynchronously) and still complete handshakes, and a connect to an
@@ -133,10 +143,11 @@ impl Broker {
     /// [`Broker::wait_ready`] before using it. Lets several brokers start at the same time.
     pub fn spawn_with(args: &[&str]) -> Broker {
         let tmp = tempfile::tempdir().expect("tempdir");
+        let [port, metrics_port] = free_ports();
         let mut b = Broker {
             child: None,
-            port: free_port(),
-            metrics_port: free_port(),
+            port,
+            metrics_port,
             data_dir: tmp.path().join("data"),
             args: args.iter().map(|s| s.to_string()).collect(),
             paused: false,

@@ -323,16 +323,32 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          many brokers are alive). A standalone broker uses 1.",
     ),
     broker(
+        "replica.fetch.backoff.ms",
+        "int",
+        "1000",
+        "How long a follower waits before fetching a partition again after an error from its \
+         leader (a lost connection, a leader epoch mismatch); at least 10 ms. A leader that has \
+         not yet heard of its new epoch (UNKNOWN_LEADER_EPOCH) is asked again after at most \
+         100 ms.",
+    ),
+    broker(
         "replica.fetch.max.bytes",
         "int",
         "1048576",
         "Bytes a follower asks for per partition in one fetch from its leader.",
     ),
     broker(
+        "replica.fetch.min.bytes",
+        "int",
+        "1",
+        "Bytes a follower's fetch waits for at the leader (at most `replica.fetch.wait.max.ms`) \
+         before it is answered, so an idle follower asks about twice a second.",
+    ),
+    broker(
         "replica.fetch.wait.max.ms",
         "int",
         "500",
-        "How long a follower's fetch waits at the leader for new data.",
+        "How long a follower's fetch waits at the leader for new data (long polling).",
     ),
     broker(
         "replica.lag.time.max.ms",

@@ -210,6 +210,14 @@ fn key_info(key: &str) -> (i8, &'static str) {
             TYPE_INT,
             "How long a follower's fetch waits at the leader for new data.",
         ),
+        "replica.fetch.min.bytes" => (
+            TYPE_INT,
+            "Bytes a follower's fetch waits for at the leader before it is answered.",
+        ),
+        "replica.fetch.backoff.ms" => (
+            TYPE_INT,
+            "How long a follower waits before fetching a partition again after an error.",
+        ),
         "replica.lag.time.max.ms" => (
             TYPE_LONG,
             "A follower that has not caught up with the leader for this long leaves the ISR.",
