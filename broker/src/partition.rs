@@ -470,7 +470,9 @@ impl Partition {
     }
 
     /// acks=all, after appending: waits until the high watermark passes `last_offset`, at most
-    /// `timeout` (REQUEST_TIMED_OUT); NOT_LEADER_OR_FOLLOWER if leadership is lost meanwhile.
+    /// `timeout` (REQUEST_TIMED_OUT); NOT_LEADER_OR_FOLLOWER if leadership is lost meanwhile,
+    /// including when the leadership lease ends (cut off from ZooKeeper, another broker may be
+    /// elected: the client must move to it now, not after its request timeout).
     pub async fn wait_committed(&self, last_offset: i64, timeout: Duration) -> i16 {
         if self.high_watermark.get() > last_offset {
             return errors::NONE;
@@ -493,10 +495,16 @@ impl Partition {
                     .await
                     .unwrap_or(errors::NOT_LEADER_OR_FOLLOWER)
             },
-            async {
-                crate::rt::sleep(timeout).await;
-                errors::REQUEST_TIMED_OUT
-            },
+            futures_lite::future::or(
+                async {
+                    crate::rt::sleep(timeout).await;
+                    errors::REQUEST_TIMED_OUT
+                },
+                async {
+                    self.lease.ended().await;
+                    errors::NOT_LEADER_OR_FOLLOWER
+                },
+            ),
         )
         .await
     }

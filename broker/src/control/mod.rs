@@ -59,6 +59,23 @@ impl Lease {
         now_mono_ms() < self.until_ms.load(Ordering::Acquire)
     }
 
+    /// How long writes stay allowed from now; `None` once the lease has ended. Standalone
+    /// brokers get a day at a time (their lease never ends).
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = self.until_ms.load(Ordering::Acquire);
+        let now = now_mono_ms();
+        (now < until).then(|| Duration::from_millis((until - now).min(86_400_000)))
+    }
+
+    /// Returns once the lease has ended (it may be renewed meanwhile: then it keeps waiting).
+    /// An isolated leader uses it to give up the acks=all requests it holds the moment it may
+    /// no longer be the leader, instead of at the clients' request timeout.
+    pub async fn ended(&self) {
+        while let Some(left) = self.remaining() {
+            crate::rt::sleep(left).await;
+        }
+    }
+
     /// Allows writes until `started + length`, where `started` is when the ZooKeeper request
     /// that proved the session alive was sent.
     pub fn renew(&self, started: Instant, length: Duration) {
