@@ -467,6 +467,10 @@ struct Control {
     /// Controller: next automatic leader rebalance check.
     next_rebalance: tokio::time::Instant,
     warned_configs: BTreeSet<String>,
+    /// Sessions this process held and lost. ZooKeeper keeps a lost session (and its ephemeral
+    /// znodes: our registration, maybe `/controller`) until it expires it, up to a session
+    /// timeout after ZooKeeper is reachable again; ours are deleted at once instead.
+    lost_sessions: BTreeSet<i64>,
 }
 
 impl Control {
@@ -496,6 +500,7 @@ impl Control {
             refresh_at: None,
             next_rebalance: first_rebalance,
             warned_configs: BTreeSet::new(),
+            lost_sessions: BTreeSet::new(),
         }
     }
 
@@ -709,6 +714,9 @@ impl Control {
             .await
             .map_err(|e| failed("cluster id", e))?;
         self.register(&client, deadline.is_some()).await?;
+        self.release_lost_controller(&client)
+            .await
+            .map_err(|e| failed("/controller", e))?;
         // Watches go in before the first read so that no change between the two is missed.
         let recursive = zk::AddWatchMode::PersistentRecursive;
         let brokers_watch = client
@@ -810,6 +818,20 @@ impl Control {
                 Ok((Some(stat), _)) if stat.ephemeral_owner == client.session_id().0 => {
                     return Ok(())
                 }
+                Ok((Some(stat), _)) if self.lost_sessions.contains(&stat.ephemeral_owner) => {
+                    // Our own registration from a session we already gave up: nobody else
+                    // may hold it, so there is nothing to wait for.
+                    log::info!(
+                        "removing the registration of our lost ZooKeeper session {:#x}",
+                        stat.ephemeral_owner
+                    );
+                    match client.delete(&path, Some(stat.version)).await {
+                        Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => continue,
+                        Err(e) => {
+                            return Err(OpenError::Failed(format!("ZooKeeper delete {path}: {e}")))
+                        }
+                    }
+                }
                 Ok((Some(stat), w)) => {
                     if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                         log::warn!(
@@ -840,6 +862,29 @@ impl Control {
         }
     }
 
+    /// Deletes `/controller` when a session we lost still holds it, so that an election runs
+    /// now rather than when ZooKeeper expires that session. Not atomic with the check: if the
+    /// old session expires in between and another broker is elected at once, its znode is
+    /// deleted and one more election follows (controller epochs keep the writes safe).
+    async fn release_lost_controller(&self, client: &zk::Client) -> Result<(), zk::Error> {
+        if self.lost_sessions.is_empty() {
+            return Ok(());
+        }
+        match client.check_stat(layout::CONTROLLER).await? {
+            Some(stat) if self.lost_sessions.contains(&stat.ephemeral_owner) => {
+                log::info!(
+                    "removing /controller of our lost ZooKeeper session {:#x}",
+                    stat.ephemeral_owner
+                );
+                match client.delete(layout::CONTROLLER, Some(stat.version)).await {
+                    Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Session gone for good: stop leading at once, tell the shards, forget controller duty.
     async fn lose_session(&mut self) {
         self.lease.revoke();
@@ -847,6 +892,7 @@ impl Control {
         self.session_lost = false;
         if let Some(s) = self.session.take() {
             s.keeper.abort();
+            self.lost_sessions.insert(s.client.session_id().0);
         }
         let was_controller = std::mem::replace(&mut self.is_controller, false);
         self.fenced = true;
