@@ -145,6 +145,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "replica.fetch.min.bytes",
     "replica.fetch.wait.max.ms",
     "replica.lag.time.max.ms",
+    "replica.socket.timeout.ms",
     "socket.request.max.bytes",
     "zookeeper.connect",
     "zookeeper.session.timeout.ms",
@@ -402,6 +403,9 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: i32,
     /// A follower waits this long before fetching a partition again after an error.
     pub replica_fetch_backoff_ms: u64,
+    /// A follower's request to its leader unanswered for its fetch wait plus this long means
+    /// the connection is dead: reconnect.
+    pub replica_socket_timeout_ms: u64,
     /// Replication factor of topics created without one (auto-creation, -1 in CreateTopics).
     pub default_replication_factor: i16,
     /// Replication factor of `__consumer_offsets` in cluster mode (standalone: 1).
@@ -454,6 +458,7 @@ impl Default for BrokerConfig {
             replica_fetch_min_bytes: 1,
             replica_fetch_max_bytes: 1024 * 1024,
             replica_fetch_backoff_ms: 1000,
+            replica_socket_timeout_ms: 5000,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controlled_shutdown_enable: true,
@@ -651,6 +656,13 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be between 0 and 60000"));
                 }
                 self.replica_fetch_backoff_ms = v;
+            }
+            "replica.socket.timeout.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if !(100..=300_000).contains(&v) {
+                    return Err(bad(key, value, "must be between 100 and 300000"));
+                }
+                self.replica_socket_timeout_ms = v;
             }
             "default.replication.factor" => {
                 let v: i16 = parse_num(key, value)?;
@@ -863,6 +875,7 @@ impl BrokerConfig {
             "replica.fetch.max.bytes" => self.replica_fetch_max_bytes.to_string(),
             "replica.fetch.min.bytes" => self.replica_fetch_min_bytes.to_string(),
             "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms.to_string(),
+            "replica.socket.timeout.ms" => self.replica_socket_timeout_ms.to_string(),
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             "controlled.shutdown.enable" => self.controlled_shutdown_enable.to_string(),

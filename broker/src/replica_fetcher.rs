@@ -49,8 +49,6 @@ const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Bound on connecting to the leader.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on a response, beyond the fetch's own wait.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response accepted from a leader (the Fetch response's `max_bytes` is below it).
 const RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// The Fetch request's response-wide byte limit (Kafka's `replica.fetch.response.max.bytes`).
@@ -107,7 +105,7 @@ impl LeaderConnection {
         let body: Bytes = futures_lite::future::or(io, async {
             futures_lite::future::or(
                 async {
-                    crate::rt::sleep(wait + RESPONSE_TIMEOUT).await;
+                    crate::rt::sleep(response_timeout(shard, wait)).await;
                     Err(FetcherError::Io(std::io::ErrorKind::TimedOut.into()))
                 },
                 async {
@@ -131,6 +129,13 @@ fn following(shard: &Shard, leader: i32) -> Vec<Rc<Partition>> {
         .collect();
     parts.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
     parts
+}
+
+/// How long an answer to a request that may wait `wait` at the leader may take:
+/// `replica.socket.timeout.ms` beyond that wait. A partition that healed leaves the follower
+/// with a connection whose packets were lost; it must notice soon to rejoin the ISR.
+fn response_timeout(shard: &Shard, wait: Duration) -> Duration {
+    wait + Duration::from_millis(shard.config.replica_socket_timeout_ms)
 }
 
 /// `replica.fetch.backoff.ms`: the wait after an error before trying again, at least

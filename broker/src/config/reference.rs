@@ -357,6 +357,16 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "A follower that has not caught up with the leader for this long leaves the ISR.",
     ),
     broker(
+        "replica.socket.timeout.ms",
+        "int",
+        "5000",
+        "How long a follower waits for its leader to answer a request beyond the fetch's own \
+         wait (`replica.fetch.wait.max.ms`), before it treats the connection as dead and \
+         reconnects. Kafka's default is 30000; a shorter one brings a follower back into the \
+         ISR within seconds after a network partition heals, instead of after the old \
+         connection's timeout.",
+    ),
+    broker(
         "socket.request.max.bytes",
         "int",
         "104857600",

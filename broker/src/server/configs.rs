@@ -218,6 +218,10 @@ fn key_info(key: &str) -> (i8, &'static str) {
             TYPE_INT,
             "How long a follower waits before fetching a partition again after an error.",
         ),
+        "replica.socket.timeout.ms" => (
+            TYPE_INT,
+            "How long a follower waits for an answer beyond its fetch wait before reconnecting.",
+        ),
         "replica.lag.time.max.ms" => (
             TYPE_LONG,
             "A follower that has not caught up with the leader for this long leaves the ISR.",
