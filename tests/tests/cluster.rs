@@ -1096,6 +1096,60 @@ fn leader_paused_past_its_session_is_fenced() {
 // 6. A crashed replica truncates, catches up, rejoins, and then holds everything.
 // ------------------------------------------------------------------------------------------
 
+/// A leader cut off from ZooKeeper and from its followers holds acks=all produce requests it
+/// cannot commit. When its lease runs out another broker may be elected, so it must answer
+/// them at once with NOT_LEADER_OR_FOLLOWER (the client then moves to the new leader), not
+/// at the request timeout.
+#[test]
+fn isolated_leader_answers_pending_acks_all_when_its_lease_ends() {
+    // A long lag time: the leader must not shrink the ISR (and so commit) while it waits.
+    let mut env = env(3, &["--set", "replica.lag.time.max.ms=60000"]);
+    let topic = "isolated";
+    replicated_topic(&env.cluster, topic, 1);
+    produce_acknowledged(&env.cluster, topic, 1, 0, 50);
+    let leader = env.cluster.leader_of(topic, 0).expect("leader");
+    for id in env.cluster.ids() {
+        if id != leader {
+            env.cluster.sigstop(id);
+        }
+    }
+    let bootstrap = env.cluster.broker(leader).bootstrap();
+    let pending = thread::spawn(move || {
+        let mut conn =
+            Connection::connect(&bootstrap, "shardlog-cluster-test", Duration::from_secs(90))?;
+        client::produce(&mut conn, topic, 0, raw_batch(b"held", b"held"), -1, 60_000)
+    });
+    // The leader appends it and waits for followers that do not fetch.
+    thread::sleep(Duration::from_millis(1000));
+    assert!(
+        !pending.is_finished(),
+        "the produce was answered without its followers"
+    );
+    env._zk.sigstop();
+    let cut_at = Instant::now();
+    let answer = pending.join().expect("producer thread");
+    let after = cut_at.elapsed();
+    env._zk.sigcont();
+    for id in env.cluster.ids() {
+        if id != leader {
+            env.cluster.sigcont(id);
+        }
+    }
+    println!("ISOLATED_LEADER_ANSWERED_MS={}", after.as_millis());
+    match &answer {
+        Err(e) if e.code() == Some(NOT_LEADER_OR_FOLLOWER) => {}
+        other => {
+            panic!("the isolated leader {leader} answered {other:?}, not NOT_LEADER_OR_FOLLOWER")
+        }
+    }
+    // The lease lasts 2/3 of the session timeout from the last round trip to ZooKeeper.
+    assert!(
+        after < SESSION_TIMEOUT,
+        "the isolated leader answered {after:?} after losing ZooKeeper, later than the session \
+         timeout {SESSION_TIMEOUT:?}"
+    );
+}
+
 #[test]
 fn crashed_replica_catches_up_and_can_lead_with_everything() {
     let mut env = env(3, &[]);
@@ -1951,6 +2005,14 @@ fn cluster_recovers_after_a_zookeeper_outage() {
         .max()
         .map(|t| t.duration_since(resumed_at).as_millis());
     println!("ZK_OUTAGE_RECOVERY_MS={first_ack_ms:?}");
+    // Writes come back with ZooKeeper, not a session timeout later: a broker whose ZooKeeper
+    // client gave up its session deletes that session's registration instead of waiting for
+    // ZooKeeper to expire it.
+    assert!(
+        first_ack_ms.is_some_and(|ms| ms < SESSION_TIMEOUT.as_millis()),
+        "first acknowledgement on every partition {first_ack_ms:?} ms after ZooKeeper resumed, \
+         not within the session timeout {SESSION_TIMEOUT:?}"
+    );
     producer.wait_acks(&all, 100, resumed_at, Duration::from_secs(30));
     assert!(
         wait_until(Duration::from_secs(30), || env.cluster.ids().iter().all(
