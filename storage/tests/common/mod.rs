@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::time::Duration;
 
 use glommio::LocalExecutorBuilder;
 use rand::rngs::StdRng;
@@ -10,18 +11,47 @@ use rand::Rng;
 use shardlog_protocol::batch::{assign_offset, build_simple_batch, BatchHeader};
 use shardlog_storage::{batch_metas, LogConfig, PartitionLog, ReadSlice, StorageError};
 
+/// How long one `run` may take before its executor counts as stalled. Every caller finishes
+/// in a few seconds; this is far above that even on a loaded 2-core CI machine.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs `f` on a fresh glommio executor (its own thread) and waits for it.
+///
+/// Guard against the rare glommio lost wake-up (issue 12: the executor sleeps in
+/// `io_uring_enter` although work is ready, and never wakes): a run that has not finished
+/// after `STALL_LIMIT` is reported on stderr, its thread abandoned, and `f` runs once more
+/// on a new executor. A second stall fails the test, so a real deadlock still fails; without
+/// the guard one stall hung the whole test suite.
 pub fn run<F, Fut>(f: F)
 where
-    F: FnOnce() -> Fut + Send + 'static,
+    F: FnOnce() -> Fut + Send + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(f)
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread");
+    for attempt in 1..=2 {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let g = f.clone();
+        let executor = LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                g().await;
+                let _ = done_tx.send(());
+            })
+            .expect("spawn executor");
+        match done_rx.recv_timeout(STALL_LIMIT) {
+            // Finished, or panicked (the sender dropped): join reports which.
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                executor.join().expect("executor thread");
+                return;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!(
+                    "STALL: the glommio executor made no progress for {STALL_LIMIT:?} (attempt \
+                     {attempt}; known lost wake-up, issue 12); its thread is abandoned"
+                );
+            }
+        }
+    }
+    panic!("the glommio executor stalled twice in a row: a deadlock, not a lost wake-up");
 }
 
 /// A temporary directory, on tmpfs when the machine has one: the tests fdatasync a lot and
