@@ -2378,14 +2378,19 @@ fn one_leader_change_costs_work_proportional_to_the_change() {
         .iter()
         .map(|id| metadata_work(&env.cluster, *id))
         .collect();
+    let cpu_before: Vec<Duration> = ids.iter().map(|id| cpu_time(&env.cluster, *id)).collect();
+    let window = Instant::now();
     thread::sleep(Duration::from_secs(6));
-    for (id, b) in ids.iter().zip(&before) {
+    let secs = window.elapsed().as_secs_f64();
+    for ((id, b), cpu) in ids.iter().zip(&before).zip(cpu_before) {
         let a = metadata_work(&env.cluster, *id);
         println!(
-            "IDLE_6S broker {id}: incremental reads {}, full reads {}, partitions applied {}",
+            "IDLE_6S broker {id}: incremental reads {}, full reads {}, partitions applied {}, \
+             CPU {:.1} % of a core",
             a.incremental_reads - b.incremental_reads,
             a.full_reads - b.full_reads,
-            a.partitions_applied - b.partitions_applied
+            a.partitions_applied - b.partitions_applied,
+            (cpu_time(&env.cluster, *id) - cpu).as_secs_f64() / secs * 100.0
         );
         assert_eq!(
             a.incremental_reads, b.incremental_reads,
