@@ -5,7 +5,7 @@
 //! before it is published, then the new `Arc<MetadataSnapshot>` is sent to every shard, which
 //! opens or closes the partitions it owns. Shards only ever read snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -196,6 +196,121 @@ impl MetadataSnapshot {
         }
         Ok(())
     }
+}
+
+/// What changed from the snapshot of version `base_version` to the next one the same writer
+/// published (the control thread in cluster mode). A shard that applied exactly
+/// `base_version` applies only these; any other shard walks the whole snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataDelta {
+    pub base_version: u64,
+    /// Topics added, removed, or changed as a whole (id, partition count, replication factor,
+    /// config): every partition of them is applied, and a removed one's partitions deleted.
+    pub topics: BTreeSet<Arc<str>>,
+    /// Partitions whose replication state changed, in topics otherwise unchanged.
+    pub partitions: BTreeSet<(Arc<str>, i32)>,
+    pub brokers_changed: bool,
+    pub controller_changed: bool,
+}
+
+impl MetadataDelta {
+    /// True when nothing a shard or a client could see changed.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+            && self.partitions.is_empty()
+            && !self.brokers_changed
+            && !self.controller_changed
+    }
+
+    /// The partitions of `next` (the snapshot this delta leads to) a shard must apply, with
+    /// their topic: every partition of a changed topic still present, then each changed
+    /// partition. No duplicates (a partition is listed under its topic or alone, not both).
+    pub fn partitions_in(&self, next: &MetadataSnapshot) -> Vec<(Arc<TopicMeta>, i32)> {
+        let mut out = Vec::new();
+        for name in &self.topics {
+            if let Some(t) = next.topic(name) {
+                out.extend((0..t.partitions).map(|i| (t.clone(), i)));
+            }
+        }
+        for (name, index) in &self.partitions {
+            if self.topics.contains(name) {
+                continue;
+            }
+            if let Some(t) = next.topic(name).filter(|t| *index < t.partitions) {
+                out.push((t.clone(), *index));
+            }
+        }
+        out
+    }
+}
+
+/// Two versions of a topic differ only in partition states (which `diff_snapshots` then
+/// compares one by one).
+fn same_topic_shape(a: &TopicMeta, b: &TopicMeta) -> bool {
+    a.id == b.id
+        && a.partitions == b.partitions
+        && a.replication_factor == b.replication_factor
+        && a.overrides == b.overrides
+        && a.config == b.config
+        && a.states.len() == b.states.len()
+}
+
+/// What changed from `prev` to `next`, looking only at the topics in `candidates` (every
+/// topic of either when `None`): the caller vouches that no other topic changed. Each
+/// candidate topic of `next` equal to `prev`'s gets `prev`'s `Arc`, so unchanged topics stay
+/// shared from one snapshot to the next. The work is proportional to the candidates' partitions.
+pub fn diff_snapshots(
+    prev: &MetadataSnapshot,
+    next: &mut MetadataSnapshot,
+    candidates: Option<&BTreeSet<Arc<str>>>,
+) -> MetadataDelta {
+    let mut delta = MetadataDelta {
+        base_version: prev.version,
+        brokers_changed: prev.brokers != next.brokers || prev.local_broker != next.local_broker,
+        controller_changed: prev.controller_id != next.controller_id
+            || prev.cluster_id != next.cluster_id,
+        ..Default::default()
+    };
+    let names: BTreeSet<Arc<str>> = match candidates {
+        Some(c) => c.clone(),
+        None => prev
+            .topics
+            .keys()
+            .chain(next.topics.keys())
+            .cloned()
+            .collect(),
+    };
+    for name in names {
+        let before = prev.topics.get(&name);
+        let Some(after) = next.topics.get_mut(&name) else {
+            if before.is_some() {
+                delta.topics.insert(name);
+            }
+            continue;
+        };
+        let Some(before) = before else {
+            delta.topics.insert(name);
+            continue;
+        };
+        if Arc::ptr_eq(before, after) {
+            continue;
+        }
+        if !same_topic_shape(before, after) {
+            delta.topics.insert(name);
+            continue;
+        }
+        let mut changed = false;
+        for (i, (a, b)) in before.states.iter().zip(&after.states).enumerate() {
+            if a != b {
+                changed = true;
+                delta.partitions.insert((name.clone(), i as i32));
+            }
+        }
+        if !changed {
+            *after = before.clone();
+        }
+    }
+    delta
 }
 
 #[derive(Serialize, Deserialize)]
@@ -602,6 +717,119 @@ mod tests {
         assert_eq!(
             s.check_leader_epoch(4),
             Err(crate::errors::UNKNOWN_LEADER_EPOCH)
+        );
+    }
+
+    fn topic(name: &str, states: Vec<PartitionState>) -> Arc<TopicMeta> {
+        let mut t = new_topic(
+            &BrokerConfig::default(),
+            name,
+            states.len() as i32,
+            BTreeMap::new(),
+        )
+        .unwrap();
+        t.id = [name.len() as u8; 16];
+        t.states = states;
+        Arc::new(t)
+    }
+
+    fn snapshot_with(version: u64, topics: &[Arc<TopicMeta>]) -> MetadataSnapshot {
+        let mut s = cluster(&[1, 2, 3]);
+        s.version = version;
+        for t in topics {
+            s.topics.insert(t.name.clone(), t.clone());
+        }
+        s
+    }
+
+    fn states(n: usize) -> Vec<PartitionState> {
+        (0..n).map(|_| state(&[1, 2, 3], 1, &[1, 2, 3])).collect()
+    }
+
+    #[test]
+    fn diff_finds_the_changed_partition_and_shares_unchanged_topics() {
+        let a = topic("a", states(300));
+        let b = topic("bb", states(300));
+        let prev = snapshot_with(7, &[a.clone(), b.clone()]);
+        // Both topics rebuilt from scratch (new Arcs), one partition of "bb" changed leader.
+        let mut moved = states(300);
+        moved[42] = PartitionState {
+            leader: 2,
+            leader_epoch: 4,
+            ..moved[42].clone()
+        };
+        let mut next = snapshot_with(8, &[topic("a", states(300)), topic("bb", moved)]);
+        let delta = diff_snapshots(&prev, &mut next, None);
+        assert_eq!(delta.base_version, 7);
+        assert!(delta.topics.is_empty());
+        assert_eq!(
+            delta.partitions.iter().collect::<Vec<_>>(),
+            vec![&(Arc::<str>::from("bb"), 42)]
+        );
+        assert!(!delta.brokers_changed && !delta.controller_changed);
+        assert!(Arc::ptr_eq(&next.topics["a"], &a), "unchanged topic shared");
+        assert!(!Arc::ptr_eq(&next.topics["bb"], &b));
+        // A shard holding version 7 applies exactly that partition.
+        let todo = delta.partitions_in(&next);
+        assert_eq!(todo.len(), 1);
+        assert_eq!((&*todo[0].0.name, todo[0].1), ("bb", 42));
+    }
+
+    #[test]
+    fn diff_of_equal_snapshots_is_empty() {
+        let prev = snapshot_with(3, &[topic("a", states(5))]);
+        let mut next = snapshot_with(4, &[topic("a", states(5))]);
+        let delta = diff_snapshots(&prev, &mut next, None);
+        assert!(delta.is_empty(), "{delta:?}");
+        assert!(Arc::ptr_eq(&next.topics["a"], &prev.topics["a"]));
+    }
+
+    #[test]
+    fn diff_reports_whole_topics_brokers_and_controller() {
+        let prev = snapshot_with(1, &[topic("gone", states(2)), topic("grows", states(2))]);
+        let mut next = snapshot_with(2, &[topic("grows", states(4)), topic("new", states(3))]);
+        next.brokers.remove(&3);
+        next.controller_id = 1;
+        let delta = diff_snapshots(&prev, &mut next, None);
+        let names: Vec<&str> = delta.topics.iter().map(|t| &**t).collect();
+        assert_eq!(names, vec!["gone", "grows", "new"]);
+        assert!(delta.partitions.is_empty());
+        assert!(delta.brokers_changed && delta.controller_changed);
+        // Every partition of the topics still there, each once.
+        let mut todo: Vec<(String, i32)> = delta
+            .partitions_in(&next)
+            .into_iter()
+            .map(|(t, i)| (t.name.to_string(), i))
+            .collect();
+        todo.sort();
+        assert_eq!(todo.len(), 7);
+        todo.dedup();
+        assert_eq!(todo.len(), 7);
+    }
+
+    #[test]
+    fn diff_looks_only_at_the_candidates() {
+        let prev = snapshot_with(1, &[topic("a", states(2)), topic("b", states(2))]);
+        let mut changed = states(2);
+        changed[1].isr = vec![1];
+        let mut next = snapshot_with(2, &[topic("a", states(2)), topic("b", changed)]);
+        let only_a: BTreeSet<Arc<str>> = [Arc::from("a")].into();
+        // The caller vouches that only "a" may have changed: "b" is not compared.
+        assert!(diff_snapshots(&prev, &mut next, Some(&only_a)).is_empty());
+        let only_b: BTreeSet<Arc<str>> = [Arc::from("b")].into();
+        let delta = diff_snapshots(&prev, &mut next, Some(&only_b));
+        assert_eq!(delta.partitions.len(), 1);
+        // A candidate named in the delta both as a whole topic and a partition is listed once.
+        let both = MetadataDelta {
+            base_version: 1,
+            topics: [Arc::from("b")].into(),
+            partitions: [(Arc::from("b"), 1), (Arc::from("a"), 9)].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            both.partitions_in(&next).len(),
+            2,
+            "b-0, b-1; a-9 does not exist"
         );
     }
 

@@ -19,7 +19,8 @@ use crate::control::{ControlHandle, ControlRequest, Lease};
 use crate::errors;
 use crate::group_coordinator::GroupCoordinator;
 use crate::metadata::{
-    MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry, CONSUMER_OFFSETS_TOPIC,
+    MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry,
+    CONSUMER_OFFSETS_TOPIC,
 };
 use crate::partition::{Partition, Transition};
 use crate::shard_table::{shard_for, ShardId};
@@ -92,6 +93,9 @@ pub struct Shard {
     starting: Cell<bool>,
     /// Set when `close_all` begins: later snapshots open and delete nothing.
     closing: Cell<bool>,
+    /// Set when a partition could not be opened: the next snapshot walks every partition
+    /// (retrying it) even if it comes with a delta.
+    full_apply_due: Cell<bool>,
 }
 
 /// How often a leader checks its ISR for lagging or caught-up followers.
@@ -130,6 +134,7 @@ impl Shard {
             open_failure: RefCell::new(None),
             starting: Cell::new(true),
             closing: Cell::new(false),
+            full_apply_due: Cell::new(false),
         }
     }
 
@@ -213,11 +218,26 @@ impl Shard {
         }
     }
 
+    /// Makes `snapshot` current by walking every partition of it (see
+    /// `apply_metadata_delta`).
+    pub async fn apply_metadata(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+        self.apply_metadata_delta(snapshot, None).await
+    }
+
     /// Makes `snapshot` current: opens the partitions this shard owns and this broker
     /// replicates, applies changed topic configs and each partition's replication state
     /// (leader, follower, offline; see `on_transition`), closes and deletes partitions of topics
     /// that are gone. Older snapshots are ignored, so a late message cannot roll metadata back.
-    pub async fn apply_metadata(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+    ///
+    /// With a `delta` from exactly the version this shard holds, only the topics and partitions
+    /// it names are applied (work proportional to the change); otherwise (a version was missed
+    /// or skipped, no delta, or an earlier open failed and must be retried) every partition of
+    /// the snapshot is walked.
+    pub async fn apply_metadata_delta(
+        self: &Rc<Self>,
+        snapshot: Arc<MetadataSnapshot>,
+        delta: Option<Arc<MetadataDelta>>,
+    ) {
         log::debug!(
             "shard {}: applying metadata version {}",
             self.id.0,
@@ -233,20 +253,50 @@ impl Shard {
             return;
         }
         let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), snapshot.clone());
+        let delta = delta.filter(|d| {
+            d.base_version == previous.version
+                && snapshot.version > previous.version
+                && !self.full_apply_due.get()
+        });
+        self.full_apply_due.set(false);
+        let m = &self.metrics;
+        m.add(
+            if delta.is_some() {
+                &m.metadata_delta_applies
+            } else {
+                &m.metadata_full_applies
+            },
+            1,
+        );
         // Partitions to remove: topic gone, or (after re-creation) a different topic id.
-        let doomed: Vec<(PartitionKey, Rc<Partition>)> = self
-            .partitions
-            .borrow()
-            .iter()
-            .filter(
-                |((topic, index), _)| match (snapshot.topic(topic), previous.topic(topic)) {
-                    (Some(now), Some(before)) => now.id != before.id || *index >= now.partitions,
-                    (Some(now), None) => *index >= now.partitions,
-                    (None, _) => true,
-                },
-            )
-            .map(|(k, p)| (k.clone(), p.clone()))
-            .collect();
+        let doomed_if =
+            |topic: &str, index: i32| match (snapshot.topic(topic), previous.topic(topic)) {
+                (Some(now), Some(before)) => now.id != before.id || index >= now.partitions,
+                (Some(now), None) => index >= now.partitions,
+                (None, _) => true,
+            };
+        let doomed: Vec<(PartitionKey, Rc<Partition>)> = match &delta {
+            None => self
+                .partitions
+                .borrow()
+                .iter()
+                .filter(|((topic, index), _)| doomed_if(topic, *index))
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect(),
+            // Only a topic named in the delta can have lost partitions.
+            Some(d) => {
+                let partitions = self.partitions.borrow();
+                d.topics
+                    .iter()
+                    .flat_map(|name| {
+                        let held = previous.topic(name).map_or(0, |t| t.partitions);
+                        (0..held).map(move |i| (name.clone(), i))
+                    })
+                    .filter(|(topic, index)| doomed_if(topic, *index))
+                    .filter_map(|k| partitions.get(&k).map(|p| (k, p.clone())))
+                    .collect()
+            }
+        };
         for (key, _) in &doomed {
             self.partitions.borrow_mut().remove(key);
             if &*key.0 == CONSUMER_OFFSETS_TOPIC {
@@ -259,45 +309,68 @@ impl Shard {
                 log::error!("deleting {}: {e}", dir.display());
             }
         }
-        let local = snapshot.local_broker;
-        for topic in snapshot.topics.values() {
-            for index in 0..topic.partitions {
-                if self.owner(&topic.name, index) != self.id {
-                    continue;
-                }
-                // Standalone every partition has its single-replica state; in cluster mode a
-                // partition not placed yet, or placed elsewhere, is not opened here.
-                let state = match topic.state(index) {
-                    Some(s) => s.clone(),
-                    None if !snapshot.cluster_mode => PartitionState::standalone(local),
-                    None => continue,
-                };
-                let key = (topic.name.clone(), index);
-                let existing = self.partitions.borrow().get(&key).cloned();
-                let partition = match existing {
-                    Some(p) => {
-                        if p.config() != topic.config {
-                            p.set_config(topic.config.clone());
-                        }
-                        p
-                    }
-                    None if state.replicas.contains(&local) => {
-                        match self.open_partition(topic, index).await {
-                            Some(p) => p,
-                            None => continue,
-                        }
-                    }
-                    None => continue,
-                };
-                let transition = partition.apply_state(local, &state);
-                self.on_transition(&partition, transition);
+        let todo: Vec<(Arc<TopicMeta>, i32)> = match &delta {
+            Some(d) => d.partitions_in(&snapshot),
+            None => snapshot
+                .topics
+                .values()
+                .flat_map(|t| (0..t.partitions).map(move |i| (t.clone(), i)))
+                .collect(),
+        };
+        for (topic, index) in todo {
+            if self.owner(&topic.name, index) != self.id {
+                continue;
             }
+            self.apply_partition(&snapshot, &topic, index).await;
         }
         if snapshot.cluster_mode && self.control.is_some() && !self.isr_task_started.get() {
             self.isr_task_started.set(true);
             crate::rt::spawn_detached(isr_loop(Rc::downgrade(self)));
             crate::rt::spawn_detached(hw_store_loop(Rc::downgrade(self)));
         }
+    }
+
+    /// Applies one partition of `snapshot` that this shard owns: opens it if this broker holds
+    /// a replica, updates its config, and acts on its change of role.
+    async fn apply_partition(
+        self: &Rc<Self>,
+        snapshot: &MetadataSnapshot,
+        topic: &TopicMeta,
+        index: i32,
+    ) {
+        self.metrics
+            .add(&self.metrics.metadata_partitions_applied, 1);
+        let local = snapshot.local_broker;
+        // Standalone every partition has its single-replica state; in cluster mode a
+        // partition not placed yet, or placed elsewhere, is not opened here.
+        let state = match topic.state(index) {
+            Some(s) => s.clone(),
+            None if !snapshot.cluster_mode => PartitionState::standalone(local),
+            None => return,
+        };
+        let key = (topic.name.clone(), index);
+        let existing = self.partitions.borrow().get(&key).cloned();
+        let partition = match existing {
+            Some(p) => {
+                if p.config() != topic.config {
+                    p.set_config(topic.config.clone());
+                }
+                p
+            }
+            None if state.replicas.contains(&local) => {
+                match self.open_partition(topic, index).await {
+                    Some(p) => p,
+                    // Retried by the next snapshot, which must then walk everything.
+                    None => {
+                        self.full_apply_due.set(true);
+                        return;
+                    }
+                }
+            }
+            None => return,
+        };
+        let transition = partition.apply_state(local, &state);
+        self.on_transition(&partition, transition);
     }
 
     async fn open_partition(&self, topic: &TopicMeta, index: i32) -> Option<Rc<Partition>> {

@@ -2325,3 +2325,188 @@ fn filed_rebalance_reproduction_ends_with_full_isrs_and_quiet_brokers() {
     }
     println!("TOTAL_MS={}", started.elapsed().as_millis());
 }
+
+/// The control thread's and the shards' metadata work on broker `id`, from its metrics.
+#[derive(Debug, Clone, Copy, Default)]
+struct MetadataWork {
+    /// Znodes read because watch events named them.
+    incremental_reads: u64,
+    /// Znodes read by whole reads of the cluster state, and how many such reads.
+    full_reads_znodes: u64,
+    full_reads: u64,
+    /// Partitions applied from snapshots, summed over the shards.
+    partitions_applied: u64,
+    snapshots_published: u64,
+}
+
+fn metadata_work(cluster: &Cluster, id: i32) -> MetadataWork {
+    let (status, body) = cluster
+        .broker(id)
+        .http_get("/metrics")
+        .unwrap_or_else(|e| panic!("metrics of broker {id}: {e}"));
+    assert_eq!(status, 200, "metrics of broker {id}: {body}");
+    let value = |l: &str| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok());
+    let mut w = MetadataWork::default();
+    let mut seen = 0;
+    for l in body.lines() {
+        let slot = if l.starts_with("shardlog_metadata_znode_reads_total{read=\"incremental\"}") {
+            &mut w.incremental_reads
+        } else if l.starts_with("shardlog_metadata_znode_reads_total{read=\"full\"}") {
+            &mut w.full_reads_znodes
+        } else if l.starts_with("shardlog_metadata_full_reads_total ") {
+            &mut w.full_reads
+        } else if l.starts_with("shardlog_metadata_partitions_applied_total{") {
+            &mut w.partitions_applied
+        } else if l.starts_with("shardlog_metadata_snapshots_published_total ") {
+            &mut w.snapshots_published
+        } else {
+            continue;
+        };
+        *slot += value(l).unwrap_or_else(|| panic!("broker {id}: bad sample {l:?}"));
+        seen += 1;
+    }
+    assert!(
+        seen >= 5,
+        "broker {id} lacks the metadata work metrics:\n{body}"
+    );
+    w
+}
+
+/// Issue 10: metadata work is proportional to the change. With 3,000 partitions in the
+/// cluster, an idle cluster reads no znode and applies no partition, and one leader change
+/// (a preferred election of one partition) costs each broker a handful of znode reads and
+/// partition applies, not thousands.
+#[test]
+fn one_leader_change_costs_work_proportional_to_the_change() {
+    const BULK_TOPICS: usize = 10;
+    const BULK_PARTITIONS: i32 = 300;
+    let mut env = env(3, &["--set", "auto.leader.rebalance.enable=false"]);
+    // First a replicated topic whose partition preferred by broker `moved` is led elsewhere:
+    // broker `moved` stops (its leaderships move) and comes back.
+    let topic = "moved";
+    replicated_topic(&env.cluster, topic, 3);
+    let controller = env.cluster.controller_id().expect("controller");
+    let moved = *env
+        .cluster
+        .ids()
+        .iter()
+        .rev()
+        .find(|id| **id != controller)
+        .expect("a broker that is not the controller");
+    let p = (0..3)
+        .find(|p| env.cluster.replicas_of(topic, *p).expect("replicas")[0] == moved)
+        .expect("a partition preferring the stopped broker");
+    let status = env.cluster.stop(moved);
+    assert!(status.success(), "broker {moved} exited with {status}");
+    new_leader(&env.cluster, topic, p, moved, "stopping");
+    env.cluster.restart(moved);
+    assert!(
+        wait_until(Duration::from_secs(30), || short_isrs_anywhere(
+            &env.cluster
+        )
+        .is_empty()),
+        "ISRs not full after broker {moved} came back:\n{}",
+        short_isrs_anywhere(&env.cluster).join("\n")
+    );
+
+    // Then the bulk of the partitions (replication factor 1: opening them is the cost).
+    let created = Instant::now();
+    for t in 0..BULK_TOPICS {
+        env.cluster
+            .create_topic(&format!("bulk-{t}"), BULK_PARTITIONS, 1, &[]);
+    }
+    let total = BULK_TOPICS as u64 * BULK_PARTITIONS as u64 + 3;
+    println!(
+        "CREATED_{}_PARTITIONS_MS={}",
+        total - 3,
+        created.elapsed().as_millis()
+    );
+    let ids = env.cluster.ids();
+    for id in &ids {
+        let w = metadata_work(&env.cluster, *id);
+        println!("AFTER_CREATION broker {id}: {w:?}");
+        // The counters count: every broker applied at least its own share of the partitions.
+        assert!(
+            w.partitions_applied >= total / 3,
+            "broker {id} applied only {} partitions",
+            w.partitions_applied
+        );
+    }
+
+    // Idle: nothing read, nothing applied (a whole read, the 60 s safety net, may fall in the
+    // window; it changes nothing, so it publishes nothing).
+    thread::sleep(Duration::from_secs(2));
+    let before: Vec<MetadataWork> = ids
+        .iter()
+        .map(|id| metadata_work(&env.cluster, *id))
+        .collect();
+    let cpu_before: Vec<Duration> = ids.iter().map(|id| cpu_time(&env.cluster, *id)).collect();
+    let window = Instant::now();
+    thread::sleep(Duration::from_secs(6));
+    let secs = window.elapsed().as_secs_f64();
+    for ((id, b), cpu) in ids.iter().zip(&before).zip(cpu_before) {
+        let a = metadata_work(&env.cluster, *id);
+        println!(
+            "IDLE_6S broker {id}: incremental reads {}, full reads {}, partitions applied {}, \
+             CPU {:.1} % of a core",
+            a.incremental_reads - b.incremental_reads,
+            a.full_reads - b.full_reads,
+            a.partitions_applied - b.partitions_applied,
+            (cpu_time(&env.cluster, *id) - cpu).as_secs_f64() / secs * 100.0
+        );
+        assert_eq!(
+            a.incremental_reads, b.incremental_reads,
+            "idle broker {id} read znodes"
+        );
+        assert_eq!(
+            a.partitions_applied, b.partitions_applied,
+            "idle broker {id} applied partitions"
+        );
+        assert!(
+            a.full_reads - b.full_reads <= 1,
+            "idle broker {id} read everything {} times in 6 s",
+            a.full_reads - b.full_reads
+        );
+    }
+
+    // One leader change.
+    let before: Vec<MetadataWork> = ids
+        .iter()
+        .map(|id| metadata_work(&env.cluster, *id))
+        .collect();
+    let results = elect_leaders(&env.cluster, controller, 0, Some(&[(topic, p)]));
+    assert_eq!(
+        results.get(&(topic.to_string(), p)),
+        Some(&0),
+        "{results:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || ids.iter().all(|id| env
+            .cluster
+            .partition_from(*id, topic, p)
+            .is_some_and(|m| m.leader == moved))),
+        "{topic}-{p} not led by broker {moved} everywhere:\n{}",
+        views(&env.cluster, topic)
+    );
+    // Let the last snapshot reach every shard (the metadata answer comes from one shard).
+    thread::sleep(Duration::from_millis(500));
+    for (id, b) in ids.iter().zip(&before) {
+        let a = metadata_work(&env.cluster, *id);
+        let reads = a.incremental_reads - b.incremental_reads;
+        let applied = a.partitions_applied - b.partitions_applied;
+        println!(
+            "LEADER_CHANGE broker {id}: znode reads {reads}, partitions applied {applied}, \
+             snapshots {}, full reads {}",
+            a.snapshots_published - b.snapshots_published,
+            a.full_reads - b.full_reads
+        );
+        assert!(
+            (1..=6).contains(&reads),
+            "broker {id} read {reads} znodes for one leader change"
+        );
+        assert!(
+            (1..=6).contains(&applied),
+            "broker {id} applied {applied} partitions for one leader change"
+        );
+    }
+}

@@ -2,9 +2,14 @@
 //! the ZooKeeper session (zookeeper-client).
 //!
 //! It registers the broker (`/brokers/ids/<id>`), competes for `/controller`, keeps a view of
-//! ZooKeeper current (persistent recursive watches, debounced, plus a periodic full re-read),
-//! turns it into `MetadataSnapshot`s for every shard of this broker, and carries out the
-//! `ControlRequest`s shards send. While it holds `/controller` it also elects leaders and
+//! ZooKeeper current, turns it into `MetadataSnapshot`s for every shard of this broker, and
+//! carries out the `ControlRequest`s shards send. The view is a cache kept current
+//! incrementally: persistent recursive watches name each changed znode, and after a burst of
+//! events (debounced) only those znodes are read again (`Dirty`, `read_dirty`); the next
+//! snapshot rebuilds only the topics that changed and carries a `MetadataDelta`, so one leader
+//! change costs a few reads here and one partition applied on its shard. Whole reads are kept
+//! for the start of a session, after a reconnect (events may be lost, ZOOKEEPER-4698) and as a
+//! slow safety net (`FULL_READ_EVERY`). While it holds `/controller` it also elects leaders and
 //! shrinks ISRs when brokers go away (`election`). Nothing here runs on a shard: shards only see
 //! the snapshots, delivered through their inboxes, and the lease.
 //!
@@ -26,8 +31,10 @@ use super::{ControlRequest, Lease};
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::errors;
 use crate::metadata::{
-    BrokerInfo, MetadataSnapshot, PartitionState, TopicMeta, CONSUMER_OFFSETS_TOPIC, NO_LEADER,
+    diff_snapshots, BrokerInfo, MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta,
+    CONSUMER_OFFSETS_TOPIC, NO_LEADER,
 };
+use crate::metrics::{MetadataWork, METADATA_WORK};
 use crate::shard::ShardTask;
 
 /// How long startup keeps trying to reach ZooKeeper before giving up.
@@ -37,9 +44,14 @@ const CONNECT_RETRY: Duration = Duration::from_secs(1);
 /// Watch events arrive in bursts (a topic creation is dozens of znodes): re-read once after
 /// the burst.
 const DEBOUNCE: Duration = Duration::from_millis(15);
-/// Full re-read even without events: persistent watches can lose events across a reconnect
-/// (ZOOKEEPER-4698), and the controller retries failed elections on this beat.
-const FULL_REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Whole re-read even without events: a safety net only. While connected, persistent watches
+/// report every change in order, and each reconnect (where events can be lost, ZOOKEEPER-4698)
+/// already forces a whole read; this bounds how long a bug in the incremental bookkeeping
+/// could leave the view stale.
+const FULL_READ_EVERY: Duration = Duration::from_secs(60);
+/// The controller retries failed elections and ISR removals on this beat, from the view it has
+/// (no reads).
+const CONTROLLER_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait for the shards to apply a snapshot before the control thread moves on (it must
 /// stay responsive as controller; snapshots are applied in version order regardless).
 const PUBLISH_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -180,6 +192,7 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
     let epoch = client.get_data(layout::CONTROLLER_EPOCH);
     let ids = ids.await?;
     let topics = topics.await?;
+    let mut reads = 4 + ids.len() as u64 + 2 * topics.len() as u64;
     let mut view = ZkView {
         controller_id: NO_LEADER,
         ..Default::default()
@@ -235,14 +248,7 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
         let assignment = decode_versioned(assignment.await, layout::decode_topic, || {
             format!("topic {name}")
         })?;
-        let config = match config.await {
-            Ok((data, _)) => layout::decode_topic_config(&data).unwrap_or_else(|e| {
-                log::warn!("topic {name}: {e}");
-                BTreeMap::new()
-            }),
-            Err(zk::Error::NoNode) => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        let config = decode_config(config.await, &name)?;
         if let Some((assignment, assignment_version)) = assignment {
             view.topics.insert(
                 name,
@@ -269,13 +275,250 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
             })
         })
         .collect();
+    reads += state_reads.len() as u64;
     for (name, p, read) in state_reads {
         let state = decode_versioned(read.await, layout::decode_state, || format!("{name}-{p}"))?;
         if let Some(t) = view.topics.get_mut(&name) {
             t.states.insert(p, state);
         }
     }
+    MetadataWork::add(&METADATA_WORK.full_reads, 1);
+    MetadataWork::add(&METADATA_WORK.znode_reads_full, reads);
     Ok(view)
+}
+
+/// A topic's config znode: empty when it is missing or undecodable (logged).
+fn decode_config(
+    read: Result<(Vec<u8>, zk::Stat), zk::Error>,
+    name: &str,
+) -> Result<BTreeMap<String, String>, zk::Error> {
+    match read {
+        Ok((data, _)) => Ok(layout::decode_topic_config(&data).unwrap_or_else(|e| {
+            log::warn!("topic {name}: {e}");
+            BTreeMap::new()
+        })),
+        Err(zk::Error::NoNode) => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Znodes to read again, collected from watch events (and from writes that lost a race)
+/// between two reads of the view.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Dirty {
+    /// Everything: a new session, a reconnect, the safety net, or a read that failed.
+    all: bool,
+    /// `/controller` and `/controller_epoch`.
+    controller: bool,
+    /// `/brokers/ids/<id>` (registered, changed or gone).
+    brokers: BTreeSet<i32>,
+    /// `/brokers/topics/<t>` and `/config/topics/<t>`: a topic created, deleted or grown.
+    /// Partitions new to the view get their state read too.
+    topics: BTreeSet<String>,
+    /// `/config/topics/<t>` alone.
+    configs: BTreeSet<String>,
+    /// `/brokers/topics/<t>/partitions/<p>/state`.
+    states: BTreeSet<(String, i32)>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        !self.all
+            && !self.controller
+            && self.brokers.is_empty()
+            && self.topics.is_empty()
+            && self.configs.is_empty()
+            && self.states.is_empty()
+    }
+
+    /// Notes what a watch event says changed. A session event (the connection came back)
+    /// means events may have been lost: everything is read again.
+    fn note(&mut self, e: &zk::WatchedEvent) {
+        if e.event_type == zk::EventType::Session {
+            self.all = true;
+        } else {
+            self.note_path(&e.path);
+        }
+    }
+
+    /// Notes the znode at `path` (created, changed or deleted). The watches are recursive and
+    /// report every descendant's own creation and deletion, so no children list is needed:
+    /// parents (`/brokers/ids`, `/brokers/topics`, a topic's `partitions/<p>`) carry nothing
+    /// a snapshot uses and are ignored.
+    fn note_path(&mut self, path: &str) {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["controller"] => self.controller = true,
+            ["brokers", "ids", id] => {
+                if let Ok(id) = id.parse() {
+                    self.brokers.insert(id);
+                }
+            }
+            ["brokers", "topics", topic] => {
+                self.topics.insert((*topic).to_string());
+            }
+            ["brokers", "topics", topic, "partitions", p, "state"] => {
+                if let Ok(p) = p.parse() {
+                    self.states.insert(((*topic).to_string(), p));
+                }
+            }
+            ["config", "topics", topic] => {
+                self.configs.insert((*topic).to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What `read_dirty` changed in the view.
+#[derive(Debug, Default)]
+struct ReadOutcome {
+    /// Topics whose assignment, config or partition states were read (or that disappeared).
+    topics: BTreeSet<String>,
+    brokers_changed: bool,
+    znodes_read: u64,
+}
+
+/// Reads again the znodes `dirty` names (not `dirty.all`) and updates `view`. Two round trips
+/// at most: controller, brokers, topics and configs first, then the partition states (those
+/// named, and those of partitions new to the view).
+async fn read_dirty(
+    client: &zk::Client,
+    view: &mut ZkView,
+    dirty: &Dirty,
+) -> Result<ReadOutcome, zk::Error> {
+    let mut out = ReadOutcome::default();
+    let controller = dirty.controller.then(|| {
+        (
+            client.get_data(layout::CONTROLLER),
+            client.get_data(layout::CONTROLLER_EPOCH),
+        )
+    });
+    let brokers: Vec<_> = dirty
+        .brokers
+        .iter()
+        .map(|&id| (id, client.get_data(&layout::broker_path(id))))
+        .collect();
+    let topics: Vec<_> = dirty
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                client.get_data(&layout::topic_path(t)),
+                client.get_data(&layout::topic_config_path(t)),
+            )
+        })
+        .collect();
+    let configs: Vec<_> = dirty
+        .configs
+        .iter()
+        .filter(|t| !dirty.topics.contains(*t))
+        .map(|t| (t.clone(), client.get_data(&layout::topic_config_path(t))))
+        .collect();
+    out.znodes_read = 2 * u64::from(controller.is_some())
+        + brokers.len() as u64
+        + 2 * topics.len() as u64
+        + configs.len() as u64;
+
+    if let Some((controller, epoch)) = controller {
+        let (id, owner) = match controller.await {
+            Ok((data, stat)) => match layout::decode_controller(&data) {
+                Ok(id) => (id, stat.ephemeral_owner),
+                Err(e) => {
+                    log::warn!("{e}");
+                    (NO_LEADER, 0)
+                }
+            },
+            Err(zk::Error::NoNode) => (NO_LEADER, 0),
+            Err(e) => return Err(e),
+        };
+        view.controller_id = id;
+        view.controller_owner = owner;
+        match epoch.await {
+            Ok((data, _)) => {
+                view.controller_epoch = layout::decode_controller_epoch(&data).unwrap_or(0)
+            }
+            Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for (id, read) in brokers {
+        let now = match read.await {
+            Ok((data, _)) => match layout::decode_broker(id, &data) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    log::warn!("broker {id}: {e}");
+                    None
+                }
+            },
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(e),
+        };
+        if view.brokers.get(&id) != now.as_ref() {
+            out.brokers_changed = true;
+            match now {
+                Some(b) => view.brokers.insert(id, b),
+                None => view.brokers.remove(&id),
+            };
+        }
+    }
+    let mut states: BTreeSet<(String, i32)> = dirty.states.clone();
+    for (name, assignment, config) in topics {
+        let assignment = decode_versioned(assignment.await, layout::decode_topic, || {
+            format!("topic {name}")
+        })?;
+        let config = decode_config(config.await, &name)?;
+        match assignment {
+            None => {
+                view.topics.remove(&name);
+            }
+            Some((assignment, assignment_version)) => {
+                let t = view.topics.entry(name.clone()).or_default();
+                t.states
+                    .retain(|p, _| assignment.partitions.contains_key(p));
+                for p in assignment.partitions.keys() {
+                    if !t.states.contains_key(p) {
+                        states.insert((name.clone(), *p));
+                    }
+                }
+                t.assignment = assignment;
+                t.assignment_version = assignment_version;
+                t.config = config;
+            }
+        }
+        out.topics.insert(name);
+    }
+    for (name, read) in configs {
+        let config = decode_config(read.await, &name)?;
+        if let Some(t) = view.topics.get_mut(&name) {
+            t.config = config;
+            out.topics.insert(name);
+        }
+    }
+    // A state of a topic or partition the view does not know (deleted, or its topic's
+    // assignment not seen yet) is read when its topic is.
+    let state_reads: Vec<_> = states
+        .into_iter()
+        .filter(|(t, p)| {
+            view.topics
+                .get(t)
+                .is_some_and(|t| t.assignment.partitions.contains_key(p))
+        })
+        .map(|(t, p)| {
+            let read = client.get_data(&layout::state_path(&t, p));
+            (t, p, read)
+        })
+        .collect();
+    out.znodes_read += state_reads.len() as u64;
+    for (name, p, read) in state_reads {
+        let state = decode_versioned(read.await, layout::decode_state, || format!("{name}-{p}"))?;
+        if let Some(t) = view.topics.get_mut(&name) {
+            t.states.insert(p, state);
+            out.topics.insert(name);
+        }
+    }
+    Ok(out)
 }
 
 /// A znode read, decoded with its version: `None` when it is gone (deleted between the listing
@@ -316,27 +559,23 @@ fn derived_topic_id(name: &str) -> [u8; 16] {
     out
 }
 
-fn same_content(a: &MetadataSnapshot, b: &MetadataSnapshot) -> bool {
-    a.cluster_id == b.cluster_id
-        && a.controller_id == b.controller_id
-        && a.brokers == b.brokers
-        && a.topics == b.topics
-}
-
-/// Sends `snapshot` to every shard and waits (at most `wait`) until each has applied it.
+/// Sends `snapshot` (with its `delta` from the previous version) to every shard and waits (at
+/// most `wait`) until each has applied it.
 async fn deliver(
     inboxes: &[flume::Sender<ShardTask>],
     snapshot: Arc<MetadataSnapshot>,
+    delta: Option<Arc<MetadataDelta>>,
     wait: Duration,
 ) {
     let (done_tx, done_rx) = flume::unbounded::<()>();
     let mut expected = 0;
     for inbox in inboxes {
         let snap = snapshot.clone();
+        let delta = delta.clone();
         let done = done_tx.clone();
         let task: ShardTask = Box::new(move |shard| {
             Box::pin(async move {
-                shard.apply_metadata(snap).await;
+                shard.apply_metadata_delta(snap, delta).await;
                 let _ = done.send(());
             })
         });
@@ -424,8 +663,16 @@ enum Event {
     ShardsDone,
     Request(ControlRequest),
     RequestsClosed,
-    Changed,
+    /// A watched znode changed (or the connection came back): read it after the burst.
+    Watched(zk::WatchedEvent),
+    /// The session's state changed without ending: read everything after the burst.
+    ReadAll,
+    /// The burst is over: read what changed.
     Refresh,
+    /// Controller checks on the view, without reading.
+    ControllerCheck,
+    /// The safety net: read everything.
+    FullRead,
     SessionEnded,
     /// Controller: time to look for leadership away from preferred replicas.
     Rebalance,
@@ -438,6 +685,15 @@ enum WriteOutcome {
     /// Someone else changed the partition first (version check failed).
     Conflict,
     Failed,
+}
+
+/// What changed in the view since the last snapshot: the next one rebuilds only these topics
+/// (brokers and controller are compared whole, they are small).
+#[derive(Debug, Default)]
+struct Changed {
+    /// Rebuild every topic (a whole read replaced the view).
+    all: bool,
+    topics: BTreeSet<String>,
 }
 
 struct Control {
@@ -463,6 +719,16 @@ struct Control {
     controller_epoch: i32,
     version: u64,
     last: Option<Arc<MetadataSnapshot>>,
+    /// Whether `last` was built fenced (then every partition this broker leads was hidden).
+    last_fenced: bool,
+    /// Znodes to read at the next refresh.
+    dirty: Dirty,
+    /// View changes not published yet.
+    changed: Changed,
+    /// Controller: topics whose partitions `reconcile` must look at; all of them when
+    /// `reconcile_all` (brokers changed, a whole read, a write that did not go through).
+    reconcile_topics: BTreeSet<String>,
+    reconcile_all: bool,
     refresh_at: Option<tokio::time::Instant>,
     /// Controller: next automatic leader rebalance check.
     next_rebalance: tokio::time::Instant,
@@ -497,6 +763,14 @@ impl Control {
             controller_epoch: 0,
             version: 0,
             last: None,
+            last_fenced: false,
+            dirty: Dirty {
+                all: true,
+                ..Dirty::default()
+            },
+            changed: Changed::default(),
+            reconcile_topics: BTreeSet::new(),
+            reconcile_all: true,
             refresh_at: None,
             next_rebalance: first_rebalance,
             warned_configs: BTreeSet::new(),
@@ -543,9 +817,11 @@ impl Control {
             }
             tokio::time::sleep(CONNECT_RETRY).await;
         }
-        let snapshot = Arc::new(self.next_snapshot());
+        let (snapshot, _) = self.next_snapshot();
+        let snapshot = Arc::new(snapshot);
         self.version = snapshot.version;
         self.last = Some(snapshot.clone());
+        self.last_fenced = self.fenced;
         if first.send(Ok(snapshot)).is_err() {
             return;
         }
@@ -559,8 +835,13 @@ impl Control {
     }
 
     async fn event_loop(&mut self) {
-        let mut tick = tokio::time::interval(FULL_REFRESH_EVERY);
+        let mut tick = tokio::time::interval(CONTROLLER_CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut full = tokio::time::interval_at(
+            tokio::time::Instant::now() + FULL_READ_EVERY,
+            FULL_READ_EVERY,
+        );
+        full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.session_lost {
                 self.lose_session().await;
@@ -569,6 +850,8 @@ impl Control {
                 match self.open_session(None).await {
                     Ok(session) => {
                         self.session = Some(session);
+                        // Events of the old session are gone: read everything.
+                        self.dirty.all = true;
                         self.refresh().await;
                         self.publish().await;
                     }
@@ -580,17 +863,32 @@ impl Control {
                 }
                 continue;
             }
-            match self.next_event(&mut tick).await {
+            match self.next_event(&mut tick, &mut full).await {
                 Event::ShardsDone => return,
                 Event::Stop => self.begin_stop().await,
                 Event::Request(r) => self.handle(r).await,
                 Event::RequestsClosed => self.requests_open = false,
-                Event::Changed => {
-                    let at = tokio::time::Instant::now() + DEBOUNCE;
-                    self.refresh_at = Some(self.refresh_at.map_or(at, |t| t.min(at)));
+                Event::Watched(e) => {
+                    self.dirty.note(&e);
+                    self.refresh_soon();
+                }
+                Event::ReadAll => {
+                    self.dirty.all = true;
+                    self.refresh_soon();
                 }
                 Event::Refresh => {
                     self.refresh_at = None;
+                    self.refresh().await;
+                    self.publish().await;
+                }
+                Event::ControllerCheck => {
+                    if let Some(client) = self.client() {
+                        self.controller_duties(&client).await;
+                        self.publish().await;
+                    }
+                }
+                Event::FullRead => {
+                    self.dirty.all = true;
                     self.refresh().await;
                     self.publish().await;
                 }
@@ -603,7 +901,17 @@ impl Control {
         }
     }
 
-    async fn next_event(&mut self, tick: &mut tokio::time::Interval) -> Event {
+    /// Refreshes after `DEBOUNCE`, unless a refresh is already due sooner.
+    fn refresh_soon(&mut self) {
+        let at = tokio::time::Instant::now() + DEBOUNCE;
+        self.refresh_at = Some(self.refresh_at.map_or(at, |t| t.min(at)));
+    }
+
+    async fn next_event(
+        &mut self,
+        tick: &mut tokio::time::Interval,
+        full: &mut tokio::time::Interval,
+    ) -> Event {
         let refresh_at = self.refresh_at;
         let debounce = async move {
             match refresh_at {
@@ -635,9 +943,9 @@ impl Control {
                     return Event::SessionEnded;
                 }
                 // After a reconnect events may have been lost: re-read.
-                return Event::Changed;
+                return Event::ReadAll;
             }
-            Event::Changed
+            Event::Watched(e)
         };
         tokio::select! {
             _ = stop.recv_async(), if !stopping => Event::Stop,
@@ -647,12 +955,13 @@ impl Control {
                 Err(_) => Event::RequestsClosed,
             },
             s = session.state.changed() => {
-                if is_terminal_state(s) { Event::SessionEnded } else { Event::Changed }
+                if is_terminal_state(s) { Event::SessionEnded } else { Event::ReadAll }
             }
             e = session.brokers_watch.changed() => watch_event(e),
             e = session.config_watch.changed() => watch_event(e),
             e = session.controller_watch.changed() => watch_event(e),
-            _ = tick.tick() => Event::Refresh,
+            _ = tick.tick() => Event::ControllerCheck,
+            _ = full.tick() => Event::FullRead,
             _ = debounce => Event::Refresh,
             _ = tokio::time::sleep_until(next_rebalance), if rebalance_due => Event::Rebalance,
         }
@@ -912,32 +1221,120 @@ impl Control {
         self.publish().await;
     }
 
-    /// Re-reads ZooKeeper; as controller, elects leaders and shrinks ISRs; creates the offsets
-    /// topic when possible. Does not publish. False when ZooKeeper could not be read.
+    /// Reads what changed in ZooKeeper; as controller, elects leaders and shrinks ISRs;
+    /// creates the offsets topic when possible. Does not publish. False when ZooKeeper could
+    /// not be read.
     async fn refresh(&mut self) -> bool {
         let Some(client) = self.client() else {
             return false;
         };
-        match read_view(&client).await {
-            Ok(v) => self.view = v,
-            Err(e) => {
-                self.failed("read", &e);
-                return false;
+        if !self.read(&client).await {
+            return false;
+        }
+        self.controller_duties(&client).await;
+        true
+    }
+
+    /// Moves the watch events already received into `dirty`, without waiting, so that a
+    /// request deciding on the view (ElectLeaders, topic changes) sees every change the
+    /// client has been told about. (A write that lost a race also marks its znode itself.)
+    async fn drain_watch_events(&mut self) {
+        if self.session_lost {
+            // A watcher panics when polled after its session's terminal event.
+            return;
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        for w in [
+            &mut s.brokers_watch,
+            &mut s.config_watch,
+            &mut s.controller_watch,
+        ] {
+            while let Some(e) = futures_lite::future::poll_once(w.changed()).await {
+                let terminal =
+                    e.event_type == zk::EventType::Session && is_terminal_state(e.session_state);
+                events.push(e);
+                if terminal {
+                    break;
+                }
             }
         }
+        for e in events {
+            if e.event_type == zk::EventType::Session && is_terminal_state(e.session_state) {
+                self.lease.revoke();
+                self.session_lost = true;
+                return;
+            }
+            self.dirty.note(&e);
+        }
+    }
+
+    /// Brings the view up to date: everything when `dirty.all`, else only the znodes named
+    /// since the last read. Notes what changed for the next snapshot and for `reconcile`.
+    /// False when ZooKeeper could not be read; then the next read is a whole one.
+    async fn read(&mut self, client: &zk::Client) -> bool {
+        self.drain_watch_events().await;
+        let dirty = std::mem::take(&mut self.dirty);
+        if dirty.all {
+            match read_view(client).await {
+                Ok(v) => {
+                    self.view = v;
+                    self.changed.all = true;
+                    self.reconcile_all = true;
+                    true
+                }
+                Err(e) => {
+                    self.dirty.all = true;
+                    self.failed("read", &e);
+                    false
+                }
+            }
+        } else if dirty.is_empty() {
+            true
+        } else {
+            match read_dirty(client, &mut self.view, &dirty).await {
+                Ok(out) => {
+                    MetadataWork::add(&METADATA_WORK.znode_reads_incremental, out.znodes_read);
+                    log::debug!(
+                        "read {} znodes ({} topics changed, brokers changed: {})",
+                        out.znodes_read,
+                        out.topics.len(),
+                        out.brokers_changed
+                    );
+                    self.reconcile_all |= out.brokers_changed;
+                    self.reconcile_topics.extend(out.topics.iter().cloned());
+                    self.changed.topics.extend(out.topics);
+                    true
+                }
+                Err(e) => {
+                    self.dirty.all = true;
+                    self.failed("read", &e);
+                    false
+                }
+            }
+        }
+    }
+
+    /// What the view asks of this broker: becoming controller when there is none; as
+    /// controller, elections and ISR removals (`reconcile`) and the offsets topic.
+    async fn controller_duties(&mut self, client: &zk::Client) {
         let session_id = client.session_id().0;
         self.is_controller = self.view.controller_owner == session_id;
         if self.stopping {
-            return true;
+            return;
         }
         if self.view.controller_id == NO_LEADER {
-            self.try_become_controller(&client).await;
+            self.try_become_controller(client).await;
         }
         if self.is_controller {
-            self.reconcile(&client).await;
-            self.create_offsets_topic(&client).await;
+            self.reconcile(client).await;
+            self.create_offsets_topic(client).await;
+        } else {
+            self.reconcile_topics.clear();
+            self.reconcile_all = true;
         }
-        true
     }
 
     async fn try_become_controller(&mut self, client: &zk::Client) {
@@ -955,7 +1352,13 @@ impl Control {
                 self.view.controller_owner = client.session_id().0;
                 self.view.controller_epoch = epoch;
                 self.next_rebalance = tokio::time::Instant::now() + self.rebalance_interval();
+                self.reconcile_all = true;
                 log::info!("broker {} is the controller (epoch {epoch})", self.local);
+                // The other brokers read `/controller_epoch` when `/controller` changes, and it
+                // was created before the epoch moved: change it again so they see the new one.
+                if let Err(e) = client.set_data(layout::CONTROLLER, &data, None).await {
+                    self.failed("touch /controller", &e);
+                }
             }
             Err(e) => {
                 // Without a new epoch we must not act as controller; give the role back.
@@ -1091,11 +1494,13 @@ impl Control {
                     let znode = self.state_znode(&s);
                     if let Some(t) = self.view.topics.get_mut(&topic) {
                         t.states.insert(p, Some((znode, stat.version)));
+                        self.changed.topics.insert(topic);
                     }
                     outcomes.push(WriteOutcome::Written);
                 }
                 Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => {
                     conflicts += 1;
+                    self.dirty.states.insert((topic, p));
                     outcomes.push(WriteOutcome::Conflict);
                 }
                 Err(e) => {
@@ -1112,10 +1517,23 @@ impl Control {
     }
 
     /// Controller duty: every partition led by a live ISR member, ISRs without dead brokers.
+    /// Looks at the topics read since the last time, or at all of them when brokers changed,
+    /// after a whole read, or when an earlier write did not go through (retried here on the
+    /// `CONTROLLER_CHECK_EVERY` beat).
     async fn reconcile(&mut self, client: &zk::Client) {
         let alive = self.alive();
+        let all = std::mem::take(&mut self.reconcile_all);
+        let scope = std::mem::take(&mut self.reconcile_topics);
         let mut changes = Vec::new();
-        for (name, t) in &self.view.topics {
+        let topics: Vec<(&String, &TopicView)> = if all {
+            self.view.topics.iter().collect()
+        } else {
+            scope
+                .iter()
+                .filter_map(|n| self.view.topics.get_key_value(n))
+                .collect()
+        };
+        for (name, t) in topics {
             let unclean = self.topic_config(name, &t.config).unclean_leader_election;
             for (&p, replicas) in &t.assignment.partitions {
                 match t.state(p) {
@@ -1131,7 +1549,10 @@ impl Control {
             }
         }
         if !changes.is_empty() {
-            self.write_states(client, changes, "controller").await;
+            let outcomes = self.write_states(client, changes, "controller").await;
+            if outcomes.iter().any(|o| *o != WriteOutcome::Written) {
+                self.reconcile_all = true;
+            }
         }
     }
 
@@ -1300,9 +1721,8 @@ impl Control {
             Err((errors::TOPIC_ALREADY_EXISTS, _)) => {}
             Err((code, msg)) => log::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: error {code}: {msg}"),
         }
-        if let Ok(v) = read_view(client).await {
-            self.view = v;
-        }
+        self.dirty.topics.insert(CONSUMER_OFFSETS_TOPIC.to_string());
+        self.read(client).await;
     }
 
     /// Creates a topic in one multi-op so that it appears whole: assignment, partition states,
@@ -1362,6 +1782,8 @@ impl Control {
             }
         })();
         ops.map_err(|e| (errors::INVALID_REQUEST, format!("topic {name}: {e}")))?;
+        // Read back whatever happened (the watch events name the same znodes).
+        self.dirty.topics.insert(name.to_string());
         match multi.commit().await {
             Ok(_) => Ok(()),
             Err(zk::MultiWriteError::OperationFailed {
@@ -1382,6 +1804,7 @@ impl Control {
 
     /// Deletes a topic's znodes, deepest first, in one multi-op.
     async fn delete_topic(&mut self, client: &zk::Client, name: &str) -> Result<(), (i16, String)> {
+        self.dirty.topics.insert(name.to_string());
         for _ in 0..CAS_ATTEMPTS {
             let partitions = match client.list_children(&layout::partitions_path(name)).await {
                 Ok(c) => c,
@@ -1498,15 +1921,17 @@ impl Control {
                 )
             })();
             ops.map_err(|e| (errors::INVALID_REQUEST, format!("topic {name}: {e}")))?;
+            self.dirty.topics.insert(name.to_string());
             match multi.commit().await {
                 Ok(_) => return Ok(()),
                 Err(zk::MultiWriteError::OperationFailed {
                     source: zk::Error::BadVersion | zk::Error::NodeExists,
                     ..
-                }) => match read_view(client).await {
-                    Ok(v) => self.view = v,
-                    Err(e) => return Err(self.zk_error("read", e)),
-                },
+                }) => {
+                    if !self.read(client).await {
+                        return Err((errors::REQUEST_TIMED_OUT, "cannot read ZooKeeper".into()));
+                    }
+                }
                 Err(e) => return Err(self.zk_error("add partitions", e.into())),
             }
         }
@@ -1524,6 +1949,7 @@ impl Control {
     ) -> Result<(), (i16, String)> {
         let path = layout::topic_config_path(name);
         let bytes = layout::encode_topic_config(overrides);
+        self.dirty.configs.insert(name.to_string());
         match client.set_data(&path, &bytes, None).await {
             Ok(_) => Ok(()),
             Err(zk::Error::NoNode) => match client.create(&path, &bytes, &persistent()).await {
@@ -1550,9 +1976,11 @@ impl Control {
             ));
         };
         // Decide on the freshest state: live brokers for placement, current assignments.
-        match read_view(&client).await {
-            Ok(v) => self.view = v,
-            Err(e) => return Err(self.zk_error("read", e)),
+        if !self.read(&client).await {
+            return Err((
+                errors::REQUEST_TIMED_OUT,
+                "cannot read the cluster state from ZooKeeper".into(),
+            ));
         }
         let mut first_error = None;
         let mut note = |r: Result<(), (i16, String)>| {
@@ -1569,11 +1997,12 @@ impl Control {
         if before
             .keys()
             .any(|n| after.get(n).is_none_or(|t| t.id != before[n].id))
+            && !self.read(&client).await
         {
-            match read_view(&client).await {
-                Ok(v) => self.view = v,
-                Err(e) => note(Err(self.zk_error("read", e))),
-            }
+            note(Err((
+                errors::REQUEST_TIMED_OUT,
+                "cannot read the cluster state from ZooKeeper".into(),
+            )));
         }
         for (name, new) in &after {
             match before.get(name).filter(|old| old.id == new.id) {
@@ -1680,6 +2109,7 @@ impl Control {
                 errors::NONE
             }
             Err(zk::Error::BadVersion) => {
+                self.dirty.states.insert((topic.to_string(), partition));
                 self.refresh_at = Some(tokio::time::Instant::now());
                 errors::REQUEST_TIMED_OUT
             }
@@ -1691,6 +2121,7 @@ impl Control {
     async fn note_state(&mut self, topic: &str, partition: i32, state: StateZnode, version: i32) {
         if let Some(t) = self.view.topics.get_mut(topic) {
             t.states.insert(partition, Some((state, version)));
+            self.changed.topics.insert(topic.to_string());
         }
         self.publish().await;
     }
@@ -1796,9 +2227,9 @@ impl Control {
             return;
         };
         for _ in 0..CAS_ATTEMPTS {
-            match read_view(&client).await {
-                Ok(v) => self.view = v,
-                Err(e) => return self.failed("read", &e),
+            // The view is current but for pending events (and the races lost last round).
+            if !self.read(&client).await {
+                return;
             }
             let alive = self.alive();
             let local = self.local;
@@ -1861,56 +2292,77 @@ impl Control {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    /// The snapshot of the current view (version not yet assigned beyond the last).
-    fn next_snapshot(&mut self) -> MetadataSnapshot {
-        let mut topics = BTreeMap::new();
-        for (name, t) in &self.view.topics {
-            let n = t.assignment.partition_count();
-            if n == 0 {
-                continue;
-            }
-            let config = match TopicConfig::resolve(&self.config, &t.config) {
-                Ok(c) => c,
-                Err(e) => {
-                    if self.warned_configs.insert(name.clone()) {
-                        log::warn!("topic {name}: bad config in ZooKeeper ({e}); using defaults");
-                    }
-                    self.config.topic_defaults.clone()
-                }
-            };
-            let states = (0..n)
-                .map(|p| {
-                    let mut s = t.state(p).unwrap_or_else(|| PartitionState {
-                        replicas: t.assignment.partitions.get(&p).cloned().unwrap_or_default(),
-                        leader: NO_LEADER,
-                        leader_epoch: 0,
-                        isr: Vec::new(),
-                        zk_version: -1,
-                    });
-                    if self.fenced && s.leader == self.local {
-                        s.leader = NO_LEADER;
-                    }
-                    s
-                })
-                .collect::<Vec<_>>();
-            let name: Arc<str> = name.as_str().into();
-            topics.insert(
-                name.clone(),
-                Arc::new(TopicMeta {
-                    name: name.clone(),
-                    id: t
-                        .assignment
-                        .topic_id
-                        .unwrap_or_else(|| derived_topic_id(&name)),
-                    partitions: n,
-                    replication_factor: states[0].replicas.len() as i16,
-                    overrides: t.config.clone(),
-                    config,
-                    states,
-                }),
-            );
+    /// Topic `name` as shards see it, from the view; `None` when it has no partitions (or is
+    /// not in the view).
+    fn topic_meta(&mut self, name: &str) -> Option<Arc<TopicMeta>> {
+        let t = self.view.topics.get(name)?;
+        let n = t.assignment.partition_count();
+        if n == 0 {
+            return None;
         }
-        MetadataSnapshot {
+        let config = match TopicConfig::resolve(&self.config, &t.config) {
+            Ok(c) => c,
+            Err(e) => {
+                if self.warned_configs.insert(name.to_string()) {
+                    log::warn!("topic {name}: bad config in ZooKeeper ({e}); using defaults");
+                }
+                self.config.topic_defaults.clone()
+            }
+        };
+        let states = (0..n)
+            .map(|p| {
+                let mut s = t.state(p).unwrap_or_else(|| PartitionState {
+                    replicas: t.assignment.partitions.get(&p).cloned().unwrap_or_default(),
+                    leader: NO_LEADER,
+                    leader_epoch: 0,
+                    isr: Vec::new(),
+                    zk_version: -1,
+                });
+                if self.fenced && s.leader == self.local {
+                    s.leader = NO_LEADER;
+                }
+                s
+            })
+            .collect::<Vec<_>>();
+        let name: Arc<str> = name.into();
+        Some(Arc::new(TopicMeta {
+            name: name.clone(),
+            id: t
+                .assignment
+                .topic_id
+                .unwrap_or_else(|| derived_topic_id(&name)),
+            partitions: n,
+            replication_factor: states[0].replicas.len() as i16,
+            overrides: t.config.clone(),
+            config,
+            states,
+        }))
+    }
+
+    /// The next snapshot of the view (version one past the last) and what changed since the
+    /// last one (`None` for the first). Only the topics changed since then are rebuilt; every
+    /// topic when the view was read whole or the fencing changed (it hides our leaderships).
+    fn next_snapshot(&mut self) -> (MetadataSnapshot, Option<MetadataDelta>) {
+        let changed = std::mem::take(&mut self.changed);
+        let whole = changed.all || self.fenced != self.last_fenced;
+        let last = self.last.clone();
+        let (mut topics, names): (BTreeMap<Arc<str>, Arc<TopicMeta>>, Vec<String>) = match &last {
+            Some(last) if !whole => (last.topics.clone(), changed.topics.into_iter().collect()),
+            _ => (BTreeMap::new(), self.view.topics.keys().cloned().collect()),
+        };
+        let mut candidates = BTreeSet::new();
+        for name in names {
+            match self.topic_meta(&name) {
+                Some(t) => {
+                    topics.insert(t.name.clone(), t);
+                }
+                None => {
+                    topics.remove(name.as_str());
+                }
+            }
+            candidates.insert(Arc::<str>::from(name.as_str()));
+        }
+        let mut next = MetadataSnapshot {
             version: self.version + 1,
             cluster_id: self.cluster_id.clone(),
             topics,
@@ -1918,24 +2370,34 @@ impl Control {
             controller_id: self.view.controller_id,
             local_broker: self.local,
             cluster_mode: true,
-        }
+        };
+        let delta =
+            last.map(|last| diff_snapshots(&last, &mut next, (!whole).then_some(&candidates)));
+        (next, delta)
     }
 
-    /// Publishes the current view to every shard if it differs from the last one, and waits
-    /// until they applied it.
+    /// Publishes the current view to every shard if it differs from the last one, with what
+    /// changed, and waits until they applied it.
     async fn publish(&mut self) {
-        let next = self.next_snapshot();
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|last| same_content(last, &next))
-        {
+        let (next, delta) = self.next_snapshot();
+        if delta.as_ref().is_some_and(|d| d.is_empty()) {
+            self.last_fenced = self.fenced;
             return;
         }
+        if let Some(d) = &delta {
+            log::debug!(
+                "metadata version {}: {} topics, {} partitions changed",
+                next.version,
+                d.topics.len(),
+                d.partitions.len()
+            );
+        }
         self.version = next.version;
+        self.last_fenced = self.fenced;
         crate::metrics::STATUS
             .published_version
             .store(next.version, std::sync::atomic::Ordering::Release);
+        MetadataWork::add(&METADATA_WORK.snapshots_published, 1);
         let snapshot = Arc::new(next);
         self.last = Some(snapshot.clone());
         // Once the shards are draining, waiting for them only delays the exit.
@@ -1944,6 +2406,65 @@ impl Control {
         } else {
             Duration::ZERO
         };
-        deliver(&self.inboxes, snapshot, wait).await;
+        deliver(&self.inboxes, snapshot, delta.map(Arc::new), wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: zk::EventType, path: &str) -> zk::WatchedEvent {
+        zk::WatchedEvent::new(event_type, path)
+    }
+
+    #[test]
+    fn watch_events_name_the_znodes_to_read_again() {
+        let mut d = Dirty::default();
+        assert!(d.is_empty());
+        d.note(&event(
+            zk::EventType::NodeDataChanged,
+            "/brokers/topics/orders/partitions/7/state",
+        ));
+        d.note(&event(zk::EventType::NodeDeleted, "/brokers/ids/3"));
+        d.note(&event(zk::EventType::NodeCreated, "/brokers/topics/new"));
+        d.note(&event(
+            zk::EventType::NodeDataChanged,
+            "/config/topics/orders",
+        ));
+        d.note(&event(zk::EventType::NodeCreated, "/controller"));
+        // Parents and znodes no snapshot uses: nothing to read.
+        for ignored in [
+            "/brokers",
+            "/brokers/ids",
+            "/brokers/topics",
+            "/brokers/topics/new/partitions",
+            "/brokers/topics/new/partitions/0",
+            "/brokers/ids/not-a-number",
+            "/brokers/topics/orders/partitions/x/state",
+            "/config/topics",
+            "/brokers/seqid",
+        ] {
+            let before = format!("{d:?}");
+            d.note(&event(zk::EventType::NodeCreated, ignored));
+            assert_eq!(format!("{d:?}"), before, "{ignored}");
+        }
+        assert_eq!(
+            d,
+            Dirty {
+                all: false,
+                controller: true,
+                brokers: [3].into(),
+                topics: ["new".to_string()].into(),
+                configs: ["orders".to_string()].into(),
+                states: [("orders".to_string(), 7)].into(),
+            }
+        );
+        // A session event (reconnected): events may have been lost, read everything.
+        let mut d = Dirty::default();
+        d.note(&zk::WatchedEvent::new_session(
+            zk::SessionState::SyncConnected,
+        ));
+        assert!(d.all && !d.is_empty());
     }
 }

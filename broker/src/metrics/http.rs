@@ -128,6 +128,15 @@ fn route(path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
                 segment_rolls: shardlog_storage::stats::SEGMENT_ROLLS.load(Ordering::Relaxed),
                 recovery_truncations: shardlog_storage::stats::RECOVERY_TRUNCATIONS
                     .load(Ordering::Relaxed),
+                metadata: endpoint.config.zookeeper_connect.as_ref().map(|_| {
+                    let w = &super::METADATA_WORK;
+                    super::render::MetadataWorkCounts {
+                        znode_reads_full: w.znode_reads_full.load(Ordering::Relaxed),
+                        znode_reads_incremental: w.znode_reads_incremental.load(Ordering::Relaxed),
+                        full_reads: w.full_reads.load(Ordering::Relaxed),
+                        snapshots_published: w.snapshots_published.load(Ordering::Relaxed),
+                    }
+                }),
             };
             (
                 200,

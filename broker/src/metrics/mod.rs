@@ -127,6 +127,11 @@ pub struct ShardMetrics {
     pub isr_shrinks: Cell<u64>,
     pub isr_expands: Cell<u64>,
     pub retention_deleted_segments: Cell<u64>,
+    /// Partitions this shard applied from metadata snapshots (each one it owns and looked at).
+    pub metadata_partitions_applied: Cell<u64>,
+    /// Snapshots applied by walking every partition, and by applying only a delta.
+    pub metadata_full_applies: Cell<u64>,
+    pub metadata_delta_applies: Cell<u64>,
     queue_latency: Histogram<{ QUEUE_BUCKETS.len() }>,
 }
 
@@ -146,6 +151,9 @@ impl ShardMetrics {
             isr_shrinks: Cell::new(0),
             isr_expands: Cell::new(0),
             retention_deleted_segments: Cell::new(0),
+            metadata_partitions_applied: Cell::new(0),
+            metadata_full_applies: Cell::new(0),
+            metadata_delta_applies: Cell::new(0),
             queue_latency: Histogram::new(&QUEUE_BUCKETS),
         }
     }
@@ -246,6 +254,9 @@ pub struct ShardReport {
     pub isr_shrinks: u64,
     pub isr_expands: u64,
     pub retention_deleted_segments: u64,
+    pub metadata_partitions_applied: u64,
+    pub metadata_full_applies: u64,
+    pub metadata_delta_applies: u64,
     pub queue_latency: HistogramSnapshot,
     pub partitions: Vec<PartitionReport>,
     pub group_offsets: Vec<GroupOffset>,
@@ -338,6 +349,9 @@ pub fn report(shard: &Rc<Shard>) -> ShardReport {
         isr_shrinks: m.isr_shrinks.get(),
         isr_expands: m.isr_expands.get(),
         retention_deleted_segments: m.retention_deleted_segments.get(),
+        metadata_partitions_applied: m.metadata_partitions_applied.get(),
+        metadata_full_applies: m.metadata_full_applies.get(),
+        metadata_delta_applies: m.metadata_delta_applies.get(),
         queue_latency: m.queue_latency.snapshot(),
         partitions,
         group_offsets,
@@ -381,6 +395,33 @@ pub static STATUS: Status = Status {
     serving: AtomicBool::new(false),
     published_version: AtomicU64::new(0),
 };
+
+/// The control thread's metadata work (cluster mode; relaxed atomics, one writer, a few
+/// increments per ZooKeeper round trip).
+pub struct MetadataWork {
+    /// Znodes read by full reads of the cluster state (first read of a session, after a
+    /// reconnect, the slow safety net, controlled shutdown).
+    pub znode_reads_full: AtomicU64,
+    /// Znodes read because a watch event named them (or a write lost a race on them).
+    pub znode_reads_incremental: AtomicU64,
+    /// Full reads of the cluster state.
+    pub full_reads: AtomicU64,
+    /// Snapshots published to the shards.
+    pub snapshots_published: AtomicU64,
+}
+
+pub static METADATA_WORK: MetadataWork = MetadataWork {
+    znode_reads_full: AtomicU64::new(0),
+    znode_reads_incremental: AtomicU64::new(0),
+    full_reads: AtomicU64::new(0),
+    snapshots_published: AtomicU64::new(0),
+};
+
+impl MetadataWork {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
 
 /// Scrape-wide view after merging every shard's report.
 pub struct Scrape {

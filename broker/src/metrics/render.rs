@@ -24,6 +24,17 @@ pub struct RenderContext {
     pub ready: bool,
     pub segment_rolls: u64,
     pub recovery_truncations: u64,
+    /// The control thread's metadata work, in cluster mode.
+    pub metadata: Option<MetadataWorkCounts>,
+}
+
+/// Values of `super::MetadataWork` at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetadataWorkCounts {
+    pub znode_reads_full: u64,
+    pub znode_reads_incremental: u64,
+    pub full_reads: u64,
+    pub snapshots_published: u64,
 }
 
 /// Appends a metric family: HELP and TYPE lines, then its samples.
@@ -331,7 +342,7 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
     }
 
     // Per-shard runtime figures.
-    let per_shard: [(&str, &str, &str, ShardValue); 5] = [
+    let per_shard: [(&str, &str, &str, ShardValue); 8] = [
         (
             "shardlog_connections",
             "gauge",
@@ -361,6 +372,24 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
             "counter",
             "Segments deleted by time or size retention.",
             |r| r.retention_deleted_segments,
+        ),
+        (
+            "shardlog_metadata_partitions_applied_total",
+            "counter",
+            "Partitions a shard applied from metadata snapshots (all it owns for a full apply, the changed ones for a delta).",
+            |r| r.metadata_partitions_applied,
+        ),
+        (
+            "shardlog_metadata_full_applies_total",
+            "counter",
+            "Metadata snapshots a shard applied by walking every partition.",
+            |r| r.metadata_full_applies,
+        ),
+        (
+            "shardlog_metadata_delta_applies_total",
+            "counter",
+            "Metadata snapshots a shard applied from the changes since the version it held.",
+            |r| r.metadata_delta_applies,
         ),
     ];
     for (name, kind, help, get) in per_shard {
@@ -438,6 +467,39 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
         );
         o.sample("shardlog_zookeeper_session_expiries_total", &[], expiries);
     }
+    if let Some(m) = ctx.metadata {
+        o.family(
+            "shardlog_metadata_znode_reads_total",
+            "counter",
+            "Znodes the control thread read, by kind of read (full: the whole cluster state; incremental: what watch events named).",
+        );
+        o.sample(
+            "shardlog_metadata_znode_reads_total",
+            &[("read", "full")],
+            m.znode_reads_full,
+        );
+        o.sample(
+            "shardlog_metadata_znode_reads_total",
+            &[("read", "incremental")],
+            m.znode_reads_incremental,
+        );
+        o.family(
+            "shardlog_metadata_full_reads_total",
+            "counter",
+            "Full reads of the cluster state (session start, reconnect, safety net).",
+        );
+        o.sample("shardlog_metadata_full_reads_total", &[], m.full_reads);
+        o.family(
+            "shardlog_metadata_snapshots_published_total",
+            "counter",
+            "Metadata snapshots the control thread published to the shards.",
+        );
+        o.sample(
+            "shardlog_metadata_snapshots_published_total",
+            &[],
+            m.snapshots_published,
+        );
+    }
     o.text
 }
 
@@ -474,6 +536,12 @@ mod tests {
             ready: true,
             segment_rolls: 3,
             recovery_truncations: 0,
+            metadata: Some(MetadataWorkCounts {
+                znode_reads_full: 40,
+                znode_reads_incremental: 3,
+                full_reads: 1,
+                snapshots_published: 5,
+            }),
         }
     }
 
@@ -533,6 +601,9 @@ mod tests {
             "shardlog_controller 1",
             "shardlog_ready 1",
             "# TYPE shardlog_isr_shrinks_total counter",
+            "shardlog_metadata_znode_reads_total{read=\"incremental\"} 3",
+            "shardlog_metadata_full_reads_total 1",
+            "shardlog_metadata_snapshots_published_total 5",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
