@@ -6,11 +6,12 @@
 //! registered in it ([`Cluster`]), with helpers to crash, pause and restart single brokers and to
 //! read each broker's view of the cluster through Metadata.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use shardlog_protocol::client::{Client, ClusterMetadata, NewTopic, PartitionMeta};
@@ -55,20 +56,29 @@ pub fn broker_bin() -> PathBuf {
 /// A free TCP port on 127.0.0.1 (the OS picks it; a race with another process is possible but
 /// unlikely, and the broker then fails loudly).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    let [port] = free_ports();
+    port
 }
 
-/// `N` distinct free TCP ports on 127.0.0.1. Separate `free_port` calls can return the same
-/// port (each releases it before the next asks), which once gave a broker its Kafka port as
-/// its metrics port; holding every probe until all are picked rules that out.
+/// `N` distinct free TCP ports on 127.0.0.1, never handed out before in this process. A probe
+/// releases its port before the broker binds it, so two brokers started one after the other
+/// could otherwise both get the same port (and both listen on it: once seen with two cluster
+/// brokers, earlier with a broker's Kafka and metrics ports).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held: Vec<TcpListener> = Vec::with_capacity(N);
+    // Probes of ports given before stay bound until the end, so they are not offered again.
+    let mut refused: Vec<TcpListener> = Vec::new();
+    while held.len() < N {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = probe.local_addr().expect("addr").port();
+        if given.insert(port) {
+            held.push(probe);
+        } else {
+            refused.push(probe);
+        }
+    }
     std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
 }
 
@@ -355,7 +365,11 @@ impl Drop for Broker {
 /// Runs `shardlog-cli` (building it first if needed) and returns its stdout; fails the test
 /// if it fails.
 pub fn cli(args: &[&str]) -> String {
-    let bin = workspace_root().join("target/debug/shardlog-cli");
+    // Where cargo puts it: `CARGO_TARGET_DIR` when set (as the build below uses it).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug/shardlog-cli");
     if !bin.exists() {
         run_ok(
             Command::new(env!("CARGO"))
