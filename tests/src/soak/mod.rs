@@ -1244,9 +1244,9 @@ impl Soak {
                 .unwrap_or(0);
             let _ = writeln!(
                 s,
-                "- broker {}: {} process lifetimes, max RSS {} MiB",
+                "- broker {}: {} processes started, max RSS {} MiB",
                 b.id,
-                b.past_rss.len() + 1,
+                b.starts,
                 max_kib / 1024
             );
         }

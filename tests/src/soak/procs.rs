@@ -32,6 +32,8 @@ pub struct SoakBroker {
     pub rss_kib: Vec<(f64, u64)>,
     /// RSS series of earlier lifetimes of this broker (restarted processes start afresh).
     pub past_rss: Vec<Vec<(f64, u64)>>,
+    /// Processes started for this broker (start-up stall restarts included).
+    pub starts: u32,
 }
 
 impl SoakBroker {
@@ -56,6 +58,7 @@ impl SoakBroker {
             started: Instant::now(),
             rss_kib: Vec::new(),
             past_rss: Vec::new(),
+            starts: 0,
         }
     }
 
@@ -93,6 +96,7 @@ impl SoakBroker {
         self.child = Some(child);
         self.paused = false;
         self.started = Instant::now();
+        self.starts += 1;
     }
 
     /// Waits until the broker answers ApiVersions; restarts it (at most twice) when its
