@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shardlog_protocol::batch::BatchHeader;
 use shardlog_protocol::client::Client;
 use shardlog_protocol::records::{batches, decode_batches};
 
@@ -43,6 +44,12 @@ pub const EXPECTED_LOG_LINES: &[(&str, &str, &str)] = &[
         r"^(cannot append group records to|group records of) __consumer_offsets-\d+( not replicated)?: error (6|7|19|20)$",
         "the consumer group's coordinator loses leadership or its ISR during a fault: \
          NOT_LEADER_OR_FOLLOWER (6), REQUEST_TIMED_OUT (7), NOT_ENOUGH_REPLICAS (19, 20)",
+    ),
+    (
+        "shardlog_storage::partition_log",
+        r"^removing stray file \S+/(checkpoint|high-watermark)\.tmp$",
+        "a broker killed (-9) while replacing a checkpoint or high-watermark file leaves the \
+         temporary file, removed at the next open",
     ),
     (
         "shardlog_broker::rt",
@@ -168,6 +175,29 @@ pub struct ReadBack {
     pub lost_count: usize,
     pub duplicated_count: usize,
     pub errors: Vec<String>,
+    /// Partitions with a lost or duplicated record (their replicas' files are kept).
+    pub problem_partitions: Vec<i32>,
+}
+
+/// A batch header in a line: where it is and who wrote it.
+fn describe(h: &BatchHeader) -> String {
+    format!(
+        "batch {}..={}, producer {} epoch {} base sequence {}, leader epoch {}",
+        h.base_offset,
+        h.last_offset(),
+        h.producer_id,
+        h.producer_epoch,
+        h.base_sequence,
+        h.partition_leader_epoch
+    )
+}
+
+fn batch_of(headers: &[BatchHeader], offset: i64) -> String {
+    headers
+        .iter()
+        .find(|h| h.base_offset <= offset && offset <= h.last_offset())
+        .map(describe)
+        .unwrap_or_else(|| "same batch".to_string())
 }
 
 /// Reads every partition of the soak topic from offset 0 (from its current leader) and checks
@@ -184,6 +214,7 @@ pub fn read_back(bootstrap: &str, partitions: i32, tracker: &Tracker) -> ReadBac
     for p in 0..partitions {
         let mut log: BTreeMap<i64, u64> = BTreeMap::new();
         let mut seen: HashMap<u64, i64> = HashMap::new();
+        let mut headers: Vec<BatchHeader> = Vec::new();
         let mut offset = 0i64;
         let mut attempts = 0;
         loop {
@@ -231,21 +262,31 @@ pub fn read_back(bootstrap: &str, partitions: i32, tracker: &Tracker) -> ReadBac
                     log.insert(r.offset, id);
                     if let Some(first) = seen.insert(id, r.offset) {
                         out.duplicated_count += 1;
+                        if !out.problem_partitions.contains(&p) {
+                            out.problem_partitions.push(p);
+                        }
                         if out.duplicated.len() < 20 {
+                            let first_batch = batch_of(&headers, first);
                             out.duplicated.push(format!(
-                                "partition {p}: record {} at offsets {first} and {}",
+                                "partition {p}: record {} at offsets {first} ({first_batch}) and \
+                                 {} ({})",
                                 super::load::record_key(id),
-                                r.offset
+                                r.offset,
+                                describe(&b.header)
                             ));
                         }
                     }
                 }
                 offset = offset.max(b.header.last_offset() + 1);
+                headers.push(b.header);
             }
         }
         for (&off, &id) in &tracker.acked[p as usize] {
             if log.get(&off) != Some(&id) {
                 out.lost_count += 1;
+                if !out.problem_partitions.contains(&p) {
+                    out.problem_partitions.push(p);
+                }
                 if out.lost.len() < 20 {
                     out.lost.push(format!(
                         "partition {p}: acknowledged record {} at offset {off} {}",

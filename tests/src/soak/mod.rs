@@ -1049,6 +1049,20 @@ impl Soak {
                 self.fail(format!("final stop: {e}"));
             }
         }
+        // Keep every replica of a partition with a lost or duplicated record for a post-mortem
+        // (`cargo cli segment` dumps them).
+        if let Some(rb) = &read_back {
+            for p in &rb.problem_partitions {
+                for b in self.brokers.values() {
+                    let from = b.data_dir.join(format!("{TOPIC}-{p}"));
+                    let to = self
+                        .opts
+                        .out
+                        .join(format!("raw/data/broker-{}/{TOPIC}-{p}", b.id));
+                    copy_dir(&from, &to);
+                }
+            }
+        }
         let mut compared = 0;
         if !interrupted {
             let dirs: Vec<(i32, PathBuf)> = self
@@ -1322,6 +1336,16 @@ impl Soak {
             serde_json::to_string_pretty(&json).unwrap_or_default(),
         );
         s
+    }
+}
+
+/// Copies the files of directory `from` (not recursively) into `to`, best effort.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::create_dir_all(to);
+    if let Ok(entries) = std::fs::read_dir(from) {
+        for e in entries.flatten() {
+            let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+        }
     }
 }
 
