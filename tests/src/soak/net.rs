@@ -66,9 +66,18 @@ pub fn sweep_leftovers() -> Vec<String> {
     if let Ok(list) = ip(&["netns", "list"]) {
         for line in list.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
-            if soak_pid(name).is_some_and(|pid| !pid_alive(pid))
-                && ip(&["netns", "del", name]).is_ok()
-            {
+            if soak_pid(name).is_none_or(pid_alive) {
+                continue;
+            }
+            // Brokers of the dead run still in the namespace: kill them first.
+            for pid in ip(&["netns", "pids", name]).unwrap_or_default().lines() {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    // SAFETY: a signal to a process of a dead soak run's namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    removed.push(format!("process {pid}"));
+                }
+            }
+            if ip(&["netns", "del", name]).is_ok() {
                 removed.push(format!("netns {name}"));
             }
         }
@@ -98,6 +107,16 @@ pub fn sweep_leftovers() -> Vec<String> {
                 .then(|| subnet_of(addr.split('/').next().unwrap_or("")))
         })
         .collect();
+    // A ZooKeeper of a soak run that was killed (-9) outlives it (the brokers do not: they get
+    // a parent-death signal): one listening in a soak subnet that is gone is an orphan.
+    for (pid, addr) in zookeepers() {
+        if addr.starts_with(&format!("{NET_PREFIX}.")) && !live_subnets.contains(&subnet_of(&addr))
+        {
+            // SAFETY: a signal to an orphaned ZooKeeper of a dead soak run.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            removed.push(format!("ZooKeeper {pid} on {addr}"));
+        }
+    }
     if let Ok(list) = ip(&["route", "show", "type", "blackhole"]) {
         for line in list.lines() {
             let Some(dst) = line.split_whitespace().nth(1) else {
@@ -113,6 +132,34 @@ pub fn sweep_leftovers() -> Vec<String> {
         }
     }
     removed
+}
+
+/// Running ZooKeeper servers started like the test harness starts them: `(pid,
+/// clientPortAddress)` read from the `zoo.cfg` named on their command line.
+fn zookeepers() -> Vec<(i32, String)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if !args.iter().any(|a| a.ends_with("QuorumPeerMain")) {
+                return None;
+            }
+            let cfg =
+                std::fs::read_to_string(args.iter().find(|a| a.ends_with("zoo.cfg"))?).ok()?;
+            let addr = cfg
+                .lines()
+                .find_map(|l| l.strip_prefix("clientPortAddress="))?;
+            Some((pid, addr.trim().to_string()))
+        })
+        .collect()
 }
 
 /// `a.b.c` of an address `a.b.c.d`.

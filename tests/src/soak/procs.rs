@@ -3,6 +3,7 @@
 //! listens on its namespace's address, and is sampled from `/proc` (CPU ticks, RSS) and from its
 //! metrics endpoint. Every broker is killed when its value is dropped.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,8 +75,8 @@ impl SoakBroker {
             .append(true)
             .open(&self.log_path)
             .expect("broker log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
             .arg(bin)
             .arg("--listen")
             .arg(self.bootstrap())
@@ -87,9 +88,17 @@ impl SoakBroker {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .spawn()
-            .expect("ip netns exec runs");
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe. The broker is killed when the soak dies, even by
+        // kill -9 (the death signal survives `ip netns exec`'s exec). Brokers are spawned from
+        // the soak's main thread, which lives as long as the soak.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("ip netns exec runs");
         if !self.rss_kib.is_empty() {
             self.past_rss.push(std::mem::take(&mut self.rss_kib));
         }
