@@ -6,6 +6,8 @@
 //! registered in it ([`Cluster`]), with helpers to crash, pause and restart single brokers and to
 //! read each broker's view of the cluster through Metadata.
 
+pub mod soak;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,15 +26,27 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The broker binary: `$SHARDLOG_BIN`, else `target/release/shardlog`, else
-/// `target/debug/shardlog`, building the release binary first if neither exists.
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` (relative to the workspace when
+/// relative) or the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The broker binary: `$SHARDLOG_BIN`, else `release/shardlog`, else `debug/shardlog` in
+/// `$CARGO_TARGET_DIR` or the workspace's `target/`, building the release binary first if
+/// neither exists.
 pub fn broker_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SHARDLOG_BIN") {
         return PathBuf::from(p);
     }
     let root = workspace_root();
+    let target = target_dir();
     for profile in ["release", "debug"] {
-        let p = root.join("target").join(profile).join("shardlog");
+        let p = target.join(profile).join("shardlog");
         if p.exists() {
             return p;
         }
@@ -50,7 +64,7 @@ pub fn broker_bin() -> PathBuf {
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building the broker failed");
-    root.join("target/release/shardlog")
+    target.join("release/shardlog")
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; a race with another process is possible but
@@ -87,7 +101,18 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// (its io_uring is torn down asynchronously) and still complete handshakes, and a connect to an
 /// ephemeral-range port nobody listens on can connect to itself.
 pub fn answers_api_versions(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+    answers_api_versions_at("127.0.0.1", port)
+}
+
+/// [`answers_api_versions`] for a broker listening on `host` (the soak's brokers listen on
+/// their network namespace's address). Connecting gives up after a second: a host behind a
+/// blackhole route never answers.
+pub fn answers_api_versions_at(host: &str, port: u16) -> bool {
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let addr = std::net::SocketAddr::new(ip, port);
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -99,11 +124,20 @@ pub fn answers_api_versions(port: u16) -> bool {
 
 /// A minimal HTTP/1.1 GET against 127.0.0.1:`port`: `(status, body)`.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// [`http_get`] against `host:port` (an IP address), giving up on a connect after 2 s.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut s =
+        TcpStream::connect_timeout(&std::net::SocketAddr::new(ip, port), Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
@@ -365,11 +399,7 @@ impl Drop for Broker {
 /// Runs `shardlog-cli` (building it first if needed) and returns its stdout; fails the test
 /// if it fails.
 pub fn cli(args: &[&str]) -> String {
-    // Where cargo puts it: `CARGO_TARGET_DIR` when set (as the build below uses it).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/shardlog-cli");
+    let bin = target_dir().join("debug/shardlog-cli");
     if !bin.exists() {
         run_ok(
             Command::new(env!("CARGO"))
@@ -428,6 +458,8 @@ const ZK_TICK_MS: u64 = 500;
 /// killed when dropped. Its output goes to a log file printed when a test fails.
 pub struct ZooKeeper {
     child: Option<Child>,
+    /// The address it listens on (127.0.0.1 unless started with [`ZooKeeper::start_on`]).
+    pub host: String,
     pub port: u16,
     paused: bool,
     dir: tempfile::TempDir,
@@ -437,9 +469,21 @@ impl ZooKeeper {
     /// Starts ZooKeeper and waits until it answers `ruok` with `imok` and serves. Retries with another
     /// port if the chosen one was taken between probing and binding.
     pub fn start() -> ZooKeeper {
+        ZooKeeper::start_on("127.0.0.1")
+    }
+
+    /// Like [`ZooKeeper::start`], listening on `host` (an IPv4 address of this machine) instead
+    /// of loopback, for brokers in other network namespaces.
+    pub fn start_on(host: &str) -> ZooKeeper {
+        ZooKeeper::start_with(host, ZK_TICK_MS)
+    }
+
+    /// Like [`ZooKeeper::start_on`] with a tick of `tick_ms`: sessions may last 2 to 20 ticks,
+    /// so Kafka's default session timeout (18 s) needs a tick of at least 900 ms.
+    pub fn start_with(host: &str, tick_ms: u64) -> ZooKeeper {
         let mut last_log = String::new();
         for _ in 0..3 {
-            let mut zk = ZooKeeper::spawn();
+            let mut zk = ZooKeeper::spawn(host, tick_ms);
             if zk.wait_ready(Duration::from_secs(30)) {
                 return zk;
             }
@@ -452,7 +496,7 @@ impl ZooKeeper {
         );
     }
 
-    fn spawn() -> ZooKeeper {
+    fn spawn(host: &str, tick_ms: u64) -> ZooKeeper {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("conf");
@@ -460,10 +504,10 @@ impl ZooKeeper {
         std::fs::create_dir_all(&conf).expect("conf dir");
         std::fs::create_dir_all(&data).expect("data dir");
         let cfg = format!(
-            "tickTime={ZK_TICK_MS}\n\
+            "tickTime={tick_ms}\n\
              dataDir={}\n\
              clientPort={port}\n\
-             clientPortAddress=127.0.0.1\n\
+             clientPortAddress={host}\n\
              admin.enableServer=false\n\
              4lw.commands.whitelist=*\n\
              maxClientCnxns=0\n",
@@ -498,6 +542,7 @@ impl ZooKeeper {
             .unwrap_or_else(|e| panic!("cannot run java for ZooKeeper: {e}"));
         ZooKeeper {
             child: Some(child),
+            host: host.to_string(),
             port,
             paused: false,
             dir,
@@ -529,13 +574,14 @@ impl ZooKeeper {
 
     /// `host:port` for `--zookeeper`.
     pub fn connect_string(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Sends a four-letter command (`ruok`, `srvr`, `cons`, `dump`...) and returns the answer,
     /// or `None` if ZooKeeper does not answer within a second.
     pub fn four_letter_word(&self, cmd: &str) -> Option<String> {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let ip: std::net::IpAddr = self.host.parse().ok()?;
+        let addr = std::net::SocketAddr::new(ip, self.port);
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         s.write_all(cmd.as_bytes()).ok()?;
