@@ -27,7 +27,7 @@ use crate::control::Lease;
 use crate::errors;
 use crate::metadata::{PartitionState, NO_LEADER};
 use crate::metrics::PartitionCounters;
-use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::producer_state::{ProducerStateTable, Refusal, SequenceCheck};
 use crate::replication::{self, EpochCache, FollowerState, LeaderView};
 
 /// One batch of a produce request, validated, with its bytes still in the request frame.
@@ -208,6 +208,9 @@ pub struct Partition {
     hw_store_gate: crate::rt::Semaphore,
     epoch_cache: RefCell<EpochCache>,
     ack_waiters: RefCell<Vec<AckWaiter>>,
+    /// The last produce refused before appending with a retriable error, or the start of
+    /// this broker's leadership: a sequence gap soon after gets that error (`gap_answer`).
+    last_refusal: Cell<Option<Refusal>>,
     follower_sync: Cell<FollowerSync>,
     counters: crate::metrics::PartitionCounters,
 }
@@ -272,6 +275,7 @@ impl Partition {
             stored_high_watermark: Cell::new(stored_hw.unwrap_or(-1)),
             hw_store_gate: crate::rt::Semaphore::new(1),
             epoch_cache: RefCell::new(epochs),
+            last_refusal: Cell::new(None),
             ack_waiters: RefCell::new(Vec::new()),
             follower_sync: Cell::new(FollowerSync::default()),
             counters: Default::default(),
@@ -325,6 +329,14 @@ impl Partition {
     /// True when this broker leads the partition and may write (its lease is valid).
     pub fn can_write(&self) -> bool {
         self.role() == Role::Leader && self.lease.valid()
+    }
+
+    /// Remembers a retriable refusal of a produce (nothing appended), see `gap_answer`.
+    fn note_refusal(&self, code: i16) {
+        self.last_refusal.set(Some(Refusal {
+            at_ms: now_ms(),
+            code,
+        }));
     }
 
     pub fn follower_sync(&self) -> FollowerSync {
@@ -394,6 +406,8 @@ impl Partition {
                         self.epoch_cache
                             .borrow_mut()
                             .assign(state.leader_epoch, leo);
+                        // Requests sent before the client knew may have been refused.
+                        self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
                         Transition::BecameLeader
                     }
                     Role::Follower { leader } => Transition::BecameFollower { leader },
@@ -520,6 +534,7 @@ impl Partition {
         if acks == -1 {
             let code = self.check_min_isr();
             if code != errors::NONE {
+                self.note_refusal(code);
                 return AppendOutcome::failed(code, self.log.log_start_offset());
             }
         }
@@ -854,6 +869,7 @@ impl Partition {
     /// Refused with NOT_LEADER_OR_FOLLOWER unless this broker leads and its lease is valid.
     pub async fn append(self: &Rc<Self>, batches: Vec<IncomingBatch>) -> AppendOutcome {
         if !self.can_write() {
+            self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
             return AppendOutcome::failed(
                 errors::NOT_LEADER_OR_FOLLOWER,
                 self.log.log_start_offset(),
@@ -906,6 +922,7 @@ impl Partition {
         // Leadership may have moved since these requests were queued: check where offsets are
         // assigned, and stamp the batches with the epoch checked here.
         if !self.can_write() {
+            self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
             let log_start = self.log.log_start_offset();
             for p in group {
                 let _ = p.reply.send(AppendOutcome::failed(
@@ -941,7 +958,11 @@ impl Partition {
                     producers.fork_entry(&mut pending_state, b.header.producer_id);
                     match producers.check(&b.header, &pending_state) {
                         SequenceCheck::Reject(code) => {
-                            error = Some(code);
+                            error = Some(crate::producer_state::gap_answer(
+                                code,
+                                self.last_refusal.get(),
+                                now_ms(),
+                            ));
                             break;
                         }
                         SequenceCheck::Duplicate { base_offset } => {

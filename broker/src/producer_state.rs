@@ -15,6 +15,40 @@ use crate::errors;
 /// Kafka clients keep at most five requests in flight with idempotence on.
 pub const RECENT_BATCHES_MAX: usize = 5;
 
+/// How long after a partition refused a produce with a retriable error before appending (or
+/// became leader) a sequence gap is answered with that error rather than
+/// OUT_OF_ORDER_SEQUENCE_NUMBER.
+///
+/// Why: a client pipelines requests R1, R2 (sequences s, s + 1). If R1 is refused (this
+/// broker did not lead yet, or the ISR was too small) and R2 arrives once it leads (or the
+/// ISR grew), R2 is a gap. OUT_OF_ORDER_SEQUENCE_NUMBER makes librdkafka bump its producer
+/// epoch and renumber everything unacknowledged, including records another partition did
+/// append but answered with an error: those are then written twice (seen in the soak). With
+/// R1's retriable error the client retries R1 then R2, in order, and nothing is renumbered.
+/// A genuine gap (records lost by an unclean election) still gets OUT_OF_ORDER once the
+/// grace is over.
+pub const GAP_GRACE_MS: i64 = 3_000;
+
+/// A produce refused before appending with a retriable error, or a leadership that began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub at_ms: i64,
+    pub code: i16,
+}
+
+/// What to answer for a batch refused with `code`, given the partition's last `Refusal`.
+pub fn gap_answer(code: i16, last_refusal: Option<Refusal>, now_ms: i64) -> i16 {
+    match last_refusal {
+        Some(r)
+            if code == errors::OUT_OF_ORDER_SEQUENCE_NUMBER
+                && (0..GAP_GRACE_MS).contains(&(now_ms - r.at_ms)) =>
+        {
+            r.code
+        }
+        _ => code,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RecentBatch {
     first_seq: i32,
@@ -162,6 +196,26 @@ impl ProducerStateTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_right_after_a_retriable_refusal_gets_that_refusal() {
+        let refused = Some(Refusal {
+            at_ms: 10_000,
+            code: errors::NOT_LEADER_OR_FOLLOWER,
+        });
+        let gap = errors::OUT_OF_ORDER_SEQUENCE_NUMBER;
+        assert_eq!(
+            gap_answer(gap, refused, 10_500),
+            errors::NOT_LEADER_OR_FOLLOWER
+        );
+        assert_eq!(gap_answer(gap, refused, 10_000 + GAP_GRACE_MS), gap);
+        assert_eq!(gap_answer(gap, None, 10_500), gap);
+        // Other refusals keep their own code.
+        assert_eq!(
+            gap_answer(errors::INVALID_PRODUCER_EPOCH, refused, 10_500),
+            errors::INVALID_PRODUCER_EPOCH
+        );
+    }
 
     fn header(pid: i64, epoch: i16, seq: i32, count: i32, base_offset: i64) -> BatchHeader {
         BatchHeader {
