@@ -1150,6 +1150,95 @@ fn isolated_leader_answers_pending_acks_all_when_its_lease_ends() {
     );
 }
 
+/// One idempotent batch (producer `pid`, epoch 0, sequence `seq`) produced with acks=all to
+/// broker `to`; the error code, 0 when appended.
+fn produce_sequence(cluster: &Cluster, to: i32, topic: &str, pid: i64, seq: i32) -> i16 {
+    use shardlog_protocol::batch::Compression;
+    use shardlog_protocol::records::BatchBuilder;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut batch = BatchBuilder::new(Compression::None, now).producer(pid, 0, seq);
+    let key = format!("seq-{seq}");
+    batch
+        .push(now, Some(key.as_bytes()), Some(b"v"), &[])
+        .expect("record");
+    let mut conn = Connection::connect(
+        &cluster.broker(to).bootstrap(),
+        "shardlog-cluster-test",
+        Duration::from_secs(15),
+    )
+    .expect("connect");
+    match client::produce(
+        &mut conn,
+        topic,
+        0,
+        Bytes::from(batch.build().expect("batch")),
+        -1,
+        10_000,
+    ) {
+        Ok(_) => 0,
+        Err(e) => e.code().unwrap_or_else(|| panic!("produce to {to}: {e}")),
+    }
+}
+
+/// A client pipelines idempotent batches s, s + 1 to a broker that it learned leads a
+/// partition, before that broker applied its leadership: s is refused (NOT_LEADER_OR_FOLLOWER)
+/// and s + 1, arriving once it leads, is a gap. Answered OUT_OF_ORDER_SEQUENCE_NUMBER, it made
+/// librdkafka bump its epoch and renumber records another partition had appended: duplicates
+/// in the soak. Right after a retriable refusal (or the start of a leadership) a gap gets the
+/// retriable error, so the client retries s, then s + 1, in order.
+#[test]
+fn a_sequence_gap_right_after_a_leadership_move_is_retriable() {
+    let mut env = env(3, &["--set", "auto.leader.rebalance.enable=false"]);
+    let topic = "gap";
+    replicated_topic(&env.cluster, topic, 1);
+    let preferred = env.cluster.replicas_of(topic, 0).expect("replicas")[0];
+    // Leadership away from the preferred replica, which comes back as a follower.
+    env.cluster.stop(preferred);
+    env.cluster.restart(preferred);
+    assert!(
+        wait_until(Duration::from_secs(30), || env
+            .cluster
+            .partition(topic, 0)
+            .is_some_and(|m| m.leader != preferred && m.isr.len() == 3)),
+        "{preferred} did not rejoin the ISR as a follower:\n{}",
+        views(&env.cluster, topic)
+    );
+    let leader = env.cluster.leader_of(topic, 0).expect("leader");
+    let pid = 4242;
+    assert_eq!(produce_sequence(&env.cluster, leader, topic, pid, 0), 0);
+    assert_eq!(
+        produce_sequence(&env.cluster, preferred, topic, pid, 1),
+        NOT_LEADER_OR_FOLLOWER,
+        "a follower took a produce"
+    );
+    let codes = elect_leaders(&env.cluster, preferred, 0, Some(&[(topic, 0)]));
+    assert_eq!(codes.get(&(topic.to_string(), 0)), Some(&0), "{codes:?}");
+    let elected = Instant::now();
+    assert!(
+        wait_led_by(&env.cluster, topic, 0, preferred, Duration::from_secs(10)),
+        "{preferred} does not lead after ElectLeaders:\n{}",
+        views(&env.cluster, topic)
+    );
+    let gap = produce_sequence(&env.cluster, preferred, topic, pid, 2);
+    let after = elected.elapsed();
+    assert!(
+        after < Duration::from_millis(2500),
+        "the leadership took {after:?} to show: too slow to test the grace"
+    );
+    assert_eq!(
+        gap, NOT_LEADER_OR_FOLLOWER,
+        "a gap right after the leadership began: 45 is OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    // The client's retries, in order, go through.
+    assert_eq!(produce_sequence(&env.cluster, preferred, topic, pid, 1), 0);
+    assert_eq!(produce_sequence(&env.cluster, preferred, topic, pid, 2), 0);
+    // A retried duplicate is acknowledged, not appended again.
+    assert_eq!(produce_sequence(&env.cluster, preferred, topic, pid, 2), 0);
+}
+
 #[test]
 fn crashed_replica_catches_up_and_can_lead_with_everything() {
     let mut env = env(3, &[]);
