@@ -136,7 +136,12 @@ struct SoakProducerContext {
     tracker: Arc<Mutex<Tracker>>,
 }
 
-impl ClientContext for SoakProducerContext {}
+impl ClientContext for SoakProducerContext {
+    /// librdkafka's own log (with `SOAK_RDKAFKA_DEBUG=eos,...`, its debug contexts) on stderr.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        eprintln!("rdkafka {level:?} {fac}: {message}");
+    }
+}
 
 impl ProducerContext for SoakProducerContext {
     /// The record's id and when it was handed to librdkafka.
@@ -176,6 +181,11 @@ fn new_producer(
         // are retried, as an application would want.
         .set("message.timeout.ms", "600000")
         .set("topic.metadata.refresh.interval.ms", "10000")
+        .set(
+            "debug",
+            std::env::var("SOAK_RDKAFKA_DEBUG").unwrap_or_default(),
+        )
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
         .create_with_context(SoakProducerContext {
             tracker: tracker.clone(),
         })
