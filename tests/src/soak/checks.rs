@@ -479,7 +479,9 @@ mod tests {
         assert_eq!((scan.warn, scan.error), (3, 1));
         assert_eq!(scan.expected.get(&0), Some(&1));
         assert_eq!(scan.expected.get(&4), Some(&1));
-        assert_eq!(scan.unexpected.len(), 2, "{:?}", scan.unexpected);
-        assert!(scan.unexpected[1].contains("something new broke"));
+        // The known lost wake-up (issue 12) is expected and counted.
+        assert_eq!(scan.expected.get(&7), Some(&1));
+        assert_eq!(scan.unexpected.len(), 1, "{:?}", scan.unexpected);
+        assert!(scan.unexpected[0].contains("something new broke"));
     }
 }
