@@ -172,7 +172,15 @@ fn new_producer(
     bootstrap: &str,
     tracker: &Arc<Mutex<Tracker>>,
 ) -> rdkafka::producer::BaseProducer<SoakProducerContext> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    // librdkafka refuses an empty `debug`: set it only when asked for.
+    if let Some(contexts) = std::env::var("SOAK_RDKAFKA_DEBUG")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        config.set("debug", contexts);
+    }
+    config
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -181,10 +189,6 @@ fn new_producer(
         // are retried, as an application would want.
         .set("message.timeout.ms", "600000")
         .set("topic.metadata.refresh.interval.ms", "10000")
-        .set(
-            "debug",
-            std::env::var("SOAK_RDKAFKA_DEBUG").unwrap_or_default(),
-        )
         .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
         .create_with_context(SoakProducerContext {
             tracker: tracker.clone(),
