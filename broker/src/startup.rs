@@ -62,7 +62,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
 /// Fail-stop for a start-up that stalls. Rarely (about one cluster start in ten under test load,
 /// cause inside glommio unknown) one executor stops making progress during start-up: its timers
 /// no longer fire and its inbox is not read, while the other shards run. Such a broker would
-/// never listen. Until every shard has reached the `opened` barrier, each ticks a heartbeat from
+/// never listen. Until every shard has bound its listener (the `listening` barrier: a stall was
+/// also seen after the partitions were opened, before listening), each ticks a heartbeat from
 /// a timer task; if a shard's heartbeat stands still for `STALL_MAX` (a slow recovery still
 /// ticks: it yields to the timer), this logs what each thread is blocked in
 /// (`/proc/self/task/*/{comm,wchan,syscall}`, for diagnosis) and exits with status 3. The data
@@ -73,7 +74,7 @@ fn start_watchdog(barriers: Arc<Barriers>, shards: usize) {
         .spawn(move || {
             let mut last: Vec<(u64, std::time::Instant)> =
                 vec![(0, std::time::Instant::now()); shards];
-            while barriers.opened.load(Ordering::Acquire) < shards {
+            while barriers.starting(shards) {
                 std::thread::sleep(Duration::from_millis(250));
                 let now = std::time::Instant::now();
                 for (i, seen) in last.iter_mut().enumerate() {
@@ -94,9 +95,9 @@ fn start_watchdog(barriers: Arc<Barriers>, shards: usize) {
         .expect("spawn the start-up watchdog");
 }
 
-/// Ticks shard `i`'s start-up heartbeat until every shard has opened its partitions.
+/// Ticks shard `i`'s start-up heartbeat until every shard listens.
 async fn heartbeat(i: usize, barriers: Arc<Barriers>, shards: usize) {
-    while barriers.opened.load(Ordering::Acquire) < shards {
+    while barriers.starting(shards) {
         barriers.heartbeats[i].fetch_add(1, Ordering::AcqRel);
         crate::rt::sleep(HEARTBEAT_EVERY).await;
     }
@@ -137,6 +138,13 @@ struct Barriers {
     heartbeats: Vec<std::sync::atomic::AtomicU64>,
     drained: AtomicUsize,
     failed: AtomicBool,
+}
+
+impl Barriers {
+    /// True until every shard listens (or start-up failed): the stall watchdog's watch.
+    fn starting(&self, shards: usize) -> bool {
+        self.listening.load(Ordering::Acquire) < shards && !self.failed.load(Ordering::Acquire)
+    }
 }
 
 pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
