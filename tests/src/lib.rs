@@ -514,6 +514,18 @@ impl ZooKeeper {
             data.display()
         );
         std::fs::write(conf.join("zoo.cfg"), cfg).expect("zoo.cfg");
+        ZooKeeper {
+            child: Some(ZooKeeper::launch(dir.path())),
+            host: host.to_string(),
+            port,
+            paused: false,
+            dir,
+        }
+    }
+
+    /// Runs the server of the configuration and data in `dir` (its log appended to).
+    fn launch(dir: &Path) -> Child {
+        let conf = dir.join("conf");
         let classpath = match std::env::var("SHARDLOG_ZK_CLASSPATH") {
             Ok(cp) => format!("{}:{cp}", conf.display()),
             Err(_) => {
@@ -525,9 +537,12 @@ impl ZooKeeper {
                 cp
             }
         };
-        let log_path = dir.path().join("zookeeper.log");
-        let log = std::fs::File::create(&log_path).expect("zookeeper log");
-        let child = Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("zookeeper.log"))
+            .expect("zookeeper log");
+        Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()))
             // A small heap and the client compiler: a test ZooKeeper holds a few hundred
             // znodes, and this machine's two cores are needed by the brokers.
             .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
@@ -539,14 +554,24 @@ impl ZooKeeper {
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run java for ZooKeeper: {e}"));
-        ZooKeeper {
-            child: Some(child),
-            host: host.to_string(),
-            port,
-            paused: false,
-            dir,
+            .unwrap_or_else(|e| panic!("cannot run java for ZooKeeper: {e}"))
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and data. Sessions are
+    /// in its data, so clients that reconnect within their session timeout keep their session
+    /// (and ZooKeeper forgets every watch: they live with connections).
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        self.paused = false;
+        self.child = Some(ZooKeeper::launch(self.dir.path()));
+        assert!(
+            self.wait_ready(Duration::from_secs(30)),
+            "ZooKeeper did not come back after a restart; log:\n{}",
+            self.log()
+        );
     }
 
     fn wait_ready(&mut self, within: Duration) -> bool {

@@ -2150,15 +2150,21 @@ fn short_isrs_anywhere(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-/// Requests of the replica fetchers (Fetch, OffsetForLeaderEpoch) broker `id` has served, from
-/// its metrics. With no client traffic these are the only ones.
-fn replica_requests_served(cluster: &Cluster, id: i32) -> u64 {
+/// Broker `id`'s Prometheus metrics page.
+fn metrics_of(cluster: &Cluster, id: i32) -> String {
     let (status, body) = cluster
         .broker(id)
         .http_get("/metrics")
         .unwrap_or_else(|e| panic!("metrics of broker {id}: {e}"));
     assert_eq!(status, 200, "metrics of broker {id}: {body}");
-    body.lines()
+    body
+}
+
+/// Requests of the replica fetchers (Fetch, OffsetForLeaderEpoch) broker `id` has served, from
+/// its metrics. With no client traffic these are the only ones.
+fn replica_requests_served(cluster: &Cluster, id: i32) -> u64 {
+    metrics_of(cluster, id)
+        .lines()
         .filter(|l| {
             l.starts_with("shardlog_requests_total{")
                 && (l.contains("api=\"Fetch\"") || l.contains("api=\"OffsetForLeaderEpoch\""))
@@ -2429,11 +2435,7 @@ struct MetadataWork {
 }
 
 fn metadata_work(cluster: &Cluster, id: i32) -> MetadataWork {
-    let (status, body) = cluster
-        .broker(id)
-        .http_get("/metrics")
-        .unwrap_or_else(|e| panic!("metrics of broker {id}: {e}"));
-    assert_eq!(status, 200, "metrics of broker {id}: {body}");
+    let body = metrics_of(cluster, id);
     let value = |l: &str| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok());
     let mut w = MetadataWork::default();
     let mut seen = 0;
@@ -2596,6 +2598,65 @@ fn one_leader_change_costs_work_proportional_to_the_change() {
         assert!(
             (1..=6).contains(&applied),
             "broker {id} applied {applied} partitions for one leader change"
+        );
+    }
+}
+
+/// A sample of broker `id`'s ZooKeeper session metrics: `(lease valid, sessions ended)`.
+fn zookeeper_session(cluster: &Cluster, id: i32) -> (bool, u64) {
+    let body = metrics_of(cluster, id);
+    let sample = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("broker {id} has no {name}:\n{body}"))
+    };
+    (
+        sample("shardlog_zookeeper_session_state") == 1,
+        sample("shardlog_zookeeper_session_expiries_total"),
+    )
+}
+
+/// ZooKeeper restarted within the session timeout: sessions live on in its data, watches do
+/// not (they belong to connections), and zookeeper-client 0.11.2 does not register persistent
+/// watches again when it reconnects. Every broker must keep its session and still learn of
+/// changes from watch events: a topic created after the restart is listed by every broker
+/// within seconds, not at its next whole read of ZooKeeper (a minute later).
+#[test]
+fn watch_events_resume_after_a_zookeeper_restart_within_the_session() {
+    // ZooKeeper's tick of 500 ms allows sessions of up to 10 s: time for it to restart.
+    let mut env = env(2, &["--set", "zookeeper.session.timeout.ms=10000"]);
+    let ids = env.cluster.ids();
+    let ends_before: Vec<u64> = ids
+        .iter()
+        .map(|id| zookeeper_session(&env.cluster, *id).1)
+        .collect();
+    env._zk.restart();
+    // Reconnected: a lease renewed after the restart (a lease lasts 2/3 of the session).
+    thread::sleep(Duration::from_secs(7));
+    assert!(
+        wait_until(Duration::from_secs(20), || ids
+            .iter()
+            .all(|id| zookeeper_session(&env.cluster, *id).0)),
+        "a broker did not get its ZooKeeper lease back after the restart"
+    );
+    let ends_after: Vec<u64> = ids
+        .iter()
+        .map(|id| zookeeper_session(&env.cluster, *id).1)
+        .collect();
+    assert_eq!(
+        ends_before, ends_after,
+        "a broker lost its ZooKeeper session over the restart, so the restart tested nothing"
+    );
+    // The controller writes the new topic; only watch events tell the other broker.
+    for i in 0..3 {
+        let topic = format!("after-restart-{i}");
+        let started = Instant::now();
+        env.cluster.create_topic(&topic, 2, 2, &[]);
+        let ms = started.elapsed().as_millis();
+        println!("TOPIC_READY_EVERYWHERE_MS={ms} ({topic})");
+        assert!(
+            ms < 10_000,
+            "{topic} took {ms} ms to be ready on every broker"
         );
     }
 }

@@ -44,6 +44,8 @@ const CONNECT_RETRY: Duration = Duration::from_secs(1);
 /// Watch events arrive in bursts (a topic creation is dozens of znodes): re-read once after
 /// the burst.
 const DEBOUNCE: Duration = Duration::from_millis(15);
+/// A failed read of the view is tried again after this.
+const READ_RETRY: Duration = Duration::from_secs(1);
 /// Whole re-read even without events: a safety net only. While connected, persistent watches
 /// report every change in order, and each reconnect (where events can be lost, ZOOKEEPER-4698)
 /// already forces a whole read; this bounds how long a bug in the incremental bookkeeping
@@ -646,11 +648,41 @@ async fn keep_lease(
 
 struct Session {
     client: zk::Client,
-    brokers_watch: zk::PersistentWatcher,
-    config_watch: zk::PersistentWatcher,
-    controller_watch: zk::PersistentWatcher,
+    watches: Watches,
+    /// The connection came back within the session: the watches must be added again before
+    /// the next read (see `Watches`).
+    rewatch: bool,
     state: zk::StateWatcher,
     keeper: tokio::task::JoinHandle<()>,
+}
+
+/// The three persistent recursive watches the view is kept by.
+///
+/// zookeeper-client 0.11.2 does not re-register persistent watches when it reconnects within
+/// a session (its `resend_watches` only ever sends the standard watch lists), while the
+/// watchers it handed out stay open and silent. ZooKeeper forgets a connection's watches when
+/// the connection ends, so after any reconnect (a network blip, a ZooKeeper restart or pause
+/// shorter than the session) they are added again here, before the whole read that follows.
+/// Adding a watch on a path this client already watches in the same mode replaces nothing
+/// server-side; dropping the old watcher afterwards removes it only locally.
+struct Watches {
+    brokers: zk::PersistentWatcher,
+    config: zk::PersistentWatcher,
+    controller: zk::PersistentWatcher,
+}
+
+impl Watches {
+    async fn add(client: &zk::Client) -> Result<Watches, (&'static str, zk::Error)> {
+        let recursive = zk::AddWatchMode::PersistentRecursive;
+        let watch = |path: &'static str| async move {
+            client.watch(path, recursive).await.map_err(|e| (path, e))
+        };
+        Ok(Watches {
+            brokers: watch(layout::BROKERS).await?,
+            config: watch(layout::CONFIG_TOPICS).await?,
+            controller: watch(layout::CONTROLLER).await?,
+        })
+    }
 }
 
 enum OpenError {
@@ -786,6 +818,14 @@ impl Control {
         self.session.as_ref().map(|s| s.client.clone())
     }
 
+    /// A read of the view (or the re-adding of its watches) failed: everything is read again,
+    /// and not only when the next event comes (a quiet cluster may send none).
+    fn read_failed(&mut self, what: &str, e: &zk::Error) {
+        self.failed(what, e);
+        let at = tokio::time::Instant::now() + READ_RETRY;
+        self.refresh_at = Some(self.refresh_at.map_or(at, |t| t.min(at)));
+    }
+
     /// Notes a failed ZooKeeper call; a terminal one ends the session.
     fn failed(&mut self, what: &str, e: &zk::Error) {
         if is_terminal(e) {
@@ -873,6 +913,9 @@ impl Control {
                     self.refresh_soon();
                 }
                 Event::ReadAll => {
+                    if let Some(s) = self.session.as_mut() {
+                        s.rewatch = true;
+                    }
                     self.dirty.all = true;
                     self.refresh_soon();
                 }
@@ -957,9 +1000,9 @@ impl Control {
             s = session.state.changed() => {
                 if is_terminal_state(s) { Event::SessionEnded } else { Event::ReadAll }
             }
-            e = session.brokers_watch.changed() => watch_event(e),
-            e = session.config_watch.changed() => watch_event(e),
-            e = session.controller_watch.changed() => watch_event(e),
+            e = session.watches.brokers.changed() => watch_event(e),
+            e = session.watches.config.changed() => watch_event(e),
+            e = session.watches.controller.changed() => watch_event(e),
             _ = tick.tick() => Event::ControllerCheck,
             _ = full.tick() => Event::FullRead,
             _ = debounce => Event::Refresh,
@@ -1027,19 +1070,9 @@ impl Control {
             .await
             .map_err(|e| failed("/controller", e))?;
         // Watches go in before the first read so that no change between the two is missed.
-        let recursive = zk::AddWatchMode::PersistentRecursive;
-        let brokers_watch = client
-            .watch(layout::BROKERS, recursive)
+        let watches = Watches::add(&client)
             .await
-            .map_err(|e| failed("watch /brokers", e))?;
-        let config_watch = client
-            .watch(layout::CONFIG_TOPICS, recursive)
-            .await
-            .map_err(|e| failed("watch /config/topics", e))?;
-        let controller_watch = client
-            .watch(layout::CONTROLLER, recursive)
-            .await
-            .map_err(|e| failed("watch /controller", e))?;
+            .map_err(|(path, e)| failed(&format!("watch {path}"), e))?;
         // The session is negotiated; the lease must end well before the server may expire it.
         let negotiated = client.session_timeout();
         let keeper = tokio::spawn(keep_lease(
@@ -1054,9 +1087,8 @@ impl Control {
         self.session_lost = false;
         Ok(Session {
             client,
-            brokers_watch,
-            config_watch,
-            controller_watch,
+            watches,
+            rewatch: false,
             state,
             keeper,
         })
@@ -1248,9 +1280,9 @@ impl Control {
         };
         let mut events = Vec::new();
         for w in [
-            &mut s.brokers_watch,
-            &mut s.config_watch,
-            &mut s.controller_watch,
+            &mut s.watches.brokers,
+            &mut s.watches.config,
+            &mut s.watches.controller,
         ] {
             while let Some(e) = futures_lite::future::poll_once(w.changed()).await {
                 let terminal =
@@ -1262,10 +1294,13 @@ impl Control {
             }
         }
         for e in events {
-            if e.event_type == zk::EventType::Session && is_terminal_state(e.session_state) {
-                self.lease.revoke();
-                self.session_lost = true;
-                return;
+            if e.event_type == zk::EventType::Session {
+                if is_terminal_state(e.session_state) {
+                    self.lease.revoke();
+                    self.session_lost = true;
+                    return;
+                }
+                s.rewatch = true;
             }
             self.dirty.note(&e);
         }
@@ -1276,6 +1311,23 @@ impl Control {
     /// False when ZooKeeper could not be read; then the next read is a whole one.
     async fn read(&mut self, client: &zk::Client) -> bool {
         self.drain_watch_events().await;
+        if self.session.as_ref().is_some_and(|s| s.rewatch) {
+            match Watches::add(client).await {
+                Ok(watches) => {
+                    log::info!("ZooKeeper connection back within the session: watches added again");
+                    if let Some(s) = self.session.as_mut() {
+                        s.watches = watches;
+                        s.rewatch = false;
+                    }
+                    self.dirty.all = true;
+                }
+                Err((path, e)) => {
+                    self.dirty.all = true;
+                    self.read_failed(&format!("watch {path}"), &e);
+                    return false;
+                }
+            }
+        }
         let dirty = std::mem::take(&mut self.dirty);
         if dirty.all {
             match read_view(client).await {
@@ -1287,7 +1339,7 @@ impl Control {
                 }
                 Err(e) => {
                     self.dirty.all = true;
-                    self.failed("read", &e);
+                    self.read_failed("read", &e);
                     false
                 }
             }
@@ -1310,7 +1362,7 @@ impl Control {
                 }
                 Err(e) => {
                     self.dirty.all = true;
-                    self.failed("read", &e);
+                    self.read_failed("read", &e);
                     false
                 }
             }

@@ -585,6 +585,36 @@ impl Soak {
         (short, unpreferred)
     }
 
+    /// Which partitions each running broker sees with a short ISR or no leader (the first few,
+    /// with leader and ISR as that broker sees them), for a failure message.
+    fn short_isrs(&self) -> String {
+        let mut out = Vec::new();
+        for id in self.running() {
+            let Some(m) = self.view(id, Some(&[TOPIC, OFFSETS_TOPIC])) else {
+                out.push(format!("broker {id}: no answer"));
+                continue;
+            };
+            let short: Vec<String> = m
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.values().map(move |p| (t, p)))
+                .filter(|(_, p)| p.leader < 0 || p.isr.len() < p.replicas.len())
+                .map(|(t, p)| {
+                    format!(
+                        "{}-{} leader {} isr {:?}",
+                        t.name, p.partition, p.leader, p.isr
+                    )
+                })
+                .collect();
+            if !short.is_empty() {
+                let n = short.len();
+                let first = short.into_iter().take(5).collect::<Vec<_>>().join(", ");
+                out.push(format!("broker {id} sees {n} ({first})"));
+            }
+        }
+        out.join("; ")
+    }
+
     /// Counts over every running broker's view: the largest numbers of short ISRs and of
     /// partitions not led by their preferred replica; None if a broker did not answer.
     fn cluster_health(&self) -> Option<(usize, usize)> {
@@ -668,16 +698,21 @@ impl Soak {
             }
             caught = Instant::now();
         }
-        let full = self.wait(ISR_GRACE + Duration::from_secs(60), |s| {
-            s.cluster_health().is_some_and(|(short, _)| short == 0)
-        })?;
+        let healthy = |s: &mut Soak| s.cluster_health().is_some_and(|(short, _)| short == 0);
+        let mut full = self.wait(ISR_GRACE, healthy)?;
+        // Past the grace: what each broker sees short, for the failure message.
+        let late = (!full).then(|| self.short_isrs());
+        if !full {
+            full = self.wait(Duration::from_secs(60), healthy)?;
+        }
         let isr_at = Instant::now();
         if !full {
             let h = self.cluster_health();
             self.fail(format!(
                 "after {kind}: ISRs not full {:.0} s after the brokers were back and caught up \
-                 (short ISRs, unpreferred leaders: {h:?})",
-                isr_at.duration_since(caught).as_secs_f64()
+                 (short ISRs, unpreferred leaders: {h:?}); short at the limit: {}",
+                isr_at.duration_since(caught).as_secs_f64(),
+                late.unwrap_or_default()
             ));
         } else {
             let restore = isr_at.duration_since(registered).as_secs_f64() * 1000.0;
@@ -686,9 +721,10 @@ impl Soak {
             if after_caught > ISR_GRACE {
                 self.fail(format!(
                     "after {kind}: ISRs full only {:.1} s after the brokers were back and \
-                     caught up (limit {} s)",
+                     caught up (limit {} s); short at the limit: {}",
                     after_caught.as_secs_f64(),
-                    ISR_GRACE.as_secs()
+                    ISR_GRACE.as_secs(),
+                    late.unwrap_or_default()
                 ));
             }
         }

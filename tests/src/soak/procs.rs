@@ -85,7 +85,11 @@ impl SoakBroker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            // SOAK_BROKER_LOG: the brokers' RUST_LOG (e.g. info,shardlog_broker::control=debug).
+            .env(
+                "RUST_LOG",
+                std::env::var("SOAK_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);
