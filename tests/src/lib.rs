@@ -156,6 +156,42 @@ pub fn http_get_at(host: &str, port: u16, path: &str) -> std::io::Result<(u16, S
 /// Exit status of a broker whose start-up watchdog found a stalled shard.
 pub const STARTUP_STALL_EXIT: i32 = 3;
 
+/// Waits until broker `b` (its process in `child(b)`) `answers`. A broker whose start-up
+/// watchdog exited with [`STARTUP_STALL_EXIT`] (a known, rare glommio stall, see
+/// broker/src/startup.rs) is started again with `respawn`, as a supervisor would, at most
+/// twice; loudly, so the rate stays visible. `Err` with the reason when it exits otherwise or
+/// does not answer `within`.
+pub fn wait_started<B>(
+    b: &mut B,
+    within: Duration,
+    label: &str,
+    child: fn(&mut B) -> &mut Option<Child>,
+    respawn: impl Fn(&mut B),
+    answers: impl Fn(&B) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let mut stall_restarts = 0;
+    while Instant::now() < deadline {
+        if let Some(status) = child(b).as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child(b) = None;
+            if status.code() == Some(STARTUP_STALL_EXIT) && stall_restarts < 2 {
+                stall_restarts += 1;
+                eprintln!(
+                    "{label} stalled during start-up and exited; starting it again ({stall_restarts})"
+                );
+                respawn(b);
+                continue;
+            }
+            return Err(format!("{label} exited during start ({status})"));
+        }
+        if answers(b) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{label} not ready within {within:?}"))
+}
+
 /// A running (or stopped) broker process with its own data directory.
 pub struct Broker {
     child: Option<Child>,
@@ -251,43 +287,18 @@ impl Broker {
     /// Waits until the broker answers ApiVersions; panics with its log if it exits first or
     /// does not answer `within`.
     pub fn wait_ready(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        let mut stall_restarts = 0;
-        while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                // The broker's start-up watchdog exits with 3 when an executor stalled (a
-                // known, rare glommio stall, see broker/src/startup.rs): start it again, as a
-                // supervisor would, at most twice. Loudly, so the rate stays visible.
-                if status.code() == Some(STARTUP_STALL_EXIT) && stall_restarts < 2 {
-                    stall_restarts += 1;
-                    eprintln!(
-                        "{} stalled during start-up and exited; starting it again ({stall_restarts})",
-                        self.label
-                    );
-                    self.spawn();
-                    continue;
-                }
-                panic!(
-                    "{} exited during start ({status}); log:\n{}",
-                    self.label,
-                    self.log()
-                );
-            }
-            if answers_api_versions(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "{} not ready within {within:?}; log:\n{}",
-            self.label,
-            self.log()
+        let label = self.label.clone();
+        let started = wait_started(
+            self,
+            within,
+            &label,
+            |b| &mut b.child,
+            Broker::spawn,
+            |b| answers_api_versions(b.port),
         );
+        if let Err(e) = started {
+            panic!("{e}; log:\n{}", self.log());
+        }
     }
 
     /// The file the broker's stdout and stderr go to (kept across restarts, appended to).

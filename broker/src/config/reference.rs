@@ -100,7 +100,7 @@ pub const BROKER_SETTINGS: &[Setting] = &[
     ),
     broker(
         "default.replication.factor",
-        "short",
+        "int",
         "1",
         "Replicas per partition of topics created without a replication factor.",
     ),

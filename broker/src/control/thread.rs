@@ -199,51 +199,18 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
         controller_id: NO_LEADER,
         ..Default::default()
     };
-    match controller.await {
-        Ok((data, stat)) => match layout::decode_controller(&data) {
-            Ok(id) => {
-                view.controller_id = id;
-                view.controller_owner = stat.ephemeral_owner;
-            }
-            Err(e) => log::warn!("{e}"),
-        },
-        Err(zk::Error::NoNode) => {}
-        Err(e) => return Err(e),
-    }
-    match epoch.await {
-        Ok((data, _)) => {
-            view.controller_epoch = layout::decode_controller_epoch(&data).unwrap_or(0)
-        }
-        Err(zk::Error::NoNode) => {}
-        Err(e) => return Err(e),
-    }
+    read_controller(&mut view, controller.await, epoch.await)?;
 
     let broker_reads: Vec<_> = ids
         .iter()
         .filter_map(|s| s.parse::<i32>().ok())
         .map(|id| (id, client.get_data(&layout::broker_path(id))))
         .collect();
-    let topic_reads: Vec<_> = topics
-        .iter()
-        .map(|t| {
-            (
-                t.clone(),
-                client.get_data(&layout::topic_path(t)),
-                client.get_data(&layout::topic_config_path(t)),
-            )
-        })
-        .collect();
+    let topic_reads = topic_reads(client, topics);
     for (id, read) in broker_reads {
-        match read.await {
-            Ok((data, _)) => match layout::decode_broker(id, &data) {
-                Ok(b) => {
-                    view.brokers.insert(id, b);
-                }
-                Err(e) => log::warn!("broker {id}: {e}"),
-            },
-            // Gone between the listing and the read.
-            Err(zk::Error::NoNode) => {}
-            Err(e) => return Err(e),
+        // None: gone between the listing and the read, or undecodable.
+        if let Some(b) = broker_of(id, read.await)? {
+            view.brokers.insert(id, b);
         }
     }
     for (name, assignment, config) in topic_reads {
@@ -287,6 +254,71 @@ async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> {
     MetadataWork::add(&METADATA_WORK.full_reads, 1);
     MetadataWork::add(&METADATA_WORK.znode_reads_full, reads);
     Ok(view)
+}
+
+/// A `get_data` answer.
+type ZnodeRead = Result<(Vec<u8>, zk::Stat), zk::Error>;
+
+/// Sends the reads of `names`' assignment and config znodes at once; the caller awaits them.
+fn topic_reads(
+    client: &zk::Client,
+    names: impl IntoIterator<Item = String>,
+) -> Vec<(
+    String,
+    impl std::future::Future<Output = ZnodeRead> + '_,
+    impl std::future::Future<Output = ZnodeRead> + '_,
+)> {
+    names
+        .into_iter()
+        .map(|t| {
+            let assignment = client.get_data(&layout::topic_path(&t));
+            let config = client.get_data(&layout::topic_config_path(&t));
+            (t, assignment, config)
+        })
+        .collect()
+}
+
+/// Sets the view's controller (none when `/controller` is missing or undecodable) and, when
+/// `/controller_epoch` exists, its epoch.
+fn read_controller(
+    view: &mut ZkView,
+    controller: ZnodeRead,
+    epoch: ZnodeRead,
+) -> Result<(), zk::Error> {
+    (view.controller_id, view.controller_owner) = match controller {
+        Ok((data, stat)) => match layout::decode_controller(&data) {
+            Ok(id) => (id, stat.ephemeral_owner),
+            Err(e) => {
+                log::warn!("{e}");
+                (NO_LEADER, 0)
+            }
+        },
+        Err(zk::Error::NoNode) => (NO_LEADER, 0),
+        Err(e) => return Err(e),
+    };
+    match epoch {
+        Ok((data, _)) => {
+            view.controller_epoch = layout::decode_controller_epoch(&data).unwrap_or(0)
+        }
+        Err(zk::Error::NoNode) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// A broker's registration: None when it is gone or undecodable (logged).
+fn broker_of(id: i32, read: ZnodeRead) -> Result<Option<BrokerInfo>, zk::Error> {
+    match read {
+        Ok((data, _)) => match layout::decode_broker(id, &data) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) => {
+                log::warn!("broker {id}: {e}");
+                Ok(None)
+            }
+        },
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// A topic's config znode: empty when it is missing or undecodable (logged).
@@ -401,17 +433,7 @@ async fn read_dirty(
         .iter()
         .map(|&id| (id, client.get_data(&layout::broker_path(id))))
         .collect();
-    let topics: Vec<_> = dirty
-        .topics
-        .iter()
-        .map(|t| {
-            (
-                t.clone(),
-                client.get_data(&layout::topic_path(t)),
-                client.get_data(&layout::topic_config_path(t)),
-            )
-        })
-        .collect();
+    let topics = topic_reads(client, dirty.topics.iter().cloned());
     let configs: Vec<_> = dirty
         .configs
         .iter()
@@ -424,39 +446,10 @@ async fn read_dirty(
         + configs.len() as u64;
 
     if let Some((controller, epoch)) = controller {
-        let (id, owner) = match controller.await {
-            Ok((data, stat)) => match layout::decode_controller(&data) {
-                Ok(id) => (id, stat.ephemeral_owner),
-                Err(e) => {
-                    log::warn!("{e}");
-                    (NO_LEADER, 0)
-                }
-            },
-            Err(zk::Error::NoNode) => (NO_LEADER, 0),
-            Err(e) => return Err(e),
-        };
-        view.controller_id = id;
-        view.controller_owner = owner;
-        match epoch.await {
-            Ok((data, _)) => {
-                view.controller_epoch = layout::decode_controller_epoch(&data).unwrap_or(0)
-            }
-            Err(zk::Error::NoNode) => {}
-            Err(e) => return Err(e),
-        }
+        read_controller(view, controller.await, epoch.await)?;
     }
     for (id, read) in brokers {
-        let now = match read.await {
-            Ok((data, _)) => match layout::decode_broker(id, &data) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    log::warn!("broker {id}: {e}");
-                    None
-                }
-            },
-            Err(zk::Error::NoNode) => None,
-            Err(e) => return Err(e),
-        };
+        let now = broker_of(id, read.await)?;
         if view.brokers.get(&id) != now.as_ref() {
             out.brokers_changed = true;
             match now {

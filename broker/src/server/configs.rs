@@ -28,7 +28,7 @@ use super::admin::publish_topics;
 use super::cluster_admin::Failure;
 use super::Response;
 use crate::config::{
-    valid_topic_name, BrokerConfig, ConfigError, TopicConfig, BROKER_KEYS, TOPIC_KEYS,
+    reference, valid_topic_name, BrokerConfig, ConfigError, TopicConfig, BROKER_KEYS, TOPIC_KEYS,
 };
 use crate::errors;
 use crate::errors::NOT_CONTROLLER;
@@ -50,6 +50,7 @@ const TYPE_UNKNOWN: i8 = 0;
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
+const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
@@ -62,180 +63,28 @@ const OP_SUBTRACT: i8 = 3;
 const BROKER_CONFIGS_ARE_STATIC: &str = "dynamic broker configs are not supported: broker \
      settings are static (set them in the properties file or with --set, then restart)";
 
-/// Kafka's type of a topic or broker key, and a line of documentation.
+/// Kafka's type of a topic or broker key and its documentation, from the configuration
+/// reference (`config::reference`, which docs/configuration.md is rendered from).
 fn key_info(key: &str) -> (i8, &'static str) {
     // A broker key that supplies a topic default is documented as that topic key.
     let key = TOPIC_KEYS
         .iter()
         .find(|(_, b)| *b == key)
         .map_or(key, |(t, _)| *t);
-    match key {
-        "cleanup.policy" => (
-            TYPE_LIST,
-            "Policy for old segments: delete, compact, or both. Compaction is not implemented: \
-             a compacted topic keeps everything.",
-        ),
-        "compression.type" => (
-            TYPE_STRING,
-            "Compression of stored batches; only 'producer' (kept as the producer sent them).",
-        ),
-        "flush.messages" => (
-            TYPE_LONG,
-            "Records appended between two fsyncs of the log; 9223372036854775807 leaves \
-             flushing to the OS.",
-        ),
-        "flush.ms" => (
-            TYPE_LONG,
-            "Longest time in ms between two fsyncs of the log; 9223372036854775807 = never.",
-        ),
-        "index.interval.bytes" => (
-            TYPE_INT,
-            "Bytes of log between two entries of the sparse offset index.",
-        ),
-        "max.message.bytes" => (
-            TYPE_INT,
-            "Largest record batch accepted, in bytes. A change applies to the next produce.",
-        ),
-        "message.timestamp.type" => (
-            TYPE_STRING,
-            "CreateTime (the producer's timestamp) or LogAppendTime (the broker's clock).",
-        ),
-        "min.insync.replicas" => (
-            TYPE_INT,
-            "In-sync replicas that must have a write for acks=all; with fewer in the ISR such \
-             produces are refused (NOT_ENOUGH_REPLICAS). A standalone broker has one.",
-        ),
-        "retention.bytes" => (
-            TYPE_LONG,
-            "Log size per partition above which the oldest segments are deleted; -1 = no \
-             limit. Applied at the next retention check.",
-        ),
-        "retention.ms" => (
-            TYPE_LONG,
-            "Age after which a closed segment is deleted; -1 = no limit. Applied at the next \
-             retention check (log.retention.check.interval.ms).",
-        ),
-        "segment.bytes" => (
-            TYPE_INT,
-            "Size at which the active segment is rolled. Applied at the next append.",
-        ),
-        "segment.ms" => (
-            TYPE_LONG,
-            "Age (by record time) at which the active segment is rolled, so that retention can \
-             delete it. Applied at the next roll check.",
-        ),
-        "unclean.leader.election.enable" => (
-            TYPE_BOOLEAN,
-            "Whether an out-of-sync replica may become leader (no effect with one replica).",
-        ),
-        "advertised.listeners" => (
-            TYPE_STRING,
-            "The address given to clients in Metadata responses.",
-        ),
-        "auto.create.topics.enable" => (
-            TYPE_BOOLEAN,
-            "Create a topic when a client asks for metadata of a topic that does not exist.",
-        ),
-        "broker.id" => (TYPE_INT, "This broker's id."),
-        "listeners" => (TYPE_STRING, "The address the broker listens on."),
-        "log.dirs" => (
-            TYPE_STRING,
-            "The directory holding the partition logs and the metadata.",
-        ),
-        "log.retention.check.interval.ms" => (
-            TYPE_LONG,
-            "How often segments are checked for deletion and for rolling by age.",
-        ),
-        "num.partitions" => (
-            TYPE_INT,
-            "Partitions of a topic created automatically or without a partition count.",
-        ),
-        "num.shards" => (
-            TYPE_INT,
-            "Executors (one per core) the broker runs; 0 = one per usable core.",
-        ),
-        "offsets.topic.num.partitions" => (TYPE_INT, "Partitions of __consumer_offsets."),
-        "offsets.retention.minutes" => (
-            TYPE_INT,
-            "How long committed offsets of a group without members are kept.",
-        ),
-        "offsets.retention.check.interval.ms" => (
-            TYPE_LONG,
-            "How often expired committed offsets are looked for.",
-        ),
-        "group.initial.rebalance.delay.ms" => (
-            TYPE_INT,
-            "How long the first rebalance of an empty group waits for more members to join.",
-        ),
-        "group.min.session.timeout.ms" => (
-            TYPE_INT,
-            "The shortest session timeout a group member may ask for.",
-        ),
-        "group.max.session.timeout.ms" => (
-            TYPE_INT,
-            "The longest session timeout a group member may ask for.",
-        ),
-        "socket.request.max.bytes" => (TYPE_INT, "The largest request accepted, in bytes."),
-        "auto.leader.rebalance.enable" => (
-            TYPE_BOOLEAN,
-            "The controller moves leadership back to each partition's preferred (first) replica \
-             once it is in sync (cluster mode).",
-        ),
-        "leader.imbalance.check.interval.seconds" => (
-            TYPE_LONG,
-            "How often the controller looks for leadership that is not on preferred replicas.",
-        ),
-        "leader.imbalance.per.broker.percentage" => (
-            TYPE_INT,
-            "Share of a broker's preferred partitions led elsewhere that triggers moving them back.",
-        ),
-        "controlled.shutdown.enable" => (
-            TYPE_BOOLEAN,
-            "On SIGTERM, move this broker's leaderships to other in-sync replicas before stopping.",
-        ),
-        "default.replication.factor" => (
-            TYPE_INT,
-            "Replicas per partition of topics created without a replication factor.",
-        ),
-        "offsets.topic.replication.factor" => (
-            TYPE_INT,
-            "Replicas per partition of __consumer_offsets (cluster mode; it is created once this \
-             many brokers are alive).",
-        ),
-        "replica.fetch.max.bytes" => (
-            TYPE_INT,
-            "Bytes a follower asks for per partition in one fetch from its leader.",
-        ),
-        "replica.fetch.wait.max.ms" => (
-            TYPE_INT,
-            "How long a follower's fetch waits at the leader for new data.",
-        ),
-        "replica.fetch.min.bytes" => (
-            TYPE_INT,
-            "Bytes a follower's fetch waits for at the leader before it is answered.",
-        ),
-        "replica.fetch.backoff.ms" => (
-            TYPE_INT,
-            "How long a follower waits before fetching a partition again after an error.",
-        ),
-        "replica.socket.timeout.ms" => (
-            TYPE_INT,
-            "How long a follower waits for an answer beyond its fetch wait before reconnecting.",
-        ),
-        "replica.lag.time.max.ms" => (
-            TYPE_LONG,
-            "A follower that has not caught up with the leader for this long leaves the ISR.",
-        ),
-        "zookeeper.connect" => (
-            TYPE_STRING,
-            "ZooKeeper connect string; set, the broker runs in cluster mode.",
-        ),
-        "zookeeper.session.timeout.ms" => (
-            TYPE_INT,
-            "ZooKeeper session timeout; a broker silent this long loses its leaderships.",
-        ),
-        _ => (TYPE_UNKNOWN, ""),
-    }
+    let Some(setting) = reference::topic_setting(key).or_else(|| reference::broker_setting(key))
+    else {
+        return (TYPE_UNKNOWN, "");
+    };
+    let kind = match setting.kind {
+        "boolean" => TYPE_BOOLEAN,
+        "string" | "host:port" => TYPE_STRING,
+        "int" => TYPE_INT,
+        "short" => TYPE_SHORT,
+        "long" => TYPE_LONG,
+        "list" => TYPE_LIST,
+        _ => TYPE_UNKNOWN,
+    };
+    (kind, setting.doc)
 }
 
 /// The broker keys that set `key` (the first is `key` itself), as Kafka lists synonyms.

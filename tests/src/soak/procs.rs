@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{answers_api_versions_at, http_get_at, STARTUP_STALL_EXIT};
+use crate::{answers_api_versions_at, http_get_at};
 
 /// The Kafka port every soak broker listens on (each has its own address).
 pub const KAFKA_PORT: u16 = 9092;
@@ -113,34 +113,17 @@ impl SoakBroker {
     }
 
     /// Waits until the broker answers ApiVersions; restarts it (at most twice) when its
-    /// start-up watchdog exits with [`STARTUP_STALL_EXIT`]. `Err` with the reason otherwise.
+    /// start-up watchdog exits with [`crate::STARTUP_STALL_EXIT`]. `Err` with the reason otherwise.
     pub fn wait_ready(&mut self, bin: &std::path::Path, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        let mut stall_restarts = 0;
-        while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                if status.code() == Some(STARTUP_STALL_EXIT) && stall_restarts < 2 {
-                    stall_restarts += 1;
-                    eprintln!(
-                        "broker {} stalled during start-up and exited; starting it again",
-                        self.id
-                    );
-                    self.spawn(bin);
-                    continue;
-                }
-                return Err(format!("broker {} exited during start ({status})", self.id));
-            }
-            if answers_api_versions_at(&self.addr, KAFKA_PORT) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!("broker {} not ready within {within:?}", self.id))
+        let label = format!("broker {}", self.id);
+        crate::wait_started(
+            self,
+            within,
+            &label,
+            |b| &mut b.child,
+            |b| b.spawn(bin),
+            |b| answers_api_versions_at(&b.addr, KAFKA_PORT),
+        )
     }
 
     pub fn pid(&self) -> Option<i32> {
