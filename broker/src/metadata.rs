@@ -478,11 +478,14 @@ impl TopicRegistry {
     }
 
     fn persist(&self) -> Result<(), MetadataError> {
+        write_durably(&self.path, &self.file_bytes(&self.snapshot))
+    }
+
+    fn file_bytes(&self, snapshot: &MetadataSnapshot) -> Vec<u8> {
         let file = RegistryFile {
             format_version: 1,
-            cluster_id: self.snapshot.cluster_id.clone(),
-            topics: self
-                .snapshot
+            cluster_id: snapshot.cluster_id.clone(),
+            topics: snapshot
                 .topics
                 .values()
                 .map(|t| TopicRecord {
@@ -493,39 +496,105 @@ impl TopicRegistry {
                 })
                 .collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).expect("registry serializes");
-        write_durably(&self.path, &bytes)
+        serde_json::to_vec_pretty(&file).expect("registry serializes")
     }
 
-    /// Hands out a producer id never given before, also across restarts.
-    pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
+    /// A producer id from the block already reserved on disk, if any is left.
+    pub fn take_producer_id(&mut self) -> Option<i64> {
         if self.next_producer_id >= self.producer_id_block_end {
-            let end = self.next_producer_id + PRODUCER_ID_BLOCK;
-            let path = self.path.with_file_name("producer-ids");
-            write_durably(&path, end.to_string().as_bytes())?;
-            self.producer_id_block_end = end;
+            return None;
         }
         let id = self.next_producer_id;
         self.next_producer_id += 1;
-        Ok(id)
+        Some(id)
     }
 
-    /// Applies `change` to a copy of the topic map, persists it, and makes it current.
-    pub fn update(
-        &mut self,
+    /// The write that reserves the next block of producer ids: store it with
+    /// `write_durably`, then pass it to `producer_ids_reserved`.
+    pub fn producer_id_reservation(&self) -> FileWrite {
+        let end = self.next_producer_id.max(self.producer_id_block_end) + PRODUCER_ID_BLOCK;
+        FileWrite {
+            path: self.path.with_file_name("producer-ids"),
+            bytes: end.to_string().into_bytes(),
+            producer_id_block_end: end,
+        }
+    }
+
+    /// Records a reservation that is now durable.
+    pub fn producer_ids_reserved(&mut self, write: &FileWrite) {
+        self.producer_id_block_end = self.producer_id_block_end.max(write.producer_id_block_end);
+    }
+
+    /// Hands out a producer id never given before, also across restarts (writes inline).
+    #[cfg(test)]
+    pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
+        if let Some(id) = self.take_producer_id() {
+            return Ok(id);
+        }
+        let write = self.producer_id_reservation();
+        write.store()?;
+        self.producer_ids_reserved(&write);
+        Ok(self.take_producer_id().expect("a block was just reserved"))
+    }
+
+    /// Applies `change` to a copy of the topic map; the result becomes current only once
+    /// `commit` is called after its file write is durable. Callers serialize prepare/commit
+    /// pairs (shard 0's registry gate).
+    pub fn prepare(
+        &self,
         change: impl FnOnce(&mut BTreeMap<Arc<str>, Arc<TopicMeta>>),
-    ) -> Result<Arc<MetadataSnapshot>, MetadataError> {
+    ) -> PendingUpdate {
         let mut next = (*self.snapshot).clone();
         change(&mut next.topics);
         fill_standalone_states(&mut next.topics, self.broker.id);
         next.version += 1;
-        let previous = std::mem::replace(&mut self.snapshot, Arc::new(next));
-        if let Err(e) = self.persist() {
-            self.snapshot = previous;
-            return Err(e);
+        PendingUpdate {
+            write: FileWrite {
+                path: self.path.clone(),
+                bytes: self.file_bytes(&next),
+                producer_id_block_end: 0,
+            },
+            next,
         }
-        Ok(self.snapshot.clone())
     }
+
+    /// Makes a prepared update current once its file is durable.
+    pub fn commit(&mut self, update: PendingUpdate) -> Arc<MetadataSnapshot> {
+        self.snapshot = Arc::new(update.next);
+        self.snapshot.clone()
+    }
+
+    /// Applies `change`, persists it (inline), and makes it current.
+    #[cfg(test)]
+    pub fn update(
+        &mut self,
+        change: impl FnOnce(&mut BTreeMap<Arc<str>, Arc<TopicMeta>>),
+    ) -> Result<Arc<MetadataSnapshot>, MetadataError> {
+        let update = self.prepare(change);
+        update.write.store()?;
+        Ok(self.commit(update))
+    }
+}
+
+/// A registry file's new contents, to be made durable off the shard (`store` fsyncs).
+#[derive(Clone)]
+pub struct FileWrite {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    producer_id_block_end: i64,
+}
+
+impl FileWrite {
+    /// Writes the file durably; blocks on the disk, so shards call it through `rt::blocking`.
+    pub fn store(&self) -> Result<(), MetadataError> {
+        write_durably(&self.path, &self.bytes)
+    }
+}
+
+/// A topic change computed by `TopicRegistry::prepare`, not yet durable.
+pub struct PendingUpdate {
+    pub write: FileWrite,
+    next: MetadataSnapshot,
 }
 
 /// Standalone: this broker is the only one, the controller, and leads every partition.

@@ -186,11 +186,49 @@ pub async fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Resul
     Ok(stream)
 }
 
+/// A file read through the shard's io_uring ring. A read of pages that are not in the page
+/// cache is carried out by the kernel's io_uring workers, so the shard keeps serving while the
+/// disk answers. Holds its own duplicate of the caller's descriptor.
+pub struct RingFile(glommio::io::BufferedFile);
+
+impl RingFile {
+    pub fn dup(file: &std::fs::File) -> std::io::Result<RingFile> {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let fd = file.try_clone()?.into_raw_fd();
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns; BufferedFile closes it.
+        Ok(RingFile(unsafe {
+            glommio::io::BufferedFile::from_raw_fd(fd)
+        }))
+    }
+
+    /// Reads up to `len` bytes at `pos`; fewer only at the end of the file.
+    pub async fn read_at(
+        &self,
+        pos: u64,
+        len: usize,
+    ) -> std::io::Result<impl std::ops::Deref<Target = [u8]>> {
+        self.0
+            .read_at(pos, len)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    pub async fn close(self) {
+        if let Err(e) = self.0.close().await {
+            log::debug!("closing a read descriptor: {e}");
+        }
+    }
+}
+
+/// Runs `f` on a blocking-work thread, off the shard: for syscalls that may wait for the disk
+/// (fsync of metadata files, directory operations).
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Removes a directory tree on a blocking-work thread, off the shard.
 pub async fn remove_dir_all(path: std::path::PathBuf) -> std::io::Result<()> {
-    glommio::executor()
-        .spawn_blocking(move || std::fs::remove_dir_all(path))
-        .await
+    blocking(move || std::fs::remove_dir_all(path)).await
 }
 
 /// Fails with a clear message when io_uring is unusable (seccomp profiles, or

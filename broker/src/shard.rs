@@ -33,6 +33,8 @@ pub type ShardTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()
 pub struct Counters {
     pub fetch_bytes_sendfile: AtomicU64,
     pub fetch_bytes_copied: AtomicU64,
+    /// Fetch bytes read through the ring because they were not in the page cache.
+    pub fetch_bytes_cold: AtomicU64,
     pub produce_bytes: AtomicU64,
     pub requests: AtomicU64,
 }

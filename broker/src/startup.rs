@@ -317,9 +317,11 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
 
     let c = &setup.counters;
     log::info!(
-        "stopped: fetch bytes by sendfile {}, copied {}; produce bytes {}; requests {}",
+        "stopped: fetch bytes by sendfile {}, copied {}, read from disk {}; produce bytes {}; \
+         requests {}",
         c.fetch_bytes_sendfile.load(Ordering::Relaxed),
         c.fetch_bytes_copied.load(Ordering::Relaxed),
+        c.fetch_bytes_cold.load(Ordering::Relaxed),
         c.produce_bytes.load(Ordering::Relaxed),
         c.requests.load(Ordering::Relaxed)
     );

@@ -117,6 +117,7 @@ fn route(path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
             let ctx = RenderContext {
                 fetch_bytes_sendfile: c.fetch_bytes_sendfile.load(Ordering::Relaxed),
                 fetch_bytes_copied: c.fetch_bytes_copied.load(Ordering::Relaxed),
+                fetch_bytes_cold: c.fetch_bytes_cold.load(Ordering::Relaxed),
                 partition_labels_max: endpoint.config.metrics_partition_labels_max,
                 zookeeper: endpoint.config.zookeeper_connect.as_ref().map(|_| {
                     (

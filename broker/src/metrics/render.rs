@@ -18,6 +18,7 @@ type ShardValue = fn(&super::ShardReport) -> u64;
 pub struct RenderContext {
     pub fetch_bytes_sendfile: u64,
     pub fetch_bytes_copied: u64,
+    pub fetch_bytes_cold: u64,
     pub partition_labels_max: usize,
     /// `Some((session_alive, expiries))` in cluster mode.
     pub zookeeper: Option<(bool, u64)>,
@@ -414,7 +415,9 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
     o.family(
         "shardlog_fetch_bytes_total",
         "counter",
-        "Fetch record bytes written to sockets, by path (sendfile from the page cache, or copied).",
+        "Fetch record bytes written to sockets, by path: sendfile from the page cache, copy (read \
+         through io_uring while the socket was full), disk (not in the page cache: read through \
+         io_uring, off the shard's thread).",
     );
     o.sample(
         "shardlog_fetch_bytes_total",
@@ -425,6 +428,11 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
         "shardlog_fetch_bytes_total",
         &[("path", "copy")],
         ctx.fetch_bytes_copied,
+    );
+    o.sample(
+        "shardlog_fetch_bytes_total",
+        &[("path", "disk")],
+        ctx.fetch_bytes_cold,
     );
     o.family(
         "shardlog_segment_rolls_total",
@@ -531,6 +539,7 @@ mod tests {
         RenderContext {
             fetch_bytes_sendfile: 7,
             fetch_bytes_copied: 1,
+            fetch_bytes_cold: 2,
             partition_labels_max: max,
             zookeeper: Some((true, 2)),
             ready: true,

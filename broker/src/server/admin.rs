@@ -139,10 +139,13 @@ pub(super) async fn publish(
     let Some(registry) = s0.registry.as_ref() else {
         return Err((errors::NOT_CONTROLLER, "not the metadata writer".into()));
     };
-    // Bind first: the registry borrow must end before the broadcast awaits.
-    let update = registry.borrow_mut().update(change);
-    match update {
-        Ok(snap) => {
+    // The registry borrow ends before any await; the file is made durable off the shard.
+    let update = registry.borrow().prepare(change);
+    let write = update.write.clone();
+    let stored = crate::rt::blocking(move || write.store()).await;
+    match stored {
+        Ok(()) => {
+            let snap = registry.borrow_mut().commit(update);
             s0.invoke_on_all(move |s| {
                 let snap = snap.clone();
                 async move { s.apply_metadata(snap).await }
@@ -690,10 +693,27 @@ fn take_producer_id() -> Option<i64> {
 /// cluster-wide blocks reserved in ZooKeeper by the control thread (cluster mode).
 async fn allocate_producer_id(s0: &Shard) -> Result<i64, i16> {
     if let Some(registry) = s0.registry.as_ref() {
-        return registry.borrow_mut().next_producer_id().map_err(|e| {
+        if let Some(id) = registry.borrow_mut().take_producer_id() {
+            return Ok(id);
+        }
+        let gate = PRODUCER_ID_GATE.with(Rc::clone);
+        let _permit = gate.acquire_permit(1).await;
+        // Whoever held the gate before may have reserved a block meanwhile.
+        if let Some(id) = registry.borrow_mut().take_producer_id() {
+            return Ok(id);
+        }
+        let write = registry.borrow().producer_id_reservation();
+        let stored = {
+            let write = write.clone();
+            crate::rt::blocking(move || write.store()).await
+        };
+        if let Err(e) = stored {
             log::error!("cannot allocate a producer id: {e}");
-            errors::KAFKA_STORAGE_ERROR
-        });
+            return Err(errors::KAFKA_STORAGE_ERROR);
+        }
+        let mut r = registry.borrow_mut();
+        r.producer_ids_reserved(&write);
+        return r.take_producer_id().ok_or(errors::KAFKA_STORAGE_ERROR);
     }
     let Some(control) = s0.control.as_ref() else {
         return Err(errors::COORDINATOR_NOT_AVAILABLE);

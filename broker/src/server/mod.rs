@@ -16,6 +16,7 @@ mod groups;
 mod metadata_api;
 mod offset_for_leader_epoch;
 mod produce;
+mod residency;
 pub mod zerocopy;
 
 use std::rc::Rc;

@@ -1,10 +1,16 @@
 //! Writes a response whose record bytes stay in segment files: header bytes through the ring,
 //! file ranges with `sendfile(2)` from the page cache straight to the socket.
 //!
-//! The socket is switched to non-blocking only around `sendfile` so that a full socket buffer
-//! never blocks the shard. When the buffer is full (EAGAIN), a small piece of the range is copied
-//! through the ring's write, which completes once the peer has drained some of the buffer; then
-//! `sendfile` resumes. The counters show how many bytes took each path.
+//! Nothing here waits on the shard's thread:
+//! - `sendfile` runs only on pieces that `residency` found in the page cache, so it never
+//!   waits for the disk. A cold piece (a consumer far behind) is read through the ring, where
+//!   the kernel's io_uring workers wait for the disk, and written from that buffer.
+//! - The socket is switched to non-blocking only around `sendfile`, so a full socket buffer
+//!   never blocks the shard. When the buffer is full (EAGAIN), a small piece of the range is
+//!   read through the ring and written through the ring's write, which completes once the peer
+//!   has drained some of the buffer; then `sendfile` resumes.
+//!
+//! The counters show how many bytes took each path.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -13,11 +19,15 @@ use futures_lite::AsyncWriteExt;
 use shardlog_protocol::fetch_encode::Chunk;
 use shardlog_storage::FileSlice;
 
-use crate::rt::TcpStream;
+use super::residency;
+use crate::rt::{RingFile, TcpStream};
 use crate::shard::Counters;
 
 /// Bytes copied through user space each time the socket buffer is full.
 const COPY_STEP_BYTES: usize = 64 * 1024;
+/// Piece of a range whose page-cache residency is checked at once; also the size of one read
+/// of cold data through the ring (so at most this much is buffered per connection).
+const RESIDENCY_STEP_BYTES: u64 = 1024 * 1024;
 /// Largest single sendfile call.
 const SENDFILE_STEP_BYTES: usize = 16 * 1024 * 1024;
 
@@ -76,13 +86,8 @@ fn sendfile_nonblocking(sock: RawFd, file: RawFd, pos: u64, len: u64) -> io::Res
     result.map(|()| sent)
 }
 
-fn pread_exact(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, pos)?;
-    Ok(buf)
-}
-
+/// Sends `[slice.position, + len)`: resident pieces with `sendfile`, cold pieces (not in the
+/// page cache) read through the ring, so that no syscall on the shard waits for the disk.
 async fn send_range(
     stream: &mut TcpStream,
     slice: &FileSlice,
@@ -91,22 +96,53 @@ async fn send_range(
 ) -> io::Result<()> {
     let sock = stream.as_raw_fd();
     let fd = slice.file.as_raw_fd();
+    // Opened at the first piece that needs the ring, closed at the end.
+    let mut ring: Option<RingFile> = None;
     let mut done = 0u64;
-    while done < len {
-        let n = sendfile_nonblocking(sock, fd, slice.position + done, len - done)?;
-        Counters::add(&counters.fetch_bytes_sendfile, n);
-        done += n;
-        if done < len {
-            // Socket buffer full: this write waits (in the ring, not on the thread) until the
-            // peer has read some; then sendfile has room again.
-            let step = ((len - done) as usize).min(COPY_STEP_BYTES);
-            let buf = pread_exact(&slice.file, slice.position + done, step)?;
+    let result = async {
+        while done < len {
+            let pos = slice.position + done;
+            let step = (len - done).min(RESIDENCY_STEP_BYTES);
+            let (ring_len, cold) = if residency::is_resident(fd, pos, step) {
+                let n = sendfile_nonblocking(sock, fd, pos, step)?;
+                Counters::add(&counters.fetch_bytes_sendfile, n);
+                done += n;
+                if n == step {
+                    continue;
+                }
+                // Socket buffer full: this write waits (in the ring, not on the thread) until
+                // the peer has read some; then sendfile has room again.
+                (((len - done) as usize).min(COPY_STEP_BYTES), false)
+            } else {
+                (step as usize, true)
+            };
+            if ring.is_none() {
+                ring = Some(RingFile::dup(&slice.file)?);
+            }
+            let reader = ring.as_ref().expect("opened above");
+            let buf = reader.read_at(slice.position + done, ring_len).await?;
+            if buf.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment shorter than its range",
+                ));
+            }
             stream.write_all(&buf).await?;
-            Counters::add(&counters.fetch_bytes_copied, step as u64);
-            done += step as u64;
+            let counter = if cold {
+                &counters.fetch_bytes_cold
+            } else {
+                &counters.fetch_bytes_copied
+            };
+            Counters::add(counter, buf.len() as u64);
+            done += buf.len() as u64;
         }
+        Ok(())
     }
-    Ok(())
+    .await;
+    if let Some(r) = ring {
+        r.close().await;
+    }
+    result
 }
 
 /// Writes `chunks` in order; `Chunk::File { token, .. }` refers to `files[token]`.
