@@ -186,6 +186,12 @@ pub async fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Resul
     Ok(stream)
 }
 
+/// Runs blocking work (file writes with fsync) on the executor's blocking-work thread, off the
+/// shard, and returns its result.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Removes a directory tree on a blocking-work thread, off the shard.
 pub async fn remove_dir_all(path: std::path::PathBuf) -> std::io::Result<()> {
     glommio::executor()
