@@ -177,6 +177,8 @@ pub const KAFKA_BROKER_KEYS: &[&str] = &[
     "producer.purgatory.purge.interval.requests",
     "queued.max.request.bytes",
     "queued.max.requests",
+    "quota.window.num",
+    "quota.window.size.seconds",
     "remote.log.index.file.cache.total.size.bytes",
     "remote.log.manager.copy.max.bytes.per.second",
     "remote.log.manager.fetch.max.bytes.per.second",
