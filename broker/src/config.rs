@@ -140,6 +140,8 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
+    "quota.window.num",
+    "quota.window.size.seconds",
     "replica.fetch.backoff.ms",
     "replica.fetch.max.bytes",
     "replica.fetch.min.bytes",
@@ -406,6 +408,10 @@ pub struct BrokerConfig {
     /// A follower's request to its leader unanswered for its fetch wait plus this long means
     /// the connection is dead: reconnect.
     pub replica_socket_timeout_ms: u64,
+    /// Client quotas are measured over this many samples (`quota.window.num`) ...
+    pub quota_window_num: u32,
+    /// ... of this many seconds each (`quota.window.size.seconds`).
+    pub quota_window_size_seconds: u32,
     /// Replication factor of topics created without one (auto-creation, -1 in CreateTopics).
     pub default_replication_factor: i16,
     /// Replication factor of `__consumer_offsets` in cluster mode (standalone: 1).
@@ -430,6 +436,16 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// Every key given explicitly, for DescribeConfigs (source = static broker config).
     pub explicit: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// The client quota window (`quota.window.num` x `quota.window.size.seconds`).
+    pub fn quota_window(&self) -> crate::quota::QuotaWindow {
+        crate::quota::QuotaWindow {
+            samples: self.quota_window_num,
+            sample_ms: u64::from(self.quota_window_size_seconds) * 1000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -459,6 +475,8 @@ impl Default for BrokerConfig {
             replica_fetch_max_bytes: 1024 * 1024,
             replica_fetch_backoff_ms: 1000,
             replica_socket_timeout_ms: 5000,
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controlled_shutdown_enable: true,
@@ -656,6 +674,20 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be between 0 and 60000"));
                 }
                 self.replica_fetch_backoff_ms = v;
+            }
+            "quota.window.num" => {
+                let v: u32 = parse_num(key, value)?;
+                if !(2..=1000).contains(&v) {
+                    return Err(bad(key, value, "must be between 2 and 1000"));
+                }
+                self.quota_window_num = v;
+            }
+            "quota.window.size.seconds" => {
+                let v: u32 = parse_num(key, value)?;
+                if !(1..=3600).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 3600"));
+                }
+                self.quota_window_size_seconds = v;
             }
             "replica.socket.timeout.ms" => {
                 let v: u64 = parse_num(key, value)?;
@@ -876,6 +908,8 @@ impl BrokerConfig {
             "replica.fetch.min.bytes" => self.replica_fetch_min_bytes.to_string(),
             "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms.to_string(),
             "replica.socket.timeout.ms" => self.replica_socket_timeout_ms.to_string(),
+            "quota.window.num" => self.quota_window_num.to_string(),
+            "quota.window.size.seconds" => self.quota_window_size_seconds.to_string(),
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             "controlled.shutdown.enable" => self.controlled_shutdown_enable.to_string(),

@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod partition;
 pub mod producer_state;
+pub mod quota;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod rt;

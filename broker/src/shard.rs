@@ -58,6 +58,9 @@ pub struct ShardSetup {
     pub control: Option<ControlHandle>,
     /// Leadership lease: leaders accept writes only while it is valid.
     pub lease: Arc<Lease>,
+    /// Client quotas at start: standalone from `<data>/__meta/quotas.json`; in cluster mode
+    /// empty until the control thread delivers ZooKeeper's.
+    pub quotas: Arc<crate::quota::QuotaTable>,
 }
 
 pub type PartitionKey = (Arc<str>, i32);
@@ -89,6 +92,8 @@ pub struct Shard {
     isr_task_started: Cell<bool>,
     /// This shard's request-path counters (read by the metrics endpoint via `invoke_on`).
     pub metrics: crate::metrics::ShardMetrics,
+    /// Client quotas this shard enforces on its connections, and its measurements.
+    pub quotas: crate::quota::ShardQuotas,
     /// During start-up, the first partition that could not be opened (`None` afterwards too:
     /// then failures are logged and the partition stays closed).
     open_failure: RefCell<Option<String>>,
@@ -133,6 +138,10 @@ impl Shard {
             fetchers: RefCell::new(HashSet::new()),
             isr_task_started: Cell::new(false),
             metrics: crate::metrics::ShardMetrics::new(setup.config.metrics_listen.is_some()),
+            quotas: crate::quota::ShardQuotas::new(
+                setup.quotas.clone(),
+                setup.config.quota_window(),
+            ),
             open_failure: RefCell::new(None),
             starting: Cell::new(true),
             closing: Cell::new(false),

@@ -210,7 +210,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     // Standalone: shard 0 holds the registry and the signal thread stops the shards. Cluster
     // mode: the control thread is the metadata writer and gets the signal first, for the
     // controlled shutdown; it releases the shards afterwards.
-    let (registry, initial, control, lease, cluster) = if cluster_mode {
+    let (registry, initial, control, lease, cluster, quotas) = if cluster_mode {
         let (stop_tx, stop_rx) = flume::unbounded::<()>();
         let (request_tx, request_rx) = flume::unbounded();
         let (done_tx, done_rx) = flume::unbounded::<()>();
@@ -227,17 +227,27 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
                 shards_done: done_rx,
             })?;
         let handle = crate::control::ControlHandle { tx: request_tx };
-        (None, initial, Some(handle), lease, Some((done_tx, thread)))
+        let quotas = Arc::new(crate::quota::QuotaTable::default());
+        (
+            None,
+            initial,
+            Some(handle),
+            lease,
+            Some((done_tx, thread)),
+            quotas,
+        )
     } else {
         let registry = TopicRegistry::load(&config.data_dir, &config).map_err(|e| e.to_string())?;
         spawn_signal_thread(shutdown_tx)?;
         let initial = registry.snapshot();
+        let quotas = Arc::new(crate::quota::store_load(&config.data_dir)?);
         (
             Some(registry),
             initial,
             None,
             crate::control::Lease::standalone(),
             None,
+            quotas,
         )
     };
     // Removed only once startup can no longer fail before the shards open their logs (cluster
@@ -274,6 +284,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         shutdown: shutdown_rx,
         control,
         lease,
+        quotas,
     });
     let registry = Arc::new(std::sync::Mutex::new(registry));
     let inbox_rx = Arc::new(std::sync::Mutex::new(

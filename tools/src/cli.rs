@@ -34,9 +34,10 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 
-    /// Client id sent to the broker.
-    #[arg(long, global = true, default_value = "shardlog-cli")]
-    pub client_id: String,
+    /// Client id sent to the broker (default: shardlog-cli). In `quota` commands it names the
+    /// client-id entity instead (the CLI then connects as shardlog-cli).
+    #[arg(long, global = true)]
+    pub client_id: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -65,6 +66,79 @@ pub enum Command {
     /// Offline inspection of segment files in a data directory (no broker needed).
     #[command(subcommand)]
     Segment(SegmentCommand),
+    /// Client quotas (byte rates, request percentage) by client id and user, as
+    /// kafka-configs.sh sets them.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Quotas set, all of them or those of one entity (`--client-id`, `--user`, defaults).
+    Describe(QuotaDescribeArgs),
+    /// Set quotas of an entity, e.g. `quota set --client-id app --producer-byte-rate 1048576`.
+    Set(QuotaSetArgs),
+    /// Remove quotas of an entity: the keys given with --key, or all of them.
+    #[command(visible_alias = "unset")]
+    Delete(QuotaDeleteArgs),
+}
+
+/// A quota entity: a client id, a user, or both (each possibly the default). The user is
+/// always `ANONYMOUS` while Shardlog has no authentication.
+#[derive(Debug, Args)]
+pub struct QuotaEntityArgs {
+    // The client id entity is the global `--client-id` (as sent in each request's header).
+    /// The default client id entity (`<default>`): applies to each client id apart.
+    #[arg(long)]
+    pub client_default: bool,
+    /// The user principal (`ANONYMOUS` for every connection until authentication exists).
+    #[arg(long, conflicts_with = "user_default")]
+    pub user: Option<String>,
+    /// The default user entity (`<default>`).
+    #[arg(long)]
+    pub user_default: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaDescribeArgs {
+    #[command(flatten)]
+    pub entity: QuotaEntityArgs,
+    /// Only entities with exactly the entity types given (not also user+client-id pairs).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("quota").required(true).multiple(true)
+    .args(["producer_byte_rate", "consumer_byte_rate", "request_percentage"])))]
+pub struct QuotaSetArgs {
+    #[command(flatten)]
+    pub entity: QuotaEntityArgs,
+    /// Bytes per second the entity may produce to each broker (each shard, see docs/quotas.md).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub producer_byte_rate: Option<u64>,
+    /// Bytes per second the entity may fetch from each broker.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub consumer_byte_rate: Option<u64>,
+    /// Percentage of one shard's time the entity's requests may use.
+    #[arg(long, value_name = "PERCENT")]
+    pub request_percentage: Option<f64>,
+    /// Ask the broker to check the change without applying it.
+    #[arg(long)]
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaDeleteArgs {
+    #[command(flatten)]
+    pub entity: QuotaEntityArgs,
+    /// A quota to remove (`producer_byte_rate`, `consumer_byte_rate`, `request_percentage`;
+    /// repeatable). Default: all three.
+    #[arg(long, value_name = "KEY")]
+    pub key: Vec<String>,
+    /// Ask the broker to check the change without applying it.
+    #[arg(long)]
+    pub validate_only: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -654,6 +654,7 @@ mod tests {
     fn group_consumption_prints_each_record_once_and_commits_what_it_printed() {
         let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 5);
         let ctx = Ctx {
+            entity_client_id: None,
             bootstrap: fake.addr.clone(),
             timeout: Duration::from_secs(5),
             client_id: "test".into(),
@@ -685,6 +686,7 @@ mod tests {
         let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 5);
         fake.state.lock().unwrap().corrupt_partitions.insert(1);
         let ctx = Ctx {
+            entity_client_id: None,
             bootstrap: fake.addr.clone(),
             timeout: Duration::from_secs(5),
             client_id: "test".into(),

@@ -539,6 +539,7 @@ mod tests {
 
         fn ctx(fake: &FakeBroker, json: bool) -> Ctx {
             Ctx {
+                entity_client_id: None,
                 bootstrap: fake.addr.clone(),
                 timeout: Duration::from_secs(5),
                 client_id: "test".into(),

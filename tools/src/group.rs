@@ -770,6 +770,7 @@ mod tests {
         use clap::Parser;
         let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 10);
         let ctx = Ctx {
+            entity_client_id: None,
             bootstrap: fake.addr.clone(),
             timeout: std::time::Duration::from_secs(5),
             client_id: "test".into(),

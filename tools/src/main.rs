@@ -28,6 +28,7 @@ mod membership;
 mod offsets;
 mod output;
 mod produce;
+mod quota;
 mod segment;
 mod template;
 mod topic;
@@ -39,7 +40,12 @@ use anyhow::Context;
 use clap::Parser;
 use shardlog_protocol::client::Client;
 
-use crate::cli::{Cli, ClusterCommand, Command, GroupCommand, SegmentCommand, TopicCommand};
+use crate::cli::{
+    Cli, ClusterCommand, Command, GroupCommand, QuotaCommand, SegmentCommand, TopicCommand,
+};
+
+/// The client id the CLI connects with unless `--client-id` says otherwise.
+const DEFAULT_CLIENT_ID: &str = "shardlog-cli";
 
 /// What every broker command needs from the global flags.
 #[derive(Debug, Clone)]
@@ -47,6 +53,8 @@ pub struct Ctx {
     pub bootstrap: String,
     pub timeout: Duration,
     pub client_id: String,
+    /// `--client-id` as given (the quota entity in `quota` commands).
+    pub entity_client_id: Option<String>,
     pub json: bool,
 }
 
@@ -62,7 +70,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let ctx = Ctx {
         bootstrap: cli.bootstrap,
         timeout: Duration::from_millis(cli.timeout_ms),
-        client_id: cli.client_id,
+        client_id: match &cli.command {
+            // There `--client-id` names the quota entity.
+            Command::Quota(_) => DEFAULT_CLIENT_ID.to_string(),
+            _ => cli
+                .client_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string()),
+        },
+        entity_client_id: cli.client_id.clone(),
         json: cli.json,
     };
     match cli.command {
@@ -85,6 +101,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             GroupCommand::ResetOffsets(a) => group::reset_offsets(&ctx, &a, out),
         },
         Command::Offsets(a) => offsets::run(&ctx, &a, out),
+        Command::Quota(cmd) => match cmd {
+            QuotaCommand::Describe(a) => quota::describe(&ctx, &a, out),
+            QuotaCommand::Set(a) => quota::set(&ctx, &a, out),
+            QuotaCommand::Delete(a) => quota::delete(&ctx, &a, out),
+        },
         Command::Segment(cmd) => match cmd {
             SegmentCommand::Dump(a) => segment::dump(&a.path, a.records, ctx.json, out),
             SegmentCommand::Verify(a) => segment::verify(&a.path, ctx.json, out),

@@ -323,6 +323,21 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          many brokers are alive). A standalone broker uses 1.",
     ),
     broker(
+        "quota.window.num",
+        "int",
+        "11",
+        "Client quotas (producer_byte_rate, consumer_byte_rate, request_percentage) are \
+         measured over this many samples, each `quota.window.size.seconds` long, as in Kafka; \
+         between 2 and 1000. A throttle never exceeds the whole window.",
+    ),
+    broker(
+        "quota.window.size.seconds",
+        "int",
+        "1",
+        "The length of one client quota sample, in seconds (between 1 and 3600). See \
+         docs/quotas.md.",
+    ),
+    broker(
         "replica.fetch.backoff.ms",
         "int",
         "1000",
@@ -603,7 +618,7 @@ pub fn reference_markdown() -> String {
          These Kafka 3.x broker settings are accepted so that a Kafka configuration file works \
          unchanged, and have no effect. At start, the broker names the ones it was given in one \
          warning: `accepted but not used by Shardlog: ...`. Thread pools and socket buffers are \
-         sized by Shardlog itself (one shard per core); TLS, SASL, ACLs, quotas, transactions, \
+         sized by Shardlog itself (one shard per core); TLS, SASL, ACLs, connection and replication quotas, transactions, \
          log compaction, tiered storage and KRaft are not implemented. Settings starting with ",
     );
     let prefixes: Vec<String> = KAFKA_BROKER_KEY_PREFIXES

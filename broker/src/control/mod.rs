@@ -133,6 +133,14 @@ pub enum ControlRequest {
         partitions: Option<Vec<(Arc<str>, i32)>>,
         reply: flume::Sender<Vec<(Arc<str>, i32, i16)>>,
     },
+    /// AlterClientQuotas, validated on the shard: each entity's keys set or removed in its
+    /// znode (Kafka's `/config/clients/<id>`, `/config/users/<user>[/clients/<id>]`, JSON
+    /// `{"version":1,"config":{..}}`), then the quotas read back from ZooKeeper are installed on
+    /// every shard of this broker before the reply.
+    AlterClientQuotas {
+        changes: Vec<(crate::quota::QuotaEntity, Vec<crate::quota::QuotaOp>)>,
+        reply: flume::Sender<Result<(), (i16, String)>>,
+    },
 }
 
 /// What a shard holds to reach the control thread (cluster mode only).

@@ -35,6 +35,7 @@ use crate::metadata::{
     CONSUMER_OFFSETS_TOPIC, NO_LEADER,
 };
 use crate::metrics::{MetadataWork, METADATA_WORK};
+use crate::quota::{self, QuotaEntity, QuotaOp, QuotaTable};
 use crate::shard::ShardTask;
 
 /// How long startup keeps trying to reach ZooKeeper before giving up.
@@ -353,6 +354,9 @@ struct Dirty {
     configs: BTreeSet<String>,
     /// `/brokers/topics/<t>/partitions/<p>/state`.
     states: BTreeSet<(String, i32)>,
+    /// A client quota znode under `/config/clients` or `/config/users`: the (small) quota
+    /// tree is read again as a whole.
+    quotas: bool,
 }
 
 impl Dirty {
@@ -363,6 +367,7 @@ impl Dirty {
             && self.topics.is_empty()
             && self.configs.is_empty()
             && self.states.is_empty()
+            && !self.quotas
     }
 
     /// Notes what a watch event says changed. A session event (the connection came back)
@@ -399,6 +404,7 @@ impl Dirty {
             ["config", "topics", topic] => {
                 self.configs.insert((*topic).to_string());
             }
+            ["config", "clients", ..] | ["config", "users", ..] => self.quotas = true,
             _ => {}
         }
     }
@@ -554,6 +560,105 @@ fn derived_topic_id(name: &str) -> [u8; 16] {
     out
 }
 
+/// Children of `path`, none when it does not exist.
+async fn children_or_none(client: &zk::Client, path: &str) -> Result<Vec<String>, zk::Error> {
+    match client.list_children(path).await {
+        Ok(c) => Ok(c),
+        Err(zk::Error::NoNode) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads every client quota: `/config/clients/*`, `/config/users/*` and
+/// `/config/users/*/clients/*`. The tree is small (one znode per entity with a quota), so it
+/// is read whole: three round trips. A znode that cannot be understood is skipped with a
+/// warning (another tool may have written it).
+async fn read_quotas(client: &zk::Client) -> Result<(QuotaTable, u64), zk::Error> {
+    let clients = children_or_none(client, layout::CONFIG_CLIENTS).await?;
+    let users = children_or_none(client, layout::CONFIG_USERS).await?;
+    let mut paths: Vec<String> = clients
+        .iter()
+        .map(|c| format!("{}/{c}", layout::CONFIG_CLIENTS))
+        .collect();
+    let user_clients: Vec<_> = users
+        .iter()
+        .map(|u| format!("{}/{u}/clients", layout::CONFIG_USERS))
+        .collect();
+    let listed: Vec<_> = user_clients
+        .iter()
+        .map(|p| children_or_none(client, p))
+        .collect();
+    for (u, list) in users.iter().zip(listed) {
+        paths.push(format!("{}/{u}", layout::CONFIG_USERS));
+        for c in list.await? {
+            paths.push(format!("{}/{u}/clients/{c}", layout::CONFIG_USERS));
+        }
+    }
+    let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+    let mut table = QuotaTable::default();
+    let mut znodes = 2 + users.len() as u64;
+    for (path, read) in paths.iter().zip(reads) {
+        znodes += 1;
+        let data = match read.await {
+            Ok((data, _)) => data,
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(entity) = QuotaEntity::from_zk_path(path) else {
+            log::warn!("{path}: not a client quota entity; ignored");
+            continue;
+        };
+        if data.is_empty() {
+            // A parent created only to hold `clients/` below it.
+            continue;
+        }
+        match layout::decode_topic_config(&data) {
+            Ok(config) => {
+                let values = quota::values_from_config(&entity, &config);
+                if !values.is_empty() {
+                    table.entries.insert(entity, values);
+                }
+            }
+            Err(e) => log::warn!("{path}: {e}; ignored"),
+        }
+    }
+    Ok((table, znodes))
+}
+
+/// Installs `table` on every shard and waits (at most `wait`) until each has it.
+async fn deliver_quotas(
+    inboxes: &[flume::Sender<ShardTask>],
+    table: Arc<QuotaTable>,
+    wait: Duration,
+) {
+    let (done_tx, done_rx) = flume::unbounded::<()>();
+    let mut expected = 0;
+    for inbox in inboxes {
+        let t = table.clone();
+        let done = done_tx.clone();
+        let task: ShardTask = Box::new(move |shard| {
+            Box::pin(async move {
+                shard.quotas.set_table(t);
+                let _ = done.send(());
+            })
+        });
+        if inbox.send(task).is_ok() {
+            expected += 1;
+        }
+    }
+    drop(done_tx);
+    let all = async {
+        for _ in 0..expected {
+            if done_rx.recv_async().await.is_err() {
+                break;
+            }
+        }
+    };
+    if !wait.is_zero() && tokio::time::timeout(wait, all).await.is_err() {
+        log::warn!("shards have not installed the new client quotas after {wait:?}");
+    }
+}
+
 /// Sends `snapshot` (with its `delta` from the previous version) to every shard and waits (at
 /// most `wait`) until each has applied it.
 async fn deliver(
@@ -662,6 +767,9 @@ struct Watches {
     brokers: zk::PersistentWatcher,
     config: zk::PersistentWatcher,
     controller: zk::PersistentWatcher,
+    /// Client quotas: `/config/clients` and `/config/users`.
+    quota_clients: zk::PersistentWatcher,
+    quota_users: zk::PersistentWatcher,
 }
 
 impl Watches {
@@ -674,6 +782,8 @@ impl Watches {
             brokers: watch(layout::BROKERS).await?,
             config: watch(layout::CONFIG_TOPICS).await?,
             controller: watch(layout::CONTROLLER).await?,
+            quota_clients: watch(layout::CONFIG_CLIENTS).await?,
+            quota_users: watch(layout::CONFIG_USERS).await?,
         })
     }
 }
@@ -762,6 +872,10 @@ struct Control {
     /// znodes: our registration, maybe `/controller`) until it expires it, up to a session
     /// timeout after ZooKeeper is reachable again; ours are deleted at once instead.
     lost_sessions: BTreeSet<i64>,
+    /// The client quotas last installed on the shards.
+    quotas: Arc<QuotaTable>,
+    /// The quota tree must be read again (a watch event, a whole read, our own write).
+    quotas_due: bool,
 }
 
 impl Control {
@@ -800,6 +914,8 @@ impl Control {
             next_rebalance: first_rebalance,
             warned_configs: BTreeSet::new(),
             lost_sessions: BTreeSet::new(),
+            quotas: Arc::new(QuotaTable::default()),
+            quotas_due: true,
         }
     }
 
@@ -996,6 +1112,8 @@ impl Control {
             e = session.watches.brokers.changed() => watch_event(e),
             e = session.watches.config.changed() => watch_event(e),
             e = session.watches.controller.changed() => watch_event(e),
+            e = session.watches.quota_clients.changed() => watch_event(e),
+            e = session.watches.quota_users.changed() => watch_event(e),
             _ = tick.tick() => Event::ControllerCheck,
             _ = full.tick() => Event::FullRead,
             _ = debounce => Event::Refresh,
@@ -1256,6 +1374,7 @@ impl Control {
         if !self.read(&client).await {
             return false;
         }
+        self.refresh_quotas(&client).await;
         self.controller_duties(&client).await;
         true
     }
@@ -1276,6 +1395,8 @@ impl Control {
             &mut s.watches.brokers,
             &mut s.watches.config,
             &mut s.watches.controller,
+            &mut s.watches.quota_clients,
+            &mut s.watches.quota_users,
         ] {
             while let Some(e) = futures_lite::future::poll_once(w.changed()).await {
                 let terminal =
@@ -1322,6 +1443,7 @@ impl Control {
             }
         }
         let dirty = std::mem::take(&mut self.dirty);
+        self.quotas_due |= dirty.all || dirty.quotas;
         if dirty.all {
             match read_view(client).await {
                 Ok(v) => {
@@ -2009,6 +2131,108 @@ impl Control {
         }
     }
 
+    /// Reads the quota tree again if a watch event, a whole read or a write of ours asked for
+    /// it, and installs it on the shards when it changed. A failed read is retried like any
+    /// other (`READ_RETRY`).
+    async fn refresh_quotas(&mut self, client: &zk::Client) {
+        if !self.quotas_due {
+            return;
+        }
+        match read_quotas(client).await {
+            Ok((table, znodes)) => {
+                self.quotas_due = false;
+                MetadataWork::add(&METADATA_WORK.znode_reads_incremental, znodes);
+                if *self.quotas != table {
+                    log::info!("client quotas: {} entities", table.entries.len());
+                    self.quotas = Arc::new(table);
+                    deliver_quotas(&self.inboxes, self.quotas.clone(), PUBLISH_WAIT_MAX).await;
+                }
+            }
+            Err(e) => {
+                self.dirty.quotas = true;
+                self.read_failed("read client quotas", &e);
+            }
+        }
+    }
+
+    /// AlterClientQuotas: for each entity, reads its znode, applies the operations and writes
+    /// it back (version-checked, retried on a lost race), creating it and its parents when
+    /// new; an entity left without quotas keeps an empty config, as Kafka leaves it. Then the
+    /// quota tree is read back and installed on every shard before the reply.
+    async fn alter_client_quotas(
+        &mut self,
+        changes: Vec<(QuotaEntity, Vec<QuotaOp>)>,
+    ) -> Result<(), (i16, String)> {
+        let Some(client) = self.client() else {
+            return Err((
+                errors::REQUEST_TIMED_OUT,
+                "no ZooKeeper session; try again".into(),
+            ));
+        };
+        for (entity, ops) in &changes {
+            let path = entity.zk_path();
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let (current, version) = match client.get_data(&path).await {
+                    Ok((data, stat)) => {
+                        let config = if data.is_empty() {
+                            BTreeMap::new()
+                        } else {
+                            layout::decode_topic_config(&data).unwrap_or_default()
+                        };
+                        (config, Some(stat.version))
+                    }
+                    Err(zk::Error::NoNode) => (BTreeMap::new(), None),
+                    Err(e) => return Err(self.zk_error("read client quota", e)),
+                };
+                let mut values = quota::values_from_config(entity, &current);
+                quota::apply_ops(&mut values, ops);
+                // Keys this broker does not know (another tool's) are kept as they were.
+                let mut config: BTreeMap<String, String> = current
+                    .into_iter()
+                    .filter(|(k, _)| quota::QuotaKind::from_key(k).is_none())
+                    .collect();
+                config.extend(quota::config_from_values(&values));
+                let bytes = layout::encode_topic_config(&config);
+                let written = match version {
+                    Some(v) => client.set_data(&path, &bytes, Some(v)).await.map(|_| ()),
+                    None => {
+                        if let Some((parent, _)) = path.rsplit_once('/') {
+                            if let Err(e) = client.mkdir(parent, &persistent()).await {
+                                if e != zk::Error::NodeExists {
+                                    return Err(self.zk_error("create client quota parent", e));
+                                }
+                            }
+                        }
+                        client
+                            .create(&path, &bytes, &persistent())
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                match written {
+                    Ok(()) => break,
+                    Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode)
+                        if attempts < 5 =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(self.zk_error("write client quota", e)),
+                }
+            }
+        }
+        self.quotas_due = true;
+        self.refresh_quotas(&client).await;
+        if self.quotas_due {
+            return Err((
+                errors::REQUEST_TIMED_OUT,
+                "client quotas written, but reading them back failed; they apply once read".into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn apply_topics(
         &mut self,
         before: BTreeMap<Arc<str>, Arc<TopicMeta>>,
@@ -2243,6 +2467,10 @@ impl Control {
                 reply,
             } => {
                 let r = self.elect_leaders(unclean, partitions).await;
+                let _ = reply.send(r);
+            }
+            ControlRequest::AlterClientQuotas { changes, reply } => {
+                let r = self.alter_client_quotas(changes).await;
                 let _ = reply.send(r);
             }
         }
@@ -2503,8 +2731,15 @@ mod tests {
                 topics: ["new".to_string()].into(),
                 configs: ["orders".to_string()].into(),
                 states: [("orders".to_string(), 7)].into(),
+                quotas: false,
             }
         );
+        // Any client quota znode marks the quota tree.
+        for path in ["/config/clients/app", "/config/users/u/clients/<default>"] {
+            let mut d = Dirty::default();
+            d.note(&event(zk::EventType::NodeDataChanged, path));
+            assert!(d.quotas && !d.is_empty(), "{path}");
+        }
         // A session event (reconnected): events may have been lost, read everything.
         let mut d = Dirty::default();
         d.note(&zk::WatchedEvent::new_session(

@@ -15,13 +15,24 @@ pub const BROKER_IDS: &str = "/brokers/ids";
 pub const BROKER_TOPICS: &str = "/brokers/topics";
 pub const CONFIG: &str = "/config";
 pub const CONFIG_TOPICS: &str = "/config/topics";
+/// Client quotas by client id: `/config/clients/<id>` (`<default>` for the default).
+pub const CONFIG_CLIENTS: &str = "/config/clients";
+/// Client quotas by user: `/config/users/<user>` and `/config/users/<user>/clients/<id>`.
+pub const CONFIG_USERS: &str = "/config/users";
 pub const CONTROLLER: &str = "/controller";
 pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
 pub const CLUSTER_ID: &str = "/cluster/id";
 pub const LATEST_PRODUCER_ID_BLOCK: &str = "/latest_producer_id_block";
 
 /// Persistent znodes every broker makes sure exist before registering (Kafka creates the same).
-pub const PERSISTENT_PATHS: [&str; 4] = [BROKER_IDS, BROKER_TOPICS, CONFIG_TOPICS, "/cluster"];
+pub const PERSISTENT_PATHS: [&str; 6] = [
+    BROKER_IDS,
+    BROKER_TOPICS,
+    CONFIG_TOPICS,
+    CONFIG_CLIENTS,
+    CONFIG_USERS,
+    "/cluster",
+];
 
 pub fn broker_path(id: i32) -> String {
     format!("{BROKER_IDS}/{id}")

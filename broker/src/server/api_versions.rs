@@ -38,6 +38,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v0 and v1 are not in kafka-protocol's codec; clients of Kafka 2.1+ use v2 and later.
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The version range this broker serves for `api`, if any.

@@ -8,6 +8,7 @@
 
 mod admin;
 mod api_versions;
+mod client_quotas;
 mod cluster_admin;
 mod configs;
 mod elect_leaders;
@@ -177,9 +178,14 @@ async fn serve_connection(
             },
         };
         in_flight.set(in_flight.get() + 1);
-        let result = handle_frame(shard, frame, &mut stream, &mut out).await;
+        let mut throttle = client_quotas::Throttle::default();
+        let result = handle_frame(shard, frame, &mut stream, &mut out, &mut throttle).await;
         in_flight.set(in_flight.get() - 1);
         result?;
+        // Client quotas (KIP-219): muted, nothing more is read until the throttle time passed.
+        if !client_quotas::stay_muted(shard, throttle).await {
+            return Ok(());
+        }
     }
 }
 
@@ -188,8 +194,10 @@ async fn handle_frame(
     frame: Bytes,
     stream: &mut TcpStream,
     out: &mut BytesMut,
+    throttle: &mut client_quotas::Throttle,
 ) -> Result<(), ConnError> {
     Counters::add(&shard.counters.requests, 1);
+    let frame_len = frame.len();
     // Decoding reserves memory in proportion to the frame (arrays are pre-sized from their
     // counts, bounded by the bytes left); only Produce needs frames larger than this.
     let is_produce = frame.len() >= 2 && frame[..2] == (ApiKey::Produce as i16).to_be_bytes();
@@ -261,7 +269,24 @@ async fn handle_frame(
             .unwrap_or_default(),
     };
     let started = shard.metrics.enabled().then(std::time::Instant::now);
-    let response = dispatch(shard, version, req.body, &ctx).await;
+    // Client quotas: record this request, throttle the response when over a quota.
+    let exempt = client_quotas::exempt(&req.body);
+    let dispatched = std::pin::pin!(dispatch(shard, version, req.body, &ctx));
+    let (mut response, busy) = client_quotas::Busy::new(dispatched).await;
+    *throttle = client_quotas::after_request(
+        shard,
+        &ctx,
+        api_key,
+        version,
+        frame_len,
+        busy,
+        exempt,
+        &mut response,
+    );
+    if throttle.before_response {
+        crate::rt::sleep(throttle.duration()).await;
+        *throttle = client_quotas::Throttle::default();
+    }
     let result = send_response(
         shard,
         response,
@@ -357,6 +382,12 @@ async fn dispatch(
         RequestKind::DeleteGroups(r) => groups::delete_groups(shard, version, r).await,
         RequestKind::OffsetDelete(r) => groups::offset_delete(shard, version, r).await,
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, version, r).await,
+        RequestKind::DescribeClientQuotas(r) => {
+            client_quotas::describe_client_quotas(shard, version, r).await
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            client_quotas::alter_client_quotas(shard, version, r).await
+        }
         // `supported_range` admitted only the APIs above.
         other => {
             log::warn!("no handler for {:?}", std::mem::discriminant(&other));

@@ -1,0 +1,239 @@
+//! Client quotas: a producer limited to 10 MB/s gets 10 MB/s (within 15 %) and throttle times
+//! while another client id is unaffected; quotas set with `shardlog-cli quota` survive a
+//! restart; in cluster mode a quota set through one broker is seen by another.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Statistics};
+use shardlog_tests::{cli, Broker};
+
+const LIMIT: u64 = 10 * 1024 * 1024;
+
+/// Counts acknowledged bytes and remembers the largest throttle librdkafka reported.
+#[derive(Default)]
+struct Counting {
+    delivered: AtomicU64,
+    throttle_max_ms: AtomicI64,
+}
+
+#[derive(Clone, Default)]
+struct Ctx(Arc<Counting>);
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        for b in stats.brokers.values() {
+            if let Some(t) = &b.throttle {
+                self.0.throttle_max_ms.fetch_max(t.max, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result {
+            let n = rdkafka::message::Message::payload(m).map_or(0, |p| p.len());
+            self.0.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Produces 10 KiB records as fast as the broker lets it for `run`; returns (bytes per second
+/// acknowledged, largest throttle time librdkafka saw).
+fn produce_flat_out(bootstrap: &str, topic: &str, client_id: &str, run: Duration) -> (f64, i64) {
+    let ctx = Ctx::default();
+    let producer: ThreadedProducer<Ctx> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", client_id)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("statistics.interval.ms", "500")
+        .create_with_context(ctx.clone())
+        .expect("producer");
+    let value = vec![b'x'; 10 * 1024];
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < run {
+        let key = i.to_string();
+        let record = BaseRecord::to(topic).key(&key).payload(&value);
+        if producer.send(record).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        i += 1;
+    }
+    let delivered = ctx.0.delivered.load(Ordering::Relaxed);
+    let rate = delivered as f64 / start.elapsed().as_secs_f64();
+    let _ = producer.flush(Duration::from_secs(30));
+    // One more statistics round, so a throttle of the last seconds is counted too.
+    std::thread::sleep(Duration::from_millis(700));
+    (rate, ctx.0.throttle_max_ms.load(Ordering::Relaxed))
+}
+
+#[test]
+fn producer_byte_rate_limits_one_client_id_and_not_another() {
+    let broker = Broker::start_with(&["--set", "num.partitions=2"]);
+    let b = broker.bootstrap();
+    cli(&[
+        "-b",
+        &b,
+        "quota",
+        "set",
+        "--client-id",
+        "limited",
+        "--producer-byte-rate",
+        &LIMIT.to_string(),
+    ]);
+    let run = Duration::from_secs(12);
+    let (limited, unlimited) = std::thread::scope(|s| {
+        let l = s.spawn(|| produce_flat_out(&b, "quota-a", "limited", run));
+        let u = s.spawn(|| produce_flat_out(&b, "quota-b", "free", run));
+        (l.join().unwrap(), u.join().unwrap())
+    });
+    let mb = |r: f64| r / (1024.0 * 1024.0);
+    eprintln!(
+        "limited: {:.2} MiB/s (throttle max {} ms); free: {:.2} MiB/s (throttle max {} ms)",
+        mb(limited.0),
+        limited.1,
+        mb(unlimited.0),
+        unlimited.1
+    );
+    let error = (limited.0 - LIMIT as f64).abs() / LIMIT as f64;
+    assert!(
+        error < 0.15,
+        "limited producer at {:.2} MiB/s, not within 15 % of 10",
+        mb(limited.0)
+    );
+    assert!(limited.1 > 0, "the throttled producer saw throttle_time_ms");
+    assert!(
+        unlimited.0 > 2.0 * LIMIT as f64,
+        "the other client id is not held to the quota: {:.2} MiB/s",
+        mb(unlimited.0)
+    );
+    assert_eq!(unlimited.1, 0, "the other client id is never throttled");
+}
+
+#[test]
+fn quotas_set_by_the_cli_survive_a_restart() {
+    let mut broker = Broker::start();
+    let b = broker.bootstrap();
+    cli(&[
+        "-b",
+        &b,
+        "quota",
+        "set",
+        "--client-id",
+        "app",
+        "--producer-byte-rate",
+        "1048576",
+    ]);
+    cli(&[
+        "-b",
+        &b,
+        "quota",
+        "set",
+        "--user-default",
+        "--client-default",
+        "--request-percentage",
+        "12.5",
+        "--consumer-byte-rate",
+        "2000",
+    ]);
+    // validate_only changes nothing.
+    cli(&[
+        "-b",
+        &b,
+        "quota",
+        "set",
+        "--client-id",
+        "x",
+        "--producer-byte-rate",
+        "5",
+        "--validate-only",
+    ]);
+    cli(&[
+        "-b",
+        &b,
+        "quota",
+        "delete",
+        "--user-default",
+        "--client-default",
+        "--key",
+        "consumer_byte_rate",
+    ]);
+    let expect = |text: &str| {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let rows = v.as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert_eq!(rows[0]["entity"]["client-id"], "app");
+        assert_eq!(rows[0]["quotas"]["producer_byte_rate"], 1048576.0);
+        assert_eq!(rows[1]["entity"]["user"], serde_json::Value::Null);
+        assert_eq!(rows[1]["quotas"]["request_percentage"], 12.5);
+        assert!(
+            rows[1]["quotas"].get("consumer_byte_rate").is_none(),
+            "{text}"
+        );
+    };
+    expect(&cli(&["-b", &b, "--json", "quota", "describe"]));
+    assert!(broker.stop().success());
+    broker.restart();
+    let b = broker.bootstrap();
+    expect(&cli(&["-b", &b, "--json", "quota", "describe"]));
+    let only = cli(&[
+        "-b",
+        &b,
+        "--json",
+        "quota",
+        "describe",
+        "--client-id",
+        "app",
+        "--strict",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&only)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn bad_quota_changes_are_refused_with_invalid_request() {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::AlterClientQuotasRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start();
+    let mut client = shardlog_protocol::client::Client::connect(
+        &broker.bootstrap(),
+        "t",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let entry = |etype: &'static str, key: &'static str, value: f64| {
+        EntryData::default()
+            .with_entity(vec![EntityData::default()
+                .with_entity_type(StrBytes::from_static_str(etype))
+                .with_entity_name(Some(StrBytes::from_static_str("c")))])
+            .with_ops(vec![OpData::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_value(value)])
+    };
+    let req = AlterClientQuotasRequest::default().with_entries(vec![
+        entry("client-id", "bogus_key", 1.0),
+        entry("client-id", "producer_byte_rate", -5.0),
+        entry("client-id", "consumer_byte_rate", f64::NAN),
+        entry("topic", "producer_byte_rate", 100.0),
+        entry("user", "request_percentage", 50.0),
+    ]);
+    let r = client.with_any(|c| c.call(&req)).unwrap();
+    let codes: Vec<i16> = r.entries.iter().map(|e| e.error_code).collect();
+    assert_eq!(codes, vec![42, 42, 42, 42, 0], "{r:?}");
+}
