@@ -215,3 +215,83 @@ pub fn check_io_uring() -> Result<(), String> {
         }
     }
 }
+
+/// A shard's budget of bytes (request frames held by its connections): an async semaphore
+/// counting bytes. Waiters are served in the order they came; a permit gives its bytes back
+/// when dropped. Lives on one shard.
+pub struct ByteBudget {
+    sem: std::rc::Rc<Semaphore>,
+    total: usize,
+}
+
+/// Bytes reserved from a `ByteBudget`, returned on drop.
+pub struct BudgetPermit {
+    _permit: Option<glommio::sync::StaticPermit>,
+    bytes: usize,
+}
+
+impl BudgetPermit {
+    /// A permit for nothing (a frame without a body).
+    pub fn empty() -> BudgetPermit {
+        BudgetPermit {
+            _permit: None,
+            bytes: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl ByteBudget {
+    pub fn new(total: usize) -> ByteBudget {
+        ByteBudget {
+            sem: std::rc::Rc::new(Semaphore::new(total as u64)),
+            total,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Bytes not reserved now.
+    pub fn available(&self) -> usize {
+        self.sem.available() as usize
+    }
+
+    /// Reserves `bytes` (capped at the whole budget, so any request can proceed once it has
+    /// the budget to itself) without waiting; `None` when they are not free now or others
+    /// are already waiting.
+    pub fn try_reserve(&self, bytes: usize) -> Option<BudgetPermit> {
+        let bytes = bytes.min(self.total);
+        if bytes == 0 {
+            return Some(BudgetPermit::empty());
+        }
+        self.sem
+            .try_acquire_static_permit(bytes as u64)
+            .ok()
+            .map(|p| BudgetPermit {
+                _permit: Some(p),
+                bytes,
+            })
+    }
+
+    /// Reserves `bytes` (capped at the whole budget), waiting until they are free; `None`
+    /// only if the budget was closed.
+    pub async fn reserve(&self, bytes: usize) -> Option<BudgetPermit> {
+        let bytes = bytes.min(self.total);
+        if bytes == 0 {
+            return Some(BudgetPermit::empty());
+        }
+        self.sem
+            .acquire_static_permit(bytes as u64)
+            .await
+            .ok()
+            .map(|p| BudgetPermit {
+                _permit: Some(p),
+                bytes,
+            })
+    }
+}

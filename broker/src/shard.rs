@@ -56,6 +56,8 @@ pub struct ShardSetup {
     pub control: Option<ControlHandle>,
     /// Leadership lease: leaders accept writes only while it is valid.
     pub lease: Arc<Lease>,
+    /// Open client connections of the whole broker, against `max.connections`.
+    pub connections: Arc<crate::server::conn::ConnectionLimiter>,
 }
 
 pub type PartitionKey = (Arc<str>, i32);

@@ -198,11 +198,14 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         }
     );
 
+    raise_open_files_limit();
     let (shutdown_tx, shutdown_rx) = flume::unbounded::<()>();
     let mut inbox_rx = Vec::new();
     let mut inbox_tx = Vec::new();
     for _ in 0..config.shards {
-        let (tx, rx) = flume::unbounded::<ShardTask>();
+        // Bounded: a sender finding the inbox full waits (see ARCHITECTURE.md, "Limits", for
+        // why this cannot deadlock).
+        let (tx, rx) = flume::bounded::<ShardTask>(crate::config::limits::SHARD_INBOX_CAPACITY);
         inbox_tx.push(tx);
         inbox_rx.push(rx);
     }
@@ -274,6 +277,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         shutdown: shutdown_rx,
         control,
         lease,
+        connections: Arc::new(crate::server::conn::ConnectionLimiter::new(&config)),
     });
     let registry = Arc::new(std::sync::Mutex::new(registry));
     let inbox_rx = Arc::new(std::sync::Mutex::new(
@@ -333,6 +337,32 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         .and_then(|d| d.sync_all())
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Raises this process's soft limit on open files to its hard limit: every connection is a
+/// descriptor, and the usual soft limit (1024) would refuse connections long before
+/// `max.connections`. Logs the limit in force.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct passed, which lives on the stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    log::info!("open files limit: {}", lim.rlim_cur);
 }
 
 /// One broker per address: every shard binds its listener with SO_REUSEPORT (the kernel then
@@ -536,7 +566,7 @@ async fn shard_life(
             }
             crate::rt::spawn_detached(retention_loop(shard.clone()));
             crate::rt::spawn_detached(crate::metrics::queue_probe_loop(Rc::downgrade(&shard)));
-            crate::server::serve(shard.clone(), listener).await;
+            crate::server::serve(shard.clone(), listener, setup.connections.clone()).await;
         }
         Err(e) => {
             eprintln!("shardlog: cannot listen on {}: {e}", setup.config.listen);

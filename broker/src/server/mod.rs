@@ -10,6 +10,7 @@ mod admin;
 mod api_versions;
 mod cluster_admin;
 mod configs;
+pub mod conn;
 mod elect_leaders;
 mod fetch;
 mod groups;
@@ -19,9 +20,10 @@ mod produce;
 pub mod zerocopy;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use shardlog_protocol::fetch_encode::{encode_fetch_response, FetchResponseDesc};
 use shardlog_protocol::frame::{self, RequestError};
@@ -29,6 +31,7 @@ use shardlog_protocol::frame::{self, RequestError};
 use crate::config::limits;
 use crate::rt::{TcpListener, TcpStream};
 use crate::shard::{Counters, Shard};
+use conn::{BufferPool, ConnError, ConnectionLimiter, Refused, RequestBudget};
 
 pub use admin::{create_topics_in_registry, TopicSpec};
 pub use api_versions::supported_range;
@@ -52,9 +55,18 @@ pub enum Response {
     Close,
 }
 
-/// Accepts connections until shutdown, then waits for in-flight requests to finish.
-pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections until shutdown, then waits for in-flight requests to finish. A
+/// connection over `max.connections` or `max.connections.per.ip` is closed right after accept.
+pub async fn serve(shard: Rc<Shard>, listener: TcpListener, limiter: Arc<ConnectionLimiter>) {
     let in_flight = Rc::new(std::cell::Cell::new(0usize));
+    let shared = Rc::new(ShardConnections {
+        budget: RequestBudget::new(
+            shard
+                .config
+                .request_budget_per_shard(shard.config.shards.max(1)),
+        ),
+        buffers: BufferPool::default(),
+    });
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = shard.shutdown.recv_async().await;
@@ -64,12 +76,33 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
+                let ip = stream.peer_addr().ok().map(|a| a.ip());
+                let slot = match limiter.admit(ip) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        let m = &shard.metrics;
+                        let (counter, name) = match reason {
+                            Refused::MaxConnections => {
+                                (&m.connections_refused_max, "max.connections")
+                            }
+                            Refused::MaxConnectionsPerIp => {
+                                (&m.connections_refused_per_ip, "max.connections.per.ip")
+                            }
+                        };
+                        m.count(counter, 1);
+                        log::warn!("connection from {ip:?} closed at accept: {name} reached");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let shard = shard.clone();
                 let in_flight = in_flight.clone();
+                let shared = shared.clone();
                 crate::rt::spawn_detached(async move {
-                    if let Err(e) = serve_connection(&shard, stream, &in_flight).await {
+                    if let Err(e) = serve_connection(&shard, stream, &in_flight, &shared).await {
                         log::debug!("connection closed: {e}");
                     }
+                    drop(slot);
                 });
             }
             Some(Err(e)) => {
@@ -86,64 +119,17 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes refused")]
-    FrameTooLarge(i64),
-    #[error("malformed request: {0}")]
-    Malformed(String),
-    #[error("unsupported api {api_key} version {api_version}")]
-    Unsupported { api_key: i16, api_version: i16 },
-}
-
-/// Reads one frame into `buf`; returns `None` on a clean end of stream.
-async fn read_frame(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<Bytes>, ConnError> {
-    loop {
-        match frame::frame_len(buf, max) {
-            Ok(Some(len)) if buf.len() >= 4 + len => {
-                let mut f = buf.split_to(4 + len);
-                let _ = f.split_to(4);
-                return Ok(Some(f.freeze()));
-            }
-            Ok(need) => {
-                // Read at least what the current frame still lacks, in reasonably large steps.
-                let want = need
-                    .map(|len| 4 + len - buf.len())
-                    .unwrap_or(4)
-                    .max(64 * 1024);
-                let start = buf.len();
-                buf.resize(start + want, 0);
-                let n = stream.read(&mut buf[start..]).await?;
-                buf.truncate(start + n);
-                if n == 0 {
-                    return if buf.is_empty() {
-                        Ok(None)
-                    } else {
-                        Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()))
-                    };
-                }
-            }
-            Err(e) => {
-                let size = buf
-                    .get(..4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64);
-                log::debug!("refusing frame: {e}");
-                return Err(ConnError::FrameTooLarge(size.unwrap_or(-1)));
-            }
-        }
-    }
+/// What the connections of one shard share: its request budget and response buffers.
+struct ShardConnections {
+    budget: RequestBudget,
+    buffers: BufferPool,
 }
 
 async fn serve_connection(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
     in_flight: &Rc<std::cell::Cell<usize>>,
+    shared: &ShardConnections,
 ) -> Result<(), ConnError> {
     shard.metrics.connection_opened();
     struct Closed<'a>(&'a crate::metrics::ShardMetrics);
@@ -156,19 +142,20 @@ async fn serve_connection(
     stream
         .set_nodelay(true)
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
     let max = shard.config.request_bytes_max;
     loop {
         let next = futures_lite::future::or(
-            async { Some(read_frame(&mut stream, &mut buf, max).await) },
+            async {
+                Some(conn::read_frame(&mut stream, max, &shared.budget, &shard.metrics).await)
+            },
             async {
                 let _ = shard.shutdown.recv_async().await;
                 None
             },
         )
         .await;
-        let frame = match next {
+        // The reservation is held until the request is answered.
+        let (frame, _reservation) = match next {
             None => return Ok(()),
             Some(r) => match r? {
                 None => return Ok(()),
@@ -176,7 +163,9 @@ async fn serve_connection(
             },
         };
         in_flight.set(in_flight.get() + 1);
+        let mut out = shared.buffers.take();
         let result = handle_frame(shard, frame, &mut stream, &mut out).await;
+        shared.buffers.give_back(out);
         in_flight.set(in_flight.get() - 1);
         result?;
     }
@@ -295,9 +284,6 @@ async fn send_response(
             frame::encode_response(correlation_id, api_key, version, &body, out)
                 .map_err(|e| ConnError::Malformed(e.to_string()))?;
             stream.write_all(out).await?;
-            if out.capacity() > 1 << 20 {
-                *out = BytesMut::with_capacity(16 * 1024);
-            }
             Ok(())
         }
         Response::Fetch(desc, files) => {
