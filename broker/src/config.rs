@@ -49,6 +49,9 @@ pub mod limits {
     /// The share of a shard's request budget, in percent, that only frames up to
     /// `SMALL_FRAME_BYTES` may use.
     pub const SMALL_FRAME_BUDGET_PERCENT: usize = 25;
+    /// Requests of more bytes than this are read and handled in the shard's bulk task queue,
+    /// which gets a tenth of the CPU while small requests wait (`rt::spawn_bulk`).
+    pub const BULK_REQUEST_BYTES: usize = 64 * 1024;
     /// Tasks waiting in one shard's inbox (cross-shard calls, snapshots, scrapes). A sender
     /// finding it full waits; nothing is dropped.
     pub const SHARD_INBOX_CAPACITY: usize = 1024;

@@ -9,6 +9,8 @@
 //! read buffer), then the frame's bytes are reserved from the shard's budget, waiting while it is
 //! used up, and only then is the body read, into a buffer that grows in steps of at most
 //! `FRAME_READ_STEP_BYTES` as bytes arrive. The reservation lives until the request is answered.
+//! `server::serve_connection` reads and handles requests larger than `BULK_REQUEST_BYTES` in
+//! the shard's bulk task queue.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -191,14 +193,9 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Reads one frame: `None` on a clean end of stream before a size prefix. The frame's bytes
-/// stay reserved from `budget` while the returned `Reservation` lives.
-pub async fn read_frame<'a>(
-    stream: &mut TcpStream,
-    max: usize,
-    budget: &'a RequestBudget,
-    metrics: &'a ShardMetrics,
-) -> Result<Option<(Bytes, Reservation<'a>)>, ConnError> {
+/// Reads a frame's 4-byte size prefix: the frame's length, or `None` on a clean end of stream.
+/// Nothing is allocated: an idle connection waits here.
+pub async fn read_prefix(stream: &mut TcpStream, max: usize) -> Result<Option<usize>, ConnError> {
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < prefix.len() {
@@ -212,15 +209,25 @@ pub async fn read_frame<'a>(
         }
         got += n;
     }
-    let len = match frame::frame_len(&prefix, max) {
-        Ok(Some(len)) => len,
+    match frame::frame_len(&prefix, max) {
+        Ok(Some(len)) => Ok(Some(len)),
         // `frame_len` answers `None` only for fewer than 4 bytes.
-        Ok(None) => return Err(ConnError::Malformed("short size prefix".into())),
+        Ok(None) => Err(ConnError::Malformed("short size prefix".into())),
         Err(e) => {
             log::debug!("refusing frame: {e}");
-            return Err(ConnError::FrameTooLarge(i32::from_be_bytes(prefix) as i64));
+            Err(ConnError::FrameTooLarge(i32::from_be_bytes(prefix) as i64))
         }
-    };
+    }
+}
+
+/// Reserves a frame of `len` bytes from `budget` (waiting while it is used up), then reads its
+/// body. The bytes stay reserved while the returned `Reservation` lives.
+pub async fn read_body<'a>(
+    stream: &mut TcpStream,
+    len: usize,
+    budget: &RequestBudget,
+    metrics: &'a ShardMetrics,
+) -> Result<(Bytes, Reservation<'a>), ConnError> {
     let Some(reservation) = budget.reserve(len, metrics).await else {
         return Err(ConnError::Io(std::io::Error::other(
             "the request budget is closed",
@@ -241,8 +248,11 @@ pub async fn read_frame<'a>(
         if n == 0 {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
+        // A read that finds its bytes waiting does not yield: let other connections run
+        // between steps of a large frame.
+        crate::rt::yield_if_needed().await;
     }
-    Ok(Some((Bytes::from(body), reservation)))
+    Ok((Bytes::from(body), reservation))
 }
 
 /// Response buffers kept for reuse by a shard's connections, so that a connection owns no

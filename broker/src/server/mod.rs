@@ -99,7 +99,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener, limiter: Arc<Connect
                 let in_flight = in_flight.clone();
                 let shared = shared.clone();
                 crate::rt::spawn_detached(async move {
-                    if let Err(e) = serve_connection(&shard, stream, &in_flight, &shared).await {
+                    if let Err(e) = serve_connection(shard, stream, in_flight, shared).await {
                         log::debug!("connection closed: {e}");
                     }
                     drop(slot);
@@ -125,11 +125,14 @@ struct ShardConnections {
     buffers: BufferPool,
 }
 
+/// Serves one connection: a request at a time, in order. Requests larger than
+/// `BULK_REQUEST_BYTES` are read and handled in the shard's bulk task queue, so that a flood
+/// of large produce requests leaves most of the shard to small requests.
 async fn serve_connection(
-    shard: &Rc<Shard>,
+    shard: Rc<Shard>,
     mut stream: TcpStream,
-    in_flight: &Rc<std::cell::Cell<usize>>,
-    shared: &ShardConnections,
+    in_flight: Rc<std::cell::Cell<usize>>,
+    shared: Rc<ShardConnections>,
 ) -> Result<(), ConnError> {
     shard.metrics.connection_opened();
     struct Closed<'a>(&'a crate::metrics::ShardMetrics);
@@ -145,30 +148,68 @@ async fn serve_connection(
     let max = shard.config.request_bytes_max;
     loop {
         let next = futures_lite::future::or(
-            async {
-                Some(conn::read_frame(&mut stream, max, &shared.budget, &shard.metrics).await)
-            },
+            async { Some(conn::read_prefix(&mut stream, max).await) },
             async {
                 let _ = shard.shutdown.recv_async().await;
                 None
             },
         )
         .await;
-        // The reservation is held until the request is answered.
-        let (frame, _reservation) = match next {
+        let len = match next {
             None => return Ok(()),
             Some(r) => match r? {
                 None => return Ok(()),
-                Some(f) => f,
+                Some(len) => len,
             },
         };
-        in_flight.set(in_flight.get() + 1);
-        let mut out = shared.buffers.take();
-        let result = handle_frame(shard, frame, &mut stream, &mut out).await;
-        shared.buffers.give_back(out);
-        in_flight.set(in_flight.get() - 1);
-        result?;
+        let go_on = if len > limits::BULK_REQUEST_BYTES {
+            let (shard, in_flight, shared) = (shard.clone(), in_flight.clone(), shared.clone());
+            let (returned, result) = crate::rt::spawn_bulk(async move {
+                let r = serve_request(&shard, &mut stream, len, &in_flight, &shared).await;
+                (stream, r)
+            })
+            .await;
+            stream = returned;
+            result?
+        } else {
+            serve_request(&shard, &mut stream, len, &in_flight, &shared).await?
+        };
+        if !go_on {
+            return Ok(());
+        }
     }
+}
+
+/// Reads the body of a request of `len` bytes (reserving them first) and answers it; false
+/// when the broker is shutting down before the body arrived.
+async fn serve_request(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    len: usize,
+    in_flight: &Rc<std::cell::Cell<usize>>,
+    shared: &ShardConnections,
+) -> Result<bool, ConnError> {
+    let read = futures_lite::future::or(
+        async { Some(conn::read_body(stream, len, &shared.budget, &shard.metrics).await) },
+        async {
+            let _ = shard.shutdown.recv_async().await;
+            None
+        },
+    )
+    .await;
+    // The reservation is held until the request is answered.
+    let (frame, _reservation) = match read {
+        None => return Ok(false),
+        Some(r) => r?,
+    };
+    in_flight.set(in_flight.get() + 1);
+    let mut out = shared.buffers.take();
+    // Boxed: the handlers' futures are large, and unboxed they would be part of every
+    // connection's future, idle ones included (see "Limits" in ARCHITECTURE.md).
+    let result = Box::pin(handle_frame(shard, frame, stream, &mut out)).await;
+    shared.buffers.give_back(out);
+    in_flight.set(in_flight.get() - 1);
+    result.map(|()| true)
 }
 
 async fn handle_frame(
