@@ -258,8 +258,8 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "Connections the broker keeps open at once, over all shards; a connection over the \
          limit is closed right after accept and counted in \
          `shardlog_connections_refused_total{reason=\"max.connections\"}`. Kafka's default \
-         is unbounded; an idle connection costs about 3 KiB of broker memory (ARCHITECTURE.md, \
-         \"Limits\"), so the default bounds idle connections to a few hundred MiB.",
+         is unbounded; an idle connection costs about 2 KB of broker memory (ARCHITECTURE.md, \
+         \"Limits\") plus kernel socket buffers.",
     ),
     broker(
         "max.connections.per.ip",
