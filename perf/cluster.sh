@@ -43,11 +43,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$OUT/runs" "$OUT/raw"
 OUT="$(abs_path "$OUT")"
-ZK_JAR=/usr/share/java/zookeeper.jar
-if [ ! -f "$ZK_JAR" ]; then
-    [ "$(id -u)" -eq 0 ] || die "ZooKeeper is missing: apt-get install zookeeper"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >&2 || die "apt-get install zookeeper failed"
-fi
+ensure_zookeeper
 BENCH="$(bench_bin)"
 if [ -z "$BROKER" ]; then
     log "building the shardlog broker (release)"
@@ -58,28 +54,6 @@ fi
 [ -x "$BROKER" ] || die "no broker binary at $BROKER"
 BROKER="$(realpath "$BROKER")"
 NCPU="$(nproc)"
-
-start_zookeeper() {
-    local dir="$OUT/raw/zk" port
-    rm -rf "$dir"; mkdir -p "$dir/data"
-    port="$(free_port)"
-    cat >"$dir/zoo.cfg" <<CFG
-tickTime=500
-initLimit=10
-syncLimit=5
-dataDir=$dir/data
-clientPort=$port
-clientPortAddress=127.0.0.1
-admin.enableServer=false
-4lw.commands.whitelist=*
-CFG
-    java -cp "$dir:/etc/zookeeper/conf:$ZK_JAR" org.apache.zookeeper.server.quorum.QuorumPeerMain \
-        "$dir/zoo.cfg" >"$dir/zk.log" 2>&1 &
-    STARTED_PIDS+=($!)
-    ZK_ADDR="127.0.0.1:$port"
-    wait_listen "$ZK_ADDR" "$!" 60 || die "ZooKeeper did not start (log: $dir/zk.log)"
-    log "ZooKeeper on $ZK_ADDR"
-}
 
 # start_broker ID CPU [--set k=v ..]: a cluster broker; appends its address to BROKERS.
 start_broker() {
@@ -122,7 +96,7 @@ if [ -n "$STANDALONE" ]; then
     kill "$SA_PID"; wait "$SA_PID" 2>/dev/null || true
 fi
 
-start_zookeeper
+start_zookeeper "$OUT/raw/zk"
 BROKERS=""
 for id in 1 2 3; do
     start_broker "$id" $(( (id - 1) % NCPU )) --set min.insync.replicas=2 \

@@ -157,3 +157,36 @@ require_loopback() {
         esac
     done
 }
+
+ZK_JAR=/usr/share/java/zookeeper.jar
+
+# Installs Debian's ZooKeeper when missing.
+ensure_zookeeper() {
+    [ -f "$ZK_JAR" ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "ZooKeeper is missing: apt-get install zookeeper"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >&2 \
+        || die "apt-get install zookeeper failed"
+}
+
+# Starts a one-node ZooKeeper on a free loopback port with its files in DIR; sets ZK_ADDR.
+start_zookeeper() {
+    local dir="$1" port
+    rm -rf "$dir"; mkdir -p "$dir/data"
+    port="$(free_port)"
+    cat >"$dir/zoo.cfg" <<CFG
+tickTime=500
+initLimit=10
+syncLimit=5
+dataDir=$dir/data
+clientPort=$port
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=*
+CFG
+    java -cp "$dir:/etc/zookeeper/conf:$ZK_JAR" org.apache.zookeeper.server.quorum.QuorumPeerMain \
+        "$dir/zoo.cfg" >"$dir/zk.log" 2>&1 &
+    STARTED_PIDS+=($!)
+    ZK_ADDR="127.0.0.1:$port"
+    wait_listen "$ZK_ADDR" "$!" 60 || die "ZooKeeper did not start (log: $dir/zk.log)"
+    log "ZooKeeper on $ZK_ADDR"
+}

@@ -34,6 +34,39 @@ pub mod limits {
     pub const TOPIC_NAME_LEN_MAX: usize = 249;
     /// Longest a fetch may wait.
     pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+
+    // Memory bounds. Every queue in the broker is bounded by one of these or by a setting
+    // (`max.connections`, `queued.max.request.bytes`); see ARCHITECTURE.md, "Limits".
+
+    /// A frame's body is read in steps of at most this many bytes: the buffer grows as bytes
+    /// arrive, never to the announced size before they do.
+    pub const FRAME_READ_STEP_BYTES: usize = 256 * 1024;
+    /// Frames up to this size reserve from the small-frame part of a shard's request budget,
+    /// larger ones from the large-frame part, so that large frames waiting for memory (or a
+    /// slow client holding a large reservation) never hold up ordinary requests. 1 MiB is the
+    /// default `max.request.size` of Kafka producers.
+    pub const SMALL_FRAME_BYTES: usize = 1024 * 1024;
+    /// The share of a shard's request budget, in percent, that only frames up to
+    /// `SMALL_FRAME_BYTES` may use.
+    pub const SMALL_FRAME_BUDGET_PERCENT: usize = 25;
+    /// Requests of more bytes than this are read and handled in the shard's bulk task queue,
+    /// which gets a tenth of the CPU while small requests wait (`rt::spawn_bulk`).
+    pub const BULK_REQUEST_BYTES: usize = 64 * 1024;
+    /// Tasks waiting in one shard's inbox (cross-shard calls, snapshots, scrapes). A sender
+    /// finding it full waits; nothing is dropped.
+    pub const SHARD_INBOX_CAPACITY: usize = 1024;
+    /// Produce requests queued for one partition's next group commit; beyond it a produce is
+    /// refused before appending with REQUEST_TIMED_OUT (retriable).
+    pub const PARTITION_APPEND_QUEUE_MAX: usize = 1024;
+    /// acks=all produces waiting for one partition's high watermark; beyond it a produce is
+    /// refused before appending with REQUEST_TIMED_OUT (retriable).
+    pub const PARTITION_ACK_WAITERS_MAX: usize = 4096;
+    /// Fetches long-polling one partition; beyond it a fetch is answered at once with what
+    /// there is.
+    pub const PARTITION_FETCH_WAITERS_MAX: usize = 4096;
+    /// Response buffers a shard keeps for reuse (each at most `RESPONSE_BUFFER_KEPT_BYTES`).
+    pub const RESPONSE_BUFFERS_KEPT: usize = 64;
+    pub const RESPONSE_BUFFER_KEPT_BYTES: usize = 64 * 1024;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +105,33 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
         None => ": neither a Shardlog nor a Kafka broker setting (see docs/configuration.md)"
             .to_string(),
     }
+}
+
+/// Kafka's `max.connections.per.ip.overrides`: `host:count[,host:count]`, where host is an
+/// address (IPv6 in brackets or bare) or a name resolved once, here.
+fn parse_ip_overrides(key: &str, value: &str) -> Result<BTreeMap<IpAddr, usize>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((host, count)) = entry.rsplit_once(':') else {
+            return Err(bad(key, value, "expected host:count[,host:count]"));
+        };
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| bad(key, value, "a count must be a non-negative integer"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(|a| a.ip())
+                .ok_or_else(|| bad(key, value, &format!("cannot resolve {host:?}")))?,
+        };
+        out.insert(ip, count);
+    }
+    Ok(out)
 }
 
 fn bad(key: &str, value: &str, reason: &str) -> ConfigError {
@@ -134,6 +194,9 @@ pub const BROKER_KEYS: &[&str] = &[
     "listeners",
     "log.dirs",
     "log.retention.check.interval.ms",
+    "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "num.partitions",
     "num.shards",
     "offsets.retention.check.interval.ms",
@@ -142,6 +205,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "quota.window.num",
     "quota.window.size.seconds",
+    "queued.max.request.bytes",
     "replica.fetch.backoff.ms",
     "replica.fetch.max.bytes",
     "replica.fetch.min.bytes",
@@ -386,6 +450,15 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub request_bytes_max: usize,
+    /// Connections the broker keeps open at once (all shards); more are closed at accept.
+    pub max_connections: usize,
+    /// Connections from one client address at once (all shards).
+    pub max_connections_per_ip: usize,
+    /// Per-address exceptions to `max_connections_per_ip`.
+    pub max_connections_per_ip_overrides: BTreeMap<IpAddr, usize>,
+    /// Bytes of request frames held by the broker at once, over all connections; each shard
+    /// gets an equal share (`request_budget_per_shard`).
+    pub queued_max_request_bytes: usize,
     pub retention_check_interval_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_retention_ms: i64,
@@ -460,6 +533,10 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             request_bytes_max: limits::REQUEST_BYTES_MAX,
+            max_connections: 65_536,
+            max_connections_per_ip: i32::MAX as usize,
+            max_connections_per_ip_overrides: BTreeMap::new(),
+            queued_max_request_bytes: 256 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
             offsets_topic_num_partitions: 50,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
@@ -574,6 +651,36 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be between 1024 and 104857600"));
                 }
                 self.request_bytes_max = v;
+            }
+            "max.connections" => {
+                let v: usize = parse_num(key, value)?;
+                if !(1..=i32::MAX as usize).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.max_connections = v;
+            }
+            "max.connections.per.ip" => {
+                let v: usize = parse_num(key, value)?;
+                if !(1..=i32::MAX as usize).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.max_connections_per_ip = v;
+            }
+            "max.connections.per.ip.overrides" => {
+                self.max_connections_per_ip_overrides = parse_ip_overrides(key, value)?;
+            }
+            "queued.max.request.bytes" => {
+                let v: i64 = parse_num(key, value)?;
+                // Kafka's -1 (unbounded) is refused: a flood of large requests would end in
+                // running out of memory.
+                if v < 1024 * 1024 {
+                    return Err(bad(
+                        key,
+                        value,
+                        "must be at least 1048576 (an unbounded -1 is not supported)",
+                    ));
+                }
+                self.queued_max_request_bytes = usize::try_from(v).unwrap_or(usize::MAX);
             }
             "log.retention.check.interval.ms" => {
                 let v: u64 = parse_num(key, value)?;
@@ -857,6 +964,20 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// This shard's part of `queued.max.request.bytes` when the broker runs `shards` shards:
+    /// an equal share, so that each shard accounts on its own, without locks or atomics.
+    pub fn request_budget_per_shard(&self, shards: usize) -> usize {
+        (self.queued_max_request_bytes / shards.max(1)).max(64 * 1024)
+    }
+
+    /// The connection limit for one client address.
+    pub fn max_connections_for(&self, ip: IpAddr) -> usize {
+        self.max_connections_per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.max_connections_per_ip)
+    }
+
     /// The one warning line naming the accepted Kafka settings Shardlog does not use, if any.
     pub fn ignored_keys_warning(&self) -> Option<String> {
         if self.ignored_kafka_keys.is_empty() {
@@ -891,6 +1012,15 @@ impl BrokerConfig {
             "auto.create.topics.enable" => self.auto_create_topics.to_string(),
             "num.partitions" => self.num_partitions.to_string(),
             "socket.request.max.bytes" => self.request_bytes_max.to_string(),
+            "max.connections" => self.max_connections.to_string(),
+            "max.connections.per.ip" => self.max_connections_per_ip.to_string(),
+            "max.connections.per.ip.overrides" => self
+                .max_connections_per_ip_overrides
+                .iter()
+                .map(|(ip, n)| format!("{ip}:{n}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "queued.max.request.bytes" => self.queued_max_request_bytes.to_string(),
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
             "offsets.retention.minutes" => (self.offsets_retention_ms / 60_000).to_string(),

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use shardlog_protocol::batch::{self, BatchHeader};
 use shardlog_storage::{BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageError};
 
-use crate::config::TopicConfig;
+use crate::config::{limits, TopicConfig};
 use crate::control::Lease;
 use crate::errors;
 use crate::metadata::{PartitionState, NO_LEADER};
@@ -46,6 +46,8 @@ pub struct AppendOutcome {
     /// -1 unless the topic uses LogAppendTime.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// Refused because the partition's append queue or acks=all waiters were full.
+    pub queue_full: bool,
 }
 
 impl AppendOutcome {
@@ -56,6 +58,16 @@ impl AppendOutcome {
             last_offset: -1,
             log_append_time_ms: -1,
             log_start_offset,
+            queue_full: false,
+        }
+    }
+
+    /// A refusal before appending because a bounded queue of the partition is full:
+    /// REQUEST_TIMED_OUT, which clients retry.
+    fn queue_full(log_start_offset: i64) -> AppendOutcome {
+        AppendOutcome {
+            queue_full: true,
+            ..AppendOutcome::failed(errors::REQUEST_TIMED_OUT, log_start_offset)
         }
     }
 }
@@ -168,6 +180,16 @@ struct ReplicaState {
     isr_change_not_before_ms: i64,
 }
 
+/// What a waiting fetch is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchWake {
+    /// The partition moved (append, high watermark): read again.
+    Data,
+    /// The partition already has `PARTITION_FETCH_WAITERS_MAX` fetches waiting: answer now
+    /// with what there is instead of waiting.
+    Full,
+}
+
 /// A produce with acks=all waiting for the high watermark to pass `last_offset`.
 struct AckWaiter {
     last_offset: i64,
@@ -195,7 +217,8 @@ pub struct Partition {
     /// change of role while a write is in flight never runs two writers at once.
     write_gate: crate::rt::Semaphore,
     /// Fetches waiting for data past what they have read. Each is woken once, then drops out.
-    waiters: RefCell<Vec<flume::Sender<()>>>,
+    /// At most `PARTITION_FETCH_WAITERS_MAX`; a fetch beyond is told `FetchWake::Full`.
+    waiters: RefCell<Vec<flume::Sender<FetchWake>>>,
     lease: Arc<Lease>,
     replica: RefCell<ReplicaState>,
     /// Everything below it is committed (on every ISR member); consumers read below it.
@@ -536,6 +559,20 @@ impl Partition {
             if code != errors::NONE {
                 self.note_refusal(code);
                 return AppendOutcome::failed(code, self.log.log_start_offset());
+            }
+            // Bounded waiters: refused before appending (retriable, nothing written). Requests
+            // already appending may still add theirs, so the list holds at most the bound plus
+            // the append queue's.
+            let full = {
+                let mut waiters = self.ack_waiters.borrow_mut();
+                if waiters.len() >= limits::PARTITION_ACK_WAITERS_MAX {
+                    waiters.retain(|w| !w.reply.is_disconnected());
+                }
+                waiters.len() >= limits::PARTITION_ACK_WAITERS_MAX
+            };
+            if full {
+                self.note_refusal(errors::REQUEST_TIMED_OUT);
+                return AppendOutcome::queue_full(self.log.log_start_offset());
             }
         }
         let mut outcome = self.append(batches).await;
@@ -880,6 +917,11 @@ impl Partition {
             .iter()
             .map(|b| i64::from(b.header.records_count))
             .sum();
+        if self.pending.borrow().len() >= limits::PARTITION_APPEND_QUEUE_MAX {
+            // Bounded queue: refused before appending (retriable, nothing written).
+            self.note_refusal(errors::REQUEST_TIMED_OUT);
+            return AppendOutcome::queue_full(self.log.log_start_offset());
+        }
         let (tx, rx) = flume::bounded(1);
         self.pending
             .borrow_mut()
@@ -1032,6 +1074,7 @@ impl Partition {
                             last_offset: last,
                             log_append_time_ms: append_time,
                             log_start_offset: log_start,
+                            queue_full: false,
                         },
                         Err(code) => AppendOutcome::failed(code, log_start),
                     };
@@ -1052,7 +1095,7 @@ impl Partition {
 
     fn wake_waiters(&self) {
         for w in self.waiters.borrow_mut().drain(..) {
-            let _ = w.try_send(());
+            let _ = w.try_send(FetchWake::Data);
         }
     }
 
@@ -1068,7 +1111,7 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
-        waiter: Option<&flume::Sender<()>>,
+        waiter: Option<&flume::Sender<FetchWake>>,
         from: FetchFrom,
     ) -> PartitionRead {
         let (role, epoch) = {
@@ -1099,7 +1142,11 @@ impl Partition {
         if let Some(w) = waiter {
             let mut ws = self.waiters.borrow_mut();
             ws.retain(|w| !w.is_disconnected());
-            ws.push(w.clone());
+            if ws.len() < limits::PARTITION_FETCH_WAITERS_MAX {
+                ws.push(w.clone());
+            } else {
+                let _ = w.try_send(FetchWake::Full);
+            }
         }
         if offset == limit && offset >= log_start {
             return PartitionRead {

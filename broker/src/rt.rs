@@ -20,6 +20,10 @@ thread_local! {
     /// woke the executor (measured here: cross-shard produce requests stalled indefinitely).
     static REQUEST_QUEUE: std::cell::Cell<Option<glommio::TaskQueueHandle>> =
         const { std::cell::Cell::new(None) };
+
+    /// The shard's task queue for large requests (see `spawn_bulk`).
+    static BULK_QUEUE: std::cell::Cell<Option<glommio::TaskQueueHandle>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// Creates this shard's request task queue. Call first thing on each shard.
@@ -30,6 +34,24 @@ pub fn init_shard() {
         "requests",
     );
     REQUEST_QUEUE.with(|q| q.set(Some(tq)));
+    // A tenth of the request queue's shares: when both have work, large requests get a tenth
+    // of the CPU. Also `Latency::Matters`, for the cross-thread wake-ups (see above).
+    let bulk = glommio::executor().create_task_queue(
+        glommio::Shares::Static(100),
+        glommio::Latency::Matters(Duration::from_millis(10)),
+        "bulk-requests",
+    );
+    BULK_QUEUE.with(|q| q.set(Some(bulk)));
+}
+
+/// Runs `future` on the current shard in the bulk queue, which gets a tenth of the CPU the
+/// request queue gets while both have work: large requests (a flood of big produce batches)
+/// then cannot starve small ones. Dropping the handle cancels the task.
+pub fn spawn_bulk<T: 'static, F: Future<Output = T> + 'static>(future: F) -> glommio::Task<T> {
+    match BULK_QUEUE.with(|q| q.get()) {
+        Some(tq) => glommio::spawn_local_into(future, tq).expect("the bulk queue exists"),
+        None => spawn(future),
+    }
 }
 
 /// Runs `future` on the current shard, in the request queue; the handle awaits its result.
@@ -251,5 +273,85 @@ pub fn check_io_uring() -> Result<(), String> {
                 }
             ))
         }
+    }
+}
+
+/// A shard's budget of bytes (request frames held by its connections): an async semaphore
+/// counting bytes. Waiters are served in the order they came; a permit gives its bytes back
+/// when dropped. Lives on one shard.
+pub struct ByteBudget {
+    sem: std::rc::Rc<Semaphore>,
+    total: usize,
+}
+
+/// Bytes reserved from a `ByteBudget`, returned on drop.
+pub struct BudgetPermit {
+    _permit: Option<glommio::sync::StaticPermit>,
+    bytes: usize,
+}
+
+impl BudgetPermit {
+    /// A permit for nothing (a frame without a body).
+    pub fn empty() -> BudgetPermit {
+        BudgetPermit {
+            _permit: None,
+            bytes: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl ByteBudget {
+    pub fn new(total: usize) -> ByteBudget {
+        ByteBudget {
+            sem: std::rc::Rc::new(Semaphore::new(total as u64)),
+            total,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Bytes not reserved now.
+    pub fn available(&self) -> usize {
+        self.sem.available() as usize
+    }
+
+    /// Reserves `bytes` (capped at the whole budget, so any request can proceed once it has
+    /// the budget to itself) without waiting; `None` when they are not free now or others
+    /// are already waiting.
+    pub fn try_reserve(&self, bytes: usize) -> Option<BudgetPermit> {
+        let bytes = bytes.min(self.total);
+        if bytes == 0 {
+            return Some(BudgetPermit::empty());
+        }
+        self.sem
+            .try_acquire_static_permit(bytes as u64)
+            .ok()
+            .map(|p| BudgetPermit {
+                _permit: Some(p),
+                bytes,
+            })
+    }
+
+    /// Reserves `bytes` (capped at the whole budget), waiting until they are free; `None`
+    /// only if the budget was closed.
+    pub async fn reserve(&self, bytes: usize) -> Option<BudgetPermit> {
+        let bytes = bytes.min(self.total);
+        if bytes == 0 {
+            return Some(BudgetPermit::empty());
+        }
+        self.sem
+            .acquire_static_permit(bytes as u64)
+            .await
+            .ok()
+            .map(|p| BudgetPermit {
+                _permit: Some(p),
+                bytes,
+            })
     }
 }

@@ -61,6 +61,8 @@ pub struct ShardSetup {
     /// Client quotas at start: standalone from `<data>/__meta/quotas.json`; in cluster mode
     /// empty until the control thread delivers ZooKeeper's.
     pub quotas: Arc<crate::quota::QuotaTable>,
+    /// Open client connections of the whole broker, against `max.connections`.
+    pub connections: Arc<crate::server::conn::ConnectionLimiter>,
 }
 
 pub type PartitionKey = (Arc<str>, i32);

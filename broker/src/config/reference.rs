@@ -252,6 +252,30 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "Default of the topic setting `segment.bytes`.",
     ),
     broker(
+        "max.connections",
+        "int",
+        "65536",
+        "Connections the broker keeps open at once, over all shards; a connection over the \
+         limit is closed right after accept and counted in \
+         `shardlog_connections_refused_total{reason=\"max.connections\"}`. Kafka's default \
+         is unbounded; an idle connection costs about 2 KB of broker memory (ARCHITECTURE.md, \
+         \"Limits\") plus kernel socket buffers.",
+    ),
+    broker(
+        "max.connections.per.ip",
+        "int",
+        "2147483647",
+        "Connections from one client address at once, over all shards; more are closed right \
+         after accept (`reason=\"max.connections.per.ip\"`).",
+    ),
+    broker(
+        "max.connections.per.ip.overrides",
+        "string",
+        "",
+        "Per-address exceptions to `max.connections.per.ip`: `host:count[,host:count]` \
+         (names are resolved once, at start).",
+    ),
+    broker(
         "message.max.bytes",
         "int",
         "1048588",
@@ -336,6 +360,18 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "1",
         "The length of one client quota sample, in seconds (between 1 and 3600). See \
          docs/quotas.md.",
+    ),
+    broker(
+        "queued.max.request.bytes",
+        "long",
+        "268435456",
+        "Bytes of request frames the broker holds at once, over all connections (Kafka's \
+         memory pool). Each shard gets an equal share; a frame reserves its size (at most the \
+         share) from its shard's share as soon as its 4-byte size has arrived, before its body \
+         is read, and releases it once answered. While a share is used up, that shard reads \
+         no more request bodies until memory is released. A quarter of each share is kept for \
+         frames up to 1 MiB, so large frames never hold up ordinary requests. Kafka's default \
+         -1 (unbounded) is refused: 200 clients announcing 100 MiB frames would ask for 20 GB.",
     ),
     broker(
         "replica.fetch.backoff.ms",

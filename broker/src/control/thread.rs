@@ -679,7 +679,8 @@ async fn deliver(
                 let _ = done.send(());
             })
         });
-        if inbox.send(task).is_ok() {
+        // Inboxes are bounded: wait for room without blocking the runtime's thread.
+        if inbox.send_async(task).await.is_ok() {
             expected += 1;
         }
     }

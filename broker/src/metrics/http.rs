@@ -189,7 +189,8 @@ pub fn collect(inboxes: &[flume::Sender<ShardTask>]) -> Scrape {
                     let _ = tx.send(super::report(&shard));
                 })
             });
-            inbox.send(task).ok().map(|_| rx)
+            // Inboxes are bounded: a shard whose inbox stays full is reported missing.
+            inbox.send_deadline(task, deadline).ok().map(|_| rx)
         })
         .collect();
     let mut scrape = Scrape {

@@ -123,6 +123,17 @@ pub struct ShardMetrics {
     latency: Vec<Histogram<{ LATENCY_BUCKETS.len() }>>,
     pub connections: Cell<u64>,
     pub connections_accepted: Cell<u64>,
+    /// Connections closed at accept, over `max.connections` / `max.connections.per.ip`.
+    pub connections_refused_max: Cell<u64>,
+    pub connections_refused_per_ip: Cell<u64>,
+    /// Bytes of request frames this shard's connections hold (reserved from its budget).
+    pub request_bytes_held: Cell<u64>,
+    /// Frames that had to wait for the shard's request budget before their body was read.
+    pub request_budget_waits: Cell<u64>,
+    /// Fetches answered at once because a partition had `PARTITION_FETCH_WAITERS_MAX` waiting.
+    pub fetch_waiters_full: Cell<u64>,
+    /// Produces refused because a partition's append queue or acks=all waiters were full.
+    pub produce_queue_full: Cell<u64>,
     pub cross_shard_messages: Cell<u64>,
     pub isr_shrinks: Cell<u64>,
     pub isr_expands: Cell<u64>,
@@ -147,6 +158,12 @@ impl ShardMetrics {
                 .collect(),
             connections: Cell::new(0),
             connections_accepted: Cell::new(0),
+            connections_refused_max: Cell::new(0),
+            connections_refused_per_ip: Cell::new(0),
+            request_bytes_held: Cell::new(0),
+            request_budget_waits: Cell::new(0),
+            fetch_waiters_full: Cell::new(0),
+            produce_queue_full: Cell::new(0),
             cross_shard_messages: Cell::new(0),
             isr_shrinks: Cell::new(0),
             isr_expands: Cell::new(0),
@@ -188,6 +205,12 @@ impl ShardMetrics {
     pub fn connection_opened(&self) {
         self.connections.set(self.connections.get() + 1);
         self.add(&self.connections_accepted, 1);
+    }
+
+    /// Counted whether or not metrics are enabled: limits are enforced either way, and these
+    /// show up in the log summaries too.
+    pub fn count(&self, c: &Cell<u64>, n: u64) {
+        c.set(c.get().wrapping_add(n));
     }
 
     pub fn connection_closed(&self) {
@@ -249,6 +272,12 @@ pub struct ShardReport {
     pub latency: Vec<(i16, HistogramSnapshot)>,
     pub connections: u64,
     pub connections_accepted: u64,
+    pub connections_refused_max: u64,
+    pub connections_refused_per_ip: u64,
+    pub request_bytes_held: u64,
+    pub request_budget_waits: u64,
+    pub fetch_waiters_full: u64,
+    pub produce_queue_full: u64,
     pub cross_shard_messages: u64,
     pub lost_wakeup_rechecks: u64,
     pub isr_shrinks: u64,
@@ -344,6 +373,12 @@ pub fn report(shard: &Rc<Shard>) -> ShardReport {
         latency,
         connections: m.connections.get(),
         connections_accepted: m.connections_accepted.get(),
+        connections_refused_max: m.connections_refused_max.get(),
+        connections_refused_per_ip: m.connections_refused_per_ip.get(),
+        request_bytes_held: m.request_bytes_held.get(),
+        request_budget_waits: m.request_budget_waits.get(),
+        fetch_waiters_full: m.fetch_waiters_full.get(),
+        produce_queue_full: m.produce_queue_full.get(),
         cross_shard_messages: m.cross_shard_messages.get(),
         lost_wakeup_rechecks: crate::rt::lost_wakeup_rechecks(),
         isr_shrinks: m.isr_shrinks.get(),

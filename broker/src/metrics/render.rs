@@ -343,7 +343,52 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
     }
 
     // Per-shard runtime figures.
-    let per_shard: [(&str, &str, &str, ShardValue); 8] = [
+    o.family(
+        "shardlog_connections_refused_total",
+        "counter",
+        "Connections closed right after accept because a limit was reached.",
+    );
+    for r in reports {
+        let shard = r.shard.to_string();
+        o.sample(
+            "shardlog_connections_refused_total",
+            &[("shard", shard.as_str()), ("reason", "max.connections")],
+            r.connections_refused_max,
+        );
+        o.sample(
+            "shardlog_connections_refused_total",
+            &[
+                ("shard", shard.as_str()),
+                ("reason", "max.connections.per.ip"),
+            ],
+            r.connections_refused_per_ip,
+        );
+    }
+    let per_shard: [(&str, &str, &str, ShardValue); 12] = [
+        (
+            "shardlog_request_bytes_held",
+            "gauge",
+            "Bytes of request frames held, reserved from the shard's share of queued.max.request.bytes.",
+            |r| r.request_bytes_held,
+        ),
+        (
+            "shardlog_request_budget_waits_total",
+            "counter",
+            "Request frames whose body waited for the shard's request budget.",
+            |r| r.request_budget_waits,
+        ),
+        (
+            "shardlog_fetch_waiters_full_total",
+            "counter",
+            "Fetches answered at once because a partition had the most long-polling fetches it keeps.",
+            |r| r.fetch_waiters_full,
+        ),
+        (
+            "shardlog_produce_queue_full_total",
+            "counter",
+            "Produce requests refused (REQUEST_TIMED_OUT) because a partition's append queue or acks=all waiters were full.",
+            |r| r.produce_queue_full,
+        ),
         (
             "shardlog_connections",
             "gauge",

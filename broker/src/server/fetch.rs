@@ -22,7 +22,7 @@ use super::admin::scatter_each;
 use super::Response;
 use crate::config::limits;
 use crate::errors;
-use crate::partition::{FetchFrom, PartitionRead};
+use crate::partition::{FetchFrom, FetchWake, PartitionRead};
 use crate::shard::Shard;
 
 /// A requested partition and, if it exists, the index of its read in the read list.
@@ -35,7 +35,7 @@ struct ReadItem {
     offset: i64,
     max_bytes: usize,
     from: FetchFrom,
-    waiter: Option<flume::Sender<()>>,
+    waiter: Option<flume::Sender<FetchWake>>,
 }
 
 fn not_found() -> PartitionRead {
@@ -118,7 +118,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
 
     let may_wait = !wait.is_zero() && min_bytes > 0;
     let reads = loop {
-        let (tx, rx) = flume::unbounded::<()>();
+        // Each partition sends at most one wake per round (its waiter list drops the sender
+        // when it wakes it, or it refuses to keep it), so this many slots always suffice.
+        let (tx, rx) = flume::bounded::<FetchWake>(items.len().max(1));
         let batch: Vec<_> = items
             .iter()
             .map(|it| {
@@ -161,7 +163,17 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
             break reads;
         }
         let woke = futures_lite::future::or(
-            async { rx.recv_async().await.is_ok() },
+            async {
+                match rx.recv_async().await {
+                    Ok(FetchWake::Data) => true,
+                    // A partition has as many fetches waiting as it keeps: answer now.
+                    Ok(FetchWake::Full) => {
+                        shard.metrics.count(&shard.metrics.fetch_waiters_full, 1);
+                        false
+                    }
+                    Err(_) => false,
+                }
+            },
             futures_lite::future::or(
                 async {
                     crate::rt::sleep(deadline - now).await;
@@ -175,7 +187,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
         )
         .await;
         if !woke && Instant::now() < deadline {
-            // Shutting down: answer with what there is.
+            // Shutting down, or a partition keeps no more waiters: answer with what there is.
             break reads;
         }
     };

@@ -11,6 +11,7 @@ mod api_versions;
 mod client_quotas;
 mod cluster_admin;
 mod configs;
+pub mod conn;
 mod elect_leaders;
 mod fetch;
 mod groups;
@@ -21,9 +22,10 @@ mod residency;
 pub mod zerocopy;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use shardlog_protocol::fetch_encode::{encode_fetch_response, FetchResponseDesc};
 use shardlog_protocol::frame::{self, RequestError};
@@ -31,6 +33,7 @@ use shardlog_protocol::frame::{self, RequestError};
 use crate::config::limits;
 use crate::rt::{TcpListener, TcpStream};
 use crate::shard::{Counters, Shard};
+use conn::{BufferPool, ConnError, ConnectionLimiter, Refused, RequestBudget};
 
 pub use admin::{create_topics_in_registry, TopicSpec};
 pub use api_versions::supported_range;
@@ -54,9 +57,18 @@ pub enum Response {
     Close,
 }
 
-/// Accepts connections until shutdown, then waits for in-flight requests to finish.
-pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections until shutdown, then waits for in-flight requests to finish. A
+/// connection over `max.connections` or `max.connections.per.ip` is closed right after accept.
+pub async fn serve(shard: Rc<Shard>, listener: TcpListener, limiter: Arc<ConnectionLimiter>) {
     let in_flight = Rc::new(std::cell::Cell::new(0usize));
+    let shared = Rc::new(ShardConnections {
+        budget: RequestBudget::new(
+            shard
+                .config
+                .request_budget_per_shard(shard.config.shards.max(1)),
+        ),
+        buffers: BufferPool::default(),
+    });
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = shard.shutdown.recv_async().await;
@@ -66,12 +78,33 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
+                let ip = stream.peer_addr().ok().map(|a| a.ip());
+                let slot = match limiter.admit(ip) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        let m = &shard.metrics;
+                        let (counter, name) = match reason {
+                            Refused::MaxConnections => {
+                                (&m.connections_refused_max, "max.connections")
+                            }
+                            Refused::MaxConnectionsPerIp => {
+                                (&m.connections_refused_per_ip, "max.connections.per.ip")
+                            }
+                        };
+                        m.count(counter, 1);
+                        log::warn!("connection from {ip:?} closed at accept: {name} reached");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let shard = shard.clone();
                 let in_flight = in_flight.clone();
+                let shared = shared.clone();
                 crate::rt::spawn_detached(async move {
-                    if let Err(e) = serve_connection(&shard, stream, &in_flight).await {
+                    if let Err(e) = serve_connection(shard, stream, in_flight, shared).await {
                         log::debug!("connection closed: {e}");
                     }
+                    drop(slot);
                 });
             }
             Some(Err(e)) => {
@@ -88,64 +121,20 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes refused")]
-    FrameTooLarge(i64),
-    #[error("malformed request: {0}")]
-    Malformed(String),
-    #[error("unsupported api {api_key} version {api_version}")]
-    Unsupported { api_key: i16, api_version: i16 },
+/// What the connections of one shard share: its request budget and response buffers.
+struct ShardConnections {
+    budget: RequestBudget,
+    buffers: BufferPool,
 }
 
-/// Reads one frame into `buf`; returns `None` on a clean end of stream.
-async fn read_frame(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<Bytes>, ConnError> {
-    loop {
-        match frame::frame_len(buf, max) {
-            Ok(Some(len)) if buf.len() >= 4 + len => {
-                let mut f = buf.split_to(4 + len);
-                let _ = f.split_to(4);
-                return Ok(Some(f.freeze()));
-            }
-            Ok(need) => {
-                // Read at least what the current frame still lacks, in reasonably large steps.
-                let want = need
-                    .map(|len| 4 + len - buf.len())
-                    .unwrap_or(4)
-                    .max(64 * 1024);
-                let start = buf.len();
-                buf.resize(start + want, 0);
-                let n = stream.read(&mut buf[start..]).await?;
-                buf.truncate(start + n);
-                if n == 0 {
-                    return if buf.is_empty() {
-                        Ok(None)
-                    } else {
-                        Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()))
-                    };
-                }
-            }
-            Err(e) => {
-                let size = buf
-                    .get(..4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64);
-                log::debug!("refusing frame: {e}");
-                return Err(ConnError::FrameTooLarge(size.unwrap_or(-1)));
-            }
-        }
-    }
-}
-
+/// Serves one connection: a request at a time, in order. Requests larger than
+/// `BULK_REQUEST_BYTES` are read and handled in the shard's bulk task queue, so that a flood
+/// of large produce requests leaves most of the shard to small requests.
 async fn serve_connection(
-    shard: &Rc<Shard>,
+    shard: Rc<Shard>,
     mut stream: TcpStream,
-    in_flight: &Rc<std::cell::Cell<usize>>,
+    in_flight: Rc<std::cell::Cell<usize>>,
+    shared: Rc<ShardConnections>,
 ) -> Result<(), ConnError> {
     shard.metrics.connection_opened();
     struct Closed<'a>(&'a crate::metrics::ShardMetrics);
@@ -158,35 +147,77 @@ async fn serve_connection(
     stream
         .set_nodelay(true)
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
     let max = shard.config.request_bytes_max;
     loop {
         let next = futures_lite::future::or(
-            async { Some(read_frame(&mut stream, &mut buf, max).await) },
+            async { Some(conn::read_prefix(&mut stream, max).await) },
             async {
                 let _ = shard.shutdown.recv_async().await;
                 None
             },
         )
         .await;
-        let frame = match next {
+        let len = match next {
             None => return Ok(()),
             Some(r) => match r? {
                 None => return Ok(()),
-                Some(f) => f,
+                Some(len) => len,
             },
         };
-        in_flight.set(in_flight.get() + 1);
-        let mut throttle = client_quotas::Throttle::default();
-        let result = handle_frame(shard, frame, &mut stream, &mut out, &mut throttle).await;
-        in_flight.set(in_flight.get() - 1);
-        result?;
+        let served = if len > limits::BULK_REQUEST_BYTES {
+            let (shard, in_flight, shared) = (shard.clone(), in_flight.clone(), shared.clone());
+            let (returned, result) = crate::rt::spawn_bulk(async move {
+                let r = serve_request(&shard, &mut stream, len, &in_flight, &shared).await;
+                (stream, r)
+            })
+            .await;
+            stream = returned;
+            result?
+        } else {
+            serve_request(&shard, &mut stream, len, &in_flight, &shared).await?
+        };
+        let Some(throttle) = served else {
+            return Ok(());
+        };
         // Client quotas (KIP-219): muted, nothing more is read until the throttle time passed.
-        if !client_quotas::stay_muted(shard, throttle).await {
+        if !client_quotas::stay_muted(&shard, throttle).await {
             return Ok(());
         }
     }
+}
+
+/// Reads the body of a request of `len` bytes (reserving them first) and answers it; returns
+/// the client quota throttle that applies next, or `None` when the broker is shutting down
+/// before the body arrived.
+async fn serve_request(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    len: usize,
+    in_flight: &Rc<std::cell::Cell<usize>>,
+    shared: &ShardConnections,
+) -> Result<Option<client_quotas::Throttle>, ConnError> {
+    let read = futures_lite::future::or(
+        async { Some(conn::read_body(stream, len, &shared.budget, &shard.metrics).await) },
+        async {
+            let _ = shard.shutdown.recv_async().await;
+            None
+        },
+    )
+    .await;
+    // The reservation is held until the request is answered.
+    let (frame, _reservation) = match read {
+        None => return Ok(None),
+        Some(r) => r?,
+    };
+    in_flight.set(in_flight.get() + 1);
+    let mut out = shared.buffers.take();
+    let mut throttle = client_quotas::Throttle::default();
+    // Boxed: the handlers' futures are large, and unboxed they would be part of every
+    // connection's future, idle ones included (see "Limits" in ARCHITECTURE.md).
+    let result = Box::pin(handle_frame(shard, frame, stream, &mut out, &mut throttle)).await;
+    shared.buffers.give_back(out);
+    in_flight.set(in_flight.get() - 1);
+    result.map(|()| Some(throttle))
 }
 
 async fn handle_frame(
@@ -321,9 +352,6 @@ async fn send_response(
             frame::encode_response(correlation_id, api_key, version, &body, out)
                 .map_err(|e| ConnError::Malformed(e.to_string()))?;
             stream.write_all(out).await?;
-            if out.capacity() > 1 << 20 {
-                *out = BytesMut::with_capacity(16 * 1024);
-            }
             Ok(())
         }
         Response::Fetch(desc, files) => {

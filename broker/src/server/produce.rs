@@ -92,9 +92,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Res
                         // A topic this broker does not replicate (cluster mode): not ours to
                         // lead, the client should refresh its metadata.
                         let known = s.metadata().topic(&topic).is_some();
+                        let here = s.clone();
                         crate::rt::spawn(async move {
                             match partition {
-                                Some(p) => p.produce(batches, acks, timeout).await,
+                                Some(p) => {
+                                    let o = p.produce(batches, acks, timeout).await;
+                                    if o.queue_full {
+                                        here.metrics.count(&here.metrics.produce_queue_full, 1);
+                                    }
+                                    o
+                                }
                                 None if known => failed(errors::NOT_LEADER_OR_FOLLOWER),
                                 None => failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
                             }
