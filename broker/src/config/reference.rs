@@ -347,6 +347,18 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          many brokers are alive). A standalone broker uses 1.",
     ),
     broker(
+        "queued.max.request.bytes",
+        "long",
+        "268435456",
+        "Bytes of request frames the broker holds at once, over all connections (Kafka's \
+         memory pool). Each shard gets an equal share; a frame reserves its size (at most the \
+         share) from its shard's share as soon as its 4-byte size has arrived, before its body \
+         is read, and releases it once answered. While a share is used up, that shard reads \
+         no more request bodies until memory is released. A quarter of each share is kept for \
+         frames up to 1 MiB, so large frames never hold up ordinary requests. Kafka's default \
+         -1 (unbounded) is refused: 200 clients announcing 100 MiB frames would ask for 20 GB.",
+    ),
+    broker(
         "quota.window.num",
         "int",
         "11",
@@ -360,18 +372,6 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "1",
         "The length of one client quota sample, in seconds (between 1 and 3600). See \
          docs/quotas.md.",
-    ),
-    broker(
-        "queued.max.request.bytes",
-        "long",
-        "268435456",
-        "Bytes of request frames the broker holds at once, over all connections (Kafka's \
-         memory pool). Each shard gets an equal share; a frame reserves its size (at most the \
-         share) from its shard's share as soon as its 4-byte size has arrived, before its body \
-         is read, and releases it once answered. While a share is used up, that shard reads \
-         no more request bodies until memory is released. A quarter of each share is kept for \
-         frames up to 1 MiB, so large frames never hold up ordinary requests. Kafka's default \
-         -1 (unbounded) is refused: 200 clients announcing 100 MiB frames would ask for 20 GB.",
     ),
     broker(
         "replica.fetch.backoff.ms",

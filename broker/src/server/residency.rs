@@ -146,10 +146,10 @@ mod tests {
         assert_eq!(pages_of(100, 8192, 4096), 3);
     }
 
-    fn written_file(len: usize) -> std::fs::File {
+    fn written_file(name: &str, len: usize) -> std::fs::File {
         let dir = std::env::temp_dir().join(format!("residency-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("f{len}"));
+        let path = dir.join(name);
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(&vec![7u8; len]).unwrap();
         drop(f);
@@ -161,7 +161,7 @@ mod tests {
     /// Just-written pages are in the page cache; both methods must say so.
     #[test]
     fn written_pages_are_resident_by_both_methods() {
-        let f = written_file(256 * 1024);
+        let f = written_file("resident", 256 * 1024);
         let fd = f.as_raw_fd();
         let want = pages_of(0, 256 * 1024, page_size());
         assert_eq!(mincore(fd, 0, 256 * 1024), Some(want));
@@ -174,7 +174,7 @@ mod tests {
     /// Pages dropped with POSIX_FADV_DONTNEED (clean, so the kernel drops them) are not.
     #[test]
     fn dropped_pages_are_not_resident() {
-        let f = written_file(256 * 1024);
+        let f = written_file("dropped", 256 * 1024);
         let fd = f.as_raw_fd();
         f.sync_all().unwrap();
         // SAFETY: advice on our own descriptor.
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_range_past_the_end_is_not_resident() {
-        let f = written_file(4096);
+        let f = written_file("short", 4096);
         assert!(!is_resident(f.as_raw_fd(), 1 << 20, 4096));
     }
 }
