@@ -20,6 +20,9 @@
 //! of the old session can succeed afterwards.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +39,7 @@ use crate::metadata::{
 };
 use crate::metrics::{MetadataWork, METADATA_WORK};
 use crate::quota::{self, QuotaEntity, QuotaOp, QuotaTable};
-use crate::shard::ShardTask;
+use crate::shard::{Shard, ShardTask};
 
 /// How long startup keeps trying to reach ZooKeeper before giving up.
 const STARTUP_CONNECT_MAX: Duration = Duration::from_secs(60);
@@ -625,57 +628,20 @@ async fn read_quotas(client: &zk::Client) -> Result<(QuotaTable, u64), zk::Error
     Ok((table, znodes))
 }
 
-/// Installs `table` on every shard and waits (at most `wait`) until each has it.
-async fn deliver_quotas(
-    inboxes: &[flume::Sender<ShardTask>],
-    table: Arc<QuotaTable>,
-    wait: Duration,
-) {
-    let (done_tx, done_rx) = flume::unbounded::<()>();
-    let mut expected = 0;
-    for inbox in inboxes {
-        let t = table.clone();
-        let done = done_tx.clone();
-        let task: ShardTask = Box::new(move |shard| {
-            Box::pin(async move {
-                shard.quotas.set_table(t);
-                let _ = done.send(());
-            })
-        });
-        if inbox.send(task).is_ok() {
-            expected += 1;
-        }
-    }
-    drop(done_tx);
-    let all = async {
-        for _ in 0..expected {
-            if done_rx.recv_async().await.is_err() {
-                break;
-            }
-        }
-    };
-    if !wait.is_zero() && tokio::time::timeout(wait, all).await.is_err() {
-        log::warn!("shards have not installed the new client quotas after {wait:?}");
-    }
-}
+/// What a shard runs for a broadcast.
+type ShardJob = Arc<dyn Fn(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
-/// Sends `snapshot` (with its `delta` from the previous version) to every shard and waits (at
-/// most `wait`) until each has applied it.
-async fn deliver(
-    inboxes: &[flume::Sender<ShardTask>],
-    snapshot: Arc<MetadataSnapshot>,
-    delta: Option<Arc<MetadataDelta>>,
-    wait: Duration,
-) {
+/// Runs `job` on every shard and waits (at most `wait`) until each has finished it. False
+/// when some shard had not finished in time.
+async fn broadcast(inboxes: &[flume::Sender<ShardTask>], job: ShardJob, wait: Duration) -> bool {
     let (done_tx, done_rx) = flume::unbounded::<()>();
     let mut expected = 0;
     for inbox in inboxes {
-        let snap = snapshot.clone();
-        let delta = delta.clone();
+        let job = job.clone();
         let done = done_tx.clone();
         let task: ShardTask = Box::new(move |shard| {
             Box::pin(async move {
-                shard.apply_metadata_delta(snap, delta).await;
+                job(shard).await;
                 let _ = done.send(());
             })
         });
@@ -693,15 +659,39 @@ async fn deliver(
             }
         }
     };
-    if wait.is_zero() {
-        return;
+    wait.is_zero() || tokio::time::timeout(wait, all).await.is_ok()
+}
+
+/// Installs `table` on every shard and waits (at most `wait`) until each has it.
+async fn deliver_quotas(
+    inboxes: &[flume::Sender<ShardTask>],
+    table: Arc<QuotaTable>,
+    wait: Duration,
+) {
+    let job: ShardJob = Arc::new(move |shard| {
+        let t = table.clone();
+        Box::pin(async move { shard.quotas.set_table(t) })
+    });
+    if !broadcast(inboxes, job, wait).await {
+        log::warn!("shards have not installed the new client quotas after {wait:?}");
     }
-    if tokio::time::timeout(wait, all).await.is_err() {
-        log::warn!(
-            "shards have not applied metadata version {} after {:?}; continuing",
-            snapshot.version,
-            wait
-        );
+}
+
+/// Sends `snapshot` (with its `delta` from the previous version) to every shard and waits (at
+/// most `wait`) until each has applied it.
+async fn deliver(
+    inboxes: &[flume::Sender<ShardTask>],
+    snapshot: Arc<MetadataSnapshot>,
+    delta: Option<Arc<MetadataDelta>>,
+    wait: Duration,
+) {
+    let version = snapshot.version;
+    let job: ShardJob = Arc::new(move |shard| {
+        let (snap, delta) = (snapshot.clone(), delta.clone());
+        Box::pin(async move { shard.apply_metadata_delta(snap, delta).await })
+    });
+    if !broadcast(inboxes, job, wait).await {
+        log::warn!("shards have not applied metadata version {version} after {wait:?}; continuing");
     }
 }
 
@@ -2668,9 +2658,7 @@ impl Control {
         }
         self.version = next.version;
         self.last_fenced = self.fenced;
-        crate::metrics::STATUS
-            .published_version
-            .store(next.version, std::sync::atomic::Ordering::Release);
+        crate::metrics::STATUS.published(next.version);
         MetadataWork::add(&METADATA_WORK.snapshots_published, 1);
         let snapshot = Arc::new(next);
         self.last = Some(snapshot.clone());

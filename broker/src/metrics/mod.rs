@@ -12,9 +12,10 @@ pub mod http;
 mod render;
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::metadata::CONSUMER_OFFSETS_TOPIC;
@@ -422,14 +423,44 @@ pub async fn queue_probe_loop(shard: std::rc::Weak<Shard>) {
 pub struct Status {
     /// Every shard listens and serves.
     pub serving: AtomicBool,
-    /// The newest metadata version the control thread published (cluster mode).
-    pub published_version: AtomicU64,
+    /// Metadata versions the control thread published (cluster mode), newest last.
+    published: Mutex<VecDeque<(u64, Instant)>>,
 }
 
 pub static STATUS: Status = Status {
     serving: AtomicBool::new(false),
-    published_version: AtomicU64::new(0),
+    published: Mutex::new(VecDeque::new()),
 };
+
+/// How long a shard may take to apply a published metadata version before readiness
+/// reports it behind. Without it every publish (a broker joining, a leader moving) made
+/// every broker unready for the few milliseconds its shards took to apply the snapshot.
+pub const METADATA_APPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Versions remembered; publishes come a few per ZooKeeper change, far fewer than this per
+/// grace period.
+const PUBLISHED_KEPT: usize = 256;
+
+impl Status {
+    /// The control thread published `version` (cluster mode).
+    pub fn published(&self, version: u64) {
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() == PUBLISHED_KEPT {
+            p.pop_front();
+        }
+        p.push_back((version, Instant::now()));
+    }
+
+    /// The newest version published at least `grace` ago: every shard must have applied it.
+    pub fn settled_version(&self, grace: Duration) -> u64 {
+        let p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        p.iter()
+            .rev()
+            .find(|(_, at)| now.duration_since(*at) >= grace)
+            .map_or(0, |(v, _)| *v)
+    }
+}
 
 /// The control thread's metadata work (cluster mode; relaxed atomics, one writer, a few
 /// increments per ZooKeeper round trip).
@@ -467,7 +498,8 @@ pub struct Scrape {
 
 impl Scrape {
     /// Ready: every shard answered and serves; in cluster mode the broker is registered,
-    /// holds a valid ZooKeeper lease and every shard applied the newest published metadata.
+    /// holds a valid ZooKeeper lease and every shard applied each metadata version published
+    /// more than [`METADATA_APPLY_GRACE`] ago.
     pub fn ready(&self, lease_valid: bool) -> Result<(), String> {
         if !self.missing.is_empty() {
             return Err(format!("shards {:?} did not answer", self.missing));
@@ -485,7 +517,7 @@ impl Scrape {
             if !lease_valid {
                 return Err("no valid ZooKeeper session".into());
             }
-            let published = STATUS.published_version.load(Ordering::Acquire);
+            let published = STATUS.settled_version(METADATA_APPLY_GRACE);
             if let Some(r) = self.reports.iter().find(|r| r.metadata_version < published) {
                 return Err(format!(
                     "shard {} applied metadata version {} of {published}",
@@ -517,6 +549,31 @@ impl Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_waits_only_for_versions_published_a_grace_ago() {
+        let status = Status {
+            serving: AtomicBool::new(true),
+            published: Mutex::new(VecDeque::new()),
+        };
+        assert_eq!(status.settled_version(Duration::ZERO), 0);
+        status.published(3);
+        status.published(4);
+        assert_eq!(status.settled_version(Duration::ZERO), 4);
+        assert_eq!(
+            status.settled_version(Duration::from_secs(60)),
+            0,
+            "too fresh"
+        );
+        for v in 5..5 + PUBLISHED_KEPT as u64 {
+            status.published(v);
+        }
+        assert_eq!(status.published.lock().unwrap().len(), PUBLISHED_KEPT);
+        assert_eq!(
+            status.settled_version(Duration::ZERO),
+            4 + PUBLISHED_KEPT as u64
+        );
+    }
 
     #[test]
     fn histogram_buckets_and_merge() {
