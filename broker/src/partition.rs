@@ -553,6 +553,7 @@ impl Partition {
         batches: Vec<IncomingBatch>,
         acks: i16,
         timeout: Duration,
+        on_appended: impl FnOnce(),
     ) -> AppendOutcome {
         if acks == -1 {
             let code = self.check_min_isr();
@@ -576,6 +577,7 @@ impl Partition {
             }
         }
         let mut outcome = self.append(batches).await;
+        on_appended();
         if acks == -1 && outcome.error_code == errors::NONE {
             let code = self.wait_committed(outcome.last_offset, timeout).await;
             if code != errors::NONE {

@@ -1150,6 +1150,103 @@ fn isolated_leader_answers_pending_acks_all_when_its_lease_ends() {
     );
 }
 
+/// acks=all requests waiting for a follower hold no request memory: once appended their bytes
+/// go back to the shard's budget (`queued.max.request.bytes`), so requests far beyond that
+/// budget can wait for a slow follower while the broker keeps reading and answering others.
+/// Holding the bytes until the answer stopped every connection of the shard behind the
+/// slowest follower.
+#[test]
+fn acks_all_waiting_for_a_follower_holds_no_request_budget() {
+    // 8 MiB in all: each of the 2 shards has 1 MiB for frames up to 1 MiB.
+    let mut env = env(
+        2,
+        &[
+            "--set",
+            "replica.lag.time.max.ms=60000",
+            "--set",
+            "queued.max.request.bytes=8388608",
+        ],
+    );
+    let topic = "held";
+    env.cluster.create_topic(topic, 1, 2, &[]);
+    produce_acknowledged(&env.cluster, topic, 1, 0, 10);
+    let leader = env.cluster.leader_of(topic, 0).expect("leader");
+    let follower = env
+        .cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    // A topic without replicas with a partition on the leader, for the probe.
+    env.cluster.create_topic("probe", 2, 1, &[]);
+    let probe_partition = (0..2)
+        .find(|p| env.cluster.leader_of("probe", *p) == Some(leader))
+        .expect("a probe partition on the leader");
+    let bootstrap = env.cluster.broker(leader).bootstrap();
+
+    // Below the session timeout (4 s): the follower stays registered and in the ISR.
+    env.cluster.sigstop(follower);
+    let paused_at = Instant::now();
+    // 24 requests of 250 KiB: three times the shards' budgets for their size, each budget
+    // held by four of them with less than the probe's 200 KiB left.
+    let waiting: Vec<_> = (0..24)
+        .map(|i| {
+            let bootstrap = bootstrap.clone();
+            thread::spawn(move || {
+                let mut conn = Connection::connect(&bootstrap, "held", Duration::from_secs(30))?;
+                let value = vec![b'h'; 250 * 1024];
+                client::produce(
+                    &mut conn,
+                    topic,
+                    0,
+                    raw_batch(format!("held-{i}").as_bytes(), &value),
+                    -1,
+                    20_000,
+                )
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(700));
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "acks=all answered without the paused follower"
+    );
+    let probe_started = Instant::now();
+    let probe = {
+        let bootstrap = bootstrap.clone();
+        thread::spawn(move || {
+            let mut conn = Connection::connect(&bootstrap, "probe", Duration::from_secs(10))?;
+            client::produce(
+                &mut conn,
+                "probe",
+                probe_partition,
+                raw_batch(b"probe", &vec![b'p'; 200 * 1024]),
+                1,
+                5_000,
+            )
+        })
+    };
+    let answered = wait_until(Duration::from_millis(1500), || probe.is_finished());
+    let probe_ms = probe_started.elapsed().as_millis();
+    let paused_for = paused_at.elapsed();
+    env.cluster.sigcont(follower);
+    println!(
+        "PROBE_MS={probe_ms} FOLLOWER_PAUSED_MS={}",
+        paused_for.as_millis()
+    );
+    assert!(
+        answered,
+        "a produce to another partition waited {probe_ms} ms behind acks=all requests \
+         waiting for a paused follower"
+    );
+    let offset = probe.join().expect("probe thread").expect("probe produce");
+    assert!(offset.is_some_and(|o| o >= 0), "probe offset {offset:?}");
+    for w in waiting {
+        let r = w.join().expect("producer thread");
+        assert!(r.is_ok(), "acks=all after the follower resumed: {r:?}");
+    }
+}
+
 /// One idempotent batch (producer `pid`, epoch 0, sequence `seq`) produced with acks=all to
 /// broker `to`; the error code, 0 when appended.
 fn produce_sequence(cluster: &Cluster, to: i32, topic: &str, pid: i64, seq: i32) -> i16 {

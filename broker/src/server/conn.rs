@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,8 +23,8 @@ use futures_lite::AsyncReadExt;
 use shardlog_protocol::frame;
 
 use crate::config::{limits, BrokerConfig};
-use crate::metrics::ShardMetrics;
 use crate::rt::{BudgetPermit, ByteBudget, TcpStream};
+use crate::shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -154,7 +155,8 @@ impl RequestBudget {
 
     /// Reserves a frame of `len` bytes (at most the whole of its budget: a frame larger than
     /// that waits until it has the budget to itself).
-    async fn reserve<'a>(&self, len: usize, metrics: &'a ShardMetrics) -> Option<Reservation<'a>> {
+    async fn reserve(&self, len: usize, shard: &Rc<Shard>) -> Option<Reservation> {
+        let metrics = &shard.metrics;
         let budget = self.for_frame(len);
         let permit = match budget.try_reserve(len) {
             Some(p) => p,
@@ -163,7 +165,7 @@ impl RequestBudget {
                 budget.reserve(len).await?
             }
         };
-        Some(Reservation::new(permit, metrics))
+        Some(Reservation::new(permit, shard))
     }
 
     /// Bytes of the budget not reserved now (both parts).
@@ -173,22 +175,25 @@ impl RequestBudget {
 }
 
 /// A frame's bytes, reserved from the shard's budget until dropped.
-pub struct Reservation<'a> {
+pub struct Reservation {
     permit: BudgetPermit,
-    metrics: &'a ShardMetrics,
+    shard: Rc<Shard>,
 }
 
-impl<'a> Reservation<'a> {
-    fn new(permit: BudgetPermit, metrics: &'a ShardMetrics) -> Reservation<'a> {
-        let held = &metrics.request_bytes_held;
+impl Reservation {
+    fn new(permit: BudgetPermit, shard: &Rc<Shard>) -> Reservation {
+        let held = &shard.metrics.request_bytes_held;
         held.set(held.get() + permit.bytes() as u64);
-        Reservation { permit, metrics }
+        Reservation {
+            permit,
+            shard: shard.clone(),
+        }
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        let held = &self.metrics.request_bytes_held;
+        let held = &self.shard.metrics.request_bytes_held;
         held.set(held.get().saturating_sub(self.permit.bytes() as u64));
     }
 }
@@ -222,13 +227,13 @@ pub async fn read_prefix(stream: &mut TcpStream, max: usize) -> Result<Option<us
 
 /// Reserves a frame of `len` bytes from `budget` (waiting while it is used up), then reads its
 /// body. The bytes stay reserved while the returned `Reservation` lives.
-pub async fn read_body<'a>(
+pub async fn read_body(
     stream: &mut TcpStream,
     len: usize,
     budget: &RequestBudget,
-    metrics: &'a ShardMetrics,
-) -> Result<(Bytes, Reservation<'a>), ConnError> {
-    let Some(reservation) = budget.reserve(len, metrics).await else {
+    shard: &Rc<Shard>,
+) -> Result<(Bytes, Reservation), ConnError> {
+    let Some(reservation) = budget.reserve(len, shard).await else {
         return Err(ConnError::Io(std::io::Error::other(
             "the request budget is closed",
         )));

@@ -43,6 +43,17 @@ pub struct RequestContext {
     pub client_id: String,
     /// The peer's address as Kafka writes it ("/127.0.0.1").
     pub client_host: String,
+    /// The request's bytes reserved from the shard's budget (`queued.max.request.bytes`).
+    reservation: std::cell::RefCell<Option<conn::Reservation>>,
+}
+
+impl RequestContext {
+    /// The handler no longer holds the request's bytes: returns them to the shard's budget
+    /// before the response is ready (Produce with acks=all, once appended, while it waits
+    /// for the ISR). Otherwise they return when the request is answered.
+    pub fn release_request_bytes(&self) {
+        self.reservation.borrow_mut().take();
+    }
 }
 
 /// What a handler hands back to the connection.
@@ -197,15 +208,15 @@ async fn serve_request(
     shared: &ShardConnections,
 ) -> Result<Option<client_quotas::Throttle>, ConnError> {
     let read = futures_lite::future::or(
-        async { Some(conn::read_body(stream, len, &shared.budget, &shard.metrics).await) },
+        async { Some(conn::read_body(stream, len, &shared.budget, shard).await) },
         async {
             let _ = shard.shutdown.recv_async().await;
             None
         },
     )
     .await;
-    // The reservation is held until the request is answered.
-    let (frame, _reservation) = match read {
+    // The reservation is held until the request is answered (or its handler releases it).
+    let (frame, reservation) = match read {
         None => return Ok(None),
         Some(r) => r?,
     };
@@ -214,7 +225,15 @@ async fn serve_request(
     let mut throttle = client_quotas::Throttle::default();
     // Boxed: the handlers' futures are large, and unboxed they would be part of every
     // connection's future, idle ones included (see "Limits" in ARCHITECTURE.md).
-    let result = Box::pin(handle_frame(shard, frame, stream, &mut out, &mut throttle)).await;
+    let result = Box::pin(handle_frame(
+        shard,
+        frame,
+        reservation,
+        stream,
+        &mut out,
+        &mut throttle,
+    ))
+    .await;
     shared.buffers.give_back(out);
     in_flight.set(in_flight.get() - 1);
     result.map(|()| Some(throttle))
@@ -223,6 +242,7 @@ async fn serve_request(
 async fn handle_frame(
     shard: &Rc<Shard>,
     frame: Bytes,
+    reservation: conn::Reservation,
     stream: &mut TcpStream,
     out: &mut BytesMut,
     throttle: &mut client_quotas::Throttle,
@@ -298,6 +318,7 @@ async fn handle_frame(
             .peer_addr()
             .map(|a| format!("/{}", a.ip()))
             .unwrap_or_default(),
+        reservation: std::cell::RefCell::new(Some(reservation)),
     };
     let started = shard.metrics.enabled().then(std::time::Instant::now);
     // Client quotas: record this request, throttle the response when over a quota.
@@ -376,7 +397,7 @@ async fn dispatch(
     match body {
         RequestKind::ApiVersions(r) => api_versions::handle(version, r),
         RequestKind::Metadata(r) => metadata_api::handle(shard, version, r).await,
-        RequestKind::Produce(r) => produce::handle(shard, version, r).await,
+        RequestKind::Produce(r) => produce::handle(shard, version, r, ctx).await,
         RequestKind::Fetch(r) => fetch::handle(shard, version, r).await,
         RequestKind::OffsetForLeaderEpoch(r) => {
             offset_for_leader_epoch::handle(shard, version, r).await

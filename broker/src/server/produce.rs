@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use shardlog_protocol::batch;
 
 use super::admin::scatter;
-use super::Response;
+use super::{RequestContext, Response};
 use crate::errors;
 use crate::partition::{AppendOutcome, IncomingBatch};
 use crate::shard::{Counters, Shard};
@@ -46,22 +46,30 @@ fn validate(records: &Option<Bytes>, max_message_bytes: usize) -> Result<Vec<Inc
     Ok(out)
 }
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Response {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    mut req: ProduceRequest,
+    ctx: &RequestContext,
+) -> Response {
     let acks = req.acks;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let snapshot = shard.metadata();
     // Per partition in request order: Err(code) decided here, or Ok(()) sent to its shard.
     let mut decided: Vec<Result<(), i16>> = Vec::new();
     let mut items = Vec::new();
-    for t in &req.topic_data {
+    for t in &mut req.topic_data {
         let topic = snapshot.topic(t.name.0.as_str());
-        for p in &t.partition_data {
+        for p in &mut t.partition_data {
+            // Taken out of the request: once appended, the batches are the frame's only
+            // holders, so its memory is freed while acks=all waits.
+            let records = p.records.take();
             let check = if !matches!(acks, -1..=1) {
                 Err(errors::INVALID_REQUIRED_ACKS)
             } else {
                 match topic {
                     Some(meta) if p.index >= 0 && p.index < meta.partitions => {
-                        validate(&p.records, meta.config.max_message_bytes)
+                        validate(&records, meta.config.max_message_bytes)
                             .map(|b| (meta.name.clone(), b))
                     }
                     _ => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
@@ -79,44 +87,72 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Res
             }
         }
     }
+    // acks=all: every owning shard reports when its partitions have appended; from then on
+    // the request's bytes are on disk (page cache), not in memory, and return to the budget
+    // while the ISR catches up (a slow follower must not stop the shard reading requests).
+    let sent = items.len();
+    let (appended_tx, appended_rx) = flume::unbounded::<()>();
     let outcomes = scatter(
         shard,
         items,
         failed(errors::NOT_LEADER_OR_FOLLOWER),
-        move |s: Rc<Shard>, parts| async move {
-            let tasks: Vec<_> = parts
-                .into_iter()
-                .map(
-                    |(topic, index, batches): (std::sync::Arc<str>, i32, Vec<IncomingBatch>)| {
-                        let partition = s.partition(&topic, index);
-                        // A topic this broker does not replicate (cluster mode): not ours to
-                        // lead, the client should refresh its metadata.
-                        let known = s.metadata().topic(&topic).is_some();
-                        let here = s.clone();
-                        crate::rt::spawn(async move {
-                            match partition {
-                                Some(p) => {
-                                    let o = p.produce(batches, acks, timeout).await;
-                                    if o.queue_full {
-                                        here.metrics.count(&here.metrics.produce_queue_full, 1);
+        move |s: Rc<Shard>, parts| {
+            let appended_tx = appended_tx.clone();
+            async move {
+                let tasks: Vec<_> = parts
+                    .into_iter()
+                    .map(
+                        |(topic, index, batches): (
+                            std::sync::Arc<str>,
+                            i32,
+                            Vec<IncomingBatch>,
+                        )| {
+                            let partition = s.partition(&topic, index);
+                            // A topic this broker does not replicate (cluster mode): not ours to
+                            // lead, the client should refresh its metadata.
+                            let known = s.metadata().topic(&topic).is_some();
+                            let here = s.clone();
+                            let appended = appended_tx.clone();
+                            crate::rt::spawn(async move {
+                                match partition {
+                                    Some(p) => {
+                                        let on_appended = move || {
+                                            let _ = appended.send(());
+                                        };
+                                        let o =
+                                            p.produce(batches, acks, timeout, on_appended).await;
+                                        if o.queue_full {
+                                            here.metrics.count(&here.metrics.produce_queue_full, 1);
+                                        }
+                                        o
                                     }
-                                    o
+                                    None if known => failed(errors::NOT_LEADER_OR_FOLLOWER),
+                                    None => failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
                                 }
-                                None if known => failed(errors::NOT_LEADER_OR_FOLLOWER),
-                                None => failed(errors::UNKNOWN_TOPIC_OR_PARTITION),
-                            }
-                        })
-                    },
-                )
-                .collect();
-            let mut out = Vec::with_capacity(tasks.len());
-            for t in tasks {
-                out.push(t.await);
+                            })
+                        },
+                    )
+                    .collect();
+                let mut out = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    out.push(t.await);
+                }
+                out
             }
-            out
         },
-    )
-    .await;
+    );
+    let released = async {
+        if acks == -1 {
+            // Ends early when a sender is dropped unsent (a refusal, a shard that stopped).
+            for _ in 0..sent {
+                if appended_rx.recv_async().await.is_err() {
+                    break;
+                }
+            }
+            ctx.release_request_bytes();
+        }
+    };
+    let (outcomes, ()) = futures_lite::future::zip(outcomes, released).await;
     if acks == 0 {
         return Response::None;
     }
