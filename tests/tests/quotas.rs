@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Statistics};
-use shardlog_tests::{cli, Broker};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+use shardlog_tests::{cli, wait_until, Broker, Cluster, ZooKeeper};
+
+mod common;
 
 const LIMIT: u64 = 10 * 1024 * 1024;
 
@@ -32,6 +35,8 @@ impl ClientContext for Ctx {
         }
     }
 }
+
+impl ConsumerContext for Ctx {}
 
 impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
@@ -96,7 +101,7 @@ fn producer_byte_rate_limits_one_client_id_and_not_another() {
         let u = s.spawn(|| produce_flat_out(&b, "quota-b", "free", run));
         (l.join().unwrap(), u.join().unwrap())
     });
-    let mb = |r: f64| r / (1024.0 * 1024.0);
+    let mb = mib;
     eprintln!(
         "limited: {:.2} MiB/s (throttle max {} ms); free: {:.2} MiB/s (throttle max {} ms)",
         mb(limited.0),
@@ -117,6 +122,160 @@ fn producer_byte_rate_limits_one_client_id_and_not_another() {
         mb(unlimited.0)
     );
     assert_eq!(unlimited.1, 0, "the other client id is never throttled");
+}
+
+/// Reads `topic`'s partition 0 from the beginning as `client_id` for `run`, fetching at most
+/// 256 KiB at a time; returns (bytes per second read, largest throttle time librdkafka saw).
+fn consume_flat_out(bootstrap: &str, topic: &str, client_id: &str, run: Duration) -> (f64, i64) {
+    let ctx = Ctx::default();
+    let consumer: BaseConsumer<Ctx> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", client_id)
+        .set("group.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "262144")
+        .set("message.max.bytes", "262144")
+        .set("max.partition.fetch.bytes", "262144")
+        .set("statistics.interval.ms", "500")
+        .create_with_context(ctx.clone())
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).expect("assign");
+    let start = Instant::now();
+    let mut read = 0u64;
+    while start.elapsed() < run {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("no consume error");
+            read += rdkafka::message::Message::payload(&m).map_or(0, |p| p.len()) as u64;
+        }
+    }
+    let rate = read as f64 / start.elapsed().as_secs_f64();
+    // One more statistics round, so a throttle of the last seconds is counted too.
+    let until = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < until {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    (rate, ctx.0.throttle_max_ms.load(Ordering::Relaxed))
+}
+
+fn mib(rate: f64) -> f64 {
+    rate / (1024.0 * 1024.0)
+}
+
+#[test]
+fn consumer_byte_rate_limits_one_client_id_and_not_another() {
+    const READ_LIMIT: u64 = 2 * 1024 * 1024;
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    cli(&["-b", &b, "topic", "create", "cq", "-p", "1"]);
+    // 60 MiB: more than either reader gets through in its run.
+    common::produce_with(&b, "cq", &[("acks", "1")], 6 * 1024, 1, |i| {
+        common::payload(i, 10 * 1024)
+    });
+    cli(&[
+        "-b",
+        &b,
+        "quota",
+        "set",
+        "--client-id",
+        "slow-reader",
+        "--consumer-byte-rate",
+        &READ_LIMIT.to_string(),
+    ]);
+    let run = Duration::from_secs(12);
+    let (limited, free) = std::thread::scope(|s| {
+        let l = s.spawn(|| consume_flat_out(&b, "cq", "slow-reader", run));
+        let f = s.spawn(|| consume_flat_out(&b, "cq", "fast-reader", Duration::from_secs(2)));
+        (l.join().unwrap(), f.join().unwrap())
+    });
+    eprintln!(
+        "limited: {:.2} MiB/s (throttle max {} ms); free: {:.2} MiB/s (throttle max {} ms)",
+        mib(limited.0),
+        limited.1,
+        mib(free.0),
+        free.1
+    );
+    let error = (limited.0 - READ_LIMIT as f64).abs() / READ_LIMIT as f64;
+    assert!(
+        error < 0.15,
+        "limited consumer at {:.2} MiB/s, not within 15 % of 2",
+        mib(limited.0)
+    );
+    assert!(limited.1 > 0, "the throttled consumer saw throttle_time_ms");
+    assert!(
+        free.0 > 3.0 * READ_LIMIT as f64,
+        "the other client id is not held to the quota: {:.2} MiB/s",
+        mib(free.0)
+    );
+    assert_eq!(free.1, 0, "the other client id is never throttled");
+}
+
+/// Cluster mode: a quota set through one broker is stored in ZooKeeper
+/// (`/config/clients/<id>`) and enforced by another, which learns it from its watch; a
+/// deletion through that one reaches the first the same way.
+#[test]
+fn in_cluster_mode_a_quota_set_through_one_broker_holds_on_another() {
+    let zk = ZooKeeper::start();
+    let cluster = Cluster::start(&zk, 2, &[]);
+    cluster.create_topic("cq", 1, 1, &[]);
+    let leader = cluster.leader_of("cq", 0).expect("leader");
+    let other = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a second broker");
+    let (at_leader, at_other) = (
+        cluster.broker(leader).bootstrap(),
+        cluster.broker(other).bootstrap(),
+    );
+    cli(&[
+        "-b",
+        &at_other,
+        "quota",
+        "set",
+        "--client-id",
+        "limited",
+        "--producer-byte-rate",
+        &LIMIT.to_string(),
+    ]);
+    let describe = |bootstrap: &str| cli(&["-b", bootstrap, "--json", "quota", "describe"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || describe(&at_leader)
+            .contains("limited")),
+        "broker {leader} never saw the quota set through broker {other}: {}",
+        describe(&at_leader)
+    );
+    // 15 s: longer than the quota window (11 s), when the first sample ages out.
+    let (rate, throttle) = produce_flat_out(&at_leader, "cq", "limited", Duration::from_secs(15));
+    eprintln!(
+        "limited through broker {leader}: {:.2} MiB/s (throttle max {throttle} ms)",
+        mib(rate)
+    );
+    let error = (rate - LIMIT as f64).abs() / LIMIT as f64;
+    assert!(
+        error < 0.15,
+        "limited producer at {:.2} MiB/s on broker {leader}, not within 15 % of 10",
+        mib(rate)
+    );
+    assert!(throttle > 0, "the throttled producer saw throttle_time_ms");
+    cli(&[
+        "-b",
+        &at_leader,
+        "quota",
+        "delete",
+        "--client-id",
+        "limited",
+        "--key",
+        "producer_byte_rate",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !describe(&at_other)
+            .contains("limited")),
+        "broker {other} still has the quota deleted through broker {leader}: {}",
+        describe(&at_other)
+    );
 }
 
 #[test]
