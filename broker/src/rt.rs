@@ -115,10 +115,10 @@ pub async fn yield_if_needed() {
 /// for all of them to finish. Returns the first error an executor could not start with.
 ///
 /// Executors start one after the other: each must have polled its main task before the next
-/// is created. Rarely (about once in ten cluster starts under test load, never reproduced
-/// with standalone starts) a new executor never polls its main task: the thread exists, the
-/// executor parks with the task pending. The cause inside glommio is not known; such an
-/// attempt is abandoned after `SHARD_START_ATTEMPT` and the shard started again on a fresh
+/// is created. With stock glommio 0.9.0 a new executor sometimes never polled its main task
+/// (the lost wake-up in `LocalExecutor::run`, fixed in `third_party/glommio`, see its
+/// SHARDLOG.md). The retry stays as an alarm that counts in the metrics: an attempt that has
+/// not polled after `SHARD_START_ATTEMPT` is abandoned and the shard started again on a fresh
 /// executor. Whichever attempt polls first claims the shard; a late one finds it claimed and
 /// ends without running `main`. After `SHARD_START_ATTEMPTS` the broker gives up with an error
 /// instead of never listening.

@@ -108,6 +108,10 @@ async fn send_range(
                 Counters::add(&counters.fetch_bytes_sendfile, n);
                 done += n;
                 if n == step {
+                    // A socket with room never makes this loop wait: without a yield, one
+                    // large response kept the shard for its whole length (tens of ms for
+                    // 50 MiB), and every request on it waited.
+                    crate::rt::yield_if_needed().await;
                     continue;
                 }
                 // Socket buffer full: this write waits (in the ring, not on the thread) until
