@@ -42,19 +42,7 @@ fn kcat_metadata_produce_consume() {
         "{meta}"
     );
 
-    let out = run_ok(kcat(&broker).args([
-        "-C",
-        "-t",
-        "kcat-topic",
-        "-p",
-        "0",
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%k=%s@%o\n",
-    ]));
+    let out = read_partition0(&broker, "kcat-topic", "%k=%s@%o\n");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 500, "{out}");
     for (i, line) in lines.iter().enumerate() {
@@ -131,19 +119,7 @@ fn kcat_reads_records_evicted_from_the_page_cache() {
     }
     assert!(child.wait().unwrap().success(), "{}", broker.log());
     evict_segments(&broker.data_dir.join("cold-0"));
-    let out = run_ok(kcat(&broker).args([
-        "-C",
-        "-t",
-        "cold",
-        "-p",
-        "0",
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%s\n",
-    ]));
+    let out = read_partition0(&broker, "cold", "%s\n");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 8000);
     for (i, line) in lines.iter().enumerate() {
@@ -161,4 +137,22 @@ fn kcat_reads_records_evicted_from_the_page_cache() {
         disk >= 100_000.0,
         "cold bytes read through the ring: {disk}"
     );
+}
+
+/// kcat's output for partition 0 of `topic` from the beginning to its end, one `format` per
+/// record.
+fn read_partition0(broker: &Broker, topic: &str, format: &str) -> String {
+    run_ok(kcat(broker).args([
+        "-C",
+        "-t",
+        topic,
+        "-p",
+        "0",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        format,
+    ]))
 }

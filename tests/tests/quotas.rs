@@ -101,27 +101,7 @@ fn producer_byte_rate_limits_one_client_id_and_not_another() {
         let u = s.spawn(|| produce_flat_out(&b, "quota-b", "free", run));
         (l.join().unwrap(), u.join().unwrap())
     });
-    let mb = mib;
-    eprintln!(
-        "limited: {:.2} MiB/s (throttle max {} ms); free: {:.2} MiB/s (throttle max {} ms)",
-        mb(limited.0),
-        limited.1,
-        mb(unlimited.0),
-        unlimited.1
-    );
-    let error = (limited.0 - LIMIT as f64).abs() / LIMIT as f64;
-    assert!(
-        error < 0.15,
-        "limited producer at {:.2} MiB/s, not within 15 % of 10",
-        mb(limited.0)
-    );
-    assert!(limited.1 > 0, "the throttled producer saw throttle_time_ms");
-    assert!(
-        unlimited.0 > 2.0 * LIMIT as f64,
-        "the other client id is not held to the quota: {:.2} MiB/s",
-        mb(unlimited.0)
-    );
-    assert_eq!(unlimited.1, 0, "the other client id is never throttled");
+    check_limited("producer", limited, LIMIT, unlimited, 2.0);
 }
 
 /// Reads `topic`'s partition 0 from the beginning as `client_id` for `run`, fetching at most
@@ -164,6 +144,33 @@ fn mib(rate: f64) -> f64 {
     rate / (1024.0 * 1024.0)
 }
 
+/// `limited` and `free` are (bytes per second, largest throttle time) of two clients run side
+/// by side: the limited one within 15 % of `limit` and throttled, the other at more than
+/// `free_factor` times the limit and never throttled.
+fn check_limited(what: &str, limited: (f64, i64), limit: u64, free: (f64, i64), free_factor: f64) {
+    eprintln!(
+        "{what}s: limited {:.2} MiB/s (throttle max {} ms); free {:.2} MiB/s (throttle max {} ms)",
+        mib(limited.0),
+        limited.1,
+        mib(free.0),
+        free.1
+    );
+    let error = (limited.0 - limit as f64).abs() / limit as f64;
+    assert!(
+        error < 0.15,
+        "limited {what} at {:.2} MiB/s, not within 15 % of {:.2}",
+        mib(limited.0),
+        mib(limit as f64)
+    );
+    assert!(limited.1 > 0, "the throttled {what} saw throttle_time_ms");
+    assert!(
+        free.0 > free_factor * limit as f64,
+        "the other client id is held to the quota: {:.2} MiB/s",
+        mib(free.0)
+    );
+    assert_eq!(free.1, 0, "the other client id is never throttled");
+}
+
 #[test]
 fn consumer_byte_rate_limits_one_client_id_and_not_another() {
     const READ_LIMIT: u64 = 2 * 1024 * 1024;
@@ -190,26 +197,7 @@ fn consumer_byte_rate_limits_one_client_id_and_not_another() {
         let f = s.spawn(|| consume_flat_out(&b, "cq", "fast-reader", Duration::from_secs(2)));
         (l.join().unwrap(), f.join().unwrap())
     });
-    eprintln!(
-        "limited: {:.2} MiB/s (throttle max {} ms); free: {:.2} MiB/s (throttle max {} ms)",
-        mib(limited.0),
-        limited.1,
-        mib(free.0),
-        free.1
-    );
-    let error = (limited.0 - READ_LIMIT as f64).abs() / READ_LIMIT as f64;
-    assert!(
-        error < 0.15,
-        "limited consumer at {:.2} MiB/s, not within 15 % of 2",
-        mib(limited.0)
-    );
-    assert!(limited.1 > 0, "the throttled consumer saw throttle_time_ms");
-    assert!(
-        free.0 > 3.0 * READ_LIMIT as f64,
-        "the other client id is not held to the quota: {:.2} MiB/s",
-        mib(free.0)
-    );
-    assert_eq!(free.1, 0, "the other client id is never throttled");
+    check_limited("consumer", limited, READ_LIMIT, free, 3.0);
 }
 
 /// Cluster mode: a quota set through one broker is stored in ZooKeeper

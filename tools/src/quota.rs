@@ -175,18 +175,19 @@ pub fn render_describe(
     Ok(())
 }
 
+/// Sends `ops` for the entity `entity` names; returns the entity as (type, name) pairs.
 fn alter(
     ctx: &Ctx,
-    parts: Vec<(&'static str, Option<String>)>,
+    entity: &QuotaEntityArgs,
     ops: Vec<alter::OpData>,
     validate_only: bool,
-) -> anyhow::Result<()> {
-    let what = entity_text(
-        &parts
-            .iter()
-            .map(|(t, n)| (t.to_string(), n.clone()))
-            .collect::<Vec<_>>(),
-    );
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let parts = required_entity(ctx, entity)?;
+    let shown: Vec<(String, Option<String>)> = parts
+        .iter()
+        .map(|(t, n)| (t.to_string(), n.clone()))
+        .collect();
+    let what = entity_text(&shown);
     let req = AlterClientQuotasRequest::default()
         .with_validate_only(validate_only)
         .with_entries(vec![alter::EntryData::default()
@@ -212,7 +213,8 @@ fn alter(
             }
             Ok(())
         })
-        .with_context(|| format!("changing the client quotas of {what}"))
+        .with_context(|| format!("changing the client quotas of {what}"))?;
+    Ok(shown)
 }
 
 pub fn set(ctx: &Ctx, a: &QuotaSetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -235,12 +237,7 @@ pub fn set(ctx: &Ctx, a: &QuotaSetArgs, out: &mut dyn Write) -> anyhow::Result<(
                 .with_remove(false)
         })
         .collect();
-    let parts = required_entity(ctx, &a.entity)?;
-    let shown: Vec<(String, Option<String>)> = parts
-        .iter()
-        .map(|(t, n)| (t.to_string(), n.clone()))
-        .collect();
-    alter(ctx, parts, ops, a.validate_only)?;
+    let shown = alter(ctx, &a.entity, ops, a.validate_only)?;
     if ctx.json {
         let set: serde_json::Map<String, Value> = values
             .iter()
@@ -284,12 +281,7 @@ pub fn delete(ctx: &Ctx, a: &QuotaDeleteArgs, out: &mut dyn Write) -> anyhow::Re
                 .with_remove(true)
         })
         .collect();
-    let parts = required_entity(ctx, &a.entity)?;
-    let shown: Vec<(String, Option<String>)> = parts
-        .iter()
-        .map(|(t, n)| (t.to_string(), n.clone()))
-        .collect();
-    alter(ctx, parts, ops, a.validate_only)?;
+    let shown = alter(ctx, &a.entity, ops, a.validate_only)?;
     if ctx.json {
         return print_json(
             out,
