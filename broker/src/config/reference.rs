@@ -353,8 +353,8 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "Bytes of request frames the broker holds at once, over all connections (Kafka's \
          memory pool). Each shard gets an equal share; a frame reserves its size (at most the \
          share) from its shard's share as soon as its 4-byte size has arrived, before its body \
-         is read, and releases it once answered. While a share is used up, that shard reads \
-         no more request bodies until memory is released. A quarter of each share is kept for \
+         is read, and releases it once answered (an acks=all produce once appended, while it \
+         waits for the in-sync replicas). While a share is used up, that shard reads no more request bodies until memory is released. A quarter of each share is kept for \
          frames up to 1 MiB, so large frames never hold up ordinary requests. Kafka's default \
          -1 (unbounded) is refused: 200 clients announcing 100 MiB frames would ask for 20 GB.",
     ),
