@@ -85,16 +85,7 @@ fn produce_flat_out(bootstrap: &str, topic: &str, client_id: &str, run: Duration
 fn producer_byte_rate_limits_one_client_id_and_not_another() {
     let broker = Broker::start_with(&["--set", "num.partitions=2"]);
     let b = broker.bootstrap();
-    cli(&[
-        "-b",
-        &b,
-        "quota",
-        "set",
-        "--client-id",
-        "limited",
-        "--producer-byte-rate",
-        &LIMIT.to_string(),
-    ]);
+    set_client_quota(&b, "limited", "producer_byte_rate", LIMIT);
     let run = Duration::from_secs(12);
     let (limited, unlimited) = std::thread::scope(|s| {
         let l = s.spawn(|| produce_flat_out(&b, "quota-a", "limited", run));
@@ -140,6 +131,21 @@ fn consume_flat_out(bootstrap: &str, topic: &str, client_id: &str, run: Duration
     (rate, ctx.0.throttle_max_ms.load(Ordering::Relaxed))
 }
 
+/// `shardlog-cli quota set --client-id CLIENT --KEY VALUE` through `bootstrap`.
+fn set_client_quota(bootstrap: &str, client: &str, key: &str, value: u64) {
+    let flag = format!("--{}", key.replace('_', "-"));
+    cli(&[
+        "-b",
+        bootstrap,
+        "quota",
+        "set",
+        "--client-id",
+        client,
+        &flag,
+        &value.to_string(),
+    ]);
+}
+
 fn mib(rate: f64) -> f64 {
     rate / (1024.0 * 1024.0)
 }
@@ -181,16 +187,7 @@ fn consumer_byte_rate_limits_one_client_id_and_not_another() {
     common::produce_with(&b, "cq", &[("acks", "1")], 6 * 1024, 1, |i| {
         common::payload(i, 10 * 1024)
     });
-    cli(&[
-        "-b",
-        &b,
-        "quota",
-        "set",
-        "--client-id",
-        "slow-reader",
-        "--consumer-byte-rate",
-        &READ_LIMIT.to_string(),
-    ]);
+    set_client_quota(&b, "slow-reader", "consumer_byte_rate", READ_LIMIT);
     let run = Duration::from_secs(12);
     let (limited, free) = std::thread::scope(|s| {
         let l = s.spawn(|| consume_flat_out(&b, "cq", "slow-reader", run));
@@ -218,16 +215,7 @@ fn in_cluster_mode_a_quota_set_through_one_broker_holds_on_another() {
         cluster.broker(leader).bootstrap(),
         cluster.broker(other).bootstrap(),
     );
-    cli(&[
-        "-b",
-        &at_other,
-        "quota",
-        "set",
-        "--client-id",
-        "limited",
-        "--producer-byte-rate",
-        &LIMIT.to_string(),
-    ]);
+    set_client_quota(&at_other, "limited", "producer_byte_rate", LIMIT);
     let describe = |bootstrap: &str| cli(&["-b", bootstrap, "--json", "quota", "describe"]);
     assert!(
         wait_until(Duration::from_secs(10), || describe(&at_leader)

@@ -90,8 +90,12 @@ pub async fn handle(
     // acks=all: every owning shard reports when its partitions have appended; from then on
     // the request's bytes are on disk (page cache), not in memory, and return to the budget
     // while the ISR catches up (a slow follower must not stop the shard reading requests).
+    // acks=0/1 answer once appended anyway: no channel, nothing allocated for them.
     let sent = items.len();
-    let (appended_tx, appended_rx) = flume::unbounded::<()>();
+    let (appended_tx, appended_rx) = match (acks == -1).then(flume::unbounded::<()>) {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
+    };
     let outcomes = scatter(
         shard,
         items,
@@ -117,7 +121,9 @@ pub async fn handle(
                                 match partition {
                                     Some(p) => {
                                         let on_appended = move || {
-                                            let _ = appended.send(());
+                                            if let Some(a) = appended {
+                                                let _ = a.send(());
+                                            }
                                         };
                                         let o =
                                             p.produce(batches, acks, timeout, on_appended).await;
@@ -142,10 +148,11 @@ pub async fn handle(
         },
     );
     let released = async {
-        if acks == -1 {
-            // Ends early when a sender is dropped unsent (a refusal, a shard that stopped).
+        if let Some(rx) = appended_rx {
+            // A partition that never appends (refused, its shard stopped) sends nothing; the
+            // wait then ends when the scatter completes and drops the last sender.
             for _ in 0..sent {
-                if appended_rx.recv_async().await.is_err() {
+                if rx.recv_async().await.is_err() {
                     break;
                 }
             }
