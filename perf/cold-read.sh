@@ -16,8 +16,11 @@
 # for its receive copies (perf: 45 % of 2 CPUs at ~330 MB/s); at idle priority it takes only
 # what the broker and the producer leave, as a consumer on another machine would.
 #
+# --scratch DIR puts the broker's data directory and fio's file under DIR instead of under --out
+# (to measure another filesystem; both always share one disk, so fio's rate is that disk's).
+#
 # Usage: perf/cold-read.sh [--out DIR] [--cold-gb N] [--rate R] [--seconds S] [--shards N]
-#                          [--reader-priority normal|idle]
+#                          [--reader-priority normal|idle] [--scratch DIR]
 source "$(dirname "$0")/lib.sh"
 
 OUT="$(default_results_dir)-cold-read"
@@ -26,6 +29,7 @@ RATE=20000
 RUN_SECONDS=12
 SHARDS=2
 READER_PRIORITY=normal
+SCRATCH=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift 2 ;;
@@ -34,7 +38,8 @@ while [ $# -gt 0 ]; do
         --seconds) RUN_SECONDS="$2"; shift 2 ;;
         --shards) SHARDS="$2"; shift 2 ;;
         --reader-priority) READER_PRIORITY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --scratch) SCRATCH="$2"; shift 2 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -48,9 +53,14 @@ ensure_cmd fio fio
 ensure_cmd python3 python3
 OUT="$(abs_path "$OUT")"
 mkdir -p "$OUT/raw" "$OUT/runs"
-DATA="$OUT/raw/data"
+SCRATCH="$(abs_path "${SCRATCH:-$OUT/raw}")"
+mkdir -p "$SCRATCH"
+DATA="$SCRATCH/data"
+FIO_DIR="$SCRATCH/fio"
 rm -rf "$DATA"
-trap 'stop_started; rm -rf "$DATA" "$OUT/raw/fio"' EXIT
+trap 'stop_started; rm -rf "$DATA" "$FIO_DIR"' EXIT
+FS_TYPE="$(stat -f -c %T "$SCRATCH")"
+log "data directory $DATA on a $FS_TYPE filesystem"
 
 B="$(bench_bin)"
 start_shardlog "$DATA" "$SHARDS" "$OUT/raw/broker.log"
@@ -69,13 +79,13 @@ log "filling topic cold with $RECORDS records of 1 KiB ($COLD_GB GB) over $PARTI
     --out "$OUT/raw" --name create-hot >/dev/null
 
 log "fio: buffered sequential read, 1 MiB blocks, caches dropped"
-mkdir -p "$OUT/raw/fio"
-fio --name=prep --filename="$OUT/raw/fio/f" --rw=write --bs=1M --size=4G --ioengine=psync \
+mkdir -p "$FIO_DIR"
+fio --name=prep --filename="$FIO_DIR/f" --rw=write --bs=1M --size=4G --ioengine=psync \
     --end_fsync=1 >/dev/null
 drop_caches
-fio --name=seqread --filename="$OUT/raw/fio/f" --rw=read --bs=1M --size=4G --ioengine=psync \
+fio --name=seqread --filename="$FIO_DIR/f" --rw=read --bs=1M --size=4G --ioengine=psync \
     --output-format=json >"$OUT/raw/fio-read.json"
-rm -rf "$OUT/raw/fio"
+rm -rf "$FIO_DIR"
 
 produce_run() { # NAME
     "$B" produce --bootstrap "$SHARDLOG_ADDR" --topic hot --record-size 1KiB --rate "$RATE" \
@@ -100,9 +110,9 @@ produce_run with-cold-reader
 wait "$CONSUMER" || die "the cold reader failed (see $OUT/raw/cold-reader.txt)"
 metric >"$OUT/raw/fetch-paths-after.txt"
 
-python3 - "$OUT" "$RATE" "$COLD_GB" "$SHARDS" "$(commit_id)" "$RUN_SECONDS" "$READER_PRIORITY" <<'EOF'
+python3 - "$OUT" "$RATE" "$COLD_GB" "$SHARDS" "$(commit_id)" "$RUN_SECONDS" "$READER_PRIORITY" "$FS_TYPE" <<'EOF'
 import json, sys, os
-out, rate, cold_gb, shards, commit, run_s, reader_priority = sys.argv[1:]
+out, rate, cold_gb, shards, commit, run_s, reader_priority, fs_type = sys.argv[1:]
 runs = os.path.join(out, "runs")
 alone = json.load(open(os.path.join(runs, "alone.json")))["produce"]["ack_latency_ms"]
 loaded = json.load(open(os.path.join(runs, "with-cold-reader.json")))["produce"]["ack_latency_ms"]
@@ -125,7 +135,7 @@ except (OSError, IndexError, ValueError):
     moved = {}
 summary = {
     "commit": commit, "shards": int(shards), "rate": int(rate), "cold_gb": float(cold_gb),
-    "reader_priority": reader_priority,
+    "reader_priority": reader_priority, "filesystem": fs_type,
     "ack_ms_alone": alone, "ack_ms_with_cold_reader": loaded,
     "p99_ratio": round(ratio_p99, 3), "p99_goal": 1.5,
     "cold_reader_mb_per_s": reader_mb, "cold_reader_seconds": reader["consume"]["seconds"],
@@ -135,7 +145,7 @@ summary = {
 }
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 ok = lambda b: "met" if b else "NOT met"
-md = f"""# Cold reads vs produce latency ({commit}, {shards} shards)
+md = f"""# Cold reads vs produce latency ({commit}, {shards} shards, data on {fs_type})
 
 | | p50 ms | p99 ms | p99.9 ms | max ms |
 |---|---|---|---|---|

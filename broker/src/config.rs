@@ -245,6 +245,8 @@ pub struct TopicConfig {
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub unclean_leader_election: bool,
+    /// Broker-wide (`log.preallocate.ahead.bytes`), not a topic key: see `LogConfig`.
+    pub preallocate_bytes: u64,
 }
 
 impl TopicConfig {
@@ -358,6 +360,7 @@ impl TopicConfig {
             index_interval_bytes: self.index_interval_bytes,
             flush_messages: self.flush_messages,
             flush_ms: self.flush_ms,
+            preallocate_bytes: self.preallocate_bytes,
         }
     }
 
@@ -418,6 +421,10 @@ fn minus_one_or_positive(key: &str, value: &str) -> Result<i64, ConfigError> {
     Ok(v)
 }
 
+/// `log.preallocate.ahead.bytes` unless set: 8 MiB per active segment, refilled when half is
+/// used (one `fallocate` per 4 MiB appended).
+pub const PREALLOCATE_BYTES_DEFAULT: u64 = 8 << 20;
+
 impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {
@@ -433,6 +440,7 @@ impl Default for TopicConfig {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             unclean_leader_election: false,
+            preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
         }
     }
 }
@@ -896,6 +904,13 @@ impl BrokerConfig {
             "log.flush.interval.messages" => t.set("flush.messages", value)?,
             "log.flush.interval.ms" => t.set("flush.ms", value)?,
             "log.index.interval.bytes" => t.set("index.interval.bytes", value)?,
+            "log.preallocate.ahead.bytes" => {
+                let v: u64 = parse_num(key, value)?;
+                if v > shardlog_storage::policy::MAX_SEGMENT_BYTES {
+                    return Err(bad(key, value, "must be between 0 and 2147483647"));
+                }
+                t.preallocate_bytes = v;
+            }
             "log.retention.bytes" => t.set("retention.bytes", value)?,
             "log.retention.ms" => t.set("retention.ms", value)?,
             "log.segment.bytes" => t.set("segment.bytes", value)?,
@@ -1022,6 +1037,7 @@ impl BrokerConfig {
                 .join(","),
             "queued.max.request.bytes" => self.queued_max_request_bytes.to_string(),
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
+            "log.preallocate.ahead.bytes" => self.topic_defaults.preallocate_bytes.to_string(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
             "offsets.retention.minutes" => (self.offsets_retention_ms / 60_000).to_string(),
             "offsets.retention.check.interval.ms" => {
@@ -1461,6 +1477,7 @@ mod tests {
         let own = [
             "log.format",
             "log.level",
+            "log.preallocate.ahead.bytes",
             "metrics.listen",
             "metrics.partition.labels.max",
             "num.shards",

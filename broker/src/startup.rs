@@ -175,6 +175,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
     remove_deleted_partitions(&config.data_dir);
+    check_write_path(&mut config);
     let cluster_mode = config.zookeeper_connect.is_some();
     log::info!(
         "shardlog starting: {} shard(s) on cpus {:?}, listening on {}, data in {} ({} start){}",
@@ -506,6 +507,34 @@ fn listener_state(port: u16) -> PortListener {
 }
 
 /// Finishes deletions a previous run started (directories renamed with `DELETED_SUFFIX`).
+/// Probes whether appends can complete in io_uring's submission (non-blocking buffered writes
+/// into reserved disk); where they cannot, reserving ahead is pointless and is turned off.
+fn check_write_path(config: &mut BrokerConfig) {
+    let dir = &config.data_dir;
+    match shardlog_storage::probe::nonblocking_buffered_writes(dir) {
+        Ok(true) => {
+            if config.topic_defaults.preallocate_bytes > 0 {
+                log::info!(
+                    "{}: non-blocking buffered writes; reserving {} bytes of disk ahead of each \
+                     active segment so appends complete without an io_uring worker thread",
+                    dir.display(),
+                    config.topic_defaults.preallocate_bytes
+                );
+            }
+        }
+        Ok(false) => {
+            log::info!(
+                "{}: the filesystem has no non-blocking buffered writes (ext4 has none), so \
+                 every append runs on an io_uring worker thread on its shard's core; XFS \
+                 avoids that. Not reserving disk ahead of appends.",
+                dir.display()
+            );
+            config.topic_defaults.preallocate_bytes = 0;
+        }
+        Err(e) => log::warn!("{}: cannot probe the write path: {e}", dir.display()),
+    }
+}
+
 fn remove_deleted_partitions(data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;

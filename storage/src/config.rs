@@ -24,6 +24,11 @@ pub struct LogConfig {
     pub flush_messages: u64,
     /// `flush.ms`: fdatasync when the last flush is older than this; `u64::MAX` = never.
     pub flush_ms: u64,
+    /// Bytes of disk the active segment's `.log` keeps reserved ahead of its write position
+    /// (`fallocate` with `FALLOC_FL_KEEP_SIZE`, so the file size stays that of its data); 0 = off.
+    /// On a filesystem with non-blocking buffered writes (XFS), an append into reserved space
+    /// completes in io_uring's submission instead of on a kernel worker thread.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -37,6 +42,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush_messages: u64::MAX,
             flush_ms: u64::MAX,
+            preallocate_bytes: 0,
         }
     }
 }

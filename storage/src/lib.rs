@@ -12,6 +12,7 @@
 //! - `policy`: roll, retention, flush and truncation decisions (pure).
 //! - `scan`: walking batch headers and validating replays over a `.log`.
 //! - `checkpoint`: the recovery point / log start offset file.
+//! - `probe`: whether the filesystem has non-blocking buffered writes (checked at start).
 //! - `config`, `error`: `LogConfig` (Kafka topic settings) and `StorageError`.
 //!
 //! Everything here runs on the partition's glommio shard; only `FileSlice` (a file range with an
@@ -23,6 +24,7 @@ pub mod error;
 pub mod index;
 pub mod partition_log;
 pub mod policy;
+pub mod probe;
 mod scan;
 mod segment;
 pub mod stats;

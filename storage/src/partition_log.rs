@@ -407,7 +407,7 @@ impl PartitionLog {
             .borrow()
             .clone()
             .expect("the active segment has its index files open");
-        let (position, builder, new_offsets, new_times, offset_at, time_at) = {
+        let (position, builder, new_offsets, new_times, mut offset_write, mut time_write) = {
             let st = seg.state.borrow();
             let mut builder = st.builder;
             let (mut new_offsets, mut new_times) = (Vec::new(), Vec::new());
@@ -423,19 +423,53 @@ impl PartitionLog {
                 new_offsets.extend(o);
                 new_times.extend(t);
             }
-            let offset_at = (st.offset_index_persisted * index::OFFSET_ENTRY_LEN) as u64;
-            let time_at = (st.time_index_persisted * index::TIME_ENTRY_LEN) as u64;
-            (st.size, builder, new_offsets, new_times, offset_at, time_at)
+            let offset_write = segment::index_write_due(
+                &st.offset_index,
+                st.offset_index_persisted,
+                &new_offsets,
+                index::OFFSET_ENTRY_LEN,
+                index::encode_offset_entries,
+            );
+            let time_write = segment::index_write_due(
+                &st.time_index,
+                st.time_index_persisted,
+                &new_times,
+                index::TIME_ENTRY_LEN,
+                index::encode_time_entries,
+            );
+            (
+                st.size,
+                builder,
+                new_offsets,
+                new_times,
+                offset_write,
+                time_write,
+            )
         };
-        let (mut offset_bytes, mut time_bytes) = (Vec::new(), Vec::new());
-        index::encode_offset_entries(&new_offsets, &mut offset_bytes);
-        index::encode_time_entries(&new_times, &mut time_bytes);
         let appended = buf.len() as u64;
-        let (log_w, (offset_w, time_w)) = zip(
+        let reserve = seg.reservation_due(
+            position + appended,
+            cfg.preallocate_bytes,
+            cfg.segment_bytes,
+        );
+        let write_index = |file, w: &mut Option<segment::IndexWrite>| {
+            let w = w.as_mut().map(|w| (std::mem::take(&mut w.bytes), w.at));
+            async move {
+                match w {
+                    Some((bytes, at)) => segment::write_all(file, bytes, at).await,
+                    None => Ok(()),
+                }
+            }
+        };
+        let (log_w, (offset_w, (time_w, ()))) = zip(
             segment::write_all(&seg.log, buf, position),
             zip(
-                segment::write_all(&files.offset, offset_bytes, offset_at),
-                segment::write_all(&files.time, time_bytes, time_at),
+                write_index(&files.offset, &mut offset_write),
+                zip(write_index(&files.time, &mut time_write), async {
+                    if let Some(to) = reserve {
+                        seg.reserve(to).await;
+                    }
+                }),
             ),
         )
         .await;
@@ -443,6 +477,13 @@ impl PartitionLog {
             // Put the files back to what memory describes, so that the next append overwrites
             // cleanly. If this fails too, recovery at the next open cuts the tail.
             let _ = seg.log.truncate(position).await;
+            let (offset_at, time_at) = {
+                let st = seg.state.borrow();
+                (
+                    (st.offset_index_persisted * index::OFFSET_ENTRY_LEN) as u64,
+                    (st.time_index_persisted * index::TIME_ENTRY_LEN) as u64,
+                )
+            };
             let _ = files.offset.truncate(offset_at).await;
             let _ = files.time.truncate(time_at).await;
             return Err(e);
@@ -452,9 +493,13 @@ impl PartitionLog {
             st.size += appended;
             st.next_offset = incoming.last_offset + 1;
             st.offset_index.extend(new_offsets);
-            st.offset_index_persisted = st.offset_index.len();
             st.time_index.extend(new_times);
-            st.time_index_persisted = st.time_index.len();
+            if let Some(w) = offset_write {
+                st.offset_index_persisted = w.persisted;
+            }
+            if let Some(w) = time_write {
+                st.time_index_persisted = w.persisted;
+            }
             st.builder = builder;
             if position == 0 {
                 st.first_batch_timestamp = Some(incoming.max_timestamp);
@@ -731,6 +776,12 @@ impl PartitionLog {
                 Ok(()) => shared.set(shared.get().max(new_base)),
                 Err(e) => log::error!("{}: sync of a rolled segment failed: {e}", dir.display()),
             }
+            if let Err(e) = old.release_reservation().await {
+                log::warn!(
+                    "{}: giving back the disk reserved past a rolled segment: {e}",
+                    dir.display()
+                );
+            }
             if let Err(e) = old.close_index_files().await {
                 log::warn!(
                     "{}: closing index files of a rolled segment: {e}",
@@ -965,7 +1016,9 @@ impl PartitionLog {
     async fn flush_locked(&self, now: i64) -> Result<(), StorageError> {
         self.await_pending_sync().await;
         let leo = self.log_end_offset.get();
-        self.active().sync().await?;
+        // The `.log` only: the active segment's indexes are derived data that `load` repairs
+        // from the `.log` (they are synced once final, at roll and close).
+        self.active().sync_log().await?;
         self.recovery_point.set(self.recovery_point.get().max(leo));
         self.unflushed_messages.set(0);
         self.last_flush_ms.set(now);
@@ -978,6 +1031,8 @@ impl PartitionLog {
         let active = self.active();
         active.finalize_time_index();
         active.persist_index_tail().await?;
+        // Final indexes: synced with the `.log`, as at a roll.
+        active.sync().await?;
         drop(active);
         self.flush_locked(now_ms()).await?;
         self.write_checkpoint().await?;

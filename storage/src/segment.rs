@@ -67,6 +67,12 @@ pub struct SegmentState {
     pub first_batch_timestamp: Option<i64>,
     pub created_ms: i64,
     pub last_modified_ms: i64,
+    /// The `.log` has disk reserved up to here (`preallocate_bytes`); appends move it ahead.
+    pub reserved_to: u64,
+    /// The furthest reservation asked for (what a roll gives back past `size`).
+    pub reserved_max: u64,
+    /// A reservation failed (disk full, filesystem without `fallocate`): no more for this segment.
+    pub reserve_failed: bool,
 }
 
 impl SegmentState {
@@ -82,8 +88,51 @@ impl SegmentState {
             first_batch_timestamp: None,
             created_ms: now_ms,
             last_modified_ms: now_ms,
+            reserved_to: 0,
+            reserved_max: 0,
+            reserve_failed: false,
         }
     }
+}
+
+/// Index entries gather in memory and go to the active segment's index files in writes of at
+/// least this many bytes (and at roll, flush and close). The files are derived data: `load`
+/// replays the `.log` from the last entry on disk, so a crash loses nothing but replay time
+/// (at most this many bytes of entries, i.e. 512 offset entries = 2 MiB of log at the default
+/// `index.interval.bytes`). Writing an 8-byte entry per append instead cost a write submission
+/// per append, and on ext4 each one waits for an io_uring worker thread.
+pub const INDEX_WRITE_BYTES: usize = 4096;
+
+/// One write of an index file's unwritten entries.
+pub struct IndexWrite {
+    pub bytes: Vec<u8>,
+    /// File position: where the written entries end.
+    pub at: u64,
+    /// Entries in the file once written.
+    pub persisted: usize,
+}
+
+/// The write that `new` entries make due, if the unwritten entries (those of `entries` past
+/// `persisted`, then `new`) reach `INDEX_WRITE_BYTES`; `None` keeps them in memory.
+pub fn index_write_due<E: Copy>(
+    entries: &[E],
+    persisted: usize,
+    new: &[E],
+    entry_len: usize,
+    encode: fn(&[E], &mut Vec<u8>),
+) -> Option<IndexWrite> {
+    let unwritten = entries.len() - persisted + new.len();
+    if new.is_empty() || unwritten * entry_len < INDEX_WRITE_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(unwritten * entry_len);
+    encode(&entries[persisted..], &mut bytes);
+    encode(new, &mut bytes);
+    Some(IndexWrite {
+        bytes,
+        at: (persisted * entry_len) as u64,
+        persisted: entries.len() + new.len(),
+    })
 }
 
 pub struct Segment {
@@ -512,6 +561,12 @@ impl Segment {
         Ok(())
     }
 
+    /// fdatasync of the `.log` alone.
+    pub async fn sync_log(&self) -> Result<(), StorageError> {
+        self.log.fdatasync().await?;
+        Ok(())
+    }
+
     /// fdatasync of the `.log` and, when open, the index files.
     pub async fn sync(&self) -> Result<(), StorageError> {
         self.log.fdatasync().await?;
@@ -549,6 +604,9 @@ impl Segment {
         {
             let rel = self.relative(next_offset);
             let mut st = self.state.borrow_mut();
+            // Truncation frees the blocks past the cut, reserved ones included.
+            st.reserved_to = position;
+            st.reserved_max = position;
             st.offset_index.retain(|e| u64::from(e.position) < position);
             st.time_index.retain(|e| e.relative_offset < rel);
         }
@@ -652,6 +710,49 @@ impl Segment {
                 self.corrupt(format!("at byte {position}: {reason}"))
             }
         }
+    }
+
+    /// The reservation an append ending at `end` makes due: `Some(to)` when less than half of
+    /// `ahead` is left reserved past `end` (never past `segment_bytes`, where the segment
+    /// rolls). Records it as made; `reserve` then makes it.
+    pub fn reservation_due(&self, end: u64, ahead: u64, segment_bytes: u64) -> Option<u64> {
+        let mut st = self.state.borrow_mut();
+        if ahead == 0 || st.reserve_failed || end + ahead / 2 <= st.reserved_to {
+            return None;
+        }
+        let to = (end + ahead).min(segment_bytes.max(end));
+        if to <= st.reserved_to {
+            return None;
+        }
+        st.reserved_to = to;
+        st.reserved_max = st.reserved_max.max(to);
+        Some(to)
+    }
+
+    /// Reserves the `.log`'s disk up to `to` without changing its size. A failure only ends
+    /// reservations for this segment: appends then allocate as they go (and report a full disk
+    /// themselves).
+    pub async fn reserve(&self, to: u64) {
+        if let Err(e) = self.log.pre_allocate(to, true).await {
+            self.state.borrow_mut().reserve_failed = true;
+            log::warn!(
+                "{}: cannot reserve disk ahead of appends ({e}); appending without",
+                self.log_path.display()
+            );
+        }
+    }
+
+    /// Gives back the disk reserved past the data of a segment that takes no more appends.
+    pub async fn release_reservation(&self) -> Result<(), StorageError> {
+        let (size, max) = {
+            let st = self.state.borrow();
+            (st.size, st.reserved_max)
+        };
+        if max > size {
+            self.log.deallocate(size, max - size).await?;
+            self.state.borrow_mut().reserved_max = size;
+        }
+        Ok(())
     }
 
     /// Closes the files if no reader holds the segment any more (else they close when the last

@@ -739,3 +739,83 @@ fn stored_high_watermark_survives_reopen_and_a_torn_write_is_cleaned_up() {
         assert_eq!(read_high_watermark(&dir), None);
     });
 }
+
+#[test]
+fn index_entries_reach_the_files_in_page_sized_writes_and_a_crash_loses_none() {
+    run(|| async {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        // An interval of 1 byte: one offset entry per batch after the first.
+        let cfg = tiny_config(1 << 30, 1);
+        let log = PartitionLog::open(dir.clone(), cfg, true).await.unwrap();
+        let batches = fill(&log, 700, 1, 10, 1_000).await;
+        let index_path = dir.join(segment_file_name(0, "index"));
+        // 512 entries are one 4 KiB write; the other 187 wait in memory.
+        assert_eq!(
+            std::fs::metadata(&index_path).unwrap().len(),
+            512 * OFFSET_ENTRY_LEN as u64
+        );
+        // Reads use the in-memory index, so they find every batch.
+        for b in [&batches[0], &batches[600], &batches[699]] {
+            let slice = log.read(b.base, 1 << 20, i64::MAX).await.unwrap();
+            let got = log.read_bytes(&slice).await.unwrap();
+            assert_eq!(slice_batches(&got)[0], (b.base, b.last));
+        }
+        // A crash (no close): the reopened log replays past the last entry on disk.
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), cfg, false).await.unwrap();
+        assert_eq!(log.log_end_offset(), 700);
+        let b = &batches[650];
+        let slice = log.read(b.base, 1 << 20, i64::MAX).await.unwrap();
+        let got = log.read_bytes(&slice).await.unwrap();
+        assert_eq!(slice_batches(&got)[0], (b.base, b.last));
+        log.close().await.unwrap();
+        let index = std::fs::read(&index_path).unwrap();
+        let log_len = std::fs::metadata(dir.join(segment_file_name(0, "log")))
+            .unwrap()
+            .len();
+        assert_eq!(decode_offset_index(&index, log_len).len(), 699);
+    });
+}
+
+#[test]
+fn disk_is_reserved_ahead_of_appends_and_given_back_at_roll() {
+    use std::os::unix::fs::MetadataExt;
+    const AHEAD: u64 = 1 << 20;
+    run(|| async {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        let cfg = LogConfig {
+            preallocate_bytes: AHEAD,
+            ..tiny_config(1 << 30, 4096)
+        };
+        let log = PartitionLog::open(dir.clone(), cfg, true).await.unwrap();
+        fill(&log, 20, 10, 1_000, 1_000).await;
+        let path = dir.join(segment_file_name(0, "log"));
+        let meta = std::fs::metadata(&path).unwrap();
+        let size = meta.len();
+        assert!(size > 100_000, "the file size is that of its data: {size}");
+        assert!(
+            meta.blocks() * 512 >= size + AHEAD / 2,
+            "{} bytes allocated for {size} of data",
+            meta.blocks() * 512
+        );
+        // The roll gives the rest back (in the background sync that `flush` waits for).
+        log.roll().await.unwrap();
+        log.flush().await.unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), size);
+        assert!(
+            meta.blocks() * 512 < size + 64 * 1024,
+            "{} bytes still allocated for {size} of data",
+            meta.blocks() * 512
+        );
+        // Everything written before the roll reads back.
+        let slice = log.read(0, 1 << 20, i64::MAX).await.unwrap();
+        assert_eq!(
+            slice_batches(&log.read_bytes(&slice).await.unwrap())[0],
+            (0, 9)
+        );
+        log.close().await.unwrap();
+    });
+}

@@ -201,6 +201,18 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "Default of the topic setting `message.timestamp.type`.",
     ),
     broker(
+        "log.preallocate.ahead.bytes",
+        "long",
+        "8388608",
+        "Disk reserved ahead of each active segment's write position (`fallocate` keeping the \
+         file size), topped up in the background when half is used; 0 turns it off. On a \
+         filesystem with non-blocking buffered writes (XFS) an append into reserved space \
+         completes when io_uring submits it; without the reservation, or on ext4, which has \
+         no such writes, each append waits for an io_uring worker thread on the shard's core. \
+         The broker probes the data directory at start and skips reservations where they \
+         cannot help (logged). A rolled segment gives its unused reservation back.",
+    ),
+    broker(
         "log.retention.bytes",
         "long",
         "-1",
