@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Ad-hoc script used for the trace in README.md (paths as on the measuring machine).
 # produce alone at 20k/s; count io_uring async punts. usage: exp2.sh DATA NAME [broker args]
 DATA=$1; NAME=$2; shift 2
 R=/work/main/target/release; OUT=/tmp/exp/$NAME; rm -rf $OUT $DATA; mkdir -p $OUT

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Ad-hoc script used for the trace in README.md (paths as on the measuring machine).
 # ad-hoc: persistent cold data, loaded run with sampling. usage: exp.sh DATA_DIR NAME [broker args...]
 set -u
 DATA=$1; NAME=$2; shift 2
@@ -18,7 +19,7 @@ curl -s 127.0.0.1:$MPORT/metrics > $OUT/m0
 chrt --idle 0 $R/shardlog-bench consume --bootstrap 127.0.0.1:$PORT --topic cold --from earliest --messages 6000000 --quiet --out $OUT --name reader > $OUT/reader.txt &
 CP=$!
 sleep 1
-(sleep 1; perf record -a -g -o $OUT/cpu.data -- sleep 6 >/dev/null 2>&1) &
+(sleep 1; perf sched record -o $OUT/sched.data -- sleep 10 >/dev/null 2>&1) &
 (sleep 8; top -H -b -d 2 -n 3 > $OUT/top.txt) &
 $R/shardlog-bench produce --bootstrap 127.0.0.1:$PORT --topic hot --record-size 1KiB --rate 20000 --linger 0 --acks 1 --duration 12s --warmup 2s --quiet --out $OUT --name loaded > $OUT/loaded.txt
 curl -s 127.0.0.1:$MPORT/metrics > $OUT/m1
