@@ -61,6 +61,8 @@ pub struct ShardSetup {
     /// Client quotas at start: standalone from `<data>/__meta/quotas.json`; in cluster mode
     /// empty until the control thread delivers ZooKeeper's.
     pub quotas: Arc<crate::quota::QuotaTable>,
+    /// Client quota measurements, shared by every shard.
+    pub quota_sensors: Arc<crate::quota::QuotaSensors>,
     /// Open client connections of the whole broker, against `max.connections`.
     pub connections: Arc<crate::server::conn::ConnectionLimiter>,
 }
@@ -143,6 +145,7 @@ impl Shard {
             quotas: crate::quota::ShardQuotas::new(
                 setup.quotas.clone(),
                 setup.config.quota_window(),
+                setup.quota_sensors.clone(),
             ),
             open_failure: RefCell::new(None),
             starting: Cell::new(true),

@@ -290,6 +290,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         control,
         lease,
         quotas,
+        quota_sensors: Arc::new(crate::quota::QuotaSensors::new()),
         connections: Arc::new(crate::server::conn::ConnectionLimiter::new(&config)),
     });
     let registry = Arc::new(std::sync::Mutex::new(registry));
