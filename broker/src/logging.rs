@@ -682,7 +682,7 @@ mod tests {
     fn a_site_prints_ten_lines_per_window_then_counts() {
         let mut s = Suppressor::new();
         let t0 = Instant::now();
-        let a = site("shardlog_broker::replication", 42);
+        let a = site("shardlog_broker::partition::replication", 42);
         for i in 0..LINES_PER_WINDOW {
             assert_eq!(
                 s.record(&a, t0 + Duration::from_millis(u64::from(i)), "isr"),
@@ -707,7 +707,7 @@ mod tests {
         };
         assert_eq!(summary.count, 2611);
         assert_eq!(summary.level, Level::Warn);
-        assert_eq!(summary.target, "shardlog_broker::replication");
+        assert_eq!(summary.target, "shardlog_broker::partition::replication");
         assert_eq!(
             summary.message(),
             "suppressed 2,611 similar messages in the last 10s (last: broker 3 is not alive (2610))"

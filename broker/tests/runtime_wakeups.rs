@@ -15,7 +15,7 @@ fn a_task_woken_from_another_thread_is_always_polled() {
     let (ping_tx, ping_rx) = flume::bounded::<()>(1);
     let (pong_tx, pong_rx) = flume::bounded::<()>(1);
     let shard = std::thread::spawn(move || {
-        shardlog_broker::rt::run_shards(&[0], move |_| {
+        shardlog_broker::runtime::rt::run_shards(&[0], move |_| {
             let ping_rx = ping_rx.clone();
             let pong_tx = pong_tx.clone();
             async move {
@@ -25,7 +25,7 @@ fn a_task_woken_from_another_thread_is_always_polled() {
                     for _ in 0..30 {
                         let t = Instant::now();
                         while t.elapsed() < Duration::from_micros(100) {}
-                        shardlog_broker::rt::yield_if_needed().await;
+                        shardlog_broker::runtime::rt::yield_if_needed().await;
                     }
                     if pong_tx.send_async(()).await.is_err() {
                         break;

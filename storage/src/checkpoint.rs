@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 
-use glommio::io::{Directory, OpenOptions};
+use shardlog_runtime::fs::{Directory, OpenOptions};
 
 use crate::error::StorageError;
 use crate::segment;
@@ -105,7 +105,7 @@ async fn replace_file(
     }
     // File systems with delayed allocation may report a full disk only at the sync.
     synced.map_err(|e| segment::write_error("syncing", Some(tmp), e))?;
-    glommio::io::rename(tmp, dest).await?;
+    shardlog_runtime::fs::rename(tmp, dest).await?;
     Ok(())
 }
 

@@ -58,8 +58,8 @@ impl StorageError {
     }
 }
 
-impl From<glommio::GlommioError<()>> for StorageError {
-    fn from(e: glommio::GlommioError<()>) -> Self {
+impl From<shardlog_runtime::Error> for StorageError {
+    fn from(e: shardlog_runtime::Error) -> Self {
         StorageError::Io(e.into())
     }
 }

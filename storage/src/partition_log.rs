@@ -22,9 +22,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_lite::future::zip;
-use glommio::io::Directory;
-use glommio::sync::{Permit, Semaphore};
 use shardlog_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use shardlog_runtime::fs::Directory;
+use shardlog_runtime::{Permit, Semaphore};
 
 use crate::checkpoint::{
     self, Checkpoint, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, HIGH_WATERMARK_FILE,
@@ -154,7 +154,7 @@ pub struct PartitionLog {
     /// to the new segment never wait for it (Kafka flushes rolled segments asynchronously
     /// too). It sets `recovery_point` past that segment when done. Awaited before anything
     /// that moves the recovery point itself (flush, close, truncation) and at the next roll.
-    pending_sync: RefCell<Option<glommio::Task<()>>>,
+    pending_sync: RefCell<Option<shardlog_runtime::Task<()>>>,
     /// Shared with `pending_sync`'s task, which may only advance the recovery point.
     recovery_point_shared: Rc<Cell<i64>>,
 }
@@ -378,7 +378,7 @@ impl PartitionLog {
         buf: Vec<u8>,
         batches: &[BatchMeta],
     ) -> Result<AppendInfo, StorageError> {
-        debug_assert!(
+        assert!(
             !self.appending.get(),
             "PartitionLog::append called while another append is in flight"
         );
@@ -507,6 +507,14 @@ impl PartitionLog {
             st.last_modified_ms = now;
         }
         self.size_bytes.set(self.size_bytes.get() + appended);
+        // Offsets only grow on append (check_append refused anything else); a violation would
+        // hand out an offset twice, so it stops the process in release builds too.
+        assert!(
+            incoming.last_offset >= leo,
+            "{}: append would move the log end from {leo} back to {}",
+            self.dir.display(),
+            incoming.last_offset + 1
+        );
         self.log_end_offset.set(incoming.last_offset + 1);
 
         let unflushed = self.unflushed_messages.get() + (incoming.last_offset + 1 - leo) as u64;
@@ -674,12 +682,11 @@ impl PartitionLog {
         }
         // The segment was deleted (or replaced) since the read: its descriptor still works.
         let (file, position) = (fs.file.clone(), fs.position);
-        let bytes = glommio::executor()
-            .spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
-                file.read_exact_at(&mut buf, position).map(|()| buf)
-            })
-            .await?;
+        let bytes = shardlog_runtime::blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, position).map(|()| buf)
+        })
+        .await?;
         Ok(bytes)
     }
 
@@ -760,7 +767,7 @@ impl PartitionLog {
         old.finalize_time_index();
         old.persist_index_tail().await?;
         let new_base = self.log_end_offset.get();
-        debug_assert_eq!(new_base, old.next_offset());
+        assert_eq!(new_base, old.next_offset(), "a new segment starts at the log end");
         let new = Rc::new(Segment::create(&self.dir, new_base, now).await?);
         self.segments.borrow_mut().push(new);
         // The new segment takes appends from here. The finished one is made durable in the
@@ -771,7 +778,7 @@ impl PartitionLog {
         self.dir_handle.sync().await?;
         let shared = self.recovery_point_shared.clone();
         let dir = self.dir.clone();
-        let task = glommio::spawn_local(async move {
+        let task = shardlog_runtime::spawn_background(async move {
             match old.sync().await {
                 Ok(()) => shared.set(shared.get().max(new_base)),
                 Err(e) => log::error!("{}: sync of a rolled segment failed: {e}", dir.display()),
@@ -1053,9 +1060,7 @@ impl PartitionLog {
         }
         self.dir_handle.close().await?;
         let dir = self.dir;
-        glommio::executor()
-            .spawn_blocking(move || std::fs::remove_dir_all(&dir))
-            .await?;
+        shardlog_runtime::blocking(move || std::fs::remove_dir_all(&dir)).await?;
         Ok(())
     }
 }

@@ -4,8 +4,8 @@
 use std::io;
 use std::ops::ControlFlow;
 
-use glommio::io::BufferedFile;
 use shardlog_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+use shardlog_runtime::fs::BufferedFile;
 
 use crate::policy::MAX_RELATIVE_OFFSET;
 
@@ -25,8 +25,8 @@ pub enum WalkError {
     },
 }
 
-impl From<glommio::GlommioError<()>> for WalkError {
-    fn from(e: glommio::GlommioError<()>) -> Self {
+impl From<shardlog_runtime::Error> for WalkError {
+    fn from(e: shardlog_runtime::Error) -> Self {
         WalkError::Io(e.into())
     }
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use glommio::io::{BufferedFile, OpenOptions};
 use shardlog_protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
+use shardlog_runtime::fs::{BufferedFile, OpenOptions};
 
 use crate::error::StorageError;
 use crate::index::{self, IndexBuilder, OffsetEntry, TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
@@ -232,12 +232,11 @@ pub(crate) fn short_write_error(path: Option<&Path>, written: usize, len: usize)
 pub(crate) fn write_error(
     doing: &str,
     path: Option<&Path>,
-    e: glommio::GlommioError<()>,
+    e: shardlog_runtime::Error,
 ) -> io::Error {
-    let os = match e {
-        glommio::GlommioError::IoError(os)
-        | glommio::GlommioError::EnhancedIoError { source: os, .. } => os,
-        other => return other.into(),
+    let os = match shardlog_runtime::os_error(e) {
+        Ok(os) => os,
+        Err(other) => return other.into(),
     };
     let what = display_path(path);
     let message = match os.raw_os_error() {
@@ -780,7 +779,7 @@ async fn replace_file(path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
 }
 
 pub async fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
-    match glommio::io::remove(path).await {
+    match shardlog_runtime::fs::remove(path).await {
         Ok(()) => Ok(()),
         Err(e) => {
             let e = io::Error::from(e);
@@ -862,21 +861,19 @@ mod tests {
             eprintln!("skipped: this machine has no /dev/full");
             return;
         }
-        let err = glommio::LocalExecutorBuilder::default()
-            .io_memory(1 << 20)
-            .spawn(|| async move {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .buffered_open("/dev/full")
-                    .await
-                    .expect("open /dev/full");
-                let result = write_all(&file, vec![7; 100], 0).await;
-                let _ = file.close().await;
-                result.expect_err("a write to /dev/full fails")
-            })
-            .expect("spawn executor")
-            .join()
-            .expect("executor thread");
+        let err = shardlog_runtime::start_executor(|| async move {
+            let file = OpenOptions::new()
+                .write(true)
+                .buffered_open("/dev/full")
+                .await
+                .expect("open /dev/full");
+            let result = write_all(&file, vec![7; 100], 0).await;
+            let _ = file.close().await;
+            result.expect_err("a write to /dev/full fails")
+        })
+        .expect("spawn executor")
+        .join()
+        .expect("executor thread");
         let text = err.to_string();
         assert!(
             text.contains("no space left on device (ENOSPC) writing /dev/full"),

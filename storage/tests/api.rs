@@ -128,7 +128,7 @@ fn reads_running_during_appends_see_whole_batches_only() {
         );
         let reader = {
             let log = log.clone();
-            glommio::spawn_local(async move {
+            shardlog_runtime::spawn_background(async move {
                 let mut reads = 0;
                 let mut last_leo = 0;
                 while last_leo < 2_000 {
@@ -146,8 +146,8 @@ fn reads_running_during_appends_see_whole_batches_only() {
                         assert_eq!(parsed.last().unwrap().1.last_offset(), fs.last_offset);
                         reads += 1;
                     }
-                    glommio::yield_if_needed().await;
-                    glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+                    shardlog_runtime::yield_if_needed().await;
+                    shardlog_runtime::sleep(std::time::Duration::from_micros(50)).await;
                 }
                 reads
             })

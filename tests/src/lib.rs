@@ -158,7 +158,7 @@ pub const STARTUP_STALL_EXIT: i32 = 3;
 
 /// Waits until broker `b` (its process in `child(b)`) `answers`. A broker whose start-up
 /// watchdog exited with [`STARTUP_STALL_EXIT`] (a known, rare glommio stall, see
-/// broker/src/startup.rs) is started again with `respawn`, as a supervisor would, at most
+/// broker/src/startup/mod.rs) is started again with `respawn`, as a supervisor would, at most
 /// twice; loudly, so the rate stays visible. `Err` with the reason when it exits otherwise or
 /// does not answer `within`.
 pub fn wait_started<B>(

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::errors;
-use crate::metadata::{PartitionState, NO_LEADER};
+use crate::base::errors;
+use crate::cluster::metadata::{PartitionState, NO_LEADER};
 
 /// Replicas of partitions `first..first + count` over `sorted_brokers` (ascending ids): replica
 /// `j` of partition `i` on `sorted_brokers[(i + j) mod n]`, so partition `i` is first led by

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::BrokerInfo;
+use crate::cluster::metadata::BrokerInfo;
 
 pub const BROKERS: &str = "/brokers";
 pub const BROKER_IDS: &str = "/brokers/ids";

@@ -8,19 +8,15 @@
 //! module that sees them. Nothing here blocks a shard: a report is a walk over the shard's own
 //! partitions and group coordinators, at scrape time only.
 
-pub mod http;
-mod render;
+pub mod render;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::metadata::CONSUMER_OFFSETS_TOPIC;
-use crate::partition::Role;
-use crate::shard::Shard;
+use crate::cluster::metadata::CONSUMER_OFFSETS_TOPIC;
 
 pub use render::render;
 
@@ -41,10 +37,10 @@ const API_KEYS: usize = 96;
 const API_VERSIONS: usize = 20;
 
 /// Consumer-group offset series one shard reports at most (bounds a scrape's size).
-const GROUP_SERIES_MAX: usize = 100_000;
+pub const GROUP_SERIES_MAX: usize = 100_000;
 
 /// How often each shard measures its task-queue latency.
-const QUEUE_PROBE_EVERY: Duration = Duration::from_millis(500);
+pub const QUEUE_PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// A fixed-bucket histogram of durations, shard-local.
 pub struct Histogram<const N: usize> {
@@ -119,9 +115,9 @@ impl HistogramSnapshot {
 pub struct ShardMetrics {
     enabled: bool,
     /// Requests by `[api_key][version]`.
-    requests: Vec<[Cell<u64>; API_VERSIONS]>,
+    pub(crate) requests: Vec<[Cell<u64>; API_VERSIONS]>,
     /// Request latency by API key (decode to response written).
-    latency: Vec<Histogram<{ LATENCY_BUCKETS.len() }>>,
+    pub(crate) latency: Vec<Histogram<{ LATENCY_BUCKETS.len() }>>,
     pub connections: Cell<u64>,
     pub connections_accepted: Cell<u64>,
     /// Connections closed at accept, over `max.connections` / `max.connections.per.ip`.
@@ -144,7 +140,7 @@ pub struct ShardMetrics {
     /// Snapshots applied by walking every partition, and by applying only a delta.
     pub metadata_full_applies: Cell<u64>,
     pub metadata_delta_applies: Cell<u64>,
-    queue_latency: Histogram<{ QUEUE_BUCKETS.len() }>,
+    pub(crate) queue_latency: Histogram<{ QUEUE_BUCKETS.len() }>,
 }
 
 impl ShardMetrics {
@@ -298,125 +294,6 @@ pub struct ShardReport {
     pub registered: bool,
     pub cluster_mode: bool,
     pub serving: bool,
-}
-
-/// Builds this shard's report (runs on the shard, at scrape time).
-pub fn report(shard: &Rc<Shard>) -> ShardReport {
-    let m = &shard.metrics;
-    let mut requests = Vec::new();
-    let mut latency = Vec::new();
-    for (k, versions) in m.requests.iter().enumerate() {
-        let mut seen = false;
-        for (v, c) in versions.iter().enumerate() {
-            if c.get() > 0 {
-                requests.push((k as i16, v as i16, c.get()));
-                seen = true;
-            }
-        }
-        if seen {
-            latency.push((k as i16, m.latency[k].snapshot()));
-        }
-    }
-    let snapshot = shard.metadata();
-    let mut partitions = Vec::new();
-    for p in shard.partitions() {
-        let state = snapshot.partition_state(&p.topic, p.index);
-        let c = p.counters();
-        partitions.push(PartitionReport {
-            topic: p.topic.to_string(),
-            partition: p.index,
-            leader: p.role() == Role::Leader,
-            replicas: state.map_or(1, |s| s.replicas.len()),
-            isr: p.isr().len().max(usize::from(!snapshot.cluster_mode)),
-            min_insync_replicas: p.config().min_insync_replicas,
-            log_start_offset: p.log_start_offset(),
-            log_end_offset: p.log_end_offset(),
-            high_watermark: p.high_watermark(),
-            size_bytes: p.log().size_bytes(),
-            bytes_in: c.bytes_in.get(),
-            records_in: c.records_in.get(),
-            bytes_out: c.bytes_out.get(),
-            records_out: c.records_out.get(),
-        });
-    }
-    let mut group_offsets = Vec::new();
-    for gc in shard.group_coordinators() {
-        if group_offsets.len() >= GROUP_SERIES_MAX {
-            break;
-        }
-        gc.read(|manager| {
-            for (group, topic, partition, committed) in manager.committed_offsets() {
-                if group_offsets.len() >= GROUP_SERIES_MAX {
-                    break;
-                }
-                group_offsets.push(GroupOffset {
-                    group,
-                    topic,
-                    partition,
-                    committed,
-                });
-            }
-        });
-    }
-    let offline_partitions = if shard.id.0 == 0 {
-        snapshot
-            .topics
-            .values()
-            .flat_map(|t| (0..t.partitions).filter_map(move |i| t.state(i)))
-            .filter(|s| s.leader == crate::metadata::NO_LEADER)
-            .count() as u64
-    } else {
-        0
-    };
-    ShardReport {
-        shard: shard.id.0,
-        requests,
-        latency,
-        connections: m.connections.get(),
-        connections_accepted: m.connections_accepted.get(),
-        connections_refused_max: m.connections_refused_max.get(),
-        connections_refused_per_ip: m.connections_refused_per_ip.get(),
-        request_bytes_held: m.request_bytes_held.get(),
-        request_budget_waits: m.request_budget_waits.get(),
-        fetch_waiters_full: m.fetch_waiters_full.get(),
-        produce_queue_full: m.produce_queue_full.get(),
-        cross_shard_messages: m.cross_shard_messages.get(),
-        lost_wakeup_rechecks: crate::rt::lost_wakeup_rechecks(),
-        isr_shrinks: m.isr_shrinks.get(),
-        isr_expands: m.isr_expands.get(),
-        retention_deleted_segments: m.retention_deleted_segments.get(),
-        metadata_partitions_applied: m.metadata_partitions_applied.get(),
-        metadata_full_applies: m.metadata_full_applies.get(),
-        metadata_delta_applies: m.metadata_delta_applies.get(),
-        queue_latency: m.queue_latency.snapshot(),
-        partitions,
-        group_offsets,
-        metadata_version: snapshot.version,
-        offline_partitions,
-        is_controller: !snapshot.cluster_mode || snapshot.controller_id == snapshot.local_broker,
-        registered: !snapshot.cluster_mode || snapshot.brokers.contains_key(&snapshot.local_broker),
-        cluster_mode: snapshot.cluster_mode,
-        serving: STATUS.serving.load(Ordering::Acquire),
-    }
-}
-
-/// Measures, every `QUEUE_PROBE_EVERY`, how long a task spawned into the request queue waits
-/// before it first runs: the shard's scheduling delay as requests see it.
-pub async fn queue_probe_loop(shard: std::rc::Weak<Shard>) {
-    loop {
-        crate::rt::sleep(QUEUE_PROBE_EVERY).await;
-        let Some(s) = shard.upgrade() else { return };
-        if s.shutdown.is_disconnected() {
-            return;
-        }
-        drop(s);
-        let spawned = Instant::now();
-        let waited = crate::rt::spawn(async move { spawned.elapsed() }).await;
-        let Some(s) = shard.upgrade() else { return };
-        if s.metrics.enabled {
-            s.metrics.queue_latency.observe(waited);
-        }
-    }
 }
 
 /// Process-wide state the health endpoints read.

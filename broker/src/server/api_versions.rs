@@ -5,7 +5,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseKind};
 
 use super::Response;
-use crate::errors;
+use crate::base::errors;
 
 /// (api, min version, max version) served by this broker.
 const SUPPORTED: &[(ApiKey, i16, i16)] = &[

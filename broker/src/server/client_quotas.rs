@@ -20,11 +20,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{RequestContext, Response};
-use crate::control::ControlRequest;
-use crate::errors;
-use crate::quota::{self, QuotaEntity, QuotaError, QuotaKind, QuotaOp};
+use crate::base::errors;
+use crate::cluster::control_api::ControlRequest;
+use crate::cluster::quota::{self, QuotaEntity, QuotaError, QuotaKind, QuotaOp};
+use crate::runtime::shard_table::ShardId;
 use crate::shard::Shard;
-use crate::shard_table::ShardId;
 
 /// Longest wait for the control thread to write ZooKeeper and install the result.
 const CONTROL_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -189,12 +189,14 @@ async fn apply(
         }
         return futures_lite::future::or(
             async {
-                crate::rt::recv_cross(&rx).await.unwrap_or_else(|_| {
-                    Err((errors::REQUEST_TIMED_OUT, "the broker is stopping".into()))
-                })
+                crate::runtime::rt::recv_cross(&rx)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err((errors::REQUEST_TIMED_OUT, "the broker is stopping".into()))
+                    })
             },
             async {
-                crate::rt::sleep(CONTROL_WAIT_MAX).await;
+                crate::runtime::rt::sleep(CONTROL_WAIT_MAX).await;
                 Err((
                     errors::REQUEST_TIMED_OUT,
                     "ZooKeeper did not answer in time; the change may still be applied".into(),
@@ -211,7 +213,7 @@ async fn apply(
             let next = Arc::new(s0.quotas.table().with_changes(&changes));
             let dir = s0.config.data_dir.clone();
             let to_save = next.clone();
-            crate::rt::blocking(move || quota::store_save(&dir, &to_save))
+            crate::runtime::rt::blocking(move || quota::store_save(&dir, &to_save))
                 .await
                 .map_err(|e| {
                     log::error!("cannot store client quotas: {e}");
@@ -374,7 +376,7 @@ pub async fn stay_muted(shard: &Shard, throttle: Throttle) -> bool {
     }
     futures_lite::future::or(
         async {
-            crate::rt::sleep(throttle.duration()).await;
+            crate::runtime::rt::sleep(throttle.duration()).await;
             true
         },
         async {

@@ -26,18 +26,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::{publish_topics, scatter, scatter_each};
 use super::Response;
+use crate::base::errors;
+use crate::base::errors::NOT_CONTROLLER;
+use crate::cluster::metadata::TopicMeta;
 use crate::config::limits;
-use crate::errors;
-use crate::errors::NOT_CONTROLLER;
-use crate::metadata::TopicMeta;
+use crate::runtime::shard_table::ShardId;
+use crate::shard::scatter::{scatter, scatter_each};
+use crate::shard::topics::publish_topics;
 use crate::shard::Shard;
-use crate::shard_table::ShardId;
-
-/// Kafka error codes only these handlers use.
-const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 
 /// Longest wait of DeleteRecords for the followers, whatever the request's timeout says.
 const DELETE_RECORDS_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -139,7 +136,7 @@ pub async fn create_partitions(
 /// Checks client-chosen replica lists for `added` new partitions: standalone, each must be
 /// exactly this broker. Kafka answers INVALID_REPLICA_ASSIGNMENT for all of these.
 fn check_assignments(assignments: &[Vec<i32>], added: i32, me: i32) -> Result<(), Failure> {
-    let bad = |m: String| Err((INVALID_REPLICA_ASSIGNMENT, m));
+    let bad = |m: String| Err((errors::INVALID_REPLICA_ASSIGNMENT, m));
     if assignments.len() as i64 != added as i64 {
         return bad(format!(
             "Increasing the number of partitions by {added} but {} assignments provided.",
@@ -371,7 +368,7 @@ async fn delete_before(
         if Instant::now() >= deadline {
             return (errors::REQUEST_TIMED_OUT, low);
         }
-        crate::rt::sleep(LOW_WATERMARK_POLL).await;
+        crate::runtime::rt::sleep(LOW_WATERMARK_POLL).await;
     }
 }
 
@@ -388,7 +385,7 @@ pub async fn describe_cluster(
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKER {
         return Response::Message(ResponseKind::DescribeCluster(
             base.with_controller_id(BrokerId(-1))
-                .with_error_code(MISMATCHED_ENDPOINT_TYPE)
+                .with_error_code(errors::MISMATCHED_ENDPOINT_TYPE)
                 .with_error_message(Some(StrBytes::from_string(format!(
                     "The request was sent to an endpoint of type BROKER, but endpoint type {} \
                      was asked for.",
@@ -539,19 +536,19 @@ mod tests {
         let code = |r: Result<(), Failure>| r.err().map(|e| e.0);
         assert_eq!(
             code(check_assignments(&[vec![0]], 2, 0)),
-            Some(INVALID_REPLICA_ASSIGNMENT)
+            Some(errors::INVALID_REPLICA_ASSIGNMENT)
         );
         assert_eq!(
             code(check_assignments(&[vec![1]], 1, 0)),
-            Some(INVALID_REPLICA_ASSIGNMENT)
+            Some(errors::INVALID_REPLICA_ASSIGNMENT)
         );
         assert_eq!(
             code(check_assignments(&[vec![0, 0]], 1, 0)),
-            Some(INVALID_REPLICA_ASSIGNMENT)
+            Some(errors::INVALID_REPLICA_ASSIGNMENT)
         );
         assert_eq!(
             code(check_assignments(&[vec![]], 1, 0)),
-            Some(INVALID_REPLICA_ASSIGNMENT)
+            Some(errors::INVALID_REPLICA_ASSIGNMENT)
         );
     }
 

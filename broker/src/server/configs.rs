@@ -24,17 +24,17 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::publish_topics;
 use super::cluster_admin::Failure;
 use super::Response;
+use crate::base::errors;
+use crate::base::errors::NOT_CONTROLLER;
+use crate::cluster::metadata::TopicMeta;
 use crate::config::{
     reference, valid_topic_name, BrokerConfig, ConfigError, TopicConfig, BROKER_KEYS, TOPIC_KEYS,
 };
-use crate::errors;
-use crate::errors::NOT_CONTROLLER;
-use crate::metadata::TopicMeta;
+use crate::runtime::shard_table::ShardId;
+use crate::shard::topics::publish_topics;
 use crate::shard::Shard;
-use crate::shard_table::ShardId;
 
 /// ConfigResource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -676,7 +676,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        crate::metadata::new_topic(&BrokerConfig::default(), "t", 1, o).expect("valid topic")
+        crate::cluster::metadata::new_topic(&BrokerConfig::default(), "t", 1, o)
+            .expect("valid topic")
     }
 
     fn inc(ops: &[(&str, i8, Option<&str>)]) -> Edit {
@@ -745,7 +746,7 @@ mod tests {
         broker.set("log.retention.hours", "1").expect("valid");
         let mut o = BTreeMap::new();
         o.insert("segment.bytes".to_string(), "4096".to_string());
-        let t = crate::metadata::new_topic(&broker, "t", 1, o).expect("valid");
+        let t = crate::cluster::metadata::new_topic(&broker, "t", 1, o).expect("valid");
         let all = topic_configs(&broker, &t, &|_| true);
         let get = |k: &str| all.iter().find(|d| d.name == k).expect("listed");
         let seg = get("segment.bytes");

@@ -16,10 +16,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::Response;
+use crate::base::errors;
+use crate::cluster::control_api::ControlRequest;
+use crate::cluster::metadata::MetadataSnapshot;
 use crate::control::election;
-use crate::control::ControlRequest;
-use crate::errors;
-use crate::metadata::MetadataSnapshot;
 use crate::shard::Shard;
 
 const PREFERRED: i8 = 0;
@@ -72,10 +72,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ElectLeadersRequest) -
             let answer = if control.tx.send_async(request).await.is_err() {
                 None
             } else {
-                futures_lite::future::or(async { crate::rt::recv_cross(&rx).await.ok() }, async {
-                    crate::rt::sleep(timeout.max(Duration::from_millis(1))).await;
-                    None
-                })
+                futures_lite::future::or(
+                    async { crate::runtime::rt::recv_cross(&rx).await.ok() },
+                    async {
+                        crate::runtime::rt::sleep(timeout.max(Duration::from_millis(1))).await;
+                        None
+                    },
+                )
                 .await
             };
             match answer {
@@ -173,7 +176,7 @@ fn respond(version: i16, top: i16, results: Results, message: Option<&str>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{BrokerInfo, PartitionState, TopicMeta};
+    use crate::cluster::metadata::{BrokerInfo, PartitionState, TopicMeta};
 
     fn standalone_with(topic: &str, partitions: i32) -> MetadataSnapshot {
         let mut s = MetadataSnapshot {

@@ -18,11 +18,11 @@ use shardlog_protocol::fetch_encode::{
 };
 use shardlog_storage::FileSlice;
 
-use super::admin::scatter_each;
 use super::Response;
+use crate::base::errors;
 use crate::config::limits;
-use crate::errors;
 use crate::partition::{FetchFrom, FetchWake, PartitionRead};
+use crate::shard::scatter::scatter_each;
 use crate::shard::Shard;
 
 /// A requested partition and, if it exists, the index of its read in the read list.
@@ -176,7 +176,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
             },
             futures_lite::future::or(
                 async {
-                    crate::rt::sleep(deadline - now).await;
+                    crate::runtime::rt::sleep(deadline - now).await;
                     false
                 },
                 async {

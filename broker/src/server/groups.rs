@@ -29,10 +29,10 @@ use kafka_protocol::protocol::StrBytes;
 use shardlog_coordinator as gc;
 
 use super::Response;
+use crate::base::errors;
+use crate::cluster::metadata::{BrokerInfo, MetadataSnapshot, CONSUMER_OFFSETS_TOPIC};
 use crate::config::BrokerConfig;
-use crate::errors;
-use crate::group_coordinator::GroupCoordinator;
-use crate::metadata::{BrokerInfo, MetadataSnapshot, CONSUMER_OFFSETS_TOPIC};
+use crate::groups::coordinator::GroupCoordinator;
 use crate::shard::Shard;
 
 fn s(v: &str) -> StrBytes {
@@ -711,12 +711,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::metadata::{new_topic, PartitionState};
+    use crate::cluster::metadata::{new_topic, PartitionState};
 
     /// Broker 1's view: brokers 1 and 2 alive, offsets topic with `leaders[i]` leading
     /// partition i (empty: the offsets topic does not exist).
     fn snapshot(leaders: &[i32]) -> MetadataSnapshot {
-        let mut s = crate::metadata::cluster_view(&[1, 2]);
+        let mut s = crate::cluster::metadata::cluster_view(&[1, 2]);
         if !leaders.is_empty() {
             let config = BrokerConfig::default();
             let mut t = new_topic(
@@ -750,7 +750,7 @@ mod tests {
         assert_eq!(find_one(&s, &config, "a").map(|b| b.port), Some(9002));
         assert_eq!(find_one(&s, &config, "").map(|b| b.id), Some(1));
         // A leader that is not alive, or no leader: no coordinator.
-        let s = snapshot(&[crate::metadata::NO_LEADER, 3]);
+        let s = snapshot(&[crate::cluster::metadata::NO_LEADER, 3]);
         assert!(find_one(&s, &config, "a").is_none());
         assert!(find_one(&s, &config, "").is_none());
         // No offsets topic: the configured partition count decides, and there is no coordinator.

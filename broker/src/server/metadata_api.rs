@@ -16,11 +16,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::admin::{create_topics_in_registry, TopicSpec};
 use super::Response;
+use crate::base::errors;
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta, CONSUMER_OFFSETS_TOPIC, NO_LEADER};
 use crate::config::valid_topic_name;
-use crate::errors;
-use crate::metadata::{MetadataSnapshot, TopicMeta, CONSUMER_OFFSETS_TOPIC, NO_LEADER};
+use crate::shard::topics::{create_topics_in_registry, TopicSpec};
 use crate::shard::Shard;
 
 /// No ACLs here: when asked, report every operation Kafka defines for the resource as allowed.
@@ -252,11 +252,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::cluster::metadata::{new_topic, PartitionState};
     use crate::config::BrokerConfig;
-    use crate::metadata::{new_topic, PartitionState};
 
     fn cluster() -> (MetadataSnapshot, TopicMeta) {
-        let s = crate::metadata::cluster_view(&[1, 2]);
+        let s = crate::cluster::metadata::cluster_view(&[1, 2]);
         let mut t = new_topic(&BrokerConfig::default(), "t", 3, BTreeMap::new()).unwrap();
         // Partition 2 has no state yet (just created).
         t.states = vec![

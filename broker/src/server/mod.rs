@@ -31,11 +31,10 @@ use shardlog_protocol::fetch_encode::{encode_fetch_response, FetchResponseDesc};
 use shardlog_protocol::frame::{self, RequestError};
 
 use crate::config::limits;
-use crate::rt::{TcpListener, TcpStream};
+use crate::runtime::rt::{TcpListener, TcpStream};
 use crate::shard::{Counters, Shard};
 use conn::{BufferPool, ConnError, ConnectionLimiter, Refused, RequestBudget};
 
-pub use admin::{create_topics_in_registry, TopicSpec};
 pub use api_versions::supported_range;
 
 /// Who sent a request (for group membership records).
@@ -111,7 +110,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener, limiter: Arc<Connect
                 let shard = shard.clone();
                 let in_flight = in_flight.clone();
                 let shared = shared.clone();
-                crate::rt::spawn_detached(async move {
+                crate::runtime::rt::spawn_detached(async move {
                     if let Err(e) = serve_connection(shard, stream, in_flight, shared).await {
                         log::debug!("connection closed: {e}");
                     }
@@ -120,7 +119,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener, limiter: Arc<Connect
             }
             Some(Err(e)) => {
                 log::warn!("accept failed: {e}");
-                crate::rt::sleep(std::time::Duration::from_millis(10)).await;
+                crate::runtime::rt::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }
@@ -128,7 +127,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener, limiter: Arc<Connect
     // Let requests already being handled complete (bounded: fetch waits are capped).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while in_flight.get() > 0 && std::time::Instant::now() < deadline {
-        crate::rt::sleep(std::time::Duration::from_millis(5)).await;
+        crate::runtime::rt::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
@@ -177,7 +176,7 @@ async fn serve_connection(
         };
         let served = if len > limits::BULK_REQUEST_BYTES {
             let (shard, in_flight, shared) = (shard.clone(), in_flight.clone(), shared.clone());
-            let (returned, result) = crate::rt::spawn_bulk(async move {
+            let (returned, result) = crate::runtime::rt::spawn_bulk(async move {
                 let r = serve_request(&shard, &mut stream, len, &in_flight, &shared).await;
                 (stream, r)
             })
@@ -336,7 +335,7 @@ async fn handle_frame(
         &mut response,
     );
     if throttle.before_response {
-        crate::rt::sleep(throttle.duration()).await;
+        crate::runtime::rt::sleep(throttle.duration()).await;
         *throttle = client_quotas::Throttle::default();
     }
     let result = send_response(

@@ -12,9 +12,9 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
 };
 
-use super::admin::scatter_each;
 use super::Response;
-use crate::errors;
+use crate::base::errors;
+use crate::shard::scatter::scatter_each;
 use crate::shard::Shard;
 
 /// (error, epoch, end offset) of one requested partition.

@@ -9,10 +9,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use shardlog_protocol::batch;
 
-use super::admin::scatter;
 use super::{RequestContext, Response};
-use crate::errors;
+use crate::base::errors;
 use crate::partition::{AppendOutcome, IncomingBatch};
+use crate::shard::scatter::scatter;
 use crate::shard::{Counters, Shard};
 
 fn failed(code: i16) -> AppendOutcome {
@@ -117,7 +117,7 @@ pub async fn handle(
                             let known = s.metadata().topic(&topic).is_some();
                             let here = s.clone();
                             let appended = appended_tx.clone();
-                            crate::rt::spawn(async move {
+                            crate::runtime::rt::spawn(async move {
                                 match partition {
                                     Some(p) => {
                                         let on_appended = move || {

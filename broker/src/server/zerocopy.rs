@@ -20,7 +20,7 @@ use shardlog_protocol::fetch_encode::Chunk;
 use shardlog_storage::FileSlice;
 
 use super::residency;
-use crate::rt::{RingFile, TcpStream};
+use crate::runtime::rt::{RingFile, TcpStream};
 use crate::shard::Counters;
 
 /// Bytes copied through user space each time the socket buffer is full.
@@ -111,7 +111,7 @@ async fn send_range(
                     // A socket with room never makes this loop wait: without a yield, one
                     // large response kept the shard for its whole length (tens of ms for
                     // 50 MiB), and every request on it waited.
-                    crate::rt::yield_if_needed().await;
+                    crate::runtime::rt::yield_if_needed().await;
                     continue;
                 }
                 // Socket buffer full: this write waits (in the ring, not on the thread) until

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use glommio::LocalExecutorBuilder;
 use rand::rngs::StdRng;
 use rand::Rng;
 use shardlog_protocol::batch::{assign_offset, build_simple_batch, BatchHeader};
@@ -30,13 +29,11 @@ where
     for attempt in 1..=2 {
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let g = f.clone();
-        let executor = LocalExecutorBuilder::default()
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                g().await;
-                let _ = done_tx.send(());
-            })
-            .expect("spawn executor");
+        let executor = shardlog_runtime::start_executor(move || async move {
+            g().await;
+            let _ = done_tx.send(());
+        })
+        .expect("spawn executor");
         match done_rx.recv_timeout(STALL_LIMIT) {
             // Finished, or panicked (the sender dropped): join reports which.
             Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {

@@ -40,7 +40,7 @@ pub const EXPECTED_LOG_LINES: &[(&str, &str, &str)] = &[
          its old session's registration to expire",
     ),
     (
-        "shardlog_broker::group_coordinator",
+        "shardlog_broker::groups::coordinator",
         r"^(cannot append group records to|group records of) __consumer_offsets-\d+( not replicated)?: error (6|7|19|20)$",
         "the consumer group's coordinator loses leadership or its ISR during a fault: \
          NOT_LEADER_OR_FOLLOWER (6), REQUEST_TIMED_OUT (7), NOT_ENOUGH_REPLICAS (19, 20)",
@@ -52,14 +52,14 @@ pub const EXPECTED_LOG_LINES: &[(&str, &str, &str)] = &[
          temporary file, removed at the next open",
     ),
     (
-        "shardlog_broker::rt",
+        "shardlog_runtime",
         r"^shard \d+ on cpu \d+: executor did not start running within \d+s \(attempt [123]\); starting it again$",
         "the known, rare glommio start-up stall (ARCHITECTURE.md, \"Executors are started one \
          after the other\"), handled by starting the executor again; not a fault of the soak, \
          but counted in the summary so its rate stays visible",
     ),
     (
-        "shardlog_broker::rt",
+        "shardlog_runtime",
         r"^cross-thread wake-up was lost; recovered by re-check$",
         "the known glommio lost wake-up (issue 12, not yet fixed at its root): a cross-shard \
          message waited up to the 100 ms re-check instead of waking its shard at once; nothing \
@@ -470,8 +470,8 @@ mod tests {
             &p,
             "[2026-12-06T18:00:00.123Z INFO  shardlog] ready\n\
              [2026-12-06T18:00:01.123Z WARN  shardlog_broker::control::thread] ZooKeeper session ended: no longer leading any partition; reconnecting\n\
-             [2026-12-06T18:00:01.523Z WARN  shardlog_broker::group_coordinator] suppressed 7 similar messages in the last 10s (last: cannot append group records to __consumer_offsets-4: error 6)\n\
-             [2026-12-06T18:00:01.623Z WARN  shardlog_broker::rt] cross-thread wake-up was lost; recovered by re-check\n\
+             [2026-12-06T18:00:01.523Z WARN  shardlog_broker::groups::coordinator] suppressed 7 similar messages in the last 10s (last: cannot append group records to __consumer_offsets-4: error 6)\n\
+             [2026-12-06T18:00:01.623Z WARN  shardlog_runtime] cross-thread wake-up was lost; recovered by re-check\n\
              [2026-12-06T18:00:02.123Z ERROR shardlog_broker::server] something new broke\n",
         )
         .unwrap();

@@ -1,5 +1,6 @@
-//! Every glommio-specific call of the broker, so that a change of runtime stays in one file
-//! (the storage crate keeps its own glommio file I/O in one module likewise).
+//! The shard runtime: every glommio call of Shardlog, for the broker and the storage crate, so
+//! that a change of runtime stays in this crate (ARCHITECTURE.md, "Layers": no other crate
+//! names glommio, a test checks it).
 //!
 //! Lives on: each shard thread (functions called from inside an executor) and the main thread
 //! (`start_shards`).
@@ -8,7 +9,56 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use glommio::net::{TcpListener, TcpStream};
-pub use glommio::sync::Semaphore;
+pub use glommio::sync::{Permit, Semaphore};
+pub use glommio::Task;
+
+/// Files and directories on the shard's io_uring ring (what the storage crate opens).
+pub mod fs {
+    pub use glommio::io::{remove, rename, BufferedFile, Directory, OpenOptions};
+}
+
+/// The error of the runtime's file and task operations.
+pub type Error = glommio::GlommioError<()>;
+
+/// The operating system's error inside `e`, or `e` itself when it carries none.
+pub fn os_error(e: Error) -> Result<std::io::Error, Error> {
+    match e {
+        glommio::GlommioError::IoError(os)
+        | glommio::GlommioError::EnhancedIoError { source: os, .. } => Ok(os),
+        other => Err(other),
+    }
+}
+
+/// An executor started on its own thread by `start_executor`.
+pub struct ExecutorThread<T: Send + 'static>(glommio::ExecutorJoinHandle<T>);
+
+impl<T: Send + 'static> ExecutorThread<T> {
+    /// Waits for the executor's future to finish and returns its output.
+    pub fn join(self) -> std::io::Result<T> {
+        self.0.join().map_err(std::io::Error::from)
+    }
+}
+
+/// Runs `f` on a new single executor on a new, unpinned thread (tools and tests; shards are
+/// started by `run_shards`).
+pub fn start_executor<T, F, Fut>(f: F) -> std::io::Result<ExecutorThread<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(f)
+        .map(ExecutorThread)
+        .map_err(std::io::Error::from)
+}
+
+/// Spawns `future` into the executor's default queue, below request work: background work such
+/// as the sync of a rolled segment.
+pub fn spawn_background<T: 'static, F: Future<Output = T> + 'static>(future: F) -> Task<T> {
+    glommio::spawn_local(future)
+}
 
 thread_local! {
     /// Cross-thread receives that the periodic re-check completed (see `recv_cross`).

@@ -1,12 +1,10 @@
 //! Replication rules as plain functions of state: a leader's view of its followers (their log
 //! end offsets and when they last caught up), the high watermark over the ISR, ISR shrink and
-//! expand decisions, leader epoch checks, the leader epoch cache and the follower's truncation
-//! steps (KIP-101/279). No I/O, no clock: callers pass `now_ms`. `partition.rs` holds the state
-//! and `replica_fetcher.rs` drives the follower side; both live on the partition's shard.
+//! expand decisions, the leader epoch cache and the follower's truncation steps (KIP-101/279).
+//! No I/O, no clock: callers pass `now_ms`. `partition` holds the state and
+//! `replication::fetcher` drives the follower side; both live on the partition's shard.
 
 use std::collections::HashMap;
-
-use crate::errors;
 
 /// What the leader knows of one follower in the current leader epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,19 +135,6 @@ pub fn isr_change(
     let mut next = v.isr.to_vec();
     next.extend(joining);
     Some(next)
-}
-
-/// Checks the `current_leader_epoch` of a Fetch or OffsetForLeaderEpoch request against ours
-/// (-1 = the client does not know it and skips the check).
-pub fn check_leader_epoch(ours: i32, requested: i32) -> i16 {
-    if requested < 0 || requested == ours {
-        errors::NONE
-    } else if requested > ours {
-        // We have not heard of that epoch yet: our metadata is behind, retry later.
-        errors::UNKNOWN_LEADER_EPOCH
-    } else {
-        errors::FENCED_LEADER_EPOCH
-    }
 }
 
 /// Where an epoch starts in the log.
@@ -446,14 +431,6 @@ mod tests {
             isr_change(&view(&[1], &[1], &g, 5, 0, 0), 99_999, lag, |_| true),
             None
         );
-    }
-
-    #[test]
-    fn leader_epoch_checks() {
-        assert_eq!(check_leader_epoch(5, -1), errors::NONE);
-        assert_eq!(check_leader_epoch(5, 5), errors::NONE);
-        assert_eq!(check_leader_epoch(5, 6), errors::UNKNOWN_LEADER_EPOCH);
-        assert_eq!(check_leader_epoch(5, 4), errors::FENCED_LEADER_EPOCH);
     }
 
     fn cache(entries: &[(i32, i64)]) -> EpochCache {

@@ -33,9 +33,9 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochReque
 use kafka_protocol::protocol::{Request, StrBytes};
 use shardlog_protocol::client;
 
-use crate::errors;
+use crate::base::errors;
 use crate::partition::{FollowerAppendError, FollowerSync, Partition, Role};
-use crate::rt::TcpStream;
+use crate::runtime::rt::TcpStream;
 use crate::shard::{PartitionKey, Shard};
 
 /// Retry after UNKNOWN_LEADER_EPOCH (the leader's metadata is behind ours): see
@@ -105,7 +105,7 @@ impl LeaderConnection {
         let body: Bytes = futures_lite::future::or(io, async {
             futures_lite::future::or(
                 async {
-                    crate::rt::sleep(response_timeout(shard, wait)).await;
+                    crate::runtime::rt::sleep(response_timeout(shard, wait)).await;
                     Err(FetcherError::Io(std::io::ErrorKind::TimedOut.into()))
                 },
                 async {
@@ -199,7 +199,7 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 .filter_map(|p| p.follower_sync().retry_at)
                 .min()
                 .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-            crate::rt::sleep(first.clamp(MIN_BACKOFF, backoff(&shard))).await;
+            crate::runtime::rt::sleep(first.clamp(MIN_BACKOFF, backoff(&shard))).await;
             continue;
         }
         let c = match conn.as_mut() {
@@ -208,7 +208,7 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     log::debug!("replica fetcher: cannot reach broker {leader}: {e}");
-                    crate::rt::sleep(backoff(&shard)).await;
+                    crate::runtime::rt::sleep(backoff(&shard)).await;
                     continue;
                 }
             },
@@ -219,7 +219,7 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
             Err(e) => {
                 log::info!("replica fetcher for broker {leader}: {e}; reconnecting");
                 conn = None;
-                crate::rt::sleep(backoff(&shard)).await;
+                crate::runtime::rt::sleep(backoff(&shard)).await;
             }
         }
     }
@@ -275,7 +275,7 @@ async fn connect(shard: &Shard, leader: i32) -> Result<LeaderConnection, Fetcher
         .get(&leader)
         .cloned()
         .ok_or_else(|| FetcherError::Protocol(format!("broker {leader} is not alive")))?;
-    let stream = crate::rt::connect(&broker.host, broker.port, CONNECT_TIMEOUT).await?;
+    let stream = crate::runtime::rt::connect(&broker.host, broker.port, CONNECT_TIMEOUT).await?;
     Ok(LeaderConnection {
         stream,
         correlation_id: 0,

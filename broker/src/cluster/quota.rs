@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors;
+use crate::base::errors;
+use crate::config::QuotaWindow;
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
@@ -529,21 +530,6 @@ pub fn describe<'a>(
         .collect()
 }
 
-/// Kafka's quota window: `samples` windows of `sample` each (`quota.window.num`,
-/// `quota.window.size.seconds`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotaWindow {
-    pub samples: u32,
-    pub sample_ms: u64,
-}
-
-impl QuotaWindow {
-    /// The longest throttle: the whole window. After it, everything measured has aged out.
-    pub fn max_throttle_ms(&self) -> u64 {
-        self.sample_ms * u64::from(self.samples)
-    }
-}
-
 /// Bits of a sample word: the top bit marks it used, the next `WINDOW_BITS` hold its window
 /// number (modulo), the rest its value.
 const USED: u64 = 1 << 63;
@@ -938,7 +924,7 @@ pub fn store_save(data_dir: &Path, table: &QuotaTable) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    crate::metadata::write_durably(&path, &bytes).map_err(|e| e.to_string())
+    crate::base::durable::write_durably(&path, &bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

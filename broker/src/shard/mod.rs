@@ -6,6 +6,11 @@
 //! at most one such call per owning shard per request. Everything in `Shard` is `!Send` and stays
 //! on its thread; only the closures and their results cross.
 
+pub mod admission;
+pub mod report;
+pub mod scatter;
+pub mod topics;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -14,16 +19,16 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::config::BrokerConfig;
-use crate::control::{ControlHandle, ControlRequest, Lease};
-use crate::errors;
-use crate::group_coordinator::GroupCoordinator;
-use crate::metadata::{
+use crate::base::errors;
+use crate::cluster::control_api::{ControlHandle, ControlRequest, Lease};
+use crate::cluster::metadata::{
     MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry,
     CONSUMER_OFFSETS_TOPIC,
 };
+use crate::config::BrokerConfig;
+use crate::groups::coordinator::GroupCoordinator;
 use crate::partition::{Partition, Transition};
-use crate::shard_table::{shard_for, ShardId};
+use crate::runtime::shard_table::{shard_for, ShardId};
 
 /// A unit of work sent to another shard.
 pub type ShardTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -60,12 +65,19 @@ pub struct ShardSetup {
     pub lease: Arc<Lease>,
     /// Client quotas at start: standalone from `<data>/__meta/quotas.json`; in cluster mode
     /// empty until the control thread delivers ZooKeeper's.
-    pub quotas: Arc<crate::quota::QuotaTable>,
+    pub quotas: Arc<crate::cluster::quota::QuotaTable>,
     /// Client quota measurements, shared by every shard.
-    pub quota_sensors: Arc<crate::quota::QuotaSensors>,
+    pub quota_sensors: Arc<crate::cluster::quota::QuotaSensors>,
     /// Open client connections of the whole broker, against `max.connections`.
-    pub connections: Arc<crate::server::conn::ConnectionLimiter>,
+    pub connections: Arc<admission::ConnectionLimiter>,
+    /// Starts the fetch loop that copies from leader broker `leader` into this shard's
+    /// follower partitions (`replication::fetcher::run`; given here because replication sits
+    /// above the shard layer).
+    pub follower_fetcher: FollowerFetcher,
 }
+
+/// How a shard starts its fetch loop for one leader broker.
+pub type FollowerFetcher = fn(Rc<Shard>, i32) -> Pin<Box<dyn Future<Output = ()>>>;
 
 pub type PartitionKey = (Arc<str>, i32);
 
@@ -80,24 +92,25 @@ pub struct Shard {
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     /// Serialises `apply_metadata`, so two snapshots never open the same partition twice.
-    apply_gate: crate::rt::Semaphore,
+    apply_gate: crate::runtime::rt::Semaphore,
     /// The single metadata writer; only on shard 0 in standalone mode.
     pub registry: Option<RefCell<TopicRegistry>>,
     /// Serialises registry changes and their broadcast, so snapshots reach shards in order.
-    pub registry_gate: crate::rt::Semaphore,
+    pub registry_gate: crate::runtime::rt::Semaphore,
     pub shutdown: flume::Receiver<()>,
     /// The control thread (cluster mode only); `None` standalone.
     pub control: Option<ControlHandle>,
     /// Leadership lease shared with the control thread (never ends standalone).
     pub lease: Arc<Lease>,
     /// Leaders this shard runs a replica fetcher for (one task per leader).
+    follower_fetcher: FollowerFetcher,
     fetchers: RefCell<HashSet<i32>>,
     /// Whether the ISR maintenance task runs (cluster mode, started with the first snapshot).
     isr_task_started: Cell<bool>,
     /// This shard's request-path counters (read by the metrics endpoint via `invoke_on`).
     pub metrics: crate::metrics::ShardMetrics,
     /// Client quotas this shard enforces on its connections, and its measurements.
-    pub quotas: crate::quota::ShardQuotas,
+    pub quotas: crate::cluster::quota::ShardQuotas,
     /// During start-up, the first partition that could not be opened (`None` afterwards too:
     /// then failures are logged and the partition stays closed).
     open_failure: RefCell<Option<String>>,
@@ -133,16 +146,17 @@ impl Shard {
             metadata: RefCell::new(setup.initial.clone()),
             partitions: RefCell::new(HashMap::new()),
             groups: RefCell::new(HashMap::new()),
-            apply_gate: crate::rt::Semaphore::new(1),
+            apply_gate: crate::runtime::rt::Semaphore::new(1),
             registry: registry.map(RefCell::new),
-            registry_gate: crate::rt::Semaphore::new(1),
+            registry_gate: crate::runtime::rt::Semaphore::new(1),
             shutdown: setup.shutdown.clone(),
             control: setup.control.clone(),
             lease: setup.lease.clone(),
             fetchers: RefCell::new(HashSet::new()),
+            follower_fetcher: setup.follower_fetcher,
             isr_task_started: Cell::new(false),
             metrics: crate::metrics::ShardMetrics::new(setup.config.metrics_listen.is_some()),
-            quotas: crate::quota::ShardQuotas::new(
+            quotas: crate::cluster::quota::ShardQuotas::new(
                 setup.quotas.clone(),
                 setup.config.quota_window(),
                 setup.quota_sensors.clone(),
@@ -203,7 +217,7 @@ impl Shard {
             })
         });
         self.inboxes[target.0].send_async(task).await.ok()?;
-        crate::rt::recv_cross(&rx).await.ok()
+        crate::runtime::rt::recv_cross(&rx).await.ok()
     }
 
     /// Runs the same closure on every shard concurrently; results in shard order.
@@ -217,7 +231,7 @@ impl Shard {
             .map(|i| {
                 let f = f.clone();
                 let me = self.clone();
-                crate::rt::spawn(async move { me.invoke_on(ShardId(i), f).await })
+                crate::runtime::rt::spawn(async move { me.invoke_on(ShardId(i), f).await })
             })
             .collect();
         let mut out = Vec::with_capacity(calls.len());
@@ -229,8 +243,8 @@ impl Shard {
 
     /// Serves the inbox: each task runs as its own local task so a slow one never blocks others.
     pub async fn run_inbox(self: Rc<Self>, inbox: flume::Receiver<ShardTask>) {
-        while let Ok(task) = crate::rt::recv_cross(&inbox).await {
-            crate::rt::spawn_detached(task(self.clone()));
+        while let Ok(task) = crate::runtime::rt::recv_cross(&inbox).await {
+            crate::runtime::rt::spawn_detached(task(self.clone()));
         }
     }
 
@@ -341,8 +355,8 @@ impl Shard {
         }
         if snapshot.cluster_mode && self.control.is_some() && !self.isr_task_started.get() {
             self.isr_task_started.set(true);
-            crate::rt::spawn_detached(isr_loop(Rc::downgrade(self)));
-            crate::rt::spawn_detached(hw_store_loop(Rc::downgrade(self)));
+            crate::runtime::rt::spawn_detached(isr_loop(Rc::downgrade(self)));
+            crate::runtime::rt::spawn_detached(hw_store_loop(Rc::downgrade(self)));
         }
     }
 
@@ -453,7 +467,10 @@ impl Shard {
                     self.stop_group_coordinator(p.index);
                 }
                 if self.fetchers.borrow_mut().insert(leader) {
-                    crate::rt::spawn_detached(crate::replica_fetcher::run(self.clone(), leader));
+                    crate::runtime::rt::spawn_detached((self.follower_fetcher)(
+                        self.clone(),
+                        leader,
+                    ));
                 }
             }
             Transition::WentOffline => {
@@ -539,7 +556,7 @@ impl Shard {
 /// Cluster mode: stores every partition's high watermark that moved, every `HW_STORE_INTERVAL`.
 async fn hw_store_loop(shard: std::rc::Weak<Shard>) {
     loop {
-        crate::rt::sleep(HW_STORE_INTERVAL).await;
+        crate::runtime::rt::sleep(HW_STORE_INTERVAL).await;
         let Some(shard) = shard.upgrade() else { return };
         if shard.shutdown.is_disconnected() {
             return;
@@ -555,7 +572,7 @@ async fn hw_store_loop(shard: std::rc::Weak<Shard>) {
 /// new ISR applies only when the control thread's next snapshot arrives.
 async fn isr_loop(shard: std::rc::Weak<Shard>) {
     loop {
-        crate::rt::sleep(ISR_CHECK_INTERVAL).await;
+        crate::runtime::rt::sleep(ISR_CHECK_INTERVAL).await;
         let Some(shard) = shard.upgrade() else { return };
         if shard.shutdown.is_disconnected() {
             return;
@@ -598,11 +615,11 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
             // Weak: a pending answer must not keep a deleted or closing partition alive.
             let p = Rc::downgrade(&p);
             let shard_weak = Rc::downgrade(&shard);
-            crate::rt::spawn_detached(async move {
+            crate::runtime::rt::spawn_detached(async move {
                 let code = futures_lite::future::or(
-                    async { crate::rt::recv_cross(&rx).await.ok() },
+                    async { crate::runtime::rt::recv_cross(&rx).await.ok() },
                     async {
-                        crate::rt::sleep(ISR_CHANGE_STALE).await;
+                        crate::runtime::rt::sleep(ISR_CHANGE_STALE).await;
                         None
                     },
                 )
@@ -618,7 +635,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
                     }
                     // Written: the snapshot carrying it clears the in-flight mark. If it never
                     // comes (the control thread lost it), allow a retry later.
-                    crate::rt::sleep(ISR_CHANGE_STALE).await;
+                    crate::runtime::rt::sleep(ISR_CHANGE_STALE).await;
                 }
                 let Some(p) = p.upgrade() else { return };
                 let retry_after = match code {

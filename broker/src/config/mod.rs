@@ -519,10 +519,25 @@ pub struct BrokerConfig {
     pub explicit: BTreeMap<String, String>,
 }
 
+/// Kafka's quota window: `samples` windows of `sample` each (`quota.window.num`,
+/// `quota.window.size.seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaWindow {
+    pub samples: u32,
+    pub sample_ms: u64,
+}
+
+impl QuotaWindow {
+    /// The longest throttle: the whole window. After it, everything measured has aged out.
+    pub fn max_throttle_ms(&self) -> u64 {
+        self.sample_ms * u64::from(self.samples)
+    }
+}
+
 impl BrokerConfig {
     /// The client quota window (`quota.window.num` x `quota.window.size.seconds`).
-    pub fn quota_window(&self) -> crate::quota::QuotaWindow {
-        crate::quota::QuotaWindow {
+    pub fn quota_window(&self) -> QuotaWindow {
+        QuotaWindow {
             samples: self.quota_window_num,
             sample_ms: u64::from(self.quota_window_size_seconds) * 1000,
         }

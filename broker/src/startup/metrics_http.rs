@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::render::RenderContext;
-use super::{Scrape, ShardReport, STATUS};
+use crate::cluster::control_api::Lease;
 use crate::config::BrokerConfig;
-use crate::control::Lease;
+use crate::metrics::render::RenderContext;
+use crate::metrics::{Scrape, ShardReport, STATUS};
 use crate::shard::{Counters, ShardTask};
 
 const REQUEST_HEAD_MAX: usize = 8 * 1024;
@@ -122,7 +122,7 @@ fn route(path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
                 zookeeper: endpoint.config.zookeeper_connect.as_ref().map(|_| {
                     (
                         endpoint.lease.valid(),
-                        crate::control::SESSION_ENDS.load(Ordering::Relaxed),
+                        crate::cluster::control_api::SESSION_ENDS.load(Ordering::Relaxed),
                     )
                 }),
                 ready,
@@ -130,8 +130,8 @@ fn route(path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
                 recovery_truncations: shardlog_storage::stats::RECOVERY_TRUNCATIONS
                     .load(Ordering::Relaxed),
                 metadata: endpoint.config.zookeeper_connect.as_ref().map(|_| {
-                    let w = &super::METADATA_WORK;
-                    super::render::MetadataWorkCounts {
+                    let w = &crate::metrics::METADATA_WORK;
+                    crate::metrics::render::MetadataWorkCounts {
                         znode_reads_full: w.znode_reads_full.load(Ordering::Relaxed),
                         znode_reads_incremental: w.znode_reads_incremental.load(Ordering::Relaxed),
                         full_reads: w.full_reads.load(Ordering::Relaxed),
@@ -142,7 +142,7 @@ fn route(path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
             (
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
-                super::render(&scrape, &ctx),
+                crate::metrics::render(&scrape, &ctx),
             )
         }
         "/v1/status/live" => {
@@ -186,7 +186,7 @@ pub fn collect(inboxes: &[flume::Sender<ShardTask>]) -> Scrape {
             let (tx, rx) = flume::bounded::<ShardReport>(1);
             let task: ShardTask = Box::new(move |shard| {
                 Box::pin(async move {
-                    let _ = tx.send(super::report(&shard));
+                    let _ = tx.send(crate::shard::report::report(&shard));
                 })
             });
             // Inboxes are bounded: a shard whose inbox stays full is reported missing.

@@ -6,12 +6,12 @@
 //! opens or closes the partitions it owns. Shards only ever read snapshots.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::random::random_bytes;
 use crate::config::{BrokerConfig, ConfigError, TopicConfig};
 
 /// The internal topic holding consumer group offsets and metadata.
@@ -60,8 +60,8 @@ impl PartitionState {
     /// an older epoch is fenced (the client must refresh metadata), a newer one means this
     /// broker has not caught up with the controller yet.
     pub fn check_leader_epoch(&self, requested: i32) -> Result<(), i16> {
-        match crate::replication::check_leader_epoch(self.leader_epoch, requested) {
-            crate::errors::NONE => Ok(()),
+        match check_leader_epoch(self.leader_epoch, requested) {
+            crate::base::errors::NONE => Ok(()),
             code => Err(code),
         }
     }
@@ -341,20 +341,6 @@ pub enum MetadataError {
     Config(#[from] ConfigError),
 }
 
-/// Random bytes from the kernel.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: the pointer and length describe the unfilled tail of `out`.
-        let n = unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if n > 0 {
-            filled += n as usize;
-        }
-    }
-    out
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -626,23 +612,25 @@ fn fill_standalone_states(topics: &mut BTreeMap<Arc<str>, Arc<TopicMeta>>, broke
     }
 }
 
-/// Replaces `path` atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
-    let io = |source| MetadataError::Io {
+/// Checks the `current_leader_epoch` of a Fetch or OffsetForLeaderEpoch request against ours
+/// (-1 = the client does not know it and skips the check).
+pub fn check_leader_epoch(ours: i32, requested: i32) -> i16 {
+    if requested < 0 || requested == ours {
+        crate::base::errors::NONE
+    } else if requested > ours {
+        // We have not heard of that epoch yet: our metadata is behind, retry later.
+        crate::base::errors::UNKNOWN_LEADER_EPOCH
+    } else {
+        crate::base::errors::FENCED_LEADER_EPOCH
+    }
+}
+
+/// `base::durable::write_durably`, with the path in the error.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
+    crate::base::durable::write_durably(path, bytes).map_err(|source| MetadataError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    })
 }
 
 /// A new topic's metadata, with a fresh id.
@@ -690,6 +678,15 @@ pub(crate) fn cluster_view(live: &[i32]) -> MetadataSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::errors;
+
+    #[test]
+    fn leader_epoch_checks() {
+        assert_eq!(check_leader_epoch(5, -1), errors::NONE);
+        assert_eq!(check_leader_epoch(5, 5), errors::NONE);
+        assert_eq!(check_leader_epoch(5, 6), errors::UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(5, 4), errors::FENCED_LEADER_EPOCH);
+    }
 
     fn cluster(live: &[i32]) -> MetadataSnapshot {
         cluster_view(live)
@@ -781,11 +778,11 @@ mod tests {
         assert_eq!(s.check_leader_epoch(3), Ok(()));
         assert_eq!(
             s.check_leader_epoch(2),
-            Err(crate::errors::FENCED_LEADER_EPOCH)
+            Err(crate::base::errors::FENCED_LEADER_EPOCH)
         );
         assert_eq!(
             s.check_leader_epoch(4),
-            Err(crate::errors::UNKNOWN_LEADER_EPOCH)
+            Err(crate::base::errors::UNKNOWN_LEADER_EPOCH)
         );
     }
 

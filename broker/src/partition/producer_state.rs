@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use shardlog_protocol::batch::BatchHeader;
 
-use crate::errors;
+use crate::base::errors;
 
 /// Kafka clients keep at most five requests in flight with idempotence on.
 pub const RECENT_BATCHES_MAX: usize = 5;

@@ -21,9 +21,10 @@ use shardlog_protocol::batch::{self, Compression};
 use shardlog_protocol::records::{build_batch, decode_batches, Record};
 use shardlog_storage::ReadSlice;
 
+use crate::base::clock::now_ms;
+use crate::base::errors;
 use crate::config::BrokerConfig;
-use crate::errors;
-use crate::partition::{now_ms, IncomingBatch, Partition};
+use crate::partition::{IncomingBatch, Partition};
 
 /// How long a group write waits for the ISR (Kafka's `offsets.commit.timeout.ms` default).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,7 +34,7 @@ struct RandomMemberIds;
 
 impl MemberIdGenerator for RandomMemberIds {
     fn next_suffix(&mut self) -> String {
-        let b = crate::metadata::random_bytes::<16>();
+        let b = crate::base::random::random_bytes::<16>();
         format!(
             "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
@@ -60,7 +61,7 @@ pub struct GroupCoordinator {
     next_token: Cell<u64>,
     pending_join: RefCell<HashMap<ReplyToken, flume::Sender<JoinResult>>>,
     pending_sync: RefCell<HashMap<ReplyToken, flume::Sender<SyncResult>>>,
-    timers: RefCell<HashMap<TimerKey, glommio::Task<()>>>,
+    timers: RefCell<HashMap<TimerKey, crate::runtime::rt::Task<()>>>,
     offsets_retention_ms: i64,
     closed: Cell<bool>,
 }
@@ -92,13 +93,13 @@ impl GroupCoordinator {
         });
         let this = gc.clone();
         let check_every = Duration::from_millis(broker.offsets_retention_check_interval_ms);
-        crate::rt::spawn_detached(async move {
+        crate::runtime::rt::spawn_detached(async move {
             this.load().await;
             // Hold the coordinator weakly while idle, so closing the partition is not held up.
             let weak = Rc::downgrade(&this);
             drop(this);
             loop {
-                crate::rt::sleep(check_every).await;
+                crate::runtime::rt::sleep(check_every).await;
                 let Some(gc) = weak.upgrade() else { return };
                 if gc.closed.get() {
                     return;
@@ -171,7 +172,7 @@ impl GroupCoordinator {
                 }
             }
             offset = file.last_offset + 1;
-            crate::rt::yield_if_needed().await;
+            crate::runtime::rt::yield_if_needed().await;
         }
         let effects = self.manager.borrow_mut().finish_loading(now_ms());
         if records > 0 {
@@ -327,8 +328,8 @@ impl GroupCoordinator {
         let this = self.clone();
         let k = key.clone();
         let delay = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
-        let task = crate::rt::spawn(async move {
-            crate::rt::sleep(delay).await;
+        let task = crate::runtime::rt::spawn(async move {
+            crate::runtime::rt::sleep(delay).await;
             // Detach our own handle first: the effects may schedule this key again, and
             // dropping a running task's handle would cancel it.
             if let Some(own) = this.timers.borrow_mut().remove(&k) {

@@ -13,6 +13,8 @@
 //! the shutdown sender; after the shards have stopped it unregisters the broker and closes the
 //! ZooKeeper session.
 
+pub mod metrics_http;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -21,11 +23,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::base::clock::now_ms;
+use crate::cluster::metadata::{TopicRegistry, CONSUMER_OFFSETS_TOPIC};
 use crate::config::BrokerConfig;
-use crate::metadata::{TopicRegistry, CONSUMER_OFFSETS_TOPIC};
-use crate::partition::now_ms;
+use crate::runtime::shard_table::ShardId;
 use crate::shard::{Counters, Shard, ShardSetup, ShardTask};
-use crate::shard_table::ShardId;
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
 const LOCK_FILE: &str = ".lock";
@@ -50,7 +52,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
 async fn arrive_and_wait(counter: &AtomicUsize, n: usize) {
     counter.fetch_add(1, Ordering::AcqRel);
     while counter.load(Ordering::Acquire) < n {
-        crate::rt::sleep(Duration::from_millis(1)).await;
+        crate::runtime::rt::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -99,7 +101,7 @@ fn start_watchdog(barriers: Arc<Barriers>, shards: usize) {
 async fn heartbeat(i: usize, barriers: Arc<Barriers>, shards: usize) {
     while barriers.starting(shards) {
         barriers.heartbeats[i].fetch_add(1, Ordering::AcqRel);
-        crate::rt::sleep(HEARTBEAT_EVERY).await;
+        crate::runtime::rt::sleep(HEARTBEAT_EVERY).await;
     }
 }
 
@@ -148,7 +150,7 @@ impl Barriers {
 }
 
 pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
-    crate::rt::check_io_uring()?;
+    crate::runtime::rt::check_io_uring()?;
     if cpus.is_empty() {
         return Err("no usable CPU found in this process's affinity mask".into());
     }
@@ -169,7 +171,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
     check_listen_address(config.listen)?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(crate::metrics::http::bind(addr)?),
+        Some(addr) => Some(crate::startup::metrics_http::bind(addr)?),
         None => None,
     };
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
@@ -219,7 +221,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         let (stop_tx, stop_rx) = flume::unbounded::<()>();
         let (request_tx, request_rx) = flume::unbounded();
         let (done_tx, done_rx) = flume::unbounded::<()>();
-        let lease = crate::control::Lease::revoked();
+        let lease = crate::cluster::control_api::Lease::revoked();
         spawn_signal_thread(stop_tx)?;
         let (initial, thread) =
             crate::control::thread::start(crate::control::thread::ControlSetup {
@@ -231,8 +233,8 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
                 shards_shutdown: shutdown_tx,
                 shards_done: done_rx,
             })?;
-        let handle = crate::control::ControlHandle { tx: request_tx };
-        let quotas = Arc::new(crate::quota::QuotaTable::default());
+        let handle = crate::cluster::control_api::ControlHandle { tx: request_tx };
+        let quotas = Arc::new(crate::cluster::quota::QuotaTable::default());
         (
             None,
             initial,
@@ -245,12 +247,12 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         let registry = TopicRegistry::load(&config.data_dir, &config).map_err(|e| e.to_string())?;
         spawn_signal_thread(shutdown_tx)?;
         let initial = registry.snapshot();
-        let quotas = Arc::new(crate::quota::store_load(&config.data_dir)?);
+        let quotas = Arc::new(crate::cluster::quota::store_load(&config.data_dir)?);
         (
             Some(registry),
             initial,
             None,
-            crate::control::Lease::standalone(),
+            crate::cluster::control_api::Lease::standalone(),
             None,
             quotas,
         )
@@ -267,9 +269,9 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     let counters = Arc::new(Counters::default());
     if let Some(listener) = metrics_listener {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        crate::metrics::http::start(
+        crate::startup::metrics_http::start(
             listener,
-            crate::metrics::http::Endpoint {
+            crate::startup::metrics_http::Endpoint {
                 inboxes: inbox_tx.clone(),
                 counters: counters.clone(),
                 lease: lease.clone(),
@@ -290,8 +292,9 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         control,
         lease,
         quotas,
-        quota_sensors: Arc::new(crate::quota::QuotaSensors::new()),
-        connections: Arc::new(crate::server::conn::ConnectionLimiter::new(&config)),
+        quota_sensors: Arc::new(crate::cluster::quota::QuotaSensors::new()),
+        connections: Arc::new(crate::shard::admission::ConnectionLimiter::new(&config)),
+        follower_fetcher: |shard, leader| Box::pin(crate::replication::fetcher::run(shard, leader)),
     });
     let registry = Arc::new(std::sync::Mutex::new(registry));
     let inbox_rx = Arc::new(std::sync::Mutex::new(
@@ -310,7 +313,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     start_watchdog(barriers.clone(), config.shards);
     let setup2 = setup.clone();
     let b2 = barriers.clone();
-    crate::rt::run_shards(&shard_cpus, move |i| {
+    crate::runtime::rt::run_shards(&shard_cpus, move |i| {
         let setup = setup2.clone();
         let barriers = b2.clone();
         // Startup hand-off: each shard takes its own inbox, shard 0 the registry.
@@ -581,15 +584,15 @@ async fn shard_main(
     barriers: Arc<Barriers>,
 ) {
     log::debug!("shard {i}: executor running");
-    crate::rt::init_shard();
-    crate::rt::spawn_detached(heartbeat(i, barriers.clone(), setup.config.shards));
+    crate::runtime::rt::init_shard();
+    crate::runtime::rt::spawn_detached(heartbeat(i, barriers.clone(), setup.config.shards));
     // The shard's whole life runs in the request queue, not the executor's default queue:
     // glommio forces a wake-up for completions arriving from other threads (its blocking pool
     // creates partition directories; other shards reply) only into `Latency::Matters` queues.
     // Opening new partitions from the default queue at startup stalled a shard for good about
     // once in ten cluster starts (the controller's shards open the just-created
     // `__consumer_offsets` from the initial snapshot).
-    crate::rt::spawn(shard_life(i, setup, inbox, registry, barriers)).await
+    crate::runtime::rt::spawn(shard_life(i, setup, inbox, registry, barriers)).await
 }
 
 async fn shard_life(
@@ -602,7 +605,7 @@ async fn shard_life(
     let n = setup.config.shards;
     log::debug!("shard {i}: starting");
     let shard = Rc::new(Shard::new(ShardId(i), &setup, registry));
-    crate::rt::spawn_detached(shard.clone().run_inbox(inbox));
+    crate::runtime::rt::spawn_detached(shard.clone().run_inbox(inbox));
     shard.apply_metadata(setup.initial.clone()).await;
     // In cluster mode the controller creates it, once enough brokers are alive.
     if i == 0 && setup.control.is_none() && shard.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_none()
@@ -617,7 +620,7 @@ async fn shard_life(
         std::process::exit(1);
     }
     arrive_and_wait(&barriers.opened, n).await;
-    match crate::rt::TcpListener::bind(setup.config.listen) {
+    match crate::runtime::rt::TcpListener::bind(setup.config.listen) {
         Ok(listener) => {
             arrive_and_wait(&barriers.listening, n).await;
             if i == 0 {
@@ -626,8 +629,10 @@ async fn shard_life(
                     .store(true, Ordering::Release);
                 log::info!("ready on {}", setup.config.listen);
             }
-            crate::rt::spawn_detached(retention_loop(shard.clone()));
-            crate::rt::spawn_detached(crate::metrics::queue_probe_loop(Rc::downgrade(&shard)));
+            crate::runtime::rt::spawn_detached(retention_loop(shard.clone()));
+            crate::runtime::rt::spawn_detached(crate::shard::report::queue_probe_loop(
+                Rc::downgrade(&shard),
+            ));
             crate::server::serve(shard.clone(), listener, setup.connections.clone()).await;
         }
         Err(e) => {
@@ -648,12 +653,14 @@ async fn create_offsets_topic(shard: &Rc<Shard>) {
     let mut configs = std::collections::BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
     configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    let spec = crate::server::TopicSpec {
+    let spec = crate::shard::topics::TopicSpec {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_num_partitions,
         configs,
     };
-    for (name, result) in crate::server::create_topics_in_registry(shard, vec![spec], false).await {
+    for (name, result) in
+        crate::shard::topics::create_topics_in_registry(shard, vec![spec], false).await
+    {
         if let Err((code, msg)) = result {
             log::error!("cannot create {name}: error {code}: {msg}");
         }
@@ -666,7 +673,7 @@ async fn retention_loop(shard: Rc<Shard>) {
     loop {
         let stop = futures_lite::future::or(
             async {
-                crate::rt::sleep(every).await;
+                crate::runtime::rt::sleep(every).await;
                 false
             },
             async {
@@ -698,7 +705,7 @@ async fn retention_loop(shard: Rc<Shard>) {
                 }
                 Err(e) => log::error!("retention of {}-{}: {e}", p.topic, p.index),
             }
-            crate::rt::yield_if_needed().await;
+            crate::runtime::rt::yield_if_needed().await;
         }
     }
 }

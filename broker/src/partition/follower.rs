@@ -1,0 +1,217 @@
+//! A follower's side: appends of the leader's batches, the leader epoch cache, and truncation
+//! (by leader epoch, to an offset, or a restart at the leader's log start).
+
+use super::*;
+
+impl Partition {
+    /// OffsetForLeaderEpoch on the leader: `(error, epoch, end offset)` for `leader_epoch`.
+    pub fn end_offset_for_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64) {
+        let (role, ours) = {
+            let r = self.replica.borrow();
+            (r.role, r.leader_epoch)
+        };
+        let code = check_leader_epoch(ours, current_leader_epoch);
+        if code != errors::NONE {
+            return (code, -1, -1);
+        }
+        if role != Role::Leader {
+            return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
+        }
+        let (epoch, end) = self
+            .epoch_cache
+            .borrow()
+            .end_offset_for(leader_epoch, self.log.log_end_offset());
+        (errors::NONE, epoch, end)
+    }
+
+    /// Follower: the latest epoch in the local epoch cache.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epoch_cache.borrow().latest_epoch()
+    }
+
+    /// Follower: one step of truncation by leader epoch, given the leader's answer for our
+    /// `asked` epoch. Returns true when the log now agrees with the leader's (as far as epochs
+    /// tell). When the leader has none of our epochs the log is emptied down to its own log
+    /// start; the next fetch then finds where the leader's log starts (OFFSET_OUT_OF_RANGE
+    /// carries it) and the replica fetcher restarts the log there.
+    pub async fn truncate_by_epoch(
+        &self,
+        asked: i32,
+        leader_epoch: i32,
+        leader_end: i64,
+    ) -> Result<bool, StorageError> {
+        let step = {
+            let cache = self.epoch_cache.borrow();
+            replication::truncation_step(
+                &cache,
+                asked,
+                self.log.log_end_offset(),
+                leader_epoch,
+                leader_end,
+            )
+        };
+        match step {
+            replication::TruncationStep::Done(offset) => {
+                self.truncate_to(offset).await?;
+                self.forget_epochs_from(offset);
+                Ok(true)
+            }
+            replication::TruncationStep::Again(offset) => {
+                self.truncate_to(offset).await?;
+                // Whether or not a batch was cut, the epochs starting at `offset` or later are
+                // gone, so the next question is about an older epoch: the steps always end.
+                self.forget_epochs_from(offset);
+                Ok(false)
+            }
+            replication::TruncationStep::Restart => {
+                self.truncate_to(self.log.log_start_offset()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// After truncating to `offset`: drops epoch cache entries that start at or after it.
+    /// `truncate_to` rebuilds the cache only when it cut a batch; an epoch this broker led
+    /// without writing sits in the cache at the log end with no batch behind it, and must go
+    /// when the truncation point is the log end itself.
+    pub(super) fn forget_epochs_from(&self, offset: i64) {
+        // The log now ends at or below `offset`; nothing of ours starts at or after its end.
+        let end = offset.min(self.log.log_end_offset());
+        self.epoch_cache.borrow_mut().truncate_from_end(end);
+    }
+
+    /// Removes every batch at or after `offset` (whole batches) and forgets what they carried:
+    /// epochs in the epoch cache, producer state (rebuilt from the log).
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        if offset >= self.log.log_end_offset() {
+            return Ok(self.log.log_end_offset());
+        }
+        let leo = self.log.log_end_offset();
+        let end = self.log.truncate_to(offset).await?;
+        log::info!(
+            "{}-{}: truncated from {leo} to {end}",
+            self.topic,
+            self.index
+        );
+        self.after_truncation().await?;
+        Ok(end)
+    }
+
+    /// Discards the whole log and restarts it empty at `offset` (a follower that shares nothing
+    /// with its leader starts at the leader's log start).
+    pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        log::info!(
+            "{}-{}: discarding the log (end {}) and restarting at {offset}",
+            self.topic,
+            self.index,
+            self.log.log_end_offset()
+        );
+        self.log.restart_at(offset).await?;
+        self.after_truncation().await?;
+        Ok(())
+    }
+
+    pub(super) async fn after_truncation(&self) -> Result<(), StorageError> {
+        let (producers, epochs) = scan_state(&self.log).await?;
+        *self.producers.borrow_mut() = producers;
+        *self.epoch_cache.borrow_mut() = epochs;
+        let end = self.log.log_end_offset();
+        if self.high_watermark.get() > end {
+            self.set_high_watermark(end);
+        }
+        if self.high_watermark.get() < self.log.log_start_offset() {
+            self.set_high_watermark(self.log.log_start_offset());
+        }
+        Ok(())
+    }
+
+    /// Follower: moves the log start offset up to the leader's (which DeleteRecords or the
+    /// leader's retention moved), never past what is committed here, so that records deleted
+    /// on the leader do not come back when this replica leads. Errors are logged: the next
+    /// fetch tries again.
+    pub async fn follow_log_start(&self, leader_log_start: i64) {
+        let target = leader_log_start
+            .min(self.high_watermark.get())
+            .min(self.log.log_end_offset());
+        if target <= self.log.log_start_offset() {
+            return;
+        }
+        let _gate = self.write_gate.acquire_permit(1).await;
+        if !matches!(self.role(), Role::Follower { .. }) {
+            return;
+        }
+        if let Err(e) = self.log.delete_records_before(target).await {
+            log::warn!(
+                "{}-{}: moving the log start to the leader's {target}: {e}",
+                self.topic,
+                self.index
+            );
+        }
+    }
+
+    /// Follower: appends the leader's batches as they are (offsets and epochs preserved, CRC
+    /// checked), which must start at the log end; a partial batch at the end of `records` (a
+    /// fetch cut at its byte limit) is left for the next fetch. Then takes the leader's high
+    /// watermark, bounded by the local log end.
+    pub async fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_hw: i64,
+    ) -> Result<(), FollowerAppendError> {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        if !matches!(self.role(), Role::Follower { .. }) {
+            return Err(FollowerAppendError::NotFollower);
+        }
+        let mut metas = Vec::new();
+        let mut headers = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let total = match batch::peek_total_len(&records[pos..]) {
+                None => break,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(FollowerAppendError::Corrupt(e.to_string())),
+            };
+            if pos + total > records.len() {
+                break;
+            }
+            let h = batch::validate(&records[pos..pos + total])
+                .map_err(|e| FollowerAppendError::Corrupt(e.to_string()))?;
+            metas.push(BatchMeta::from_header(pos, &h));
+            headers.push(h);
+            pos += total;
+        }
+        if !metas.is_empty() {
+            let leo = self.log.log_end_offset();
+            if metas[0].base_offset != leo {
+                return Err(FollowerAppendError::OffsetMismatch {
+                    expected: leo,
+                    got: metas[0].base_offset,
+                });
+            }
+            self.log
+                .append(records[..pos].to_vec(), &metas)
+                .await
+                .map_err(FollowerAppendError::Storage)?;
+            let mut producers = self.producers.borrow_mut();
+            let mut epochs = self.epoch_cache.borrow_mut();
+            for h in &headers {
+                producers.observe(h);
+                epochs.assign(h.partition_leader_epoch, h.base_offset);
+            }
+        }
+        let hw = leader_hw.min(self.log.log_end_offset());
+        if hw >= self.log.log_start_offset() {
+            self.set_high_watermark(hw);
+        }
+        if !metas.is_empty() {
+            self.wake_waiters();
+        }
+        Ok(())
+    }
+}

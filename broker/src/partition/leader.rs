@@ -1,0 +1,247 @@
+//! A leader's appends: produce with the idempotence checks, and group commit (appends queued
+//! while a write is in flight go to the log together in one write).
+
+use super::*;
+
+impl Partition {
+    /// Remembers a retriable refusal of a produce (nothing appended), see `gap_answer`.
+    pub(super) fn note_refusal(&self, code: i16) {
+        self.last_refusal.set(Some(Refusal {
+            at_ms: now_ms(),
+            code,
+        }));
+    }
+
+    /// Produce: acks=all checks the ISR size first and waits for the ISR after appending;
+    /// acks=0/1 answer once the batches are in the log.
+    pub async fn produce(
+        self: &Rc<Self>,
+        batches: Vec<IncomingBatch>,
+        acks: i16,
+        timeout: Duration,
+        on_appended: impl FnOnce(),
+    ) -> AppendOutcome {
+        if acks == -1 {
+            let code = self.check_min_isr();
+            if code != errors::NONE {
+                self.note_refusal(code);
+                return AppendOutcome::failed(code, self.log.log_start_offset());
+            }
+            // Bounded waiters: refused before appending (retriable, nothing written). Requests
+            // already appending may still add theirs, so the list holds at most the bound plus
+            // the append queue's.
+            let full = {
+                let mut waiters = self.ack_waiters.borrow_mut();
+                if waiters.len() >= limits::PARTITION_ACK_WAITERS_MAX {
+                    waiters.retain(|w| !w.reply.is_disconnected());
+                }
+                waiters.len() >= limits::PARTITION_ACK_WAITERS_MAX
+            };
+            if full {
+                self.note_refusal(errors::REQUEST_TIMED_OUT);
+                return AppendOutcome::queue_full(self.log.log_start_offset());
+            }
+        }
+        let mut outcome = self.append(batches).await;
+        on_appended();
+        if acks == -1 && outcome.error_code == errors::NONE {
+            let code = self.wait_committed(outcome.last_offset, timeout).await;
+            if code != errors::NONE {
+                outcome = AppendOutcome::failed(code, outcome.log_start_offset);
+            }
+        }
+        outcome
+    }
+
+    /// Appends the batches of one produce request and waits until they are in the page cache
+    /// (or were recognised as duplicates). Safe to call concurrently: appends are queued.
+    /// Refused with NOT_LEADER_OR_FOLLOWER unless this broker leads and its lease is valid.
+    pub async fn append(self: &Rc<Self>, batches: Vec<IncomingBatch>) -> AppendOutcome {
+        if !self.can_write() {
+            self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
+            return AppendOutcome::failed(
+                errors::NOT_LEADER_OR_FOLLOWER,
+                self.log.log_start_offset(),
+            );
+        }
+        let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+        let records: i64 = batches
+            .iter()
+            .map(|b| i64::from(b.header.records_count))
+            .sum();
+        if self.pending.borrow().len() >= limits::PARTITION_APPEND_QUEUE_MAX {
+            // Bounded queue: refused before appending (retriable, nothing written).
+            self.note_refusal(errors::REQUEST_TIMED_OUT);
+            return AppendOutcome::queue_full(self.log.log_start_offset());
+        }
+        let (tx, rx) = flume::bounded(1);
+        self.pending
+            .borrow_mut()
+            .push_back(PendingAppend { batches, reply: tx });
+        if !self.writing.get() {
+            self.writing.set(true);
+            // The writer is a detached task so that a producer disconnecting mid-request cannot
+            // cancel a write that other requests' batches share.
+            let this = self.clone();
+            crate::runtime::rt::spawn_detached(async move {
+                while let Some(group) = this.take_pending() {
+                    this.write_group(group).await;
+                }
+                this.writing.set(false);
+            });
+        }
+        let outcome = rx
+            .recv_async()
+            .await
+            .unwrap_or(AppendOutcome::failed(errors::KAFKA_STORAGE_ERROR, -1));
+        if outcome.error_code == errors::NONE {
+            let c = &self.counters;
+            PartitionCounters::add(&c.bytes_in, bytes as u64);
+            PartitionCounters::add(&c.records_in, records.max(0) as u64);
+        }
+        outcome
+    }
+
+    pub(super) fn take_pending(&self) -> Option<Vec<PendingAppend>> {
+        let mut q = self.pending.borrow_mut();
+        if q.is_empty() {
+            None
+        } else {
+            Some(q.drain(..).collect())
+        }
+    }
+
+    pub(super) async fn write_group(&self, group: Vec<PendingAppend>) {
+        let _gate = self.write_gate.acquire_permit(1).await;
+        // Leadership may have moved since these requests were queued: check where offsets are
+        // assigned, and stamp the batches with the epoch checked here.
+        if !self.can_write() {
+            self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
+            let log_start = self.log.log_start_offset();
+            for p in group {
+                let _ = p.reply.send(AppendOutcome::failed(
+                    errors::NOT_LEADER_OR_FOLLOWER,
+                    log_start,
+                ));
+            }
+            return;
+        }
+        let config = self.config();
+        let append_time = if config.log_append_time { now_ms() } else { -1 };
+        let epoch = self.leader_epoch();
+        let mut next_offset = self.log.log_end_offset();
+        let total: usize = group
+            .iter()
+            .flat_map(|p| &p.batches)
+            .map(|b| b.bytes.len())
+            .sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut metas = Vec::new();
+        let mut pending_state = ProducerStateTable::default();
+        // Per request: Ok((base, last) offsets to report) or Err(code).
+        let mut outcomes: Vec<Result<(i64, i64), i16>> = Vec::with_capacity(group.len());
+        {
+            let producers = self.producers.borrow();
+            for p in &group {
+                let mut first: Option<i64> = None;
+                let mut last: i64 = -1;
+                let mut error = None;
+                // A request's batches are all-or-nothing; check them all before taking any.
+                let mark = (buf.len(), metas.len(), next_offset, pending_state.clone());
+                for b in &p.batches {
+                    producers.fork_entry(&mut pending_state, b.header.producer_id);
+                    match producers.check(&b.header, &pending_state) {
+                        SequenceCheck::Reject(code) => {
+                            error = Some(producer_state::gap_answer(
+                                code,
+                                self.last_refusal.get(),
+                                now_ms(),
+                            ));
+                            break;
+                        }
+                        SequenceCheck::Duplicate { base_offset } => {
+                            first.get_or_insert(base_offset);
+                            last = last.max(base_offset);
+                        }
+                        SequenceCheck::Append => {
+                            let start = buf.len();
+                            buf.extend_from_slice(&b.bytes);
+                            let bytes = &mut buf[start..];
+                            batch::assign_offset(bytes, next_offset, epoch);
+                            if append_time >= 0 {
+                                batch::set_log_append_time(bytes, append_time);
+                            }
+                            let mut h = b.header;
+                            h.base_offset = next_offset;
+                            pending_state.observe(&h);
+                            metas.push(BatchMeta {
+                                position: start,
+                                base_offset: next_offset,
+                                last_offset: h.last_offset(),
+                                max_timestamp: if append_time >= 0 {
+                                    append_time
+                                } else {
+                                    h.max_timestamp
+                                },
+                            });
+                            first.get_or_insert(next_offset);
+                            last = last.max(h.last_offset());
+                            next_offset = h.last_offset() + 1;
+                        }
+                    }
+                }
+                match error {
+                    Some(code) => {
+                        let (len, n, off, state) = mark;
+                        buf.truncate(len);
+                        metas.truncate(n);
+                        next_offset = off;
+                        pending_state = state;
+                        outcomes.push(Err(code));
+                    }
+                    None => outcomes.push(Ok((first.unwrap_or(next_offset), last))),
+                }
+            }
+        }
+        let write_result = if metas.is_empty() {
+            Ok(())
+        } else {
+            self.log.append(buf, &metas).await.map(|_| ())
+        };
+        let log_start = self.log.log_start_offset();
+        match write_result {
+            Ok(()) => {
+                self.producers.borrow_mut().commit(pending_state);
+                if !metas.is_empty() {
+                    // Followers read to the log end: wake their fetches. Consumers are woken
+                    // when the high watermark moves (at once when the ISR is just us).
+                    self.wake_waiters();
+                    self.maybe_advance_hw();
+                }
+                for (p, outcome) in group.into_iter().zip(outcomes) {
+                    let o = match outcome {
+                        Ok((base, last)) => AppendOutcome {
+                            error_code: errors::NONE,
+                            base_offset: base,
+                            last_offset: last,
+                            log_append_time_ms: append_time,
+                            log_start_offset: log_start,
+                            queue_full: false,
+                        },
+                        Err(code) => AppendOutcome::failed(code, log_start),
+                    };
+                    let _ = p.reply.send(o);
+                }
+            }
+            Err(e) => {
+                log::error!("append to {}-{} failed: {e}", self.topic, self.index);
+                for p in group {
+                    let _ = p.reply.send(AppendOutcome::failed(
+                        errors::KAFKA_STORAGE_ERROR,
+                        log_start,
+                    ));
+                }
+            }
+        }
+    }
+}

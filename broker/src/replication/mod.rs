@@ -1,0 +1,5 @@
+//! Replication's moving part: the follower's fetch loop (`fetcher`), one per leader broker per
+//! shard, on the shard runtime. The rules it applies (ISR changes, leader epochs, truncation
+//! points) live beside the partition state they govern, in `partition::replication`.
+
+pub mod fetcher;
