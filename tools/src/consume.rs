@@ -20,10 +20,10 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use shardlog_protocol::batch::{BatchError, BatchHeader};
-use shardlog_protocol::client::{
+use shardlog_client::{
     check_code, codes, Client, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
+use shardlog_protocol::batch::{BatchError, BatchHeader};
 use shardlog_protocol::records::{self, Record, RecordsError};
 
 use crate::cli::ConsumeArgs;

@@ -16,9 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
 use serde_json::{json, Value};
-use shardlog_protocol::client::{
-    check_code, client_versions, codes, error_name, ClientError, Connection,
-};
+use shardlog_client::{check_code, client_versions, codes, error_name, ClientError, Connection};
 
 use crate::cli::ElectLeadersArgs;
 use crate::output::{print_json, Table};

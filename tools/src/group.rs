@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
-use shardlog_protocol::client::{
+use shardlog_client::{
     check_code, codes, Client, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 

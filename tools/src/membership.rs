@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use shardlog_protocol::client::{check_code, codes, Client, ClientError, Connection};
+use shardlog_client::{check_code, codes, Client, ClientError, Connection};
 
 /// The group protocol type of Kafka consumers.
 pub const PROTOCOL_TYPE: &str = "consumer";

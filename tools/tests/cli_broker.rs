@@ -757,10 +757,8 @@ fn unreachable_broker_and_usage_errors_have_their_exit_codes() {
 /// the real broker: metadata, topic creation, produce, fetch, list offsets, deletion.
 #[test]
 fn client_library_round_trip() {
+    use shardlog_client::{codes, Client, NewTopic, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
     use shardlog_protocol::batch::build_simple_batch;
-    use shardlog_protocol::client::{
-        codes, Client, NewTopic, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
-    };
     let b = Broker::start();
     let mut client = Client::connect(&b.addr, "client-test", Duration::from_secs(10))
         .expect("connecting to the broker");

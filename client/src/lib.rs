@@ -1,7 +1,13 @@
-//! A small blocking Kafka client over `std::net::TcpStream`, for `shardlog-cli`, the bench
+//! Shardlog's blocking Kafka client over `std::net::TcpStream`, for `shardlog-cli`, the bench
 //! harness's set-up (metadata, topic creation) and tests. It is not on any hot path: one request
 //! at a time per connection (with optional pipelining), no background threads, no buffering of
 //! produced records.
+//!
+//! The broker must not use this crate: a blocking socket on a shard would stall every partition
+//! the shard owns. The broker's replica fetcher uses only the codec underneath,
+//! `shardlog_protocol::request` ([`encode_request`](shardlog_protocol::request::encode_request),
+//! [`decode_response`](shardlog_protocol::request::decode_response)), over its own io_uring
+//! sockets.
 //!
 //! Two layers:
 //!
@@ -26,7 +32,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
@@ -37,11 +43,11 @@ use kafka_protocol::messages::{
     produce_request::{PartitionProduceData, TopicProduceData},
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
     FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    TopicName,
 };
-use kafka_protocol::protocol::{
-    Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
-};
+use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+pub use shardlog_protocol::request::api_name;
+use shardlog_protocol::request::{decode_response, encode_request};
 
 /// Largest response frame accepted by default (Kafka's `socket.request.max.bytes` default).
 pub const MAX_RESPONSE_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
@@ -233,14 +239,6 @@ fn camel_to_upper_snake(s: &str) -> String {
         out.push(ch.to_ascii_uppercase());
     }
     out
-}
-
-/// The name of an API key for messages (`Fetch`, `CreateTopics`).
-pub fn api_name(api_key: i16) -> String {
-    match ApiKey::try_from(api_key) {
-        Ok(k) => format!("{k:?}"),
-        Err(_) => format!("api key {api_key}"),
-    }
 }
 
 /// Highest version this client uses for an API, below what `kafka_protocol` can encode, when a
@@ -602,77 +600,6 @@ impl Connection {
             detail,
         }
     }
-}
-
-/// Encodes a whole request frame: length prefix, header at `R`'s header version, body.
-pub fn encode_request<R: Request>(
-    req: &R,
-    version: i16,
-    correlation_id: i32,
-    client_id: Option<StrBytes>,
-) -> Result<BytesMut, String> {
-    if version < R::VERSIONS.min || version > R::VERSIONS.max {
-        return Err(format!(
-            "{} v{version} is outside the versions this client can encode ({})",
-            api_name(R::KEY),
-            R::VERSIONS
-        ));
-    }
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(client_id);
-    let mut buf = BytesMut::with_capacity(128);
-    buf.put_i32(0);
-    header
-        .encode(&mut buf, R::header_version(version))
-        .map_err(|e| format!("cannot encode {} v{version} header: {e}", api_name(R::KEY)))?;
-    req.encode(&mut buf, version)
-        .map_err(|e| format!("cannot encode {} v{version}: {e}", api_name(R::KEY)))?;
-    let len = i32::try_from(buf.len() - 4)
-        .map_err(|_| format!("{} request too large", api_name(R::KEY)))?;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
-}
-
-/// Decodes a response frame (without length prefix) to `R`'s response at `version`. Trailing
-/// bytes are an error: they mean the two sides disagree about the layout.
-///
-/// The frame first goes through [`crate::frame::decode_response`], whose allocation guard
-/// refuses array counts larger than the bytes left: `kafka_protocol`'s decoders reserve memory
-/// for a claimed count before reading any element, and a failed allocation aborts the process.
-/// Once the guarded decode succeeds, the typed decode of the same bytes follows the same path
-/// and is bounded too.
-pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<R::Response, String> {
-    let api = api_name(R::KEY);
-    let api_key =
-        ApiKey::try_from(R::KEY).map_err(|_| format!("unknown api key {} in response", R::KEY))?;
-    let header_version = R::Response::header_version(version);
-    let mut body = frame.clone();
-    ResponseHeader::decode(&mut body, header_version)
-        .map_err(|e| format!("cannot decode {api} v{version} response header: {e}"))?;
-    // A broker that does not know the ApiVersions version asked for answers in v0 layout with
-    // UNSUPPORTED_VERSION; the error code comes first in every version.
-    let version = if R::KEY == ApiVersionsRequest::KEY
-        && body.len() >= 2
-        && (&body[..2]).get_i16() == codes::UNSUPPORTED_VERSION
-    {
-        0
-    } else {
-        version
-    };
-    crate::frame::decode_response(api_key, version, frame)
-        .map_err(|e| format!("cannot decode {api} v{version} response: {e}"))?;
-    let response = R::Response::decode(&mut body, version)
-        .map_err(|e| format!("cannot decode {api} v{version} response: {e}"))?;
-    if body.has_remaining() {
-        return Err(format!(
-            "{} bytes left over after decoding {api} v{version} response",
-            body.remaining()
-        ));
-    }
-    Ok(response)
 }
 
 /// A broker from metadata.
@@ -1524,11 +1451,14 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{Buf, BytesMut};
     use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::messages::metadata_response::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
     };
     use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
     use std::net::TcpListener;
     use std::thread;
 
@@ -1844,7 +1774,7 @@ mod tests {
         assert_eq!(client.metadata().controller_id, 7);
         // The bootstrap connection was recognised as broker 7: no second connection needed
         // (the fake broker accepts only one).
-        let batch = Bytes::from(crate::batch::build_simple_batch(
+        let batch = Bytes::from(shardlog_protocol::batch::build_simple_batch(
             0,
             1,
             &[(None, Some(b"v"))],
