@@ -21,8 +21,6 @@ mod codec;
 mod consume;
 mod elect;
 mod exit;
-#[cfg(test)]
-mod fake_broker;
 mod group;
 mod membership;
 mod offsets;
