@@ -13,7 +13,7 @@ use anyhow::{anyhow, Result};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use shardlog_protocol::client::{
+use shardlog_client::{
     codes, error_name, Client, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use shardlog_protocol::records::batches;

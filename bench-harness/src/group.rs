@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use shardlog_protocol::client::{codes, error_name, Client};
+use shardlog_client::{codes, error_name, Client};
 use std::time::{Duration, Instant};
 
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30);

@@ -5,7 +5,7 @@
 //! is written per send: [`ProduceEncoder`] reserves room in front of the batch, writes the batch
 //! there, and then fills in the frame length, request header and the few body fields that come
 //! before the records (it checks itself against `kafka_protocol`'s decoder in the tests).
-//! Responses are decoded with the project codec (`shardlog_protocol::client::decode_response`).
+//! Responses are decoded with the project codec (`shardlog_protocol::request::decode_response`).
 //!
 //! In-flight requests per connection are bounded by a counting semaphore (`--max-in-flight`);
 //! the writer queues what the reader needs (correlation id, record range, send time) on a
@@ -19,7 +19,8 @@ use crate::stats::Recorder;
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use kafka_protocol::messages::ProduceRequest;
-use shardlog_protocol::client::{decode_response, error_name};
+use shardlog_client::error_name;
+use shardlog_protocol::request::decode_response;
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};

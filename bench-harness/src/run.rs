@@ -14,7 +14,7 @@ use crate::schedule::Clock;
 use crate::stats::{self, summarize, take_interval, totals, Recorder, SeriesPoint};
 use anyhow::{anyhow, bail, Context, Result};
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
-use shardlog_protocol::client::{codes, Client, ClientError, NewTopic};
+use shardlog_client::{codes, Client, ClientError, NewTopic};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};

@@ -1,11 +1,10 @@
-//! The harness binary end to end against an in-memory fake broker (tests/common): every mode,
-//! compression, consumer splitting, exit codes, result files, and a broker that goes away.
-//! No timing assertions: only counts, statuses and files.
+//! The harness binary end to end against the in-memory fake broker
+//! (`shardlog_client::fake_broker`): every mode, compression, consumer splitting, exit codes,
+//! result files, and a broker that goes away. No timing assertions: only counts, statuses and
+//! files.
 
-mod common;
-
-use common::fake_broker::FakeBroker;
 use serde_json::Value;
+use shardlog_client::fake_broker::FakeBroker;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -98,7 +98,7 @@ fn start_broker(test: &str) -> Broker {
     let mut broker = Broker { child, dir, addr };
     let deadline = Instant::now() + LISTEN_TIMEOUT;
     // A broker whose start-up watchdog found a stalled shard exits with 3 (a known, rare
-    // glommio stall; see broker/src/startup.rs): start it again, at most twice, loudly.
+    // glommio stall; see broker/src/startup/mod.rs): start it again, at most twice, loudly.
     let mut stall_restarts = 0;
     loop {
         // A connection to ourselves (TCP self-connect on an ephemeral-range port nobody

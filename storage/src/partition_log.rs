@@ -767,7 +767,11 @@ impl PartitionLog {
         old.finalize_time_index();
         old.persist_index_tail().await?;
         let new_base = self.log_end_offset.get();
-        assert_eq!(new_base, old.next_offset(), "a new segment starts at the log end");
+        assert_eq!(
+            new_base,
+            old.next_offset(),
+            "a new segment starts at the log end"
+        );
         let new = Rc::new(Segment::create(&self.dir, new_base, now).await?);
         self.segments.borrow_mut().push(new);
         // The new segment takes appends from here. The finished one is made durable in the

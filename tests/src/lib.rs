@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use shardlog_protocol::client::{Client, ClusterMetadata, NewTopic, PartitionMeta};
+use shardlog_client::{Client, ClusterMetadata, NewTopic, PartitionMeta};
 
 /// The workspace root (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {

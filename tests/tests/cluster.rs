@@ -26,7 +26,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use shardlog_protocol::client::{self, ClientError, Connection, PartitionMeta};
+use shardlog_client::{ClientError, Connection, PartitionMeta};
 use shardlog_tests::{wait_for, wait_until, Cluster, ZooKeeper};
 
 use common::payload;
@@ -574,7 +574,7 @@ fn raw_produce(
         "shardlog-cluster-test",
         Duration::from_secs(15),
     )?;
-    client::produce(
+    shardlog_client::produce(
         &mut conn,
         topic,
         partition,
@@ -937,7 +937,9 @@ fn observe_leadership(
     thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let addr = format!("127.0.0.1:{port}");
-            if let Ok(mut c) = client::Client::connect(&addr, "observer", Duration::from_secs(1)) {
+            if let Ok(mut c) =
+                shardlog_client::Client::connect(&addr, "observer", Duration::from_secs(1))
+            {
                 if let Ok(m) = c.refresh_metadata(Some(&[topic.as_str()])) {
                     if let Some(p) = m.topics.get(&topic).and_then(|t| t.partitions.get(&0)) {
                         if p.leader >= 0 {
@@ -1117,7 +1119,7 @@ fn isolated_leader_answers_pending_acks_all_when_its_lease_ends() {
     let pending = thread::spawn(move || {
         let mut conn =
             Connection::connect(&bootstrap, "shardlog-cluster-test", Duration::from_secs(90))?;
-        client::produce(&mut conn, topic, 0, raw_batch(b"held", b"held"), -1, 60_000)
+        shardlog_client::produce(&mut conn, topic, 0, raw_batch(b"held", b"held"), -1, 60_000)
     });
     // The leader appends it and waits for followers that do not fetch.
     thread::sleep(Duration::from_millis(1000));
@@ -1195,7 +1197,7 @@ fn acks_all_waiting_for_a_follower_holds_no_request_budget() {
             thread::spawn(move || {
                 let mut conn = Connection::connect(&bootstrap, "held", Duration::from_secs(30))?;
                 let value = vec![b'h'; 250 * 1024];
-                client::produce(
+                shardlog_client::produce(
                     &mut conn,
                     topic,
                     0,
@@ -1216,7 +1218,7 @@ fn acks_all_waiting_for_a_follower_holds_no_request_budget() {
         let bootstrap = bootstrap.clone();
         thread::spawn(move || {
             let mut conn = Connection::connect(&bootstrap, "probe", Duration::from_secs(10))?;
-            client::produce(
+            shardlog_client::produce(
                 &mut conn,
                 "probe",
                 probe_partition,
@@ -1267,7 +1269,7 @@ fn produce_sequence(cluster: &Cluster, to: i32, topic: &str, pid: i64, seq: i32)
         Duration::from_secs(15),
     )
     .expect("connect");
-    match client::produce(
+    match shardlog_client::produce(
         &mut conn,
         topic,
         0,
@@ -1599,7 +1601,7 @@ fn consumer_group_survives_coordinator_kill9() {
         "something was committed: {before:?}"
     );
 
-    let mut admin = client::Client::connect(
+    let mut admin = shardlog_client::Client::connect(
         &env.cluster.bootstrap_running(),
         "shardlog-cluster-test",
         Duration::from_secs(10),
@@ -1958,7 +1960,7 @@ fn delete_records_reaches_the_followers_and_survives_failover() {
     )
     .expect("connect");
     let earliest = wait_for(Duration::from_secs(20), || {
-        client::list_offset(&mut conn, topic, 0, -2).ok()
+        shardlog_client::list_offset(&mut conn, topic, 0, -2).ok()
     })
     .expect("ListOffsets earliest from the new leader");
     assert_eq!(
@@ -2008,7 +2010,7 @@ fn kafka_python_producer_survives_leader_kill9() {
         ) else {
             return false;
         };
-        client::list_offset(&mut conn, topic, 0, -1).is_ok_and(|o| o.offset >= 500)
+        shardlog_client::list_offset(&mut conn, topic, 0, -1).is_ok_and(|o| o.offset >= 500)
     });
     assert!(
         underway,

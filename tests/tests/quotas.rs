@@ -460,12 +460,8 @@ fn bad_quota_changes_are_refused_with_invalid_request() {
     use kafka_protocol::messages::AlterClientQuotasRequest;
     use kafka_protocol::protocol::StrBytes;
     let broker = Broker::start();
-    let mut client = shardlog_protocol::client::Client::connect(
-        &broker.bootstrap(),
-        "t",
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let mut client =
+        shardlog_client::Client::connect(&broker.bootstrap(), "t", Duration::from_secs(5)).unwrap();
     let entry = |etype: &'static str, key: &'static str, value: f64| {
         EntryData::default()
             .with_entity(vec![EntityData::default()

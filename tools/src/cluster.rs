@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use kafka_protocol::messages::DescribeClusterRequest;
 use serde_json::json;
-use shardlog_protocol::client::{check_code, BrokerMeta};
+use shardlog_client::{check_code, BrokerMeta};
 
 use crate::output::{print_json, Table};
 use crate::Ctx;

@@ -20,10 +20,10 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use shardlog_protocol::batch::{BatchError, BatchHeader};
-use shardlog_protocol::client::{
+use shardlog_client::{
     check_code, codes, Client, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
+use shardlog_protocol::batch::{BatchError, BatchHeader};
 use shardlog_protocol::records::{self, Record, RecordsError};
 
 use crate::cli::ConsumeArgs;
@@ -652,7 +652,7 @@ mod tests {
 
     #[test]
     fn group_consumption_prints_each_record_once_and_commits_what_it_printed() {
-        let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 5);
+        let fake = shardlog_client::fake_broker::FakeBroker::with_topics(&[("t", 2)], 5);
         let ctx = Ctx {
             entity_client_id: None,
             bootstrap: fake.addr.clone(),
@@ -668,13 +668,13 @@ mod tests {
         // Three records, then stop: exactly those are committed (partition 0 first).
         let text = run_with(&["-g", "g", "-n", "3", "--format", "{value}"]);
         assert_eq!(text, "p0-0\np0-1\np0-2\n");
-        let committed = fake.state.lock().unwrap().committed.clone();
+        let committed = fake.state.lock().unwrap().group("g").committed.clone();
         assert_eq!(committed.get(&("t".to_string(), 0)), Some(&3));
         // The rest, resuming from the commits; the member left the group each time.
         let text = run_with(&["-g", "g", "--format", "{partition}:{offset}"]);
         assert_eq!(text, "0:3\n0:4\n1:0\n1:1\n1:2\n1:3\n1:4\n");
-        assert!(fake.state.lock().unwrap().members.is_empty());
-        let committed = fake.state.lock().unwrap().committed.clone();
+        assert!(fake.state.lock().unwrap().group("g").members.is_empty());
+        let committed = fake.state.lock().unwrap().group("g").committed.clone();
         assert_eq!(committed.values().copied().collect::<Vec<_>>(), vec![5, 5]);
         assert_eq!(run_with(&["-g", "g"]), "");
         // Without a group: from an offset, one partition, nothing committed.
@@ -683,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_batch_failing_its_crc_is_reported_as_corrupt_data_with_its_own_status() {
-        let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 5);
+        let fake = shardlog_client::fake_broker::FakeBroker::with_topics(&[("t", 2)], 5);
         fake.state.lock().unwrap().corrupt_partitions.insert(1);
         let ctx = Ctx {
             entity_client_id: None,

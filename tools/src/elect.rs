@@ -16,9 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
 use serde_json::{json, Value};
-use shardlog_protocol::client::{
-    check_code, client_versions, codes, error_name, ClientError, Connection,
-};
+use shardlog_client::{check_code, client_versions, codes, error_name, ClientError, Connection};
 
 use crate::cli::ElectLeadersArgs;
 use crate::output::{print_json, Table};
@@ -28,8 +26,8 @@ use crate::Ctx;
 pub const PREFERRED: i8 = 0;
 /// ElectLeaders `election_type`: any live replica, even one out of sync.
 pub const UNCLEAN: i8 = 1;
-/// The partition already has its preferred leader (Kafka error code 84).
-pub const ELECTION_NOT_NEEDED: i16 = 84;
+/// The partition already has its preferred leader.
+pub const ELECTION_NOT_NEEDED: i16 = codes::ELECTION_NOT_NEEDED;
 /// Election timeout sent when the command has none.
 pub const DEFAULT_TIMEOUT_MS: i32 = 30_000;
 /// How much longer than the election timeout the tool waits for the answer, so that a
@@ -534,8 +532,8 @@ mod tests {
 
     mod through_fake_broker {
         use super::*;
-        use crate::fake_broker::FakeBroker;
         use kafka_protocol::messages::ApiKey;
+        use shardlog_client::fake_broker::FakeBroker;
 
         fn ctx(fake: &FakeBroker, json: bool) -> Ctx {
             Ctx {
@@ -555,7 +553,7 @@ mod tests {
 
         #[test]
         fn a_topic_asks_for_each_of_its_partitions_at_the_newest_version() {
-            let fake = FakeBroker::start(&[("t", 3), ("other", 1)], 0);
+            let fake = FakeBroker::with_topics(&[("t", 3), ("other", 1)], 0);
             fake.state.lock().unwrap().elect_results.insert(
                 ("t".into(), 1),
                 (ELECTION_NOT_NEEDED, Some("already the leader".into())),
@@ -599,7 +597,7 @@ mod tests {
 
         #[test]
         fn all_sends_null_and_succeeds_when_nothing_failed() {
-            let fake = FakeBroker::start(&[("t", 2)], 0);
+            let fake = FakeBroker::with_topics(&[("t", 2)], 0);
             fake.state
                 .lock()
                 .unwrap()
@@ -618,7 +616,7 @@ mod tests {
 
         #[test]
         fn nothing_to_do_says_so() {
-            let fake = FakeBroker::start(&[("t", 2)], 0);
+            let fake = FakeBroker::with_topics(&[("t", 2)], 0);
             for p in 0..2 {
                 fake.state
                     .lock()
@@ -642,7 +640,7 @@ mod tests {
 
         #[test]
         fn a_top_level_error_fails_without_a_table() {
-            let fake = FakeBroker::start(&[("t", 1)], 0);
+            let fake = FakeBroker::with_topics(&[("t", 1)], 0);
             fake.state.lock().unwrap().elect_error = 31; // CLUSTER_AUTHORIZATION_FAILED
             let (text, r) = run_with(&ctx(&fake, false), &args(false, &["t"], &[]));
             assert_eq!(text, "");
@@ -656,7 +654,7 @@ mod tests {
 
         #[test]
         fn a_v0_broker_gets_v0_and_refuses_unclean() {
-            let fake = FakeBroker::start(&[("t", 1)], 0);
+            let fake = FakeBroker::with_topics(&[("t", 1)], 0);
             fake.state
                 .lock()
                 .unwrap()
@@ -682,7 +680,7 @@ mod tests {
 
         #[test]
         fn an_unknown_topic_fails_before_electing() {
-            let fake = FakeBroker::start(&[("t", 1)], 0);
+            let fake = FakeBroker::with_topics(&[("t", 1)], 0);
             let (_, r) = run_with(&ctx(&fake, false), &args(false, &["missing"], &[]));
             let e = r.unwrap_err();
             assert_eq!(crate::exit::status_of(&e), crate::exit::BROKER);

@@ -10,7 +10,7 @@
 //! | 5 | `segment verify` found damage |
 //! | 6 | `consume` fetched a batch that failed its CRC check (corrupt data in the log) |
 
-use shardlog_protocol::client::{codes, ClientError};
+use shardlog_client::{codes, ClientError};
 
 pub const OK: i32 = 0;
 pub const OTHER: i32 = 1;

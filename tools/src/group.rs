@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
-use shardlog_protocol::client::{
+use shardlog_client::{
     check_code, codes, Client, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 
@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn describe_and_reset_against_a_fake_coordinator() {
         use clap::Parser;
-        let fake = crate::fake_broker::FakeBroker::start(&[("t", 2)], 10);
+        let fake = shardlog_client::fake_broker::FakeBroker::with_topics(&[("t", 2)], 10);
         let ctx = Ctx {
             entity_client_id: None,
             bootstrap: fake.addr.clone(),
@@ -815,16 +815,17 @@ mod tests {
         assert_eq!(v["partitions"][0]["current"], 4);
         assert_eq!(v["partitions"][1]["current"], Value::Null);
         assert_eq!(v["partitions"][1]["new"], 10);
-        assert_eq!(fake.state.lock().unwrap().committed.len(), 1);
+        assert_eq!(fake.state.lock().unwrap().group("g").committed.len(), 1);
         // --execute does.
         let mut out = Vec::new();
         reset_offsets(&ctx, &parse(&["--to-offset", "3", "--execute"]), &mut out).unwrap();
-        let committed = fake.state.lock().unwrap().committed.clone();
+        let committed = fake.state.lock().unwrap().group("g").committed.clone();
         assert_eq!(committed.values().copied().collect::<Vec<_>>(), vec![3, 3]);
         // Shifting a partition without a committed offset is refused, naming it.
         fake.state
             .lock()
             .unwrap()
+            .group("g")
             .committed
             .remove(&("t".to_string(), 1));
         let err = reset_offsets(&ctx, &parse(&["--shift-by", "1"]), &mut Vec::new()).unwrap_err();

@@ -7,7 +7,7 @@
 //!   batch fetched) and hints;
 //! - `output`, `template`: tables, JSON, the consume format template;
 //! - `cluster`, `elect`, `topic`, `produce`, `consume`, `group`, `offsets`: commands that talk
-//!   to brokers through `shardlog_protocol::client` (`elect` is `cluster elect-leaders`);
+//!   to brokers through `shardlog_client` (`elect` is `cluster elect-leaders`);
 //! - `membership`: the classic consumer group protocol, client side (join, sync with a range
 //!   assignment, heartbeat, commit, leave);
 //! - `segment`: offline `segment dump` and `segment verify` on a data directory;
@@ -21,8 +21,6 @@ mod codec;
 mod consume;
 mod elect;
 mod exit;
-#[cfg(test)]
-mod fake_broker;
 mod group;
 mod membership;
 mod offsets;
@@ -38,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shardlog_protocol::client::Client;
+use shardlog_client::Client;
 
 use crate::cli::{
     Cli, ClusterCommand, Command, GroupCommand, QuotaCommand, SegmentCommand, TopicCommand,

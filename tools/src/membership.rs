@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use shardlog_protocol::client::{check_code, codes, Client, ClientError, Connection};
+use shardlog_client::{check_code, codes, Client, ClientError, Connection};
 
 /// The group protocol type of Kafka consumers.
 pub const PROTOCOL_TYPE: &str = "consumer";
@@ -720,12 +720,13 @@ mod tests {
 
     #[test]
     fn join_two_step_assign_commit_fetch_leave_against_a_fake_coordinator() {
-        let fake = crate::fake_broker::FakeBroker::start(&[("t", 3), ("other", 1)], 10);
+        let fake =
+            shardlog_client::fake_broker::FakeBroker::with_topics(&[("t", 3), ("other", 1)], 10);
         let mut client = Client::connect(&fake.addr, "test", Duration::from_secs(5)).unwrap();
         let mut m = GroupMember::new("g", &["t".to_string()]);
         m.join(&mut client).unwrap();
         // MEMBER_ID_REQUIRED first, then the join with the id the coordinator handed out.
-        assert_eq!(fake.state.lock().unwrap().join_calls, 2);
+        assert_eq!(fake.state.lock().unwrap().group("g").join_calls, 2);
         assert_eq!(m.member_id, "member-1");
         assert!(m.leader);
         assert_eq!(m.generation, 1);
@@ -746,7 +747,7 @@ mod tests {
         assert_eq!(m.heartbeat_if_due(&mut client).unwrap(), Heartbeat::Fine);
 
         m.leave(&mut client).unwrap();
-        assert!(fake.state.lock().unwrap().members.is_empty());
+        assert!(fake.state.lock().unwrap().group("g").members.is_empty());
         assert!(m.member_id.is_empty());
     }
 }

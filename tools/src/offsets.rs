@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use shardlog_protocol::client::{codes, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use shardlog_client::{codes, ClientError, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 
 use crate::cli::OffsetsArgs;
 use crate::output::{print_json, Table};

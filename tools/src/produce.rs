@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::json;
+use shardlog_client::{codes, Client, ClientError};
 use shardlog_protocol::batch::Compression;
-use shardlog_protocol::client::{codes, Client, ClientError};
 use shardlog_protocol::records::BatchBuilder;
 
 use crate::cli::ProduceArgs;

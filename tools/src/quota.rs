@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
-use shardlog_protocol::client::check_code;
+use shardlog_client::check_code;
 
 use crate::cli::{QuotaDeleteArgs, QuotaDescribeArgs, QuotaEntityArgs, QuotaSetArgs};
 use crate::output::{print_json, Table};

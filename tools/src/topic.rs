@@ -16,9 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{json, Value};
-use shardlog_protocol::client::{
-    check_code, codes, Client, ClientError, Connection, NewTopic, TopicMeta,
-};
+use shardlog_client::{check_code, codes, Client, ClientError, Connection, NewTopic, TopicMeta};
 
 use crate::cli::{
     TopicAddPartitionsArgs, TopicAlterConfigArgs, TopicCreateArgs, TopicDeleteArgs,
@@ -578,7 +576,7 @@ pub fn add_partitions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardlog_protocol::client::PartitionMeta;
+    use shardlog_client::PartitionMeta;
 
     fn topic(name: &str, partitions: i32, rf: usize) -> TopicMeta {
         TopicMeta {

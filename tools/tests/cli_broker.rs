@@ -114,7 +114,7 @@ impl Broker {
     }
 
     /// Waits for the broker to accept connections. A broker whose start-up watchdog found a
-    /// stalled shard exits with 3 (a known, rare glommio stall; see broker/src/startup.rs):
+    /// stalled shard exits with 3 (a known, rare glommio stall; see broker/src/startup/mod.rs):
     /// it is started again, as a supervisor would, at most twice and loudly.
     fn wait_until_listening(&mut self, cmd: &mut Command) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -757,10 +757,8 @@ fn unreachable_broker_and_usage_errors_have_their_exit_codes() {
 /// the real broker: metadata, topic creation, produce, fetch, list offsets, deletion.
 #[test]
 fn client_library_round_trip() {
+    use shardlog_client::{codes, Client, NewTopic, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
     use shardlog_protocol::batch::build_simple_batch;
-    use shardlog_protocol::client::{
-        codes, Client, NewTopic, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
-    };
     let b = Broker::start();
     let mut client = Client::connect(&b.addr, "client-test", Duration::from_secs(10))
         .expect("connecting to the broker");

@@ -31,7 +31,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
-use shardlog_protocol::client;
+use shardlog_protocol::request;
 
 use crate::base::errors;
 use crate::partition::{FollowerAppendError, FollowerSync, Partition, Role};
@@ -80,7 +80,7 @@ impl LeaderConnection {
         wait: Duration,
     ) -> Result<R::Response, FetcherError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let frame = client::encode_request(
+        let frame = request::encode_request(
             req,
             version,
             self.correlation_id,
@@ -116,7 +116,7 @@ impl LeaderConnection {
             .await
         })
         .await?;
-        client::decode_response::<R>(body, version).map_err(FetcherError::Protocol)
+        request::decode_response::<R>(body, version).map_err(FetcherError::Protocol)
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shardlog_client::Client;
 use shardlog_protocol::batch::BatchHeader;
-use shardlog_protocol::client::Client;
 use shardlog_protocol::records::{batches, decode_batches};
 
 use super::load::{parse_key, Tracker, TOPIC};

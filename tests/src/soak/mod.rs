@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shardlog_protocol::client::{Client, ClusterMetadata, NewTopic};
+use shardlog_client::{Client, ClusterMetadata, NewTopic};
 
 use crate::ZooKeeper;
 use load::{LoadControl, Tracker, TOPIC};

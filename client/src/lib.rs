@@ -1,7 +1,12 @@
-//! A small blocking Kafka client over `std::net::TcpStream`, for `shardlog-cli`, the bench
+//! Shardlog's blocking Kafka client over `std::net::TcpStream`, for `shardlog-cli`, the bench
 //! harness's set-up (metadata, topic creation) and tests. It is not on any hot path: one request
 //! at a time per connection (with optional pipelining), no background threads, no buffering of
 //! produced records.
+//!
+//! The broker must not use this crate: a blocking socket on a shard would stall every partition
+//! the shard owns. The broker's replica fetcher uses only the codec underneath,
+//! `shardlog_protocol::request` ([`encode_request`], [`decode_response`]), over its own
+//! io_uring sockets.
 //!
 //! Two layers:
 //!
@@ -20,13 +25,17 @@
 //!
 //! Nothing received from a broker is trusted: every decode failure, unexpected correlation id or
 //! oversized frame becomes [`ClientError::Protocol`], never a panic.
+//!
+//! With the cargo feature `fake-broker`, the module `fake_broker` is the one fake Kafka broker
+//! of the workspace: an in-memory or scripted broker on std threads, built on the project's
+//! codec, for the tests of this crate, `shardlog-cli` and `shardlog-bench`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
@@ -37,11 +46,14 @@ use kafka_protocol::messages::{
     produce_request::{PartitionProduceData, TopicProduceData},
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
     FindCoordinatorRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    TopicName,
 };
-use kafka_protocol::protocol::{
-    Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
-};
+use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+pub use shardlog_protocol::request::api_name;
+use shardlog_protocol::request::{decode_response, encode_request};
+
+#[cfg(any(test, feature = "fake-broker"))]
+pub mod fake_broker;
 
 /// Largest response frame accepted by default (Kafka's `socket.request.max.bytes` default).
 pub const MAX_RESPONSE_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
@@ -52,30 +64,8 @@ pub const API_VERSIONS_PREFERRED: i16 = 3;
 /// `client_software_name` sent in ApiVersions v3+ (Kafka checks it against `[a-zA-Z0-9.-]+`).
 pub const CLIENT_SOFTWARE_NAME: &str = "shardlog-client";
 
-/// Kafka error codes this module reacts to.
-pub mod codes {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const NOT_CONTROLLER: i16 = 41;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-}
+/// Kafka error codes, by name (the project's one table, `shardlog_protocol::errors`).
+pub use shardlog_protocol::errors as codes;
 
 /// ListOffsets timestamp asking for the log end offset (high watermark for consumers).
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -214,33 +204,10 @@ pub fn check_code(
     ))
 }
 
-/// Kafka's upper-case name for an error code (`UNKNOWN_TOPIC_OR_PARTITION`), from
-/// `kafka_protocol`'s table; unknown codes are named `UNKNOWN_ERROR_CODE_<n>`.
+/// Kafka's upper-case name for an error code (`UNKNOWN_TOPIC_OR_PARTITION`); unknown codes are
+/// named `UNKNOWN_ERROR_CODE_<n>`.
 pub fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE".to_string(),
-        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
-        Some(e) => camel_to_upper_snake(&e.to_string()),
-    }
-}
-
-fn camel_to_upper_snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for (i, ch) in s.chars().enumerate() {
-        if ch.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(ch.to_ascii_uppercase());
-    }
-    out
-}
-
-/// The name of an API key for messages (`Fetch`, `CreateTopics`).
-pub fn api_name(api_key: i16) -> String {
-    match ApiKey::try_from(api_key) {
-        Ok(k) => format!("{k:?}"),
-        Err(_) => format!("api key {api_key}"),
-    }
+    shardlog_protocol::errors::name(code)
 }
 
 /// Highest version this client uses for an API, below what `kafka_protocol` can encode, when a
@@ -602,77 +569,6 @@ impl Connection {
             detail,
         }
     }
-}
-
-/// Encodes a whole request frame: length prefix, header at `R`'s header version, body.
-pub fn encode_request<R: Request>(
-    req: &R,
-    version: i16,
-    correlation_id: i32,
-    client_id: Option<StrBytes>,
-) -> Result<BytesMut, String> {
-    if version < R::VERSIONS.min || version > R::VERSIONS.max {
-        return Err(format!(
-            "{} v{version} is outside the versions this client can encode ({})",
-            api_name(R::KEY),
-            R::VERSIONS
-        ));
-    }
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(client_id);
-    let mut buf = BytesMut::with_capacity(128);
-    buf.put_i32(0);
-    header
-        .encode(&mut buf, R::header_version(version))
-        .map_err(|e| format!("cannot encode {} v{version} header: {e}", api_name(R::KEY)))?;
-    req.encode(&mut buf, version)
-        .map_err(|e| format!("cannot encode {} v{version}: {e}", api_name(R::KEY)))?;
-    let len = i32::try_from(buf.len() - 4)
-        .map_err(|_| format!("{} request too large", api_name(R::KEY)))?;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
-}
-
-/// Decodes a response frame (without length prefix) to `R`'s response at `version`. Trailing
-/// bytes are an error: they mean the two sides disagree about the layout.
-///
-/// The frame first goes through [`crate::frame::decode_response`], whose allocation guard
-/// refuses array counts larger than the bytes left: `kafka_protocol`'s decoders reserve memory
-/// for a claimed count before reading any element, and a failed allocation aborts the process.
-/// Once the guarded decode succeeds, the typed decode of the same bytes follows the same path
-/// and is bounded too.
-pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<R::Response, String> {
-    let api = api_name(R::KEY);
-    let api_key =
-        ApiKey::try_from(R::KEY).map_err(|_| format!("unknown api key {} in response", R::KEY))?;
-    let header_version = R::Response::header_version(version);
-    let mut body = frame.clone();
-    ResponseHeader::decode(&mut body, header_version)
-        .map_err(|e| format!("cannot decode {api} v{version} response header: {e}"))?;
-    // A broker that does not know the ApiVersions version asked for answers in v0 layout with
-    // UNSUPPORTED_VERSION; the error code comes first in every version.
-    let version = if R::KEY == ApiVersionsRequest::KEY
-        && body.len() >= 2
-        && (&body[..2]).get_i16() == codes::UNSUPPORTED_VERSION
-    {
-        0
-    } else {
-        version
-    };
-    crate::frame::decode_response(api_key, version, frame)
-        .map_err(|e| format!("cannot decode {api} v{version} response: {e}"))?;
-    let response = R::Response::decode(&mut body, version)
-        .map_err(|e| format!("cannot decode {api} v{version} response: {e}"))?;
-    if body.has_remaining() {
-        return Err(format!(
-            "{} bytes left over after decoding {api} v{version} response",
-            body.remaining()
-        ));
-    }
-    Ok(response)
 }
 
 /// A broker from metadata.
@@ -1524,64 +1420,15 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_broker::{self, FakeBroker, Reply};
     use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::messages::metadata_response::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
     };
-    use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::messages::{ApiVersionsResponse, RequestKind, ResponseKind};
     use std::net::TcpListener;
-    use std::thread;
-
-    /// A scripted fake broker accepting one connection: reads requests and answers each with
-    /// `answer(port, api_key, api_version, correlation_id, body) -> Option<frame body>`.
-    fn fake_broker<F>(answer: F) -> (String, thread::JoinHandle<()>)
-    where
-        F: Fn(u16, i16, i16, i32, Bytes) -> Option<Vec<u8>> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let port = listener.local_addr().unwrap().port();
-        let handle = thread::spawn(move || {
-            let Ok((mut s, _)) = listener.accept() else {
-                return;
-            };
-            loop {
-                let mut len = [0u8; 4];
-                if s.read_exact(&mut len).is_err() {
-                    return;
-                }
-                let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-                if s.read_exact(&mut buf).is_err() {
-                    return;
-                }
-                let mut b = Bytes::from(buf);
-                let key = (&b[0..2]).get_i16();
-                let version = (&b[2..4]).get_i16();
-                let corr = (&b[4..8]).get_i32();
-                let api = ApiKey::try_from(key).unwrap();
-                let _header =
-                    RequestHeader::decode(&mut b, api.request_header_version(version)).unwrap();
-                if let Some(out) = answer(port, key, version, corr, b) {
-                    let mut frame = (out.len() as i32).to_be_bytes().to_vec();
-                    frame.extend_from_slice(&out);
-                    if s.write_all(&frame).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        (addr, handle)
-    }
-
-    fn response_frame<R: Encodable + HeaderVersion>(corr: i32, r: &R, version: i16) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        ResponseHeader::default()
-            .with_correlation_id(corr)
-            .encode(&mut buf, R::header_version(version))
-            .unwrap();
-        r.encode(&mut buf, version).unwrap();
-        buf.to_vec()
-    }
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn api_versions(ranges: &[(i16, i16, i16)]) -> ApiVersionsResponse {
         ApiVersionsResponse::default().with_api_keys(
@@ -1608,17 +1455,28 @@ mod tests {
         ]
     }
 
+    /// The answer to ApiVersions with `standard_ranges`.
+    fn standard_versions() -> Reply {
+        Reply::Response(ResponseKind::ApiVersions(api_versions(&standard_ranges())))
+    }
+
+    /// Metadata naming the fake as broker `node_id` (and controller) at its own port.
+    fn this_broker(req: &fake_broker::Request, node_id: i32) -> MetadataResponse {
+        MetadataResponse::default()
+            .with_controller_id(BrokerId(node_id))
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node_id))
+                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                .with_port(req.port as i32)])
+    }
+
     #[test]
     fn handshake_keeps_ranges_and_picks_common_version() {
-        let (addr, h) = fake_broker(|_, key, version, corr, _| {
-            assert_eq!(key, 18);
-            Some(response_frame(
-                corr,
-                &api_versions(&standard_ranges()),
-                version,
-            ))
+        let fake = FakeBroker::scripted(|req| {
+            assert_eq!(req.api_key, ApiKey::ApiVersions);
+            standard_versions()
         });
-        let conn = Connection::connect(&addr, "t", Duration::from_secs(5)).unwrap();
+        let conn = Connection::connect(&fake.addr, "t", Duration::from_secs(5)).unwrap();
         assert_eq!(conn.version_for::<MetadataRequest>().unwrap(), 12);
         assert_eq!(conn.version_for::<ProduceRequest>().unwrap(), 9);
         assert_eq!(conn.version_for::<FetchRequest>().unwrap(), 12);
@@ -1627,53 +1485,46 @@ mod tests {
             Err(ClientError::UnsupportedApi { .. })
         ));
         drop(conn);
-        h.join().unwrap();
+        fake.join();
     }
 
     #[test]
     fn handshake_falls_back_to_v0_on_unsupported_version() {
-        let (addr, h) = fake_broker(|_, key, version, corr, _| {
-            assert_eq!(key, 18);
-            if version == 3 {
+        let fake = FakeBroker::scripted(|req| {
+            assert_eq!(req.api_key, ApiKey::ApiVersions);
+            if req.version() == 3 {
                 // Kafka's answer to an unknown ApiVersions version: v0 layout, error 35.
                 let r = api_versions(&[(18, 0, 0)]).with_error_code(35);
-                Some(response_frame(corr, &r, 0))
+                Reply::ResponseAt(0, ResponseKind::ApiVersions(r))
             } else {
-                assert_eq!(version, 0);
-                Some(response_frame(
-                    corr,
-                    &api_versions(&[(18, 0, 0), (3, 0, 1)]),
-                    0,
-                ))
+                assert_eq!(req.version(), 0);
+                let r = api_versions(&[(18, 0, 0), (3, 0, 1)]);
+                Reply::Response(ResponseKind::ApiVersions(r))
             }
         });
-        let conn = Connection::connect(&addr, "t", Duration::from_secs(5)).unwrap();
+        let conn = Connection::connect(&fake.addr, "t", Duration::from_secs(5)).unwrap();
         assert_eq!(conn.version_for::<MetadataRequest>().unwrap(), 1);
         drop(conn);
-        h.join().unwrap();
+        fake.join();
     }
 
     #[test]
     fn oversized_and_garbage_frames_are_protocol_errors() {
-        let (addr, h) = fake_broker(|_, key, version, corr, _| {
-            if key == 18 {
-                return Some(response_frame(
-                    corr,
-                    &api_versions(&standard_ranges()),
-                    version,
-                ));
+        let fake = FakeBroker::scripted(|req| {
+            if req.api_key == ApiKey::ApiVersions {
+                return standard_versions();
             }
             // A Metadata "response" of random bytes.
-            Some([corr.to_be_bytes().to_vec(), vec![0xff; 40]].concat())
+            Reply::Raw([req.correlation_id().to_be_bytes().to_vec(), vec![0xff; 40]].concat())
         });
-        let mut conn = Connection::connect(&addr, "t", Duration::from_secs(5)).unwrap();
+        let mut conn = Connection::connect(&fake.addr, "t", Duration::from_secs(5)).unwrap();
         let err = conn.call(&MetadataRequest::default()).unwrap_err();
         assert!(matches!(err, ClientError::Protocol { .. }), "{err}");
         drop(conn);
-        h.join().unwrap();
+        fake.join();
 
-        let (addr, h) = fake_broker(|_, _, _, _, _| Some(vec![0u8; 64]));
-        let listener_addr = addr.clone();
+        let fake = FakeBroker::scripted(|_| Reply::Raw(vec![0u8; 64]));
+        let listener_addr = fake.addr.clone();
         // Frame limit smaller than the ApiVersions answer: refused before allocating.
         let err = {
             let stream = TcpStream::connect(&listener_addr).unwrap();
@@ -1694,47 +1545,39 @@ mod tests {
             e
         };
         assert!(err.to_string().contains("exceeds the limit"), "{err}");
-        h.join().unwrap();
+        fake.join();
 
         // A Metadata v1 response claiming 2^31-1 brokers in a few bytes: refused, not an
         // attempt to reserve hundreds of gigabytes (which would abort the process).
-        let (addr, h) = fake_broker(|_, key, version, corr, _| {
-            if key == 18 {
-                return Some(response_frame(
-                    corr,
-                    &api_versions(&standard_ranges()),
-                    version,
-                ));
+        let fake = FakeBroker::scripted(|req| {
+            if req.api_key == ApiKey::ApiVersions {
+                return standard_versions();
             }
-            Some(
+            Reply::Raw(
                 [
-                    corr.to_be_bytes().to_vec(),
+                    req.correlation_id().to_be_bytes().to_vec(),
                     vec![0x7f, 0xff, 0xff, 0xff, 0, 0],
                 ]
                 .concat(),
             )
         });
-        let mut conn = Connection::connect(&addr, "t", Duration::from_secs(5)).unwrap();
+        let mut conn = Connection::connect(&fake.addr, "t", Duration::from_secs(5)).unwrap();
         let err = conn.call_at(&MetadataRequest::default(), 1).unwrap_err();
         assert!(matches!(err, ClientError::Protocol { .. }), "{err}");
         drop(conn);
-        h.join().unwrap();
+        fake.join();
     }
 
     #[test]
     fn pipelined_responses_are_matched_by_correlation_id() {
-        let (addr, h) = fake_broker(|_, key, version, corr, _| {
-            if key == 18 {
-                return Some(response_frame(
-                    corr,
-                    &api_versions(&standard_ranges()),
-                    version,
-                ));
+        let fake = FakeBroker::scripted(|req| {
+            if req.api_key == ApiKey::ApiVersions {
+                return standard_versions();
             }
-            let r = MetadataResponse::default().with_controller_id(BrokerId(corr));
-            Some(response_frame(corr, &r, version))
+            let r = MetadataResponse::default().with_controller_id(BrokerId(req.correlation_id()));
+            Reply::Response(ResponseKind::Metadata(r))
         });
-        let mut conn = Connection::connect(&addr, "t", Duration::from_secs(5)).unwrap();
+        let mut conn = Connection::connect(&fake.addr, "t", Duration::from_secs(5)).unwrap();
         let v = conn.version_for::<MetadataRequest>().unwrap();
         let a = conn.send(&MetadataRequest::default(), v).unwrap();
         let b = conn.send(&MetadataRequest::default(), v).unwrap();
@@ -1745,7 +1588,7 @@ mod tests {
         assert_eq!(ra.controller_id.0, a);
         assert!(conn.receive::<MetadataRequest>(a, v).is_err());
         drop(conn);
-        h.join().unwrap();
+        fake.join();
     }
 
     #[test]
@@ -1779,19 +1622,17 @@ mod tests {
 
     #[test]
     fn client_routes_to_leader_and_refreshes_once_on_not_leader() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
         let produce_calls = Arc::new(AtomicUsize::new(0));
         let metadata_calls = Arc::new(AtomicUsize::new(0));
         let (pc, mc) = (produce_calls.clone(), metadata_calls.clone());
-        let (addr, h) = fake_broker(move |port, key, version, corr, mut b| {
-            let out = match key {
-                18 => response_frame(corr, &api_versions(&standard_ranges()), version),
-                3 => {
+        let fake = FakeBroker::scripted(move |req| {
+            let response = match &req.body {
+                RequestKind::ApiVersions(_) => return standard_versions(),
+                RequestKind::Metadata(m) => {
                     mc.fetch_add(1, Ordering::SeqCst);
-                    let req = MetadataRequest::decode(&mut b, version).unwrap();
-                    let topics = req
+                    let topics = m
                         .topics
+                        .clone()
                         .unwrap_or_default()
                         .into_iter()
                         .map(|t| {
@@ -1804,17 +1645,12 @@ mod tests {
                                     .with_isr_nodes(vec![BrokerId(7)])])
                         })
                         .collect();
-                    let r = MetadataResponse::default()
+                    let r = this_broker(req, 7)
                         .with_cluster_id(Some(StrBytes::from_static_str("c1")))
-                        .with_controller_id(BrokerId(7))
-                        .with_brokers(vec![MetadataResponseBroker::default()
-                            .with_node_id(BrokerId(7))
-                            .with_host(StrBytes::from_static_str("127.0.0.1"))
-                            .with_port(port as i32)])
                         .with_topics(topics);
-                    response_frame(corr, &r, version)
+                    ResponseKind::Metadata(r)
                 }
-                0 => {
+                RequestKind::Produce(_) => {
                     use kafka_protocol::messages::produce_response::{
                         PartitionProduceResponse, TopicProduceResponse,
                     };
@@ -1833,18 +1669,16 @@ mod tests {
                                 .with_error_code(code)
                                 .with_base_offset(42)]),
                     ]);
-                    response_frame(corr, &r, version)
+                    ResponseKind::Produce(r)
                 }
-                _ => return None,
+                _ => return Reply::Nothing,
             };
-            Some(out)
+            Reply::Response(response)
         });
-        let mut client = Client::connect(&addr, "t", Duration::from_secs(5)).unwrap();
+        let mut client = Client::connect(&fake.addr, "t", Duration::from_secs(5)).unwrap();
         assert_eq!(client.metadata().cluster_id.as_deref(), Some("c1"));
         assert_eq!(client.metadata().controller_id, 7);
-        // The bootstrap connection was recognised as broker 7: no second connection needed
-        // (the fake broker accepts only one).
-        let batch = Bytes::from(crate::batch::build_simple_batch(
+        let batch = Bytes::from(shardlog_protocol::batch::build_simple_batch(
             0,
             1,
             &[(None, Some(b"v"))],
@@ -1854,65 +1688,26 @@ mod tests {
         assert_eq!(produce_calls.load(Ordering::SeqCst), 2);
         // connect (no topics), first leader lookup, refresh after NOT_LEADER_OR_FOLLOWER.
         assert_eq!(metadata_calls.load(Ordering::SeqCst), 3);
+        // The bootstrap connection was recognised as broker 7: no second connection.
+        assert_eq!(fake.connections(), 1);
         drop(client);
-        h.join().unwrap();
+        fake.join();
     }
 
     #[test]
     fn a_request_that_timed_out_after_sending_is_not_retried() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
         let creates = Arc::new(AtomicUsize::new(0));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = creates.clone();
-        // Serves any number of connections; swallows CreateTopics without answering.
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { return };
-                let seen = seen.clone();
-                thread::spawn(move || loop {
-                    let mut len = [0u8; 4];
-                    if s.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-                    if s.read_exact(&mut buf).is_err() {
-                        return;
-                    }
-                    let mut b = Bytes::from(buf);
-                    let key = (&b[0..2]).get_i16();
-                    let version = (&b[2..4]).get_i16();
-                    let corr = (&b[4..8]).get_i32();
-                    let api = ApiKey::try_from(key).unwrap();
-                    RequestHeader::decode(&mut b, api.request_header_version(version)).unwrap();
-                    let out = match key {
-                        18 => response_frame(corr, &api_versions(&standard_ranges()), version),
-                        3 => {
-                            use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
-                            let r = MetadataResponse::default()
-                                .with_controller_id(BrokerId(0))
-                                .with_brokers(vec![MetadataResponseBroker::default()
-                                    .with_node_id(BrokerId(0))
-                                    .with_host(StrBytes::from_static_str("127.0.0.1"))
-                                    .with_port(addr.port() as i32)]);
-                            response_frame(corr, &r, version)
-                        }
-                        _ => {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            continue;
-                        }
-                    };
-                    let mut frame = (out.len() as i32).to_be_bytes().to_vec();
-                    frame.extend_from_slice(&out);
-                    if s.write_all(&frame).is_err() {
-                        return;
-                    }
-                });
+        // Swallows CreateTopics without answering.
+        let fake = FakeBroker::scripted(move |req| match req.api_key {
+            ApiKey::ApiVersions => standard_versions(),
+            ApiKey::Metadata => Reply::Response(ResponseKind::Metadata(this_broker(req, 0))),
+            _ => {
+                seen.fetch_add(1, Ordering::SeqCst);
+                Reply::Nothing
             }
         });
-        let mut client =
-            Client::connect(&addr.to_string(), "t", Duration::from_millis(500)).unwrap();
+        let mut client = Client::connect(&fake.addr, "t", Duration::from_millis(500)).unwrap();
         let topic = NewTopic {
             name: "once".into(),
             partitions: 1,
