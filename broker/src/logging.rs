@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use crate::base::limits::LOG_SITES_MAX;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, Log, Metadata, Record};
@@ -26,9 +28,6 @@ use log::{Level, Log, Metadata, Record};
 pub const SUMMARY_WINDOW: Duration = Duration::from_secs(10);
 /// Lines a call site may print per window before further ones are only counted.
 pub const LINES_PER_WINDOW: u32 = 10;
-/// Most call sites tracked at once. Call sites are bounded by the code, so this is a guard
-/// against a target built at run time, not a limit normal operation meets.
-pub const MAX_SITES: usize = 10_000;
 /// How often the `log-summary` thread looks for ended windows of sites that went quiet.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a full site table may be swept for idle sites from the logging path; between
@@ -445,7 +444,7 @@ impl Default for Suppressor {
 impl Suppressor {
     /// A suppressor with the module's constants.
     pub fn new() -> Suppressor {
-        Suppressor::with_limits(SUMMARY_WINDOW, LINES_PER_WINDOW, MAX_SITES)
+        Suppressor::with_limits(SUMMARY_WINDOW, LINES_PER_WINDOW, LOG_SITES_MAX)
     }
 
     /// A suppressor with other limits (for tests).

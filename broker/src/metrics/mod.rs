@@ -36,9 +36,6 @@ const API_KEYS: usize = 96;
 /// Request versions recorded per API; higher ones share the last slot.
 const API_VERSIONS: usize = 20;
 
-/// Consumer-group offset series one shard reports at most (bounds a scrape's size).
-pub const GROUP_SERIES_MAX: usize = 100_000;
-
 /// How often each shard measures its task-queue latency.
 pub const QUEUE_PROBE_EVERY: Duration = Duration::from_millis(500);
 

@@ -36,10 +36,11 @@ use shardlog_storage::{BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageErr
 
 use crate::base::clock::now_ms;
 use crate::base::errors;
+use crate::base::limits;
 use crate::cluster::control_api::Lease;
 use crate::cluster::metadata::check_leader_epoch;
 use crate::cluster::metadata::{PartitionState, NO_LEADER};
-use crate::config::{limits, TopicConfig};
+use crate::config::TopicConfig;
 use crate::metrics::PartitionCounters;
 use producer_state::{ProducerStateTable, Refusal, SequenceCheck};
 use replication::{EpochCache, FollowerState, LeaderView};

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncReadExt;
 use shardlog_protocol::frame;
 
-use crate::config::limits;
+use crate::base::limits;
 use crate::runtime::rt::{BudgetPermit, ByteBudget, TcpStream};
 pub use crate::shard::admission::{ConnectionLimiter, ConnectionSlot, Refused};
 use crate::shard::Shard;

@@ -20,7 +20,7 @@ use shardlog_storage::FileSlice;
 
 use super::Response;
 use crate::base::errors;
-use crate::config::limits;
+use crate::base::limits;
 use crate::partition::{FetchFrom, FetchWake, PartitionRead};
 use crate::shard::scatter::scatter_each;
 use crate::shard::Shard;

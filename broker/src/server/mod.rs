@@ -30,7 +30,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use shardlog_protocol::fetch_encode::{encode_fetch_response, FetchResponseDesc};
 use shardlog_protocol::frame::{self, RequestError};
 
-use crate::config::limits;
+use crate::base::limits;
 use crate::runtime::rt::{TcpListener, TcpStream};
 use crate::shard::{Counters, Shard};
 use conn::{BufferPool, ConnError, ConnectionLimiter, Refused, RequestBudget};

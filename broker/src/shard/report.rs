@@ -5,9 +5,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::metrics::{
-    GroupOffset, PartitionReport, ShardReport, GROUP_SERIES_MAX, QUEUE_PROBE_EVERY, STATUS,
-};
+use crate::base::limits::GROUP_SERIES_MAX;
+use crate::metrics::{GroupOffset, PartitionReport, ShardReport, QUEUE_PROBE_EVERY, STATUS};
 use crate::partition::Role;
 use crate::shard::Shard;
 

@@ -9,8 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::base::errors;
+use crate::base::limits;
 use crate::cluster::metadata::{new_topic, TopicMeta};
-use crate::config::{limits, valid_topic_name};
+use crate::config::valid_topic_name;
 use crate::runtime::shard_table::ShardId;
 use crate::shard::Shard;
 

@@ -7,8 +7,8 @@
 //! - `GET /v1/status/ready`: 200 once every shard serves and, in cluster mode, the broker is
 //!   registered, holds a valid ZooKeeper session and every shard applied the newest metadata.
 //!
-//! Bounded: requests larger than `REQUEST_HEAD_MAX` or slower than `IO_TIMEOUT` are dropped,
-//! and at most `CONNECTIONS_MAX` are served at once. A shard is reached only by a message in
+//! Bounded: requests larger than `METRICS_REQUEST_HEAD_MAX` or slower than `IO_TIMEOUT` are
+//! dropped, and at most `METRICS_CONNECTIONS_MAX` are served at once. A shard is reached only by a message in
 //! its inbox; this thread never touches shard state.
 
 use std::io::{Read, Write};
@@ -17,15 +17,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::limits::{METRICS_CONNECTIONS_MAX, METRICS_REQUEST_HEAD_MAX};
 use crate::cluster::control_api::Lease;
 use crate::config::BrokerConfig;
 use crate::metrics::render::RenderContext;
 use crate::metrics::{Scrape, ShardReport, STATUS};
 use crate::shard::{Counters, ShardTask};
 
-const REQUEST_HEAD_MAX: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECTIONS_MAX: usize = 16;
 /// How long a scrape or probe waits for the shards' answers.
 const SHARD_ANSWER_MAX: Duration = Duration::from_secs(5);
 
@@ -51,7 +50,7 @@ pub fn start(listener: TcpListener, endpoint: Endpoint) -> Result<(), String> {
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if active.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
+                if active.fetch_add(1, Ordering::AcqRel) >= METRICS_CONNECTIONS_MAX {
                     active.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
@@ -83,7 +82,7 @@ fn serve(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-        if head.len() > REQUEST_HEAD_MAX {
+        if head.len() > METRICS_REQUEST_HEAD_MAX {
             return respond(
                 &mut stream,
                 431,

@@ -209,7 +209,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
     for _ in 0..config.shards {
         // Bounded: a sender finding the inbox full waits (see ARCHITECTURE.md, "Limits", for
         // why this cannot deadlock).
-        let (tx, rx) = flume::bounded::<ShardTask>(crate::config::limits::SHARD_INBOX_CAPACITY);
+        let (tx, rx) = flume::bounded::<ShardTask>(crate::base::limits::SHARD_INBOX_CAPACITY);
         inbox_tx.push(tx);
         inbox_rx.push(rx);
     }
@@ -392,7 +392,7 @@ fn raise_open_files_limit() {
 /// flood, `tests/tests/hostile_load.rs`). The cost is page faults on each large frame.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn return_large_buffers_to_the_os() {
-    let threshold = crate::config::limits::FRAME_READ_STEP_BYTES as libc::c_int;
+    let threshold = crate::base::limits::FRAME_READ_STEP_BYTES as libc::c_int;
     // SAFETY: mallopt only changes allocator parameters; called before the shards start.
     if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) } != 1 {
         log::warn!("cannot set the allocator's mmap threshold");
