@@ -147,6 +147,19 @@ impl Control {
         }
         let mut pending = Vec::with_capacity(changes.len());
         for (topic, p, s) in changes {
+            // One leader per epoch: a state naming another leader than the one it replaces
+            // carries a newer epoch (every election bumps it). Checked in release builds: a
+            // violation would let two brokers accept writes in the same epoch.
+            if let Some(old) = self.view.topics.get(&topic).and_then(|t| t.state(p)) {
+                assert!(
+                    old.leader == s.leader || s.leader_epoch > old.leader_epoch,
+                    "{topic}-{p}: leader {} -> {} without a new epoch ({} -> {})",
+                    old.leader,
+                    s.leader,
+                    old.leader_epoch,
+                    s.leader_epoch
+                );
+            }
             let path = layout::state_path(&topic, p);
             let bytes = layout::encode_state(&self.state_znode(&s));
             let op = if s.zk_version < 0 {
