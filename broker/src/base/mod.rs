@@ -6,5 +6,6 @@
 pub mod clock;
 pub mod durable;
 pub mod errors;
+pub mod ids;
 pub mod limits;
 pub mod random;

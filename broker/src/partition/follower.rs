@@ -7,29 +7,33 @@ impl Partition {
     /// OffsetForLeaderEpoch on the leader: `(error, epoch, end offset)` for `leader_epoch`.
     pub fn end_offset_for_epoch(
         &self,
-        current_leader_epoch: i32,
-        leader_epoch: i32,
-    ) -> (i16, i32, i64) {
+        current_leader_epoch: LeaderEpoch,
+        requested: LeaderEpoch,
+    ) -> (i16, LeaderEpoch, Offset) {
         let (role, ours) = {
             let r = self.replica.borrow();
             (r.role, r.leader_epoch)
         };
-        let code = check_leader_epoch(ours, current_leader_epoch);
+        let code = check_leader_epoch(ours, current_leader_epoch.0);
         if code != errors::NONE {
-            return (code, -1, -1);
+            return (code, LeaderEpoch::NONE, Offset::NONE);
         }
         if role != Role::Leader {
-            return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
+            return (
+                errors::NOT_LEADER_OR_FOLLOWER,
+                LeaderEpoch::NONE,
+                Offset::NONE,
+            );
         }
         let (epoch, end) = self
             .epoch_cache
             .borrow()
-            .end_offset_for(leader_epoch, self.log.log_end_offset());
+            .end_offset_for(requested, Offset(self.log.log_end_offset()));
         (errors::NONE, epoch, end)
     }
 
     /// Follower: the latest epoch in the local epoch cache.
-    pub fn latest_epoch(&self) -> Option<i32> {
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
         self.epoch_cache.borrow().latest_epoch()
     }
 
@@ -40,28 +44,21 @@ impl Partition {
     /// carries it) and the replica fetcher restarts the log there.
     pub async fn truncate_by_epoch(
         &self,
-        asked: i32,
-        leader_epoch: i32,
-        leader_end: i64,
+        asked: LeaderEpoch,
+        leader: LeaderAnswer,
     ) -> Result<bool, StorageError> {
         let step = {
             let cache = self.epoch_cache.borrow();
-            replication::truncation_step(
-                &cache,
-                asked,
-                self.log.log_end_offset(),
-                leader_epoch,
-                leader_end,
-            )
+            replication::truncation_step(&cache, asked, Offset(self.log.log_end_offset()), leader)
         };
         match step {
             replication::TruncationStep::Done(offset) => {
-                self.truncate_to(offset).await?;
+                self.truncate_to(offset.0).await?;
                 self.forget_epochs_from(offset);
                 Ok(true)
             }
             replication::TruncationStep::Again(offset) => {
-                self.truncate_to(offset).await?;
+                self.truncate_to(offset.0).await?;
                 // Whether or not a batch was cut, the epochs starting at `offset` or later are
                 // gone, so the next question is about an older epoch: the steps always end.
                 self.forget_epochs_from(offset);
@@ -78,9 +75,9 @@ impl Partition {
     /// `truncate_to` rebuilds the cache only when it cut a batch; an epoch this broker led
     /// without writing sits in the cache at the log end with no batch behind it, and must go
     /// when the truncation point is the log end itself.
-    pub(super) fn forget_epochs_from(&self, offset: i64) {
+    pub(super) fn forget_epochs_from(&self, offset: Offset) {
         // The log now ends at or below `offset`; nothing of ours starts at or after its end.
-        let end = offset.min(self.log.log_end_offset());
+        let end = offset.min(Offset(self.log.log_end_offset()));
         self.epoch_cache.borrow_mut().truncate_from_end(end);
     }
 
@@ -202,7 +199,7 @@ impl Partition {
             let mut epochs = self.epoch_cache.borrow_mut();
             for h in &headers {
                 producers.observe(h);
-                epochs.assign(h.partition_leader_epoch, h.base_offset);
+                epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
             }
         }
         let hw = leader_hw.min(self.log.log_end_offset());

@@ -36,6 +36,7 @@ use shardlog_storage::{BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageErr
 
 use crate::base::clock::now_ms;
 use crate::base::errors;
+use crate::base::ids::{LeaderEpoch, Offset};
 use crate::base::limits;
 use crate::cluster::control_api::Lease;
 use crate::cluster::metadata::check_leader_epoch;
@@ -43,7 +44,7 @@ use crate::cluster::metadata::{PartitionState, NO_LEADER};
 use crate::config::TopicConfig;
 use crate::metrics::PartitionCounters;
 use producer_state::{ProducerStateTable, Refusal, SequenceCheck};
-use replication::{EpochCache, FollowerState, LeaderView};
+use replication::{EpochCache, FollowerState, LeaderAnswer, LeaderView};
 
 /// One batch of a produce request, validated, with its bytes still in the request frame.
 pub struct IncomingBatch {
@@ -107,7 +108,7 @@ async fn scan_state(log: &PartitionLog) -> Result<(ProducerStateTable, EpochCach
     let mut epochs = EpochCache::default();
     log.scan_headers(log.log_start_offset(), &mut |h| {
         producers.observe(h);
-        epochs.assign(h.partition_leader_epoch, h.base_offset);
+        epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
     })
     .await?;
     Ok((producers, epochs))
@@ -456,7 +457,7 @@ impl Partition {
                         r.epoch_start_offset = leo;
                         self.epoch_cache
                             .borrow_mut()
-                            .assign(state.leader_epoch, leo);
+                            .assign(LeaderEpoch(state.leader_epoch), Offset(leo));
                         // Requests sent before the client knew may have been refused.
                         self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
                         Transition::BecameLeader

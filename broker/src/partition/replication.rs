@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::base::ids::{LeaderEpoch, Offset};
+
 /// What the leader knows of one follower in the current leader epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerState {
@@ -140,8 +142,8 @@ pub fn isr_change(
 /// Where an epoch starts in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEntry {
-    pub epoch: i32,
-    pub start_offset: i64,
+    pub epoch: LeaderEpoch,
+    pub start_offset: Offset,
 }
 
 /// The leader epoch cache: for each leader epoch that wrote to this log, the offset of its
@@ -156,15 +158,15 @@ impl EpochCache {
         &self.entries
     }
 
-    pub fn latest_epoch(&self) -> Option<i32> {
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
         self.entries.last().map(|e| e.epoch)
     }
 
     /// Records that `epoch` starts at `start_offset` (a leader's first append or election, or a
     /// batch header read back). Only a newer epoch is recorded; entries that it contradicts
     /// (starting at or after it) go, as in Kafka's `LeaderEpochFileCache.assign`.
-    pub fn assign(&mut self, epoch: i32, start_offset: i64) {
-        if epoch < 0 || self.latest_epoch().is_some_and(|e| e >= epoch) {
+    pub fn assign(&mut self, epoch: LeaderEpoch, start_offset: Offset) {
+        if epoch.0 < 0 || self.latest_epoch().is_some_and(|e| e >= epoch) {
             return;
         }
         self.entries.retain(|e| e.start_offset < start_offset);
@@ -176,7 +178,7 @@ impl EpochCache {
 
     /// The end offset of `epoch` in this log: the start of the first later epoch, or the log
     /// end offset when no later epoch wrote here.
-    pub fn end_of(&self, epoch: i32, log_end_offset: i64) -> i64 {
+    pub fn end_of(&self, epoch: LeaderEpoch, log_end_offset: Offset) -> Offset {
         self.entries
             .iter()
             .find(|e| e.epoch > epoch)
@@ -184,17 +186,22 @@ impl EpochCache {
     }
 
     /// The OffsetForLeaderEpoch answer for `requested`: the largest epoch at or below it and
-    /// that epoch's end offset; `(-1, -1)` when this log has no such epoch.
-    pub fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> (i32, i64) {
+    /// that epoch's end offset; `(LeaderEpoch::NONE, Offset::NONE)` when this log has no such
+    /// epoch.
+    pub fn end_offset_for(
+        &self,
+        requested: LeaderEpoch,
+        log_end_offset: Offset,
+    ) -> (LeaderEpoch, Offset) {
         match self.entries.iter().rev().find(|e| e.epoch <= requested) {
             Some(e) => (e.epoch, self.end_of(e.epoch, log_end_offset)),
-            None => (-1, -1),
+            None => (LeaderEpoch::NONE, Offset::NONE),
         }
     }
 
     /// After truncating the log to `log_end_offset`: epochs that started at or after it are
     /// gone from the log.
-    pub fn truncate_from_end(&mut self, log_end_offset: i64) {
+    pub fn truncate_from_end(&mut self, log_end_offset: Offset) {
         self.entries.retain(|e| e.start_offset < log_end_offset);
     }
 
@@ -207,25 +214,35 @@ impl EpochCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TruncationStep {
     /// Truncate to this offset; the log then agrees with the leader's.
-    Done(i64),
+    Done(Offset),
     /// Truncate to this offset and ask again for the (older) latest epoch that is left.
-    Again(i64),
+    Again(Offset),
     /// The leader has none of our epochs: discard the log and restart at the leader's log
     /// start offset.
     Restart,
 }
 
-/// Decides what to do with the leader's answer `(leader_epoch, leader_end)` to the question
-/// "where does epoch `our_latest` end?" (KIP-279). `our` is the follower's cache, `our_leo` its
-/// log end offset.
+/// The leader's answer to OffsetForLeaderEpoch: the largest epoch it has at or below the one
+/// asked about, and where that epoch ends in its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderAnswer {
+    pub epoch: LeaderEpoch,
+    pub end_offset: Offset,
+}
+
+/// Decides what to do with the leader's answer to the question "where does epoch `our_latest`
+/// end?" (KIP-279). `our` is the follower's cache, `our_leo` its log end offset.
 pub fn truncation_step(
     our: &EpochCache,
-    our_latest: i32,
-    our_leo: i64,
-    leader_epoch: i32,
-    leader_end: i64,
+    our_latest: LeaderEpoch,
+    our_leo: Offset,
+    leader: LeaderAnswer,
 ) -> TruncationStep {
-    if leader_epoch < 0 || leader_end < 0 {
+    let LeaderAnswer {
+        epoch: leader_epoch,
+        end_offset: leader_end,
+    } = leader;
+    if leader_epoch.0 < 0 || leader_end.0 < 0 {
         return TruncationStep::Restart;
     }
     if leader_epoch >= our_latest {
@@ -436,60 +453,73 @@ mod tests {
     fn cache(entries: &[(i32, i64)]) -> EpochCache {
         let mut c = EpochCache::default();
         for (e, s) in entries {
-            c.assign(*e, *s);
+            c.assign(LeaderEpoch(*e), Offset(*s));
         }
         c
+    }
+
+    fn end_for(c: &EpochCache, requested: i32, leo: i64) -> (i32, i64) {
+        let (epoch, end) = c.end_offset_for(LeaderEpoch(requested), Offset(leo));
+        (epoch.0, end.0)
+    }
+
+    fn step(c: &EpochCache, latest: i32, leo: i64, epoch: i32, end: i64) -> TruncationStep {
+        let leader = LeaderAnswer {
+            epoch: LeaderEpoch(epoch),
+            end_offset: Offset(end),
+        };
+        truncation_step(c, LeaderEpoch(latest), Offset(leo), leader)
     }
 
     #[test]
     fn epoch_cache_end_offsets() {
         let c = cache(&[(0, 0), (2, 10), (5, 30)]);
-        assert_eq!(c.end_offset_for(0, 40), (0, 10));
+        assert_eq!(end_for(&c, 0, 40), (0, 10));
         // Epoch 1 never wrote here: the largest epoch below it, ending where epoch 2 starts.
-        assert_eq!(c.end_offset_for(1, 40), (0, 10));
-        assert_eq!(c.end_offset_for(2, 40), (2, 30));
-        assert_eq!(c.end_offset_for(4, 40), (2, 30));
+        assert_eq!(end_for(&c, 1, 40), (0, 10));
+        assert_eq!(end_for(&c, 2, 40), (2, 30));
+        assert_eq!(end_for(&c, 4, 40), (2, 30));
         // The latest epoch ends at the log end.
-        assert_eq!(c.end_offset_for(5, 40), (5, 40));
-        assert_eq!(c.end_offset_for(9, 40), (5, 40));
-        assert_eq!(c.end_offset_for(-1, 40), (-1, -1));
-        assert_eq!(cache(&[(3, 7)]).end_offset_for(2, 9), (-1, -1));
-        assert_eq!(c.end_of(1, 40), 10);
-        assert_eq!(c.end_of(7, 40), 40);
+        assert_eq!(end_for(&c, 5, 40), (5, 40));
+        assert_eq!(end_for(&c, 9, 40), (5, 40));
+        assert_eq!(end_for(&c, -1, 40), (-1, -1));
+        assert_eq!(end_for(&cache(&[(3, 7)]), 2, 9), (-1, -1));
+        assert_eq!(c.end_of(LeaderEpoch(1), Offset(40)), Offset(10));
+        assert_eq!(c.end_of(LeaderEpoch(7), Offset(40)), Offset(40));
     }
 
     #[test]
     fn epoch_cache_assign_and_truncate() {
         let mut c = cache(&[(0, 0), (2, 10), (5, 30)]);
         // Older or equal epochs are ignored (batch headers read back repeat the latest).
-        c.assign(5, 35);
-        c.assign(4, 50);
-        assert_eq!(c.latest_epoch(), Some(5));
+        c.assign(LeaderEpoch(5), Offset(35));
+        c.assign(LeaderEpoch(4), Offset(50));
+        assert_eq!(c.latest_epoch(), Some(LeaderEpoch(5)));
         assert_eq!(c.entries().len(), 3);
         // A newer epoch starting below a recorded one replaces it.
-        c.assign(6, 20);
+        c.assign(LeaderEpoch(6), Offset(20));
         assert_eq!(
             c.entries(),
             &[
                 EpochEntry {
-                    epoch: 0,
-                    start_offset: 0
+                    epoch: LeaderEpoch(0),
+                    start_offset: Offset(0)
                 },
                 EpochEntry {
-                    epoch: 2,
-                    start_offset: 10
+                    epoch: LeaderEpoch(2),
+                    start_offset: Offset(10)
                 },
                 EpochEntry {
-                    epoch: 6,
-                    start_offset: 20
+                    epoch: LeaderEpoch(6),
+                    start_offset: Offset(20)
                 }
             ]
         );
-        c.truncate_from_end(20);
-        assert_eq!(c.latest_epoch(), Some(2));
-        c.truncate_from_end(10);
-        assert_eq!(c.latest_epoch(), Some(0));
-        c.assign(-1, 0);
+        c.truncate_from_end(Offset(20));
+        assert_eq!(c.latest_epoch(), Some(LeaderEpoch(2)));
+        c.truncate_from_end(Offset(10));
+        assert_eq!(c.latest_epoch(), Some(LeaderEpoch(0)));
+        c.assign(LeaderEpoch(-1), Offset(0));
         assert_eq!(c.entries().len(), 1);
         c.clear();
         assert_eq!(c.latest_epoch(), None);
@@ -500,40 +530,22 @@ mod tests {
         // Follower: epoch 1 from 0, epoch 3 from 20, log end 40.
         let ours = cache(&[(1, 0), (3, 20)]);
         // The leader knows epoch 3 and it ended at 25 there: cut at 25.
-        assert_eq!(
-            truncation_step(&ours, 3, 40, 3, 25),
-            TruncationStep::Done(25)
-        );
+        assert_eq!(step(&ours, 3, 40, 3, 25), TruncationStep::Done(Offset(25)));
         // The leader has more of epoch 3 than we do: keep everything.
-        assert_eq!(
-            truncation_step(&ours, 3, 40, 3, 60),
-            TruncationStep::Done(40)
-        );
+        assert_eq!(step(&ours, 3, 40, 3, 60), TruncationStep::Done(Offset(40)));
         // The leader never had epoch 3; its epoch 1 ended at 30, ours at 20: both logs agree
         // below 20, cut there and fetch.
-        assert_eq!(
-            truncation_step(&ours, 3, 40, 1, 30),
-            TruncationStep::Done(20)
-        );
+        assert_eq!(step(&ours, 3, 40, 1, 30), TruncationStep::Done(Offset(20)));
         // Its epoch 2 (which we never saw) ended at 15: cut at 15.
-        assert_eq!(
-            truncation_step(&ours, 3, 40, 2, 15),
-            TruncationStep::Again(15)
-        );
+        assert_eq!(step(&ours, 3, 40, 2, 15), TruncationStep::Again(Offset(15)));
         // It has none of our epochs.
-        assert_eq!(
-            truncation_step(&ours, 3, 40, -1, -1),
-            TruncationStep::Restart
-        );
+        assert_eq!(step(&ours, 3, 40, -1, -1), TruncationStep::Restart);
         // Second round after cutting at 20: our latest is epoch 1, the leader agrees it ends
         // at 30, and our log ends at 20.
         let mut after = ours.clone();
-        after.truncate_from_end(20);
-        assert_eq!(after.latest_epoch(), Some(1));
-        assert_eq!(
-            truncation_step(&after, 1, 20, 1, 30),
-            TruncationStep::Done(20)
-        );
+        after.truncate_from_end(Offset(20));
+        assert_eq!(after.latest_epoch(), Some(LeaderEpoch(1)));
+        assert_eq!(step(&after, 1, 20, 1, 30), TruncationStep::Done(Offset(20)));
     }
 
     /// The rebalance collapse: a broker led epoch 5 without writing (the epoch sits in its
@@ -544,13 +556,13 @@ mod tests {
     fn an_epoch_led_without_writes_ends_truncation() {
         let ours = cache(&[(0, 0), (5, 100)]);
         assert_eq!(
-            truncation_step(&ours, 5, 100, 0, 100),
-            TruncationStep::Done(100)
+            step(&ours, 5, 100, 0, 100),
+            TruncationStep::Done(Offset(100))
         );
         // Same when the leader has more of epoch 0 than we do.
         assert_eq!(
-            truncation_step(&ours, 5, 100, 0, 130),
-            TruncationStep::Done(100)
+            step(&ours, 5, 100, 0, 130),
+            TruncationStep::Done(Offset(100))
         );
     }
 }

@@ -34,6 +34,8 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use shardlog_protocol::request;
 
 use crate::base::errors;
+use crate::base::ids::{LeaderEpoch, Offset};
+use crate::partition::replication::LeaderAnswer;
 use crate::partition::{FollowerAppendError, FollowerSync, Partition, Role};
 use crate::runtime::rt::TcpStream;
 use crate::shard::{PartitionKey, Shard};
@@ -295,7 +297,7 @@ async fn truncate(
     parts: Vec<Rc<Partition>>,
 ) -> Result<(), FetcherError> {
     // Value: (partition, epoch followed, our latest epoch asked about).
-    let mut asked: HashMap<PartitionKey, (Rc<Partition>, i32, i32)> = HashMap::new();
+    let mut asked: HashMap<PartitionKey, (Rc<Partition>, i32, LeaderEpoch)> = HashMap::new();
     let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
     for p in parts {
         let Some(latest) = p.latest_epoch() else {
@@ -307,7 +309,7 @@ async fn truncate(
         let part = OffsetForLeaderPartition::default()
             .with_partition(p.index)
             .with_current_leader_epoch(p.leader_epoch())
-            .with_leader_epoch(latest);
+            .with_leader_epoch(latest.0);
         match topics.iter_mut().find(|t| t.topic.0.as_str() == &*p.topic) {
             Some(t) => t.partitions.push(part),
             None => topics.push(
@@ -350,7 +352,13 @@ async fn truncate(
                 continue;
             }
             match p
-                .truncate_by_epoch(latest, r.leader_epoch, r.end_offset)
+                .truncate_by_epoch(
+                    latest,
+                    LeaderAnswer {
+                        epoch: LeaderEpoch(r.leader_epoch),
+                        end_offset: Offset(r.end_offset),
+                    },
+                )
                 .await
             {
                 Ok(true) => {

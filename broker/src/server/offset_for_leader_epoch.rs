@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 
 use super::Response;
 use crate::base::errors;
+use crate::base::ids::LeaderEpoch;
 use crate::shard::scatter::scatter_each;
 use crate::shard::Shard;
 
@@ -55,7 +56,11 @@ pub async fn handle(
         (errors::NOT_LEADER_OR_FOLLOWER, -1, -1),
         |s: Rc<Shard>, (topic, index, current, asked): (Arc<str>, i32, i32, i32)| async move {
             match s.partition(&topic, index) {
-                Some(p) => p.end_offset_for_epoch(current, asked),
+                Some(p) => {
+                    let (code, epoch, end) =
+                        p.end_offset_for_epoch(LeaderEpoch(current), LeaderEpoch(asked));
+                    (code, epoch.0, end.0)
+                }
                 None if s.metadata().topic(&topic).is_some() => {
                     (errors::NOT_LEADER_OR_FOLLOWER, -1, -1)
                 }
