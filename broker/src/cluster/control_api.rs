@@ -50,15 +50,6 @@ impl Lease {
         (now < until).then(|| Duration::from_millis((until - now).min(86_400_000)))
     }
 
-    /// Returns once the lease has ended (it may be renewed meanwhile: then it keeps waiting).
-    /// An isolated leader uses it to give up the acks=all requests it holds the moment it may
-    /// no longer be the leader, instead of at the clients' request timeout.
-    pub async fn ended(&self) {
-        while let Some(left) = self.remaining() {
-            crate::runtime::rt::sleep(left).await;
-        }
-    }
-
     /// Allows writes until `started + length`, where `started` is when the ZooKeeper request
     /// that proved the session alive was sent.
     pub fn renew(&self, started: Instant, length: Duration) {

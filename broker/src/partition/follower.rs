@@ -76,9 +76,9 @@ impl Partition {
     /// without writing sits in the cache at the log end with no batch behind it, and must go
     /// when the truncation point is the log end itself.
     pub(super) fn forget_epochs_from(&self, offset: Offset) {
-        // The log now ends at or below `offset`; nothing of ours starts at or after its end.
-        let end = offset.min(Offset(self.log.log_end_offset()));
-        self.epoch_cache.borrow_mut().truncate_from_end(end);
+        self.epoch_cache
+            .borrow_mut()
+            .forget_from(offset, Offset(self.log.log_end_offset()));
     }
 
     /// Removes every batch at or after `offset` (whole batches) and forgets what they carried:
@@ -202,7 +202,11 @@ impl Partition {
                 epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
             }
         }
-        let hw = leader_hw.min(self.log.log_end_offset());
+        let hw = replication::follower_high_watermark(
+            self.high_watermark.get(),
+            leader_hw,
+            self.log.log_end_offset(),
+        );
         if hw >= self.log.log_start_offset() {
             self.set_high_watermark(hw);
         }

@@ -15,7 +15,7 @@ impl Partition {
             replication::isr_high_watermark(
                 r.local,
                 self.log.log_end_offset(),
-                &r.isr,
+                &r.isr_changes.maximal(&r.isr),
                 &r.followers,
             )
         };
@@ -59,7 +59,8 @@ impl Partition {
     /// acks=all, after appending: waits until the high watermark passes `last_offset`, at most
     /// `timeout` (REQUEST_TIMED_OUT); NOT_LEADER_OR_FOLLOWER if leadership is lost meanwhile,
     /// including when the leadership lease ends (cut off from ZooKeeper, another broker may be
-    /// elected: the client must move to it now, not after its request timeout).
+    /// elected: the client must move to it now, not after its request timeout). The decision is
+    /// `replication::acks_wait`, which the simulator (`sim/`) runs too.
     pub async fn wait_committed(&self, last_offset: i64, timeout: Duration) -> i16 {
         if self.high_watermark.get() > last_offset {
             return errors::NONE;
@@ -76,24 +77,31 @@ impl Partition {
                 reply: tx,
             });
         }
-        futures_lite::future::or(
-            async {
-                rx.recv_async()
-                    .await
-                    .unwrap_or(errors::NOT_LEADER_OR_FOLLOWER)
-            },
-            futures_lite::future::or(
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let time_left = deadline.saturating_duration_since(std::time::Instant::now());
+            let wait = match replication::acks_wait(time_left, self.lease.remaining()) {
+                replication::AcksWait::Answer(code) => return code,
+                replication::AcksWait::AtMost(wait) => wait,
+            };
+            let answered = futures_lite::future::or(
                 async {
-                    crate::runtime::rt::sleep(timeout).await;
-                    errors::REQUEST_TIMED_OUT
+                    Some(
+                        rx.recv_async()
+                            .await
+                            .unwrap_or(errors::NOT_LEADER_OR_FOLLOWER),
+                    )
                 },
                 async {
-                    self.lease.ended().await;
-                    errors::NOT_LEADER_OR_FOLLOWER
+                    crate::runtime::rt::sleep(wait).await;
+                    None
                 },
-            ),
-        )
-        .await
+            )
+            .await;
+            if let Some(code) = answered {
+                return code;
+            }
+        }
     }
 
     /// Leader: a follower fetched at `fetch_offset`, so it holds everything below, and its log
@@ -137,14 +145,12 @@ impl Partition {
         is_alive: impl Fn(i32) -> bool,
     ) -> Option<IsrChange> {
         let now = now_ms();
-        let mut r = self.replica.borrow_mut();
-        if r.role != Role::Leader
-            || r.isr_change_pending.is_some()
-            || now < r.isr_change_not_before_ms
-        {
+        let mut guard = self.replica.borrow_mut();
+        let r = &mut *guard;
+        if r.role != Role::Leader {
             return None;
         }
-        let isr = replication::isr_change(
+        let isr = r.isr_changes.next(
             &LeaderView {
                 local: r.local,
                 replicas: &r.replicas,
@@ -154,11 +160,11 @@ impl Partition {
                 high_watermark: self.high_watermark.get(),
                 epoch_start_offset: r.epoch_start_offset,
             },
+            r.zk_version,
             now,
             lag_time_max_ms,
             is_alive,
         )?;
-        r.isr_change_pending = Some(r.zk_version);
         Some(IsrChange {
             isr,
             leader_epoch: r.leader_epoch,
@@ -166,15 +172,16 @@ impl Partition {
         })
     }
 
-    /// The control thread refused (or could not make) the ISR change asked at `zk_version`:
-    /// allow another attempt, not before `retry_after` unless a new snapshot changes the
-    /// partition's state first (then the next check decides afresh).
-    pub fn isr_change_failed(&self, zk_version: i32, retry_after: Duration) {
-        let mut r = self.replica.borrow_mut();
-        if r.isr_change_pending == Some(zk_version) {
-            r.isr_change_pending = None;
-            r.isr_change_not_before_ms =
-                now_ms().saturating_add(retry_after.as_millis().min(i64::MAX as u128) as i64);
-        }
+    /// The control thread refused (or could not make) the ISR change asked at `zk_version`,
+    /// answering `code` (`None`: no answer): allow another attempt, not before `retry_after`
+    /// unless a new snapshot changes the partition's state first (then the next check decides
+    /// afresh). Members it proposed keep counting unless the code proves nothing was written.
+    pub fn isr_change_failed(&self, zk_version: i32, code: Option<i16>, retry_after: Duration) {
+        let not_before =
+            now_ms().saturating_add(retry_after.as_millis().min(i64::MAX as u128) as i64);
+        self.replica
+            .borrow_mut()
+            .isr_changes
+            .failed(zk_version, code, not_before);
     }
 }

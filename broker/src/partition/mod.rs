@@ -139,6 +139,21 @@ pub enum Role {
     Offline,
 }
 
+impl Role {
+    /// This broker's role for a partition in `state`.
+    pub fn in_state(local: i32, state: &PartitionState) -> Role {
+        if !state.replicas.contains(&local) || state.leader == NO_LEADER {
+            Role::Offline
+        } else if state.leader == local {
+            Role::Leader
+        } else {
+            Role::Follower {
+                leader: state.leader,
+            }
+        }
+    }
+}
+
 /// What `apply_state` changed, for the shard to act on (group coordinator, replica fetcher).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -189,11 +204,9 @@ struct ReplicaState {
     followers: HashMap<i32, FollowerState>,
     /// Leader only: the log end offset when this epoch's leadership began.
     epoch_start_offset: i64,
-    /// The znode version an ISR change was asked against, while one is in flight.
-    isr_change_pending: Option<i32>,
-    /// After a refused ISR change: no new one before this time (ms since the epoch), unless a
-    /// snapshot brings a new ISR version, epoch or role first.
-    isr_change_not_before_ms: i64,
+    /// Leader only: the ISR change in flight, the brokers proposed to join (they count for the
+    /// high watermark at once), the back-off after a refusal.
+    isr_changes: replication::IsrChanges,
 }
 
 /// What a waiting fetch is told.
@@ -300,8 +313,7 @@ impl Partition {
                 zk_version: -1,
                 followers: HashMap::new(),
                 epoch_start_offset: 0,
-                isr_change_pending: None,
-                isr_change_not_before_ms: 0,
+                isr_changes: replication::IsrChanges::default(),
             }),
             high_watermark: Cell::new(hw),
             stored_high_watermark: Cell::new(stored_hw.unwrap_or(-1)),
@@ -392,25 +404,13 @@ impl Partition {
     pub fn apply_state(&self, local: i32, state: &PartitionState) -> Transition {
         let now = now_ms();
         let leo = self.log.log_end_offset();
-        let role = if !state.replicas.contains(&local) || state.leader == NO_LEADER {
-            Role::Offline
-        } else if state.leader == local {
-            Role::Leader
-        } else {
-            Role::Follower {
-                leader: state.leader,
-            }
-        };
+        let role = Role::in_state(local, state);
         let transition = {
             let mut r = self.replica.borrow_mut();
             let changed = r.role != role || r.leader_epoch != state.leader_epoch;
-            if r.isr_change_pending.is_some_and(|v| v != state.zk_version) || changed {
-                r.isr_change_pending = None;
-            }
-            if r.zk_version != state.zk_version || changed {
-                // New state to decide from: a refused change's back-off no longer applies.
-                r.isr_change_not_before_ms = 0;
-            }
+            let old_version = r.zk_version;
+            r.isr_changes
+                .on_state(old_version, state.zk_version, changed);
             // Leader epochs only grow: snapshots are applied in version order and every leader
             // change bumps the epoch, so a leader named in an older epoch means two leaders
             // could share one: stop rather than follow it. A state without a leader may carry

@@ -5,7 +5,9 @@
 //! `replication::fetcher` drives the follower side; both live on the partition's shard.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use crate::base::errors;
 use crate::base::ids::{LeaderEpoch, Offset};
 
 /// What the leader knows of one follower in the current leader epoch.
@@ -81,7 +83,54 @@ pub fn advance_high_watermark(current: i64, candidate: Option<i64>) -> i64 {
     candidate.map_or(current, |c| c.max(current))
 }
 
+/// A follower's high watermark after a fetch answered with the leader's `leader_hw`: the
+/// leader's, within our log, and never lower than ours. A new leader may not yet know how far
+/// the previous one had committed (it learns its high watermark from its own followers), so
+/// its answer can be lower than what this follower already had; what was committed stays
+/// committed, and a consumer of this replica must not see the high watermark go back. (The
+/// simulator found this: Kafka's followers take the leader's value as it is.)
+pub fn follower_high_watermark(current: i64, leader_hw: i64, log_end_offset: i64) -> i64 {
+    leader_hw.max(current).min(log_end_offset)
+}
+
+/// What a produce with acks=all, appended but not yet below the high watermark, does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcksWait {
+    /// Answer the client with this code now.
+    Answer(i16),
+    /// Keep waiting for the high watermark, at most this long before deciding again.
+    AtMost(Duration),
+}
+
+/// The acks=all waiter's rule, given the time left before the request's timeout and the time
+/// left on the leadership lease (`None`: ended). A leader whose lease ended may already have
+/// been replaced (cut off from ZooKeeper, its session expires and another replica is elected),
+/// so it answers NOT_LEADER_OR_FOLLOWER at once and the client moves to the new leader, rather
+/// than holding the request until its timeout (REQUEST_TIMED_OUT). A lease renewed meanwhile
+/// just moves the next decision.
+pub fn acks_wait(time_left: Duration, lease_left: Option<Duration>) -> AcksWait {
+    match lease_left {
+        None => AcksWait::Answer(errors::NOT_LEADER_OR_FOLLOWER),
+        _ if time_left.is_zero() => AcksWait::Answer(errors::REQUEST_TIMED_OUT),
+        Some(lease) => AcksWait::AtMost(time_left.min(lease)),
+    }
+}
+
+/// The ISR a leader counts on (Kafka's "maximal ISR", KIP-497): the ISR it knows and every
+/// broker it has asked to add since. Between the ZooKeeper write of an expansion and the
+/// snapshot that brings it back, ZooKeeper already names the new member in sync; were the
+/// high watermark still computed over the old ISR, it could pass the new member's log end, and
+/// if the leader then failed, the new member could be elected without records acknowledged
+/// with acks=all. (The simulator found this.) A shrink counts the old, larger ISR until it
+/// lands, which the current ISR already is.
+pub fn maximal_isr(isr: &[i32], proposed: &[i32]) -> Vec<i32> {
+    let mut all = isr.to_vec();
+    all.extend(proposed.iter().filter(|b| !isr.contains(b)));
+    all
+}
+
 /// A leader's replication state, as the ISR decisions need it.
+#[derive(Clone, Copy)]
 pub struct LeaderView<'a> {
     pub local: i32,
     pub replicas: &'a [i32],
@@ -137,6 +186,112 @@ pub fn isr_change(
     let mut next = v.isr.to_vec();
     next.extend(joining);
     Some(next)
+}
+
+/// The ISR change a leader asks for, given the brokers it already asked to add at this version
+/// (`proposed`, see `maximal_isr`): `isr_change` over the maximal ISR; or, when that needs no
+/// change but an earlier proposal's outcome is unknown (the write failed without saying
+/// whether it happened), the maximal ISR again, so that it lands or is refused for certain.
+pub fn leader_isr_proposal(
+    v: &LeaderView<'_>,
+    proposed: &[i32],
+    now_ms: i64,
+    lag_time_max_ms: i64,
+    is_alive: impl Fn(i32) -> bool,
+) -> Option<Vec<i32>> {
+    let maximal = maximal_isr(v.isr, proposed);
+    let over_maximal = LeaderView {
+        isr: &maximal,
+        ..*v
+    };
+    match isr_change(&over_maximal, now_ms, lag_time_max_ms, is_alive) {
+        Some(next) => Some(next),
+        None if maximal.len() != v.isr.len() => Some(maximal),
+        None => None,
+    }
+}
+
+/// A leader's bookkeeping of the ISR changes it asks for: at most one in flight (asked against
+/// a znode version), the brokers it proposed to add at the current version (`maximal_isr`),
+/// and the back-off after a refusal. The partition keeps one; so does the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IsrChanges {
+    pending: Option<i32>,
+    proposed: Vec<i32>,
+    not_before_ms: i64,
+}
+
+impl IsrChanges {
+    /// A new partition state arrived, at `new_version` (the one known before: `old_version`).
+    /// A change in flight against another version is settled (it is in this state or never
+    /// will be); a new version, role or epoch also ends a refusal's back-off and the proposed
+    /// members.
+    pub fn on_state(&mut self, old_version: i32, new_version: i32, role_or_epoch_changed: bool) {
+        if self.pending.is_some_and(|v| v != new_version) || role_or_epoch_changed {
+            self.pending = None;
+        }
+        if old_version != new_version || role_or_epoch_changed {
+            self.not_before_ms = 0;
+            self.proposed.clear();
+        }
+    }
+
+    /// The ISR the high watermark is computed over.
+    pub fn maximal(&self, isr: &[i32]) -> Vec<i32> {
+        maximal_isr(isr, &self.proposed)
+    }
+
+    /// The change to ask for now, if any (none while one is in flight or backing off); marks
+    /// it in flight against `v`'s version `zk_version`, and counts its new members at once.
+    pub fn next(
+        &mut self,
+        v: &LeaderView<'_>,
+        zk_version: i32,
+        now_ms: i64,
+        lag_time_max_ms: i64,
+        is_alive: impl Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
+        if self.pending.is_some() || now_ms < self.not_before_ms {
+            return None;
+        }
+        let isr = leader_isr_proposal(v, &self.proposed, now_ms, lag_time_max_ms, is_alive)?;
+        self.pending = Some(zk_version);
+        for &b in &isr {
+            if !v.isr.contains(&b) && !self.proposed.contains(&b) {
+                self.proposed.push(b);
+            }
+        }
+        Some(isr)
+    }
+
+    /// The change asked against `zk_version` failed with `code` (`None`: no answer): another
+    /// may be asked from `not_before_ms`. The proposed members stop counting only when the
+    /// refusal proves that nothing was written (`nothing_written`).
+    pub fn failed(&mut self, zk_version: i32, code: Option<i16>, not_before_ms: i64) {
+        if self.pending != Some(zk_version) {
+            return;
+        }
+        self.pending = None;
+        self.not_before_ms = not_before_ms;
+        if code.is_some_and(nothing_written) {
+            self.proposed.clear();
+        }
+    }
+}
+
+/// Whether an ISR change's refusal proves that ZooKeeper was not changed: the control thread
+/// found another leader or epoch, a newer version (INVALID_UPDATE_VERSION, also a lost
+/// compare-and-swap), an unregistered joiner (INELIGIBLE_REPLICA) or an invalid ISR before
+/// writing. REQUEST_TIMED_OUT (a ZooKeeper error on the write) leaves the outcome unknown.
+pub fn nothing_written(code: i16) -> bool {
+    matches!(
+        code,
+        errors::NOT_LEADER_OR_FOLLOWER
+            | errors::INVALID_UPDATE_VERSION
+            | errors::INELIGIBLE_REPLICA
+            | errors::INVALID_REQUEST
+            | errors::UNKNOWN_TOPIC_OR_PARTITION
+    )
 }
 
 /// Where an epoch starts in the log.
@@ -207,6 +362,15 @@ impl EpochCache {
 
     pub fn clear(&mut self) {
         self.entries.clear();
+    }
+
+    /// After a truncation step to `offset` left the log ending at `log_end_offset`: epochs that
+    /// start at or after the point are gone, whether or not a batch was cut. An epoch this
+    /// broker led without writing sits here at the log end with no batch behind it; truncating
+    /// to the log end cuts nothing, and unless the entry goes, the next step asks about the
+    /// same epoch again, forever.
+    pub fn forget_from(&mut self, offset: Offset, log_end_offset: Offset) {
+        self.truncate_from_end(offset.min(log_end_offset));
     }
 }
 
@@ -292,6 +456,64 @@ mod tests {
         assert_eq!(advance_high_watermark(5, None), 5);
         assert_eq!(advance_high_watermark(5, Some(3)), 5);
         assert_eq!(advance_high_watermark(5, Some(8)), 8);
+    }
+
+    #[test]
+    fn follower_high_watermark_never_goes_back() {
+        assert_eq!(follower_high_watermark(5, 8, 10), 8);
+        assert_eq!(follower_high_watermark(5, 12, 10), 10);
+        // A new leader that knows less: ours stays.
+        assert_eq!(follower_high_watermark(76, 75, 76), 76);
+        // Never past our log end (after a truncation the caller already lowered it).
+        assert_eq!(follower_high_watermark(9, 3, 7), 7);
+    }
+
+    #[test]
+    fn an_isr_expansion_counts_before_it_is_known() {
+        let mut f = HashMap::new();
+        f.insert(2, follower(Some(47), 0));
+        f.insert(3, follower(Some(46), 0));
+        // Broker 3 was asked into the ISR [1, 2]: the high watermark waits for it at once.
+        let maximal = maximal_isr(&[1, 2], &[1, 2, 3]);
+        assert_eq!(maximal, vec![1, 2, 3]);
+        assert_eq!(isr_high_watermark(1, 47, &maximal, &f), Some(46));
+        assert_eq!(isr_high_watermark(1, 47, &[1, 2], &f), Some(47));
+        assert_eq!(maximal_isr(&[1, 2, 3], &[1, 3]), vec![1, 2, 3]);
+        // The expansion's outcome is unknown and nothing else is due: ask for it again.
+        let v = view(&[1, 2, 3], &[1, 2], &f, 47, 46, 0);
+        assert_eq!(
+            leader_isr_proposal(&v, &[3], 0, 10_000, |_| true),
+            Some(vec![1, 2, 3])
+        );
+        // Broker 3 lags beyond the allowed time (2 is at the leader's end): the proposal
+        // drops it (counted until now).
+        assert_eq!(
+            leader_isr_proposal(&v, &[3], 20_000, 10_000, |_| true),
+            Some(vec![1, 2])
+        );
+        // Nothing proposed: the plain ISR decision.
+        assert_eq!(
+            leader_isr_proposal(&v, &[], 0, 10_000, |_| true),
+            isr_change(&v, 0, 10_000, |_| true)
+        );
+        let full = view(&[1, 2, 3], &[1, 2, 3], &f, 47, 46, 0);
+        assert_eq!(leader_isr_proposal(&full, &[], 0, 10_000, |_| true), None);
+    }
+
+    #[test]
+    fn acks_wait_rule() {
+        let s = Duration::from_secs;
+        assert_eq!(acks_wait(s(30), Some(s(4))), AcksWait::AtMost(s(4)));
+        assert_eq!(acks_wait(s(3), Some(s(4))), AcksWait::AtMost(s(3)));
+        // The lease ended: the client must move to the new leader now.
+        assert_eq!(
+            acks_wait(s(30), None),
+            AcksWait::Answer(errors::NOT_LEADER_OR_FOLLOWER)
+        );
+        assert_eq!(
+            acks_wait(Duration::ZERO, Some(s(4))),
+            AcksWait::Answer(errors::REQUEST_TIMED_OUT)
+        );
     }
 
     #[test]

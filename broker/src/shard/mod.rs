@@ -608,7 +608,11 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
                 reply: tx,
             };
             if control.tx.send_async(request).await.is_err() {
-                p.isr_change_failed(change.zk_version, ISR_CHANGE_RETRY_BACKOFF);
+                p.isr_change_failed(
+                    change.zk_version,
+                    Some(errors::NOT_LEADER_OR_FOLLOWER),
+                    ISR_CHANGE_RETRY_BACKOFF,
+                );
                 continue;
             }
             let version = change.zk_version;
@@ -647,7 +651,10 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
                     // No answer within ISR_CHANGE_STALE: already waited long enough.
                     None => std::time::Duration::ZERO,
                 };
-                p.isr_change_failed(version, retry_after);
+                // After a write, or without an answer, the outcome is not known to be a
+                // refusal: what it proposed keeps counting until a snapshot settles it.
+                let refusal = code.filter(|c| *c != errors::NONE);
+                p.isr_change_failed(version, refusal, retry_after);
             });
         }
     }

@@ -434,7 +434,7 @@ impl Control {
             // The ISR changed under the leader (controller removed a dead broker, a follower
             // left in a controlled shutdown): it must decide again on the new state.
             self.note_state(topic, partition, state, version).await;
-            return errors::REQUEST_TIMED_OUT;
+            return errors::INVALID_UPDATE_VERSION;
         }
         if !isr.contains(&self.local) || isr.iter().any(|b| !replicas.contains(b)) {
             return errors::INVALID_REQUEST;
@@ -446,7 +446,7 @@ impl Control {
             .find(|b| !state.isr.contains(b) && !self.view.brokers.contains_key(b))
         {
             log::info!("{topic}-{partition}: broker {dead} is not alive; it cannot join the ISR");
-            return errors::INVALID_REQUEST;
+            return errors::INELIGIBLE_REPLICA;
         }
         let next = StateZnode {
             isr,
@@ -465,7 +465,7 @@ impl Control {
             Err(zk::Error::BadVersion) => {
                 self.dirty.states.insert((topic.to_string(), partition));
                 self.refresh_at = Some(tokio::time::Instant::now());
-                errors::REQUEST_TIMED_OUT
+                errors::INVALID_UPDATE_VERSION
             }
             Err(e) => self.zk_error("write state", e).0,
         }
