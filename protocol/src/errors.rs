@@ -88,6 +88,7 @@ pub const NOT_COORDINATOR: i16 = E::NotCoordinator.code();
 pub const INVALID_TOPIC_EXCEPTION: i16 = E::InvalidTopicException.code();
 pub const RECORD_LIST_TOO_LARGE: i16 = E::RecordListTooLarge.code();
 pub const NOT_ENOUGH_REPLICAS: i16 = E::NotEnoughReplicas.code();
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = E::NotEnoughReplicasAfterAppend.code();
 pub const INVALID_REQUIRED_ACKS: i16 = E::InvalidRequiredAcks.code();
 pub const ILLEGAL_GENERATION: i16 = E::IllegalGeneration.code();
 pub const INCONSISTENT_GROUP_PROTOCOL: i16 = E::InconsistentGroupProtocol.code();

@@ -5,18 +5,23 @@ use super::*;
 
 impl Partition {
     /// Leader: moves the high watermark to what the ISR allows (never backwards), then
-    /// completes the acks=all waits it passed and wakes fetches (data became visible).
+    /// completes the acks=all waits it passed (`replication::acks_committed`) and wakes
+    /// fetches (data became visible).
     pub(super) fn maybe_advance_hw(&self) {
-        let candidate = {
+        let (candidate, answer) = {
             let r = self.replica.borrow();
             if r.role != Role::Leader {
                 return;
             }
-            replication::isr_high_watermark(
-                r.local,
-                self.log.log_end_offset(),
-                &r.isr_changes.maximal(&r.isr),
-                &r.followers,
+            let maximal = r.isr_changes.maximal(&r.isr);
+            (
+                replication::isr_high_watermark(
+                    r.local,
+                    self.log.log_end_offset(),
+                    &maximal,
+                    &r.followers,
+                ),
+                replication::acks_committed(maximal.len(), self.min_insync()),
             )
         };
         let old = self.high_watermark.get();
@@ -31,7 +36,7 @@ impl Partition {
             while i < waiters.len() {
                 if waiters[i].last_offset < hw {
                     let w = waiters.swap_remove(i);
-                    let _ = w.reply.try_send(errors::NONE);
+                    let _ = w.reply.try_send(answer);
                 } else {
                     i += 1;
                 }
@@ -46,9 +51,13 @@ impl Partition {
         }
     }
 
+    fn min_insync(&self) -> usize {
+        self.config.borrow().min_insync_replicas.max(1) as usize
+    }
+
     /// acks=all, before appending: refuses when the ISR is smaller than `min.insync.replicas`.
     pub fn check_min_isr(&self) -> i16 {
-        let min = self.config.borrow().min_insync_replicas.max(1) as usize;
+        let min = self.min_insync();
         if self.replica.borrow().isr.len() < min {
             errors::NOT_ENOUGH_REPLICAS
         } else {
@@ -63,7 +72,9 @@ impl Partition {
     /// `replication::acks_wait`, which the simulator (`sim/`) runs too.
     pub async fn wait_committed(&self, last_offset: i64, timeout: Duration) -> i16 {
         if self.high_watermark.get() > last_offset {
-            return errors::NONE;
+            let r = self.replica.borrow();
+            let isr_len = r.isr_changes.maximal(&r.isr).len();
+            return replication::acks_committed(isr_len, self.min_insync());
         }
         if self.role() != Role::Leader {
             return errors::NOT_LEADER_OR_FOLLOWER;

@@ -116,6 +116,20 @@ pub fn acks_wait(time_left: Duration, lease_left: Option<Duration>) -> AcksWait 
     }
 }
 
+/// The answer to an acks=all produce once the high watermark has passed its records, with
+/// `isr_len` replicas in the (maximal) ISR holding them: NONE, or NOT_ENOUGH_REPLICAS_AFTER_APPEND
+/// when the ISR shrank below `min.insync.replicas` after the append (Kafka's rule). The records
+/// are committed, but on fewer replicas than the producer asked for; acknowledging them would
+/// promise a durability that one failure can take away. (The simulator found this once it
+/// could cut power.)
+pub fn acks_committed(isr_len: usize, min_insync: usize) -> i16 {
+    if isr_len >= min_insync {
+        errors::NONE
+    } else {
+        errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    }
+}
+
 /// The ISR a leader counts on (Kafka's "maximal ISR", KIP-497): the ISR it knows and every
 /// broker it has asked to add since. Between the ZooKeeper write of an expansion and the
 /// snapshot that brings it back, ZooKeeper already names the new member in sync; were the
@@ -498,6 +512,14 @@ mod tests {
         );
         let full = view(&[1, 2, 3], &[1, 2, 3], &f, 47, 46, 0);
         assert_eq!(leader_isr_proposal(&full, &[], 0, 10_000, |_| true), None);
+    }
+
+    #[test]
+    fn acks_need_min_insync_copies() {
+        assert_eq!(acks_committed(2, 2), errors::NONE);
+        assert_eq!(acks_committed(3, 2), errors::NONE);
+        assert_eq!(acks_committed(1, 2), errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
+        assert_eq!(acks_committed(1, 1), errors::NONE);
     }
 
     #[test]
