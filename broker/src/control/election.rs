@@ -124,6 +124,91 @@ pub fn reconcile(
     })
 }
 
+/// The brokers named in `state` (leader or ISR) that registered after the state was written
+/// (`written_zxid`, the state znode's mzxid, against each registration znode's czxid): they
+/// restarted, or lost their session, since the state was decided, and may have lost what their
+/// page cache held (a power loss). Kafka tells this from broker epochs (KIP-380).
+pub fn restarted_since(
+    state: &PartitionState,
+    written_zxid: i64,
+    registrations: &BTreeMap<i32, i64>,
+) -> BTreeSet<i32> {
+    state
+        .isr
+        .iter()
+        .chain(std::iter::once(&state.leader))
+        .filter(|b| {
+            registrations
+                .get(b)
+                .is_some_and(|czxid| *czxid > written_zxid)
+        })
+        .copied()
+        .collect()
+}
+
+/// Whether a broker registered at `own_registration_zxid` may lead by a state written at
+/// `written_zxid`: only if the state was written after it registered, so that the controller
+/// has seen this registration (a restart moves the leadership first, `reconcile_with_restarts`).
+/// A broker back from a power loss must not lead by the state it left: its followers would
+/// cut the acknowledged records it lost.
+pub fn may_lead_by(written_zxid: i64, own_registration_zxid: Option<i64>) -> bool {
+    own_registration_zxid.is_some_and(|own| written_zxid > own)
+}
+
+/// A state the controller is about to write (`next`, replacing `current`), settled for the
+/// brokers that `restarted` since `current` was written (`restarted_since`): they leave the
+/// ISR (if nothing would be left, the members of the current ISR that did not restart, alive
+/// or not, are the ISR: better offline until one returns than led by a broker that may have
+/// lost records; only when every member restarted do they stay) and a leadership one would
+/// hold ends (new epoch), then the usual election among the rest (`reconcile`). Left in the ISR, a restarted broker that
+/// lost records in a power loss could be elected without them; left leading, it would make its
+/// followers cut them. Every controller write goes through this, so that no write (a
+/// controlled shutdown's, a preferred election's) makes a restart look older than the state
+/// while keeping the restarted broker in. The simulator found this.
+pub fn settle_restarts(
+    current: &PartitionState,
+    next: PartitionState,
+    restarted: &BTreeSet<i32>,
+    alive: &BTreeSet<i32>,
+    unclean: bool,
+) -> PartitionState {
+    if restarted.is_empty() {
+        return next;
+    }
+    let mut s = next;
+    let without = |isr: &[i32]| -> Vec<i32> {
+        isr.iter()
+            .copied()
+            .filter(|b| !restarted.contains(b))
+            .collect()
+    };
+    let kept = without(&s.isr);
+    let kept = if kept.is_empty() {
+        without(&current.isr)
+    } else {
+        kept
+    };
+    if !kept.is_empty() {
+        s.isr = kept;
+    }
+    if restarted.contains(&s.leader) || (s.leader != NO_LEADER && !s.isr.contains(&s.leader)) {
+        s.leader = NO_LEADER;
+        s.leader_epoch = s.leader_epoch.max(current.leader_epoch) + 1;
+    }
+    reconcile(&s, alive, unclean).unwrap_or(s)
+}
+
+/// The controller's change for a partition after brokers came or went: `reconcile`, or the
+/// state as it is when only restarts need settling (`settle_restarts` then does the work).
+pub fn reconcile_or_settle(
+    state: &PartitionState,
+    alive: &BTreeSet<i32>,
+    restarted: &BTreeSet<i32>,
+    unclean: bool,
+) -> Option<PartitionState> {
+    reconcile(state, alive, unclean).or_else(|| (!restarted.is_empty()).then(|| state.clone()))
+}
+
 /// Controlled shutdown of `leaving`: a leadership it holds moves to the first other replica that
 /// is alive and in the ISR (epoch + 1, ISR without `leaving`); where it follows in the ISR it
 /// leaves the ISR. `None` when nothing can or needs to change (it leads with no other ISR
@@ -249,6 +334,61 @@ mod tests {
             isr: isr.to_vec(),
             zk_version: 5,
         }
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_the_isr_and_its_leaderships() {
+        let settle = |s: &PartitionState, alive_ids: &[i32], restarted: &[i32]| {
+            let restarted = alive(restarted);
+            let next = reconcile_or_settle(s, &alive(alive_ids), &restarted, false)?;
+            Some(settle_restarts(
+                s,
+                next,
+                &restarted,
+                &alive(alive_ids),
+                false,
+            ))
+        };
+        let s = state(&[1, 2, 3], 1, 4, &[1, 2, 3]);
+        // Broker 1 restarted (its registration is new) and is alive again: broker 2 leads
+        // (the epoch moves past the ended leadership and the election: two steps).
+        let next = settle(&s, &[1, 2, 3], &[1]).unwrap();
+        assert_eq!((next.leader, next.leader_epoch), (2, 6));
+        assert_eq!(next.isr, vec![2, 3]);
+        // A restarted follower leaves the ISR; the epoch stays.
+        let next = settle(&s, &[1, 2, 3], &[3]).unwrap();
+        assert_eq!(
+            (next.leader, next.leader_epoch, next.isr),
+            (1, 4, vec![1, 2])
+        );
+        // The only ISR member restarted: it leads again (nobody else can), in a new epoch.
+        let alone = state(&[1, 2, 3], 1, 4, &[1]);
+        let next = settle(&alone, &[1, 2, 3], &[1]).unwrap();
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (1, 6, vec![1]));
+        // The leader is dead and the only other ISR member restarted: offline, waiting for
+        // the leader, rather than electing a broker that may have lost records.
+        let two = state(&[1, 2, 3], 1, 4, &[1, 3]);
+        let next = settle(&two, &[2, 3], &[3]).unwrap();
+        assert_eq!(
+            (next.leader, next.leader_epoch, next.isr),
+            (NO_LEADER, 6, vec![1])
+        );
+        // Another decision (a controlled shutdown handing the leadership to a restarted
+        // broker) is settled too.
+        let moved = shutdown_move(&s, 1, &alive(&[1, 2, 3])).unwrap();
+        assert_eq!(moved.leader, 2);
+        let next = settle_restarts(&s, moved, &alive(&[2]), &alive(&[1, 2, 3]), false);
+        assert_eq!((next.leader, next.isr), (3, vec![3]));
+        // Who restarted since a state was written (registration zxids against the state's).
+        let regs: BTreeMap<i32, i64> = [(1, 50), (2, 10), (3, 70)].into_iter().collect();
+        assert_eq!(restarted_since(&s, 60, &regs), alive(&[3]));
+        assert_eq!(restarted_since(&s, 40, &regs), alive(&[1, 3]));
+        assert_eq!(restarted_since(&s, 80, &regs), alive(&[]));
+        assert!(may_lead_by(80, Some(50)));
+        assert!(!may_lead_by(40, Some(50)));
+        assert!(!may_lead_by(80, None));
+        // No restart: plain reconcile.
+        assert_eq!(settle(&s, &[1, 2, 3], &[]), None);
     }
 
     #[test]

@@ -518,7 +518,10 @@ mod tests {
     fn acks_need_min_insync_copies() {
         assert_eq!(acks_committed(2, 2), errors::NONE);
         assert_eq!(acks_committed(3, 2), errors::NONE);
-        assert_eq!(acks_committed(1, 2), errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
+        assert_eq!(
+            acks_committed(1, 2),
+            errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        );
         assert_eq!(acks_committed(1, 1), errors::NONE);
     }
 

@@ -144,9 +144,42 @@ impl Control {
         enum Pending<A> {
             Sent(A),
             Done(Result<zk::Stat, zk::Error>),
+            /// Settled to the current state: nothing to write.
+            Nothing,
         }
         let mut pending = Vec::with_capacity(changes.len());
+        let alive = self.alive();
         for (topic, p, s) in changes {
+            // Brokers registered since the current state was written restarted: whatever
+            // this write decided, they leave the ISR and lose a leadership
+            // (`election::settle_restarts`).
+            let s = match self.view.topics.get(&topic) {
+                Some(t) => match t.state(p) {
+                    Some(current) => {
+                        let restarted = election::restarted_since(
+                            &current,
+                            t.written_zxid(p),
+                            &self.view.registrations,
+                        );
+                        if !restarted.is_empty() {
+                            log::info!(
+                                "{topic}-{p}: brokers {restarted:?} restarted since the state \
+                                 was written: out of the ISR, not leading"
+                            );
+                        }
+                        let unclean = self.topic_config(&topic, &t.config).unclean_leader_election;
+                        let settled =
+                            election::settle_restarts(&current, s, &restarted, &alive, unclean);
+                        if settled == current {
+                            pending.push((topic, p, settled, Pending::Nothing));
+                            continue;
+                        }
+                        settled
+                    }
+                    None => s,
+                },
+                None => s,
+            };
             // One leader per epoch: a state naming another leader than the one it replaces
             // carries a newer epoch (every election bumps it). Checked in release builds: a
             // violation would let two brokers accept writes in the same epoch.
@@ -180,6 +213,10 @@ impl Control {
             let result = match op {
                 Pending::Sent(f) => f.await,
                 Pending::Done(r) => r,
+                Pending::Nothing => {
+                    outcomes.push(WriteOutcome::Written);
+                    continue;
+                }
             };
             match result {
                 Ok(stat) => {
@@ -197,7 +234,7 @@ impl Control {
                     }
                     let znode = self.state_znode(&s);
                     if let Some(t) = self.view.topics.get_mut(&topic) {
-                        t.states.insert(p, Some((znode, stat.version)));
+                        t.states.insert(p, Some((znode, stat.version, stat.mzxid)));
                         self.changed.topics.insert(topic);
                     }
                     outcomes.push(WriteOutcome::Written);
@@ -242,7 +279,14 @@ impl Control {
             for (&p, replicas) in &t.assignment.partitions {
                 match t.state(p) {
                     Some(s) => {
-                        if let Some(next) = election::reconcile(&s, &alive, unclean) {
+                        let restarted = election::restarted_since(
+                            &s,
+                            t.written_zxid(p),
+                            &self.view.registrations,
+                        );
+                        if let Some(next) =
+                            election::reconcile_or_settle(&s, &alive, &restarted, unclean)
+                        {
                             changes.push((name.clone(), p, next));
                         }
                     }
@@ -409,7 +453,7 @@ impl Control {
         let path = layout::state_path(topic, partition);
         let current = match client.get_data(&path).await {
             Ok((data, stat)) => match layout::decode_state(&data) {
-                Ok(s) => (s, stat.version),
+                Ok(s) => (s, stat.version, stat.mzxid),
                 Err(e) => {
                     log::warn!("{topic}-{partition}: {e}");
                     return errors::UNKNOWN_SERVER_ERROR;
@@ -425,16 +469,43 @@ impl Control {
             .and_then(|t| t.assignment.partitions.get(&partition))
             .cloned()
             .unwrap_or_default();
-        let (state, version) = current;
+        let (state, version, written) = current;
         if state.leader != self.local || state.leader_epoch != leader_epoch || self.fenced {
-            self.note_state(topic, partition, state, version).await;
+            self.note_state(topic, partition, state, version, written)
+                .await;
             return errors::NOT_LEADER_OR_FOLLOWER;
         }
         if version != zk_version {
             // The ISR changed under the leader (controller removed a dead broker, a follower
             // left in a controlled shutdown): it must decide again on the new state.
-            self.note_state(topic, partition, state, version).await;
+            self.note_state(topic, partition, state, version, written)
+                .await;
             return errors::INVALID_UPDATE_VERSION;
+        }
+        // Members registered since the state was written restarted (or lost their session)
+        // and may have lost records: the controller takes them out of the ISR
+        // (`election::restarted_since`), and this write must not make the state look newer
+        // than their restart while keeping them in. Their registrations are read now, not
+        // taken from the view, which may not show a restart yet.
+        let mut isr = isr;
+        let registrations = self.registrations_of(&client, &isr).await;
+        let as_state = PartitionState {
+            replicas: replicas.clone(),
+            leader: self.local,
+            leader_epoch,
+            isr: isr.clone(),
+            zk_version,
+        };
+        let restarted = election::restarted_since(&as_state, written, &registrations);
+        if restarted.contains(&self.local) {
+            return errors::NOT_LEADER_OR_FOLLOWER;
+        }
+        if !restarted.is_empty() {
+            log::info!(
+                "{topic}-{partition}: brokers {restarted:?} restarted since the state was \
+                 written; left out of the ISR"
+            );
+            isr.retain(|b| !restarted.contains(b));
         }
         if !isr.contains(&self.local) || isr.iter().any(|b| !replicas.contains(b)) {
             return errors::INVALID_REQUEST;
@@ -459,7 +530,8 @@ impl Control {
         {
             Ok(stat) => {
                 log::info!("{topic}-{partition}: isr {:?} (leader)", next.isr);
-                self.note_state(topic, partition, next, stat.version).await;
+                self.note_state(topic, partition, next, stat.version, stat.mzxid)
+                    .await;
                 errors::NONE
             }
             Err(zk::Error::BadVersion) => {
@@ -471,6 +543,33 @@ impl Control {
         }
     }
 
+    /// The creation zxids of the registrations of `brokers` (missing: not registered), read
+    /// from ZooKeeper now. A broker whose read fails counts as registered just now, so that it
+    /// is taken as restarted (the safe side).
+    async fn registrations_of(
+        &mut self,
+        client: &zk::Client,
+        brokers: &[i32],
+    ) -> BTreeMap<i32, i64> {
+        let reads: Vec<_> = brokers
+            .iter()
+            .map(|&b| (b, client.check_stat(&layout::broker_path(b))))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (b, read) in reads {
+            match read.await {
+                Ok(Some(stat)) => {
+                    out.insert(b, stat.czxid);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    out.insert(b, i64::MAX);
+                }
+            }
+        }
+        out
+    }
+
     /// Records a partition state just read or written and publishes it.
     pub(super) async fn note_state(
         &mut self,
@@ -478,9 +577,11 @@ impl Control {
         partition: i32,
         state: StateZnode,
         version: i32,
+        written_zxid: i64,
     ) {
         if let Some(t) = self.view.topics.get_mut(topic) {
-            t.states.insert(partition, Some((state, version)));
+            t.states
+                .insert(partition, Some((state, version, written_zxid)));
             self.changed.topics.insert(topic.to_string());
         }
         self.publish().await;

@@ -102,7 +102,12 @@ impl Control {
                     isr: Vec::new(),
                     zk_version: -1,
                 });
-                if self.fenced && s.leader == self.local {
+                // Fenced, or registered after this state was written (restarted, or a new
+                // session): not leading until the controller has taken the restart in.
+                let own = self.view.registrations.get(&self.local).copied();
+                if s.leader == self.local
+                    && (self.fenced || !election::may_lead_by(t.written_zxid(p), own))
+                {
                     s.leader = NO_LEADER;
                 }
                 s

@@ -7,6 +7,9 @@ use super::*;
 #[derive(Default)]
 pub(super) struct ZkView {
     pub(super) brokers: BTreeMap<i32, BrokerInfo>,
+    /// The creation zxid of each broker's registration znode (Kafka's broker epoch): a new one
+    /// means the broker restarted, even if the controller never saw it gone.
+    pub(super) registrations: BTreeMap<i32, i64>,
     pub(super) controller_id: i32,
     /// Session owning `/controller` (0 when there is none).
     pub(super) controller_owner: i64,
@@ -19,14 +22,23 @@ pub(super) struct TopicView {
     pub(super) assignment: TopicAssignment,
     pub(super) assignment_version: i32,
     pub(super) config: BTreeMap<String, String>,
-    /// Per assigned partition: the state znode and its version, `None` when it is missing.
-    pub(super) states: BTreeMap<i32, Option<(StateZnode, i32)>>,
+    /// Per assigned partition: the state znode, its version and the zxid of its last write
+    /// (mzxid), `None` when it is missing.
+    pub(super) states: BTreeMap<i32, Option<(StateZnode, i32, i64)>>,
 }
 
 impl TopicView {
+    /// The zxid of the last write of a partition's state znode (-1 when it is missing).
+    pub(super) fn written_zxid(&self, partition: i32) -> i64 {
+        match self.states.get(&partition) {
+            Some(Some((_, _, zxid))) => *zxid,
+            _ => -1,
+        }
+    }
+
     pub(super) fn state(&self, partition: i32) -> Option<PartitionState> {
         let replicas = self.assignment.partitions.get(&partition)?.clone();
-        let (s, version) = self.states.get(&partition)?.as_ref()?;
+        let (s, version, _) = self.states.get(&partition)?.as_ref()?;
         Some(PartitionState {
             replicas,
             leader: s.leader,
@@ -61,8 +73,9 @@ pub(super) async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> 
     let topic_reads = topic_reads(client, topics);
     for (id, read) in broker_reads {
         // None: gone between the listing and the read, or undecodable.
-        if let Some(b) = broker_of(id, read.await)? {
+        if let Some((b, czxid)) = broker_of(id, read.await)? {
             view.brokers.insert(id, b);
+            view.registrations.insert(id, czxid);
         }
     }
     for (name, assignment, config) in topic_reads {
@@ -98,7 +111,7 @@ pub(super) async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> 
         .collect();
     reads += state_reads.len() as u64;
     for (name, p, read) in state_reads {
-        let state = decode_versioned(read.await, layout::decode_state, || format!("{name}-{p}"))?;
+        let state = decode_state_read(read.await, &name, p)?;
         if let Some(t) = view.topics.get_mut(&name) {
             t.states.insert(p, state);
         }
@@ -159,10 +172,11 @@ pub(super) fn read_controller(
 }
 
 /// A broker's registration: None when it is gone or undecodable (logged).
-pub(super) fn broker_of(id: i32, read: ZnodeRead) -> Result<Option<BrokerInfo>, zk::Error> {
+/// A broker's registration and its creation zxid.
+pub(super) fn broker_of(id: i32, read: ZnodeRead) -> Result<Option<(BrokerInfo, i64)>, zk::Error> {
     match read {
-        Ok((data, _)) => match layout::decode_broker(id, &data) {
-            Ok(b) => Ok(Some(b)),
+        Ok((data, stat)) => match layout::decode_broker(id, &data) {
+            Ok(b) => Ok(Some((b, stat.czxid))),
             Err(e) => {
                 log::warn!("broker {id}: {e}");
                 Ok(None)
@@ -307,11 +321,22 @@ pub(super) async fn read_dirty(
     }
     for (id, read) in brokers {
         let now = broker_of(id, read.await)?;
-        if view.brokers.get(&id) != now.as_ref() {
+        let before = view
+            .brokers
+            .get(&id)
+            .cloned()
+            .zip(view.registrations.get(&id).copied());
+        if before != now {
             out.brokers_changed = true;
             match now {
-                Some(b) => view.brokers.insert(id, b),
-                None => view.brokers.remove(&id),
+                Some((b, czxid)) => {
+                    view.brokers.insert(id, b);
+                    view.registrations.insert(id, czxid);
+                }
+                None => {
+                    view.brokers.remove(&id);
+                    view.registrations.remove(&id);
+                }
             };
         }
     }
@@ -364,7 +389,7 @@ pub(super) async fn read_dirty(
         .collect();
     out.znodes_read += state_reads.len() as u64;
     for (name, p, read) in state_reads {
-        let state = decode_versioned(read.await, layout::decode_state, || format!("{name}-{p}"))?;
+        let state = decode_state_read(read.await, &name, p)?;
         if let Some(t) = view.topics.get_mut(&name) {
             t.states.insert(p, state);
             out.topics.insert(name);
@@ -391,6 +416,19 @@ pub(super) fn decode_versioned<T, E: std::fmt::Display>(
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A partition's state znode read: the state, its version and its mzxid.
+fn decode_state_read(
+    read: Result<(Vec<u8>, zk::Stat), zk::Error>,
+    name: &str,
+    p: i32,
+) -> Result<Option<(StateZnode, i32, i64)>, zk::Error> {
+    let mzxid = read.as_ref().map_or(-1, |(_, stat)| stat.mzxid);
+    Ok(
+        decode_versioned(read, layout::decode_state, || format!("{name}-{p}"))?
+            .map(|(s, version)| (s, version, mzxid)),
+    )
 }
 
 /// A topic id for a topic created without one (by an older tool): derived from the name, so
