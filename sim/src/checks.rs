@@ -3,6 +3,9 @@
 //! While it runs (the first failure ends the run):
 //! - **No acknowledged record lost**: a record acknowledged at an offset is what every broker
 //!   holds there below its high watermark, and no broker ever truncates it.
+//! - **Acknowledged means on `min.insync.replicas` replicas** when it is acknowledged (a
+//!   broker that lost power and has not registered again counts: it may have had the record
+//!   when the leader counted it, and the controller takes it out of the ISR when it returns).
 //! - **One leader per epoch** for each partition.
 //! - **High watermarks never go back** on any broker (leader or follower).
 //! - **Leader epochs never go back** on any broker.
@@ -74,6 +77,19 @@ impl World {
                  {id}: the first is lost"
             )),
             _ => {}
+        }
+        // A broker down after a power loss may have had it when the leader counted it.
+        let copies = self
+            .brokers
+            .values()
+            .filter(|b| b.log(part).get(offset as usize).map(|x| x.id) == Some(id) || b.lost_power)
+            .count();
+        if copies < timing::MIN_INSYNC {
+            return self.fail(format!(
+                "p{part}: record {id} at {offset} acknowledged with {copies} copies \
+                 (min.insync.replicas {})",
+                timing::MIN_INSYNC
+            ));
         }
         for (&b, broker) in &self.brokers {
             let log = broker.log(part);
@@ -181,6 +197,5 @@ impl World {
                 ));
             }
         }
-        let _ = timing::LEASE;
     }
 }

@@ -57,6 +57,14 @@ pub mod timing {
     /// A follower gives up on an unanswered request after this long (connection timeout).
     pub const PEER_REQUEST_TIMEOUT: Time = 3_000;
     pub const REBALANCE_EVERY: Time = 5_000;
+    /// `min.insync.replicas` of the simulated topic (3 replicas).
+    pub const MIN_INSYNC: usize = 2;
+    /// The page cache reaches the disk this often (what was written before the previous
+    /// writeback is durable).
+    pub const WRITEBACK_EVERY: Time = 5_000;
+    /// Two power losses at least this far apart: closer, both copies of an acknowledged record
+    /// may still be in page caches, which no replication protocol survives.
+    pub const POWER_LOSS_APART: Time = 30_000;
     /// The longest a broker may hold a produce it received: the ISR shrink after a follower
     /// is lost, or the end of the lease of a leader cut off from ZooKeeper, plus slack.
     pub const PRODUCE_ANSWER_BOUND: Time = LAG_TIME_MAX + SESSION_TIMEOUT + 2_000;
@@ -102,6 +110,7 @@ pub enum Msg {
     // ZooKeeper -> broker (answers and watch events, in order per session)
     Registered {
         session: u64,
+        czxid: i64,
     },
     RegisterRefused,
     HeartbeatOk {
@@ -115,6 +124,8 @@ pub enum Msg {
         session: u64,
         part: usize,
         state: PartitionState,
+        /// The zxid of the state znode's last write.
+        written: i64,
     },
     Brokers {
         session: u64,
@@ -291,6 +302,7 @@ pub(crate) struct World {
     link_free_at: BTreeMap<(Node, Node), Time>,
     loss_per_mille: u64,
     faults_on: bool,
+    last_power_loss: Option<Time>,
     /// Brokers stopped by a fault, waiting for their restart.
     down: BTreeSet<i32>,
     pub(crate) checks: checks::State,
@@ -328,6 +340,7 @@ impl World {
             link_free_at: BTreeMap::new(),
             loss_per_mille: 2,
             faults_on: true,
+            last_power_loss: None,
             down: BTreeSet::new(),
             checks,
             violation: None,
@@ -581,12 +594,17 @@ impl World {
     }
 
     /// The next fault, one at a time (a broker down or cut off, then everything healed before
-    /// the next one), so that two of three replicas stay reachable most of the time.
+    /// the next one), so that two of three replicas stay reachable most of the time. A broker
+    /// that restarted counts as failed until it has registered again (the controller then
+    /// knows it restarted): a power loss before that is a second failure, which three
+    /// replicas with `min.insync.replicas` 2 do not promise to survive (a partition whose
+    /// last in-sync replica lost unflushed records; Kafka's KIP-966 is about that case).
     fn inject_fault(&mut self) {
         if !self.faults_on {
             return;
         }
-        if !self.cuts.is_empty() || !self.down.is_empty() {
+        let recovering = self.brokers.values().any(|b| b.recovering());
+        if !self.cuts.is_empty() || !self.down.is_empty() || recovering {
             self.at(500, Ev::Fault);
             return;
         }
@@ -599,8 +617,30 @@ impl World {
             .map(Node::Broker)
             .collect();
         let for_ms = self.rng.range(500, 12_000);
-        match self.rng.range(0, 7) {
-            0 | 1 => {
+        // A power loss only with every ISR full: one that hits the last in-sync replica of a
+        // partition loses what it had not flushed, in Kafka as here (KIP-966's case), and
+        // that would be a second failure on top of whatever shrank the ISR.
+        let power_loss_ok = self
+            .last_power_loss
+            .is_none_or(|t| self.now >= t + timing::POWER_LOSS_APART)
+            && self
+                .zk
+                .states
+                .iter()
+                .all(|s| s.isr.len() == s.replicas.len());
+        match self.rng.range(0, 8) {
+            8 if power_loss_ok => {
+                self.note(|| format!("power loss of broker {id} for {for_ms} ms"));
+                self.last_power_loss = Some(self.now);
+                let rng = &mut self.rng;
+                self.brokers
+                    .get_mut(&id)
+                    .expect("broker")
+                    .power_loss(|durable, len| rng.range(durable as u64, len as u64) as usize);
+                self.down.insert(id);
+                self.at(for_ms, Ev::Restart { id });
+            }
+            0 | 1 | 8 => {
                 self.note(|| format!("crash broker {id} (kill -9) for {for_ms} ms"));
                 self.brokers.get_mut(&id).expect("broker").crash();
                 self.down.insert(id);

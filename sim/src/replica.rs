@@ -11,6 +11,7 @@ use std::time::Duration;
 use shardlog_broker::base::errors;
 use shardlog_broker::base::ids::{LeaderEpoch, Offset};
 use shardlog_broker::cluster::metadata::{check_leader_epoch, PartitionState, NO_LEADER};
+use shardlog_broker::control::election;
 use shardlog_broker::partition::replication::{
     self, AcksWait, EpochCache, FollowerState, LeaderAnswer, LeaderView, TruncationStep,
 };
@@ -49,6 +50,10 @@ pub(crate) struct Replica {
     log: Vec<Batch>,
     /// Kept across crashes (the checkpoint).
     hw: i64,
+    /// Batches on disk for sure (the kernel's writeback of the page cache): what a power loss
+    /// keeps at least. `written` is what the next writeback makes durable.
+    durable: usize,
+    written: usize,
     cache: EpochCache,
     role: Role,
     leader_epoch: i32,
@@ -68,6 +73,8 @@ impl Replica {
         Replica {
             log: Vec::new(),
             hw: 0,
+            durable: 0,
+            written: 0,
             cache: EpochCache::default(),
             role: Role::Offline,
             leader_epoch: -1,
@@ -99,9 +106,13 @@ impl Replica {
 pub(crate) struct Broker {
     pub(crate) id: i32,
     pub(crate) up: bool,
+    /// Lost power and not registered again since: leaders may still count what it had.
+    pub(crate) lost_power: bool,
     /// Bumped at each start: messages to an earlier process are dropped.
     pub(crate) incarnation: u64,
     session: Option<u64>,
+    /// The creation zxid of this process's registration.
+    registration: Option<i64>,
     lease_until: Time,
     alive_view: BTreeSet<i32>,
     pub(crate) parts: Vec<Replica>,
@@ -114,8 +125,10 @@ impl Broker {
         Broker {
             id,
             up: false,
+            lost_power: false,
             incarnation: 0,
             session: None,
+            registration: None,
             lease_until: 0,
             alive_view: BTreeSet::new(),
             parts: (0..partitions).map(|_| Replica::new()).collect(),
@@ -129,20 +142,42 @@ impl Broker {
         self.up = true;
         self.incarnation += 1;
         self.session = None;
+        self.registration = None;
         self.lease_until = 0;
         self.alive_view.clear();
         self.stopping = None;
         for r in &mut self.parts {
-            let (log, hw) = (std::mem::take(&mut r.log), r.hw);
+            let (log, hw, durable) = (std::mem::take(&mut r.log), r.hw, r.durable);
             *r = Replica::new();
             r.log = log;
             r.hw = hw.min(r.leo());
+            r.durable = durable.min(r.log.len());
+            r.written = r.durable;
             r.rebuild_cache();
         }
     }
 
     pub(crate) fn crash(&mut self) {
         self.up = false;
+    }
+
+    /// A power loss: the process dies and each log keeps what was durable plus some of what was
+    /// not (`keep` picks how much; a torn batch is cut by recovery, so whole batches).
+    pub(crate) fn power_loss(&mut self, mut keep: impl FnMut(usize, usize) -> usize) {
+        self.up = false;
+        self.lost_power = true;
+        for r in &mut self.parts {
+            let len = keep(r.durable.min(r.log.len()), r.log.len());
+            r.log.truncate(len);
+        }
+    }
+
+    /// The kernel's periodic writeback: what was written before the previous one is durable.
+    fn writeback(&mut self) {
+        for r in &mut self.parts {
+            r.durable = r.written.min(r.log.len());
+            r.written = r.log.len();
+        }
     }
 
     fn lease_left(&self, now: Time) -> Option<Duration> {
@@ -210,8 +245,11 @@ impl World {
     pub(crate) fn broker_receive(&mut self, id: i32, from: Node, msg: Msg) {
         let now = self.now;
         match msg {
-            Msg::Registered { session } => {
-                self.broker(id).session = Some(session);
+            Msg::Registered { session, czxid } => {
+                let b = self.broker(id);
+                b.session = Some(session);
+                b.registration = Some(czxid);
+                b.lost_power = false;
             }
             Msg::RegisterRefused => {}
             Msg::HeartbeatOk { session, sent_at } => {
@@ -239,8 +277,16 @@ impl World {
             Msg::State {
                 session,
                 part,
-                state,
-            } if self.broker(id).session == Some(session) => self.apply_state(id, part, &state),
+                mut state,
+                written,
+            } if self.broker(id).session == Some(session) => {
+                // As the publisher: not leading by a state written before this registration.
+                let own = self.broker(id).registration;
+                if state.leader == id && !election::may_lead_by(written, own) {
+                    state.leader = NO_LEADER;
+                }
+                self.apply_state(id, part, &state)
+            }
             Msg::AlterIsrDone {
                 part,
                 zk_version,
@@ -407,6 +453,11 @@ impl World {
             self.answer_produce(id, part, w, errors::NOT_LEADER_OR_FOLLOWER);
             return;
         }
+        // `Partition::check_min_isr`, before appending.
+        if r.isr.len() < timing::MIN_INSYNC {
+            self.answer_produce(id, part, w, errors::NOT_ENOUGH_REPLICAS);
+            return;
+        }
         let batch = Batch {
             offset: r.leo(),
             epoch: r.leader_epoch,
@@ -432,6 +483,7 @@ impl World {
         }
         let isr = r.isr_changes.maximal(&r.isr);
         let candidate = replication::isr_high_watermark(id, r.leo(), &isr, &r.followers);
+        let answer = replication::acks_committed(isr.len(), timing::MIN_INSYNC);
         let hw = replication::advance_high_watermark(r.hw, candidate);
         self.set_hw(id, part, hw);
         let r = &mut self.broker(id).parts[part];
@@ -440,7 +492,7 @@ impl World {
             .partition(|w| w.last_offset < hw);
         r.waiters = waiting;
         for w in done {
-            self.answer_produce(id, part, w, errors::NONE);
+            self.answer_produce(id, part, w, answer);
         }
     }
 
@@ -524,6 +576,11 @@ impl World {
             }
         }
         b.ticks += 1;
+        if b.ticks
+            .is_multiple_of(timing::WRITEBACK_EVERY / timing::BROKER_TICK)
+        {
+            b.writeback();
+        }
         let isr_check = b
             .ticks
             .is_multiple_of(timing::ISR_CHECK_EVERY / timing::BROKER_TICK);
@@ -680,6 +737,8 @@ impl World {
             return;
         }
         let cut: Vec<Batch> = r.log.split_off(offset.max(0) as usize);
+        r.durable = r.durable.min(r.log.len());
+        r.written = r.written.min(r.log.len());
         r.rebuild_cache();
         if r.hw > r.leo() {
             r.hw = r.leo();
@@ -800,6 +859,11 @@ impl World {
 }
 
 impl Broker {
+    /// Restarted and not registered again yet, or lost power and not back.
+    pub(crate) fn recovering(&self) -> bool {
+        self.lost_power || (self.up && self.registration.is_none())
+    }
+
     pub(crate) fn holds_waiters(&self) -> bool {
         self.parts.iter().any(|r| !r.waiters.is_empty())
     }

@@ -31,6 +31,11 @@ pub(crate) struct Zk {
     registered: BTreeMap<i32, u64>,
     next_session: u64,
     pub(crate) states: Vec<PartitionState>,
+    /// Per partition: the zxid of the state znode's last write (mzxid).
+    written: Vec<i64>,
+    /// Per registered broker: the zxid that created its registration (czxid).
+    registrations: BTreeMap<i32, i64>,
+    zxid: i64,
     act_scheduled: bool,
 }
 
@@ -47,7 +52,10 @@ impl Zk {
             sessions: BTreeMap::new(),
             registered: BTreeMap::new(),
             next_session: 1,
+            written: vec![0; partitions],
             states,
+            registrations: BTreeMap::new(),
+            zxid: 0,
             act_scheduled: false,
         }
     }
@@ -85,8 +93,11 @@ impl World {
                     },
                 );
                 self.zk.registered.insert(id, session);
+                self.zk.zxid += 1;
+                let czxid = self.zk.zxid;
+                self.zk.registrations.insert(id, czxid);
                 self.note(|| format!("zk: broker {id} registered (session {session})"));
-                self.send(Node::Zk, from, Msg::Registered { session });
+                self.send(Node::Zk, from, Msg::Registered { session, czxid });
                 self.membership_changed();
                 self.zk_resync(id);
             }
@@ -124,7 +135,7 @@ impl World {
                 let alive = self.zk.alive();
                 for part in 0..self.zk.states.len() {
                     if let Some(next) = election::shutdown_move(&self.zk.states[part], id, &alive) {
-                        self.zk_write(part, next, "controlled shutdown");
+                        self.controller_write(part, next, "controlled shutdown");
                     }
                 }
                 self.send(Node::Zk, from, Msg::ShutdownDone);
@@ -162,6 +173,18 @@ impl World {
         {
             return errors::INELIGIBLE_REPLICA;
         }
+        // As the control thread: members registered since the state was written stay out.
+        let mut isr = isr;
+        let proposed = PartitionState {
+            isr: isr.clone(),
+            ..state.clone()
+        };
+        let restarted =
+            election::restarted_since(&proposed, self.zk.written[part], &self.zk.registrations);
+        if restarted.contains(&id) {
+            return errors::NOT_LEADER_OR_FOLLOWER;
+        }
+        isr.retain(|b| !restarted.contains(b));
         self.zk_write(part, PartitionState { isr, ..state }, "isr change (leader)");
         errors::NONE
     }
@@ -183,11 +206,15 @@ impl World {
             )
         });
         self.zk.states[part] = next.clone();
+        self.zk.zxid += 1;
+        self.zk.written[part] = self.zk.zxid;
+        let written = self.zk.zxid;
         for (&id, &session) in &self.zk.registered.clone() {
             let msg = Msg::State {
                 session,
                 part,
                 state: next.clone(),
+                written,
             };
             self.send(Node::Zk, Node::Broker(id), msg);
         }
@@ -203,15 +230,14 @@ impl World {
         self.send(Node::Zk, Node::Broker(id), Msg::Brokers { session, alive });
         for part in 0..self.zk.states.len() {
             let state = self.zk.states[part].clone();
-            self.send(
-                Node::Zk,
-                Node::Broker(id),
-                Msg::State {
-                    session,
-                    part,
-                    state,
-                },
-            );
+            let written = self.zk.written[part];
+            let msg = Msg::State {
+                session,
+                part,
+                state,
+                written,
+            };
+            self.send(Node::Zk, Node::Broker(id), msg);
         }
     }
 
@@ -235,6 +261,7 @@ impl World {
         };
         if self.zk.registered.get(&s.broker) == Some(&session) {
             self.zk.registered.remove(&s.broker);
+            self.zk.registrations.remove(&s.broker);
         }
         let broker = s.broker;
         self.note(|| format!("zk: session {session} of broker {broker} {how}"));
@@ -274,9 +301,28 @@ impl World {
         }
         let alive = self.zk.alive();
         for part in 0..self.zk.states.len() {
-            if let Some(next) = election::reconcile(&self.zk.states[part], &alive, false) {
-                self.zk_write(part, next, "controller");
+            let state = &self.zk.states[part];
+            let restarted = self.restarted(part);
+            if let Some(next) = election::reconcile_or_settle(state, &alive, &restarted, false) {
+                self.controller_write(part, next, "controller");
             }
+        }
+    }
+
+    fn restarted(&self, part: usize) -> BTreeSet<i32> {
+        let state = &self.zk.states[part];
+        election::restarted_since(state, self.zk.written[part], &self.zk.registrations)
+    }
+
+    /// Every controller write, as `write_states` makes it: settled for the brokers that
+    /// restarted since the current state was written, and skipped if that leaves nothing new.
+    fn controller_write(&mut self, part: usize, next: PartitionState, why: &str) {
+        let current = self.zk.states[part].clone();
+        let restarted = self.restarted(part);
+        let alive = self.zk.alive();
+        let settled = election::settle_restarts(&current, next, &restarted, &alive, false);
+        if settled != current {
+            self.zk_write(part, settled, why);
         }
     }
 
@@ -289,7 +335,7 @@ impl World {
         let parts: Vec<(usize, PartitionState)> =
             self.zk.states.iter().cloned().enumerate().collect();
         for (part, next) in election::rebalance(&parts, &alive, 10) {
-            self.zk_write(part, next, "preferred leader");
+            self.controller_write(part, next, "preferred leader");
         }
     }
 }
