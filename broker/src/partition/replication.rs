@@ -250,9 +250,14 @@ impl IsrChanges {
         }
     }
 
-    /// The ISR the high watermark is computed over.
-    pub fn maximal(&self, isr: &[i32]) -> Vec<i32> {
-        maximal_isr(isr, &self.proposed)
+    /// The ISR the high watermark is computed over (no copy when nothing is proposed, the
+    /// usual case: this runs on every follower fetch and append).
+    pub fn maximal<'a>(&self, isr: &'a [i32]) -> std::borrow::Cow<'a, [i32]> {
+        if self.proposed.is_empty() {
+            std::borrow::Cow::Borrowed(isr)
+        } else {
+            std::borrow::Cow::Owned(maximal_isr(isr, &self.proposed))
+        }
     }
 
     /// The change to ask for now, if any (none while one is in flight or backing off); marks
