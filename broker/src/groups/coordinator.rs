@@ -3,9 +3,18 @@
 //!
 //! The manager is a pure state machine; this module carries out what it asks for, in order:
 //! `Persist` records are appended to the partition as one batch per call, replies are sent only
-//! once those records are in the log, and `ScheduleTimer` becomes one glommio timer per key. On
-//! start the manager is rebuilt by replaying the partition. Nothing here blocks the shard, and no
-//! `RefCell` borrow is held across an await.
+//! once those records are committed (on every ISR member), and `ScheduleTimer` becomes one
+//! glommio timer per key. On start the manager is rebuilt by replaying the partition. Nothing
+//! here blocks the shard, and no `RefCell` borrow is held across an await.
+//!
+//! The manager's memory runs ahead of the committed log: it has applied every call, while the
+//! batches of the last few may still be on their way to the followers, and a new leader replays
+//! its whole log, the uncommitted tail included. A reply that shows that memory must wait until
+//! it is committed, even when its own call wrote nothing: a SyncGroup follower that arrives after
+//! the leader's assignment is in memory gets that assignment, and if it was not committed a
+//! coordinator elsewhere may never have heard of it and hand the same generation out again
+//! (found by the simulator, `sim/src/group.rs`). So JoinGroup / SyncGroup answers and OffsetFetch
+//! wait for `unsettled`, the last offset memory may reflect; heartbeats do not (as in Kafka).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -64,6 +73,11 @@ pub struct GroupCoordinator {
     timers: RefCell<HashMap<TimerKey, crate::runtime::rt::Task<()>>>,
     offsets_retention_ms: i64,
     closed: Cell<bool>,
+    /// The last offset of the partition the manager's memory may reflect (the log end when it
+    /// loaded, then each batch appended): answers showing that memory wait for its commit.
+    unsettled: Cell<i64>,
+    /// A reload after a failed write is under way.
+    reloading: Cell<bool>,
 }
 
 impl GroupCoordinator {
@@ -90,6 +104,8 @@ impl GroupCoordinator {
             timers: RefCell::new(HashMap::new()),
             offsets_retention_ms: broker.offsets_retention_ms,
             closed: Cell::new(false),
+            unsettled: Cell::new(-1),
+            reloading: Cell::new(false),
         });
         let this = gc.clone();
         let check_every = Duration::from_millis(broker.offsets_retention_check_interval_ms);
@@ -174,6 +190,7 @@ impl GroupCoordinator {
             offset = file.last_offset + 1;
             crate::runtime::rt::yield_if_needed().await;
         }
+        self.unsettled.set(end - 1);
         let effects = self.manager.borrow_mut().finish_loading(now_ms());
         if records > 0 {
             log::info!(
@@ -207,6 +224,30 @@ impl GroupCoordinator {
     /// Reads the manager without changing it.
     pub fn read<T>(&self, f: impl FnOnce(&GroupManager) -> T) -> T {
         f(&self.manager.borrow())
+    }
+
+    /// Reads the manager, then waits until what it read is committed; `None` if it could not
+    /// be (the caller answers NOT_COORDINATOR).
+    pub async fn read_committed<T>(&self, f: impl FnOnce(&GroupManager) -> T) -> Option<T> {
+        let value = self.read(f);
+        self.settled().await.then_some(value)
+    }
+
+    /// Waits until everything the manager's memory may reflect is committed. False if that did
+    /// not happen within the commit timeout (or this broker stopped leading).
+    async fn settled(&self) -> bool {
+        let last = self.unsettled.get();
+        if last < 0 || self.partition.high_watermark() > last {
+            return true;
+        }
+        let code = self.partition.wait_committed(last, COMMIT_TIMEOUT).await;
+        if code != errors::NONE {
+            log::warn!(
+                "group state of __consumer_offsets-{} not committed: error {code}",
+                self.partition.index
+            );
+        }
+        code == errors::NONE
     }
 
     /// JoinGroup: registers a reply slot, runs the call, and waits for the (often delayed) reply.
@@ -246,7 +287,18 @@ impl GroupCoordinator {
                 Effect::ScheduleTimer { key, deadline_ms } => timers.push((key, deadline_ms)),
             }
         }
-        let durable = records.is_empty() || self.persist(records).await;
+        let durable = if !records.is_empty() {
+            let durable = self.persist(records).await;
+            if !durable {
+                let this = self.clone();
+                crate::runtime::rt::spawn_detached(async move { this.reload().await });
+            }
+            durable
+        } else if !joins.is_empty() || !syncs.is_empty() {
+            self.settled().await
+        } else {
+            true
+        };
         for (t, mut r) in joins {
             if !durable {
                 r = JoinResult::error(errors::NOT_COORDINATOR, r.member_id);
@@ -308,6 +360,8 @@ impl GroupCoordinator {
             );
             return false;
         }
+        self.unsettled
+            .set(self.unsettled.get().max(outcome.last_offset));
         // acks=all: a commit is answered only once every ISR member has it, so it survives a
         // move of the coordinator to another replica.
         let code = self
@@ -340,9 +394,38 @@ impl GroupCoordinator {
         self.timers.borrow_mut().insert(key, task);
     }
 
+    /// After a batch that did not reach the log, or not the ISR in time: the manager's memory
+    /// holds what the log may never have, so it is rebuilt from the log, as the `Effect`
+    /// contract asks. Waiting JoinGroup / SyncGroup get NOT_COORDINATOR; until the replay ends,
+    /// requests get COORDINATOR_LOAD_IN_PROGRESS. The found-by-simulation case: a leader cut off
+    /// from its followers stores a new generation in memory, cannot append it, and then hands
+    /// that generation's assignment to the members that sync after the leader.
+    async fn reload(self: &Rc<Self>) {
+        if self.closed.get() || self.reloading.replace(true) {
+            return;
+        }
+        let config = self.manager.borrow().config().clone();
+        self.answer_waiting();
+        match GroupManager::new_loading(config, Box::new(RandomMemberIds)) {
+            Ok(m) => *self.manager.borrow_mut() = m,
+            Err(e) => log::error!("group coordinator config: {e}"),
+        }
+        log::warn!(
+            "reloading the groups of __consumer_offsets-{} after a failed write",
+            self.partition.index
+        );
+        self.load().await;
+        self.reloading.set(false);
+    }
+
     /// Answers every waiting request with NOT_COORDINATOR and stops timers (partition closing).
     pub fn shutdown(&self) {
         self.closed.set(true);
+        self.answer_waiting();
+    }
+
+    /// Unloads the manager, answering its waiting JoinGroup / SyncGroup with NOT_COORDINATOR.
+    fn answer_waiting(&self) {
         let effects = self.manager.borrow_mut().unload();
         for e in effects {
             match e {

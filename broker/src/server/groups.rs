@@ -442,10 +442,12 @@ pub async fn offset_fetch(shard: &Rc<Shard>, version: i16, req: OffsetFetchReque
     for g in groups {
         let id = g.group_id.clone();
         let query = g.clone();
+        // Only committed offsets: what the coordinator's memory holds may not be yet.
         let r = on_coordinator(shard, &id, move |c| async move {
-            c.read(|m| m.fetch_offsets(&[query]))
+            c.read_committed(|m| m.fetch_offsets(&[query])).await
         })
         .await
+        .and_then(|v| v.ok_or(errors::NOT_COORDINATOR))
         .and_then(|mut v| v.pop().ok_or(errors::UNKNOWN_SERVER_ERROR))
         .unwrap_or_else(|code| gc::OffsetFetchGroupResult {
             group_id: id,
