@@ -135,7 +135,8 @@ impl World {
 
     pub(crate) fn final_checks(&mut self) {
         let now = self.now;
-        for part in 0..self.opts.partitions {
+        let partitions = self.zk.states.len();
+        for part in 0..partitions {
             let state = self.zk.states[part].clone();
             let replicas: BTreeSet<i32> = state.replicas.iter().copied().collect();
             let isr: BTreeSet<i32> = state.isr.iter().copied().collect();
@@ -189,7 +190,7 @@ impl World {
         }
         if let Some(from) = self.checks.idle_from {
             let seconds = (now.saturating_sub(from + QUIET_GRACE) / 1000).max(1);
-            let limit = seconds * self.opts.partitions as u64 * 2 * QUIET_RATE;
+            let limit = seconds * partitions as u64 * 2 * QUIET_RATE;
             let sent = self.checks.idle_requests;
             if sent > limit {
                 self.fail(format!(

@@ -1,8 +1,8 @@
 //! A deterministic simulator of a Shardlog cluster, in the spirit of FoundationDB's simulation
 //! tests and TigerBeetle's VOPR.
 //!
-//! Three brokers, a ZooKeeper, a producing client and the network between them are one
-//! single-threaded world driven by an event queue and a clock that only moves when the next
+//! Three brokers, a ZooKeeper, a producing client, a consumer group of three and the network
+//! between them are one single-threaded world driven by an event queue and a clock that only moves when the next
 //! event is taken; every random choice (delays, losses, faults, the client's load) comes from
 //! one seeded generator, so a seed replays exactly. The decisions are the broker's own code:
 //! the controller's (`control::election`: reconcile after a broker is lost, controlled
@@ -12,16 +12,21 @@
 //! (`cluster::metadata::check_leader_epoch`). The glue around them (`replica`) follows the
 //! broker's partition, replica fetcher and control thread step by step; `zk` plays ZooKeeper
 //! (sessions, expiry, ephemeral registrations, compare-and-swap on state znodes, in-order
-//! delivery of watch events) together with the controller.
+//! delivery of watch events) together with the controller; `group` runs the consumer group
+//! coordinator (the `shardlog-coordinator` state machine) on the leader of a replicated
+//! `__consumer_offsets` partition, as the broker's `groups/coordinator.rs` carries it, and the
+//! consumers that use it.
 //!
 //! Faults: process crashes (the log survives, as with kill -9: the page cache keeps it) and
 //! restarts, controlled shutdowns, network partitions (a broker cut from everyone, from
 //! ZooKeeper only, from one peer, or from everyone but its clients), message loss, delay
-//! spikes and reordering across connections. After the faults the network heals and every
+//! spikes and reordering across connections; consumers crash, stall past their session
+//! (zombies) and leave. After the faults the network heals and every
 //! broker runs; the run then checks that the cluster recovers and goes quiet. `checks` lists
 //! the properties; the first violation ends the run with the seed that replays it.
 
 mod checks;
+pub mod group;
 mod replica;
 pub mod rng;
 mod zk;
@@ -75,6 +80,7 @@ pub enum Node {
     Zk,
     Client,
     Broker(i32),
+    Consumer(u8),
 }
 
 /// One record, as its own batch: where it is, the leader epoch that wrote it, and which of the
@@ -177,6 +183,15 @@ pub enum Msg {
         code: i16,
         offset: i64,
     },
+    // consumer <-> the group coordinator
+    GroupRequest {
+        req: u64,
+        call: group::GroupCall,
+    },
+    GroupAnswer {
+        req: u64,
+        reply: group::GroupReply,
+    },
 }
 
 #[derive(Debug)]
@@ -215,6 +230,20 @@ enum Ev {
     LossEnds,
     EndFaults,
     EndLoad,
+    GroupTimer {
+        id: i32,
+        serial: u64,
+        key: shardlog_coordinator::TimerKey,
+        deadline: i64,
+    },
+    ConsumerTick {
+        k: u8,
+        incarnation: u64,
+    },
+    ConsumerFault,
+    ConsumerRestart {
+        k: u8,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +280,9 @@ pub struct Stats {
     pub acked: u64,
     pub leader_changes: u64,
     pub truncations: u64,
+    /// Assignments consumers received (SyncGroup answers).
+    pub assignments: u64,
+    pub commits_acked: u64,
 }
 
 #[derive(Debug)]
@@ -306,6 +338,7 @@ pub(crate) struct World {
     /// Brokers stopped by a fault, waiting for their restart.
     down: BTreeSet<i32>,
     pub(crate) checks: checks::State,
+    pub(crate) groups: group::Groups,
     violation: Option<String>,
     stats: Stats,
     trace: Vec<String>,
@@ -315,16 +348,15 @@ impl World {
     fn new(opts: Options) -> World {
         let ids = [1, 2, 3];
         let mut rng = Rng::new(opts.seed);
-        let zk = Zk::new(&ids, opts.partitions);
-        let brokers = ids
-            .iter()
-            .map(|&id| (id, Broker::new(id, opts.partitions)))
-            .collect();
+        // The topic's partitions, then `__consumer_offsets`.
+        let all = opts.partitions + 1;
+        let zk = Zk::new(&ids, all);
+        let brokers = ids.iter().map(|&id| (id, Broker::new(id, all))).collect();
         let client = Client {
             acked: vec![BTreeMap::new(); opts.partitions],
             ..Client::default()
         };
-        let checks = checks::State::new(opts.partitions);
+        let checks = checks::State::new(all);
         let first_fault = rng.range(2_000, 5_000);
         let mut w = World {
             opts,
@@ -343,6 +375,7 @@ impl World {
             last_power_loss: None,
             down: BTreeSet::new(),
             checks,
+            groups: group::Groups::new(),
             violation: None,
             stats: Stats::default(),
             trace: Vec::new(),
@@ -354,6 +387,11 @@ impl World {
         w.at(timing::REBALANCE_EVERY, Ev::Rebalance);
         w.at(1_000, Ev::ClientTick);
         w.at(first_fault, Ev::Fault);
+        for k in 0..group::CONSUMERS {
+            w.at(500 + 300 * k as Time, Ev::ConsumerRestart { k });
+        }
+        let first_consumer_fault = w.rng.range(5_000, 10_000);
+        w.at(first_consumer_fault, Ev::ConsumerFault);
         let end_faults = w.opts.fault_ms;
         w.at(end_faults, Ev::EndFaults);
         let end_load = end_faults + w.opts.settle_ms;
@@ -378,6 +416,11 @@ impl World {
         if self.violation.is_none() {
             self.final_checks();
         }
+        if self.violation.is_none() {
+            self.final_group_checks();
+        }
+        self.stats.assignments = self.groups.rebalances;
+        self.stats.commits_acked = self.groups.commits_acked;
     }
 
     fn at(&mut self, delay: Time, ev: Ev) {
@@ -487,6 +530,11 @@ impl World {
                 match to {
                     Node::Zk => self.zk_receive(from, msg),
                     Node::Client => self.client_receive(msg),
+                    Node::Consumer(k) => {
+                        if let Msg::GroupAnswer { req, reply } = msg {
+                            self.consumer_receive(k, req, reply);
+                        }
+                    }
                     Node::Broker(id) => {
                         let b = &self.brokers[&id];
                         if b.up && b.incarnation == to_incarnation {
@@ -540,7 +588,21 @@ impl World {
                     self.heal(pair);
                 }
             }
-            Ev::LossEnds => self.loss_per_mille = 2,
+            Ev::LossEnds if self.faults_on => self.loss_per_mille = 2,
+            Ev::LossEnds => {}
+            Ev::GroupTimer {
+                id,
+                serial,
+                key,
+                deadline,
+            } => {
+                if self.brokers[&id].up {
+                    self.group_timer(id, serial, key, deadline);
+                }
+            }
+            Ev::ConsumerTick { k, incarnation } => self.consumer_tick(k, incarnation),
+            Ev::ConsumerFault => self.consumer_fault(),
+            Ev::ConsumerRestart { k } => self.consumer_restart(k),
             Ev::EndFaults => {
                 self.faults_on = false;
                 self.loss_per_mille = 0;
@@ -550,6 +612,7 @@ impl World {
                 for id in std::mem::take(&mut self.down) {
                     self.start_broker(id);
                 }
+                self.consumers_heal();
                 self.note(|| "faults end; network healed, every broker running".into());
             }
             Ev::EndLoad => {
@@ -637,12 +700,14 @@ impl World {
                     .get_mut(&id)
                     .expect("broker")
                     .power_loss(|durable, len| rng.range(durable as u64, len as u64) as usize);
+                self.coordinator_drop(id);
                 self.down.insert(id);
                 self.at(for_ms, Ev::Restart { id });
             }
             0 | 1 | 8 => {
                 self.note(|| format!("crash broker {id} (kill -9) for {for_ms} ms"));
                 self.brokers.get_mut(&id).expect("broker").crash();
+                self.coordinator_drop(id);
                 self.down.insert(id);
                 self.at(for_ms, Ev::Restart { id });
             }
@@ -651,10 +716,13 @@ impl World {
                 self.broker_controlled_shutdown(id, for_ms);
             }
             3 => {
+                let consumers = (0..group::CONSUMERS).map(Node::Consumer);
                 let pairs: Vec<(Node, Node)> = peers
                     .iter()
-                    .chain([Node::Zk, Node::Client].iter())
-                    .map(|&p| (me, p))
+                    .copied()
+                    .chain([Node::Zk, Node::Client])
+                    .chain(consumers)
+                    .map(|p| (me, p))
                     .collect();
                 self.cut(&pairs, for_ms);
             }

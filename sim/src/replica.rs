@@ -22,8 +22,20 @@ use crate::{timing, Batch, Msg, Node, Time, World};
 /// Batches a follower gets in one fetch.
 const FETCH_MAX_BATCHES: usize = 8;
 
+/// Who waits for a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// The client's produce request.
+    Client(u64),
+    /// The group coordinator's batch.
+    Group,
+    /// The group coordinator, for what it appended or loaded earlier
+    /// (`GroupCoordinator::settled`).
+    GroupSettle,
+}
+
 struct Waiter {
-    req: u64,
+    writer: Writer,
     id: u64,
     last_offset: i64,
     received: Time,
@@ -195,6 +207,10 @@ impl Broker {
     pub(crate) fn hw(&self, part: usize) -> i64 {
         self.parts[part].hw
     }
+
+    pub(crate) fn leader_epoch(&self, part: usize) -> i32 {
+        self.parts[part].leader_epoch
+    }
 }
 
 impl World {
@@ -236,6 +252,7 @@ impl World {
         let b = self.broker(id);
         let session = b.session.take();
         b.up = false;
+        self.coordinator_drop(id);
         if let Some(session) = session {
             self.send(Node::Broker(id), Node::Zk, Msg::CloseSession { session });
         }
@@ -285,7 +302,10 @@ impl World {
                 if state.leader == id && !election::may_lead_by(written, own) {
                     state.leader = NO_LEADER;
                 }
-                self.apply_state(id, part, &state)
+                self.apply_state(id, part, &state);
+                if part == self.offsets_part() {
+                    self.coordinator_follow_role(id);
+                }
             }
             Msg::AlterIsrDone {
                 part,
@@ -301,7 +321,14 @@ impl World {
                 }
             }
             Msg::ShutdownDone if self.broker(id).stopping.is_some() => self.broker_stop(id),
-            Msg::Produce { req, part, id: rec } => self.leader_produce(id, req, part, rec),
+            Msg::Produce { req, part, id: rec } => {
+                self.leader_append(id, part, Writer::Client(req), rec, timing::REQUEST_TIMEOUT);
+            }
+            Msg::GroupRequest { req, call } => {
+                if let Node::Consumer(k) = from {
+                    self.group_request(id, k, req, call);
+                }
+            }
             Msg::Fetch {
                 part,
                 epoch,
@@ -420,13 +447,16 @@ impl World {
                 timing::PRODUCE_ANSWER_BOUND
             ));
         }
-        if code == errors::NONE {
+        if code == errors::NONE && w.writer != Writer::GroupSettle {
             let (o, rec) = (w.last_offset, w.id);
             self.note(|| format!("broker {id}: p{part} acknowledges record {rec} at {o}"));
             self.record_commit(part, w.last_offset, w.id);
         }
+        let Writer::Client(req) = w.writer else {
+            return self.group_write_done(id, w.id, w.last_offset, code);
+        };
         let msg = Msg::ProduceAnswer {
-            req: w.req,
+            req,
             part,
             id: w.id,
             code,
@@ -435,28 +465,37 @@ impl World {
         self.send(Node::Broker(id), Node::Client, msg);
     }
 
-    /// The produce path: refused unless this broker leads with a valid lease; appended in the
-    /// current epoch; answered when the high watermark passes it.
-    fn leader_produce(&mut self, id: i32, req: u64, part: usize, rec: u64) {
+    /// The produce path (and the group coordinator's appends, `req` `None`): refused unless
+    /// this broker leads with a valid lease; appended in the current epoch; answered when the
+    /// high watermark passes it, or after `timeout`.
+    /// Returns the offset of the appended batch, `None` if it was refused (and answered).
+    pub(crate) fn leader_append(
+        &mut self,
+        id: i32,
+        part: usize,
+        writer: Writer,
+        rec: u64,
+        timeout: Time,
+    ) -> Option<i64> {
         let now = self.now;
         let b = self.broker(id);
         let may_write = b.parts[part].role == Role::Leader && b.lease_left(now).is_some();
         let r = &mut b.parts[part];
         let w = Waiter {
-            req,
+            writer,
             id: rec,
             last_offset: r.leo(),
             received: now,
-            deadline: now + timing::REQUEST_TIMEOUT,
+            deadline: now + timeout,
         };
         if !may_write {
             self.answer_produce(id, part, w, errors::NOT_LEADER_OR_FOLLOWER);
-            return;
+            return None;
         }
         // `Partition::check_min_isr`, before appending.
         if r.isr.len() < timing::MIN_INSYNC {
             self.answer_produce(id, part, w, errors::NOT_ENOUGH_REPLICAS);
-            return;
+            return None;
         }
         let batch = Batch {
             offset: r.leo(),
@@ -472,6 +511,37 @@ impl World {
         for p in parked {
             self.answer_fetch(id, part, p.from, p.epoch, p.offset);
         }
+        Some(batch.offset)
+    }
+
+    /// `Partition::wait_committed` for an offset already in the log: answered at once if the
+    /// high watermark is past it, else when it gets there (or the acks=all rule gives up).
+    pub(crate) fn leader_wait(
+        &mut self,
+        id: i32,
+        part: usize,
+        last_offset: i64,
+        rid: u64,
+        timeout: Time,
+    ) {
+        let now = self.now;
+        let r = &mut self.broker(id).parts[part];
+        let w = Waiter {
+            writer: Writer::GroupSettle,
+            id: rid,
+            last_offset,
+            received: now,
+            deadline: now + timeout,
+        };
+        if r.hw > last_offset {
+            let isr = r.isr_changes.maximal(&r.isr).len();
+            let code = replication::acks_committed(isr, timing::MIN_INSYNC);
+            return self.answer_produce(id, part, w, code);
+        }
+        if r.role != Role::Leader {
+            return self.answer_produce(id, part, w, errors::NOT_LEADER_OR_FOLLOWER);
+        }
+        r.waiters.push(w);
     }
 
     /// `Partition::maybe_advance_hw`: the ISR's high watermark, never backwards; waiters below

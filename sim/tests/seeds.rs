@@ -25,6 +25,8 @@ fn every_seed_keeps_every_property() {
         total.acked += out.stats.acked;
         total.leader_changes += out.stats.leader_changes;
         total.truncations += out.stats.truncations;
+        total.assignments += out.stats.assignments;
+        total.commits_acked += out.stats.commits_acked;
     }
     // The seeds did exercise what the checks are about.
     let n = seeds();
@@ -32,6 +34,8 @@ fn every_seed_keeps_every_property() {
     assert!(total.acked >= 100 * n, "{total:?}");
     assert!(total.leader_changes >= 2 * n, "{total:?}");
     assert!(total.truncations > n / 10, "{total:?}");
+    assert!(total.assignments >= 6 * n, "{total:?}");
+    assert!(total.commits_acked >= 20 * n, "{total:?}");
 }
 
 #[test]
