@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::base::clock::{mono_ms, mono_ms_of};
+use crate::base::ids::BrokerId;
 use crate::cluster::metadata::TopicMeta;
 
 /// ZooKeeper sessions that ended while the broker ran (for the metrics endpoint).
@@ -87,7 +88,7 @@ pub enum ControlRequest {
         partition: i32,
         leader_epoch: i32,
         zk_version: i32,
-        isr: Vec<i32>,
+        isr: Vec<BrokerId>,
         reply: flume::Sender<i16>,
     },
     /// A block of `count` producer ids never handed out before, cluster-wide. Replies with the

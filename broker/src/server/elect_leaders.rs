@@ -176,18 +176,19 @@ fn respond(version: i16, top: i16, results: Results, message: Option<&str>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::ids::BrokerId;
     use crate::cluster::metadata::{BrokerInfo, PartitionState, TopicMeta};
 
     fn standalone_with(topic: &str, partitions: i32) -> MetadataSnapshot {
         let mut s = MetadataSnapshot {
-            local_broker: 0,
-            controller_id: 0,
+            local_broker: BrokerId(0),
+            controller_id: BrokerId(0),
             ..Default::default()
         };
         s.brokers.insert(
-            0,
+            BrokerId(0),
             BrokerInfo {
-                id: 0,
+                id: BrokerId(0),
                 host: "127.0.0.1".into(),
                 port: 9092,
             },
@@ -203,7 +204,7 @@ mod tests {
                 overrides: BTreeMap::new(),
                 config: Default::default(),
                 states: (0..partitions)
-                    .map(|_| PartitionState::standalone(0))
+                    .map(|_| PartitionState::standalone(BrokerId(0)))
                     .collect(),
             }),
         );

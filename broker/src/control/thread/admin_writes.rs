@@ -53,7 +53,7 @@ impl Control {
         replication_factor: i16,
         overrides: &BTreeMap<String, String>,
     ) -> Result<(), (i16, String)> {
-        let sorted: Vec<i32> = self.view.brokers.keys().copied().collect();
+        let sorted: Vec<BrokerId> = self.view.brokers.keys().copied().collect();
         if replication_factor < 1 || replication_factor as usize > sorted.len() {
             return Err((
                 errors::INVALID_REPLICATION_FACTOR,
@@ -216,7 +216,7 @@ impl Control {
                 return Ok(());
             }
             let rf = t.assignment.partitions.get(&0).map_or(1, |r| r.len());
-            let sorted: Vec<i32> = self.view.brokers.keys().copied().collect();
+            let sorted: Vec<BrokerId> = self.view.brokers.keys().copied().collect();
             if rf > sorted.len() {
                 return Err((
                     errors::INVALID_REPLICATION_FACTOR,

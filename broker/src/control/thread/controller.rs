@@ -90,7 +90,7 @@ impl Control {
         }
     }
 
-    pub(super) fn alive(&self) -> BTreeSet<i32> {
+    pub(super) fn alive(&self) -> BTreeSet<BrokerId> {
         self.view.brokers.keys().copied().collect()
     }
 
@@ -109,7 +109,7 @@ impl Control {
         multi: &mut zk::MultiWriter,
         topic: &str,
         partition: i32,
-        replicas: &[i32],
+        replicas: &[BrokerId],
     ) -> Result<(), zk::Error> {
         let state = self.state_znode(&election::initial_state(replicas));
         multi.add_create(
@@ -445,7 +445,7 @@ impl Control {
         partition: i32,
         leader_epoch: i32,
         zk_version: i32,
-        isr: Vec<i32>,
+        isr: Vec<BrokerId>,
     ) -> i16 {
         let Some(client) = self.client() else {
             return errors::NOT_LEADER_OR_FOLLOWER;
@@ -549,8 +549,8 @@ impl Control {
     async fn registrations_of(
         &mut self,
         client: &zk::Client,
-        brokers: &[i32],
-    ) -> BTreeMap<i32, i64> {
+        brokers: &[BrokerId],
+    ) -> BTreeMap<BrokerId, i64> {
         let reads: Vec<_> = brokers
             .iter()
             .map(|&b| (b, client.check_stat(&layout::broker_path(b))))

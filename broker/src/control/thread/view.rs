@@ -6,11 +6,11 @@ use super::*;
 /// ZooKeeper's state as last read.
 #[derive(Default)]
 pub(super) struct ZkView {
-    pub(super) brokers: BTreeMap<i32, BrokerInfo>,
+    pub(super) brokers: BTreeMap<BrokerId, BrokerInfo>,
     /// The creation zxid of each broker's registration znode (Kafka's broker epoch): a new one
     /// means the broker restarted, even if the controller never saw it gone.
-    pub(super) registrations: BTreeMap<i32, i64>,
-    pub(super) controller_id: i32,
+    pub(super) registrations: BTreeMap<BrokerId, i64>,
+    pub(super) controller_id: BrokerId,
     /// Session owning `/controller` (0 when there is none).
     pub(super) controller_owner: i64,
     pub(super) controller_epoch: i32,
@@ -67,7 +67,7 @@ pub(super) async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> 
 
     let broker_reads: Vec<_> = ids
         .iter()
-        .filter_map(|s| s.parse::<i32>().ok())
+        .filter_map(|s| s.parse::<i32>().ok().map(BrokerId))
         .map(|id| (id, client.get_data(&layout::broker_path(id))))
         .collect();
     let topic_reads = topic_reads(client, topics);
@@ -173,7 +173,10 @@ pub(super) fn read_controller(
 
 /// A broker's registration: None when it is gone or undecodable (logged).
 /// A broker's registration and its creation zxid.
-pub(super) fn broker_of(id: i32, read: ZnodeRead) -> Result<Option<(BrokerInfo, i64)>, zk::Error> {
+pub(super) fn broker_of(
+    id: BrokerId,
+    read: ZnodeRead,
+) -> Result<Option<(BrokerInfo, i64)>, zk::Error> {
     match read {
         Ok((data, stat)) => match layout::decode_broker(id, &data) {
             Ok(b) => Ok(Some((b, stat.czxid))),
@@ -211,7 +214,7 @@ pub(super) struct Dirty {
     /// `/controller` and `/controller_epoch`.
     pub(super) controller: bool,
     /// `/brokers/ids/<id>` (registered, changed or gone).
-    pub(super) brokers: BTreeSet<i32>,
+    pub(super) brokers: BTreeSet<BrokerId>,
     /// `/brokers/topics/<t>` and `/config/topics/<t>`: a topic created, deleted or grown.
     /// Partitions new to the view get their state read too.
     pub(super) topics: BTreeSet<String>,
@@ -255,7 +258,7 @@ impl Dirty {
             ["controller"] => self.controller = true,
             ["brokers", "ids", id] => {
                 if let Ok(id) = id.parse() {
-                    self.brokers.insert(id);
+                    self.brokers.insert(BrokerId(id));
                 }
             }
             ["brokers", "topics", topic] => {
@@ -683,7 +686,7 @@ mod tests {
             Dirty {
                 all: false,
                 controller: true,
-                brokers: [3].into(),
+                brokers: [BrokerId(3)].into(),
                 topics: ["new".to_string()].into(),
                 configs: ["orders".to_string()].into(),
                 states: [("orders".to_string(), 7)].into(),
