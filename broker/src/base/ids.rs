@@ -1,6 +1,6 @@
 //! Types for the numbers that are easy to mix up: an offset in a partition's log, a leader
-//! epoch and a broker id are all plain integers on the wire, and the replication and
-//! controller rules take several of each. Inside the broker they are these types; they turn
+//! epoch, a broker id, a producer id and epoch are all plain integers on the wire, and the
+//! replication, controller and producer rules take several of each. Inside the broker they are these types; they turn
 //! back into integers only at the wire. `BrokerId` is `#[serde(transparent)]`: in znode JSON
 //! it is the same number as before.
 
@@ -20,6 +20,15 @@ pub struct LeaderEpoch(pub i32);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct BrokerId(pub i32);
+
+/// A producer id, handed out in blocks (`/latest_producer_id_block` in cluster mode,
+/// `__meta/producer-ids` standalone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerId(pub i64);
+
+/// A producer's epoch, as its batches carry it. (`Default` is epoch 0, a new producer's.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProducerEpoch(pub i16);
 
 impl Offset {
     /// "No offset" on the wire (an OffsetForLeaderEpoch answer for an unknown epoch).
@@ -58,6 +67,12 @@ impl From<kafka_protocol::messages::BrokerId> for BrokerId {
     }
 }
 
+impl From<ProducerId> for kafka_protocol::messages::ProducerId {
+    fn from(id: ProducerId) -> Self {
+        kafka_protocol::messages::ProducerId(id.0)
+    }
+}
+
 impl std::fmt::Display for Offset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
@@ -77,6 +92,18 @@ impl std::fmt::Debug for BrokerId {
 }
 
 impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for ProducerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for ProducerEpoch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::base::clock::{mono_ms, mono_ms_of};
-use crate::base::ids::BrokerId;
+use crate::base::ids::{BrokerId, ProducerId};
 use crate::cluster::metadata::TopicMeta;
 
 /// ZooKeeper sessions that ended while the broker ran (for the metrics endpoint).
@@ -95,7 +95,7 @@ pub enum ControlRequest {
     /// first id of the block.
     ProducerIdBlock {
         count: i64,
-        reply: flume::Sender<Result<i64, String>>,
+        reply: flume::Sender<Result<ProducerId, String>>,
     },
     /// ElectLeaders: preferred-replica election (or unclean, for partitions without a live
     /// leader) for these partitions, or every partition when `None`. Replies with a code per

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::base::ids::BrokerId;
+use crate::base::ids::{BrokerId, ProducerId};
 use crate::base::random::random_bytes;
 use crate::config::{BrokerConfig, ConfigError, TopicConfig};
 
@@ -487,13 +487,13 @@ impl TopicRegistry {
     }
 
     /// A producer id from the block already reserved on disk, if any is left.
-    pub fn take_producer_id(&mut self) -> Option<i64> {
+    pub fn take_producer_id(&mut self) -> Option<ProducerId> {
         if self.next_producer_id >= self.producer_id_block_end {
             return None;
         }
         let id = self.next_producer_id;
         self.next_producer_id += 1;
-        Some(id)
+        Some(ProducerId(id))
     }
 
     /// The write that reserves the next block of producer ids: store it with
@@ -514,7 +514,7 @@ impl TopicRegistry {
 
     /// Hands out a producer id never given before, also across restarts (writes inline).
     #[cfg(test)]
-    pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
+    pub fn next_producer_id(&mut self) -> Result<ProducerId, MetadataError> {
         if let Some(id) = self.take_producer_id() {
             return Ok(id);
         }

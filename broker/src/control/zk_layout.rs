@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::base::ids::BrokerId;
+use crate::base::ids::{BrokerId, ProducerId};
 use crate::cluster::metadata::BrokerInfo;
 
 pub const BROKERS: &str = "/brokers";
@@ -308,8 +308,8 @@ pub fn decode_topic_config(bytes: &[u8]) -> Result<BTreeMap<String, String>, Bad
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdBlock {
     pub broker: BrokerId,
-    pub block_start: i64,
-    pub block_end: i64,
+    pub block_start: ProducerId,
+    pub block_end: ProducerId,
 }
 
 pub fn encode_producer_id_block(b: &ProducerIdBlock) -> Vec<u8> {
@@ -337,8 +337,8 @@ pub fn decode_producer_id_block(bytes: &[u8]) -> Result<ProducerIdBlock, BadZnod
     };
     Ok(ProducerIdBlock {
         broker: b.broker,
-        block_start: num(&b.block_start)?,
-        block_end: num(&b.block_end)?,
+        block_start: ProducerId(num(&b.block_start)?),
+        block_end: ProducerId(num(&b.block_end)?),
     })
 }
 
@@ -519,8 +519,8 @@ mod tests {
     fn producer_id_block_round_trip() {
         let b = ProducerIdBlock {
             broker: BrokerId(1),
-            block_start: 1000,
-            block_end: 1999,
+            block_start: ProducerId(1000),
+            block_end: ProducerId(1999),
         };
         let bytes = encode_producer_id_block(&b);
         assert_eq!(

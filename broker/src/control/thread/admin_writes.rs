@@ -464,7 +464,7 @@ impl Control {
         }
     }
 
-    pub(super) async fn producer_id_block(&mut self, count: i64) -> Result<i64, String> {
+    pub(super) async fn producer_id_block(&mut self, count: i64) -> Result<ProducerId, String> {
         let Some(client) = self.client() else {
             return Err("not connected to ZooKeeper".into());
         };
@@ -474,15 +474,15 @@ impl Control {
                 Ok((data, stat)) => {
                     let last =
                         layout::decode_producer_id_block(&data).map_err(|e| e.to_string())?;
-                    (last.block_end + 1, Some(stat.version))
+                    (last.block_end.0 + 1, Some(stat.version))
                 }
                 Err(zk::Error::NoNode) => (0, None),
                 Err(e) => return Err(self.zk_error("read producer id block", e).1),
             };
             let block = layout::ProducerIdBlock {
                 broker: self.local,
-                block_start: start,
-                block_end: start + count - 1,
+                block_start: ProducerId(start),
+                block_end: ProducerId(start + count - 1),
             };
             let bytes = layout::encode_producer_id_block(&block);
             let written = match version {
@@ -496,7 +496,7 @@ impl Control {
                     .map(|_| ()),
             };
             match written {
-                Ok(()) => return Ok(start),
+                Ok(()) => return Ok(ProducerId(start)),
                 Err(zk::Error::BadVersion | zk::Error::NodeExists) => continue,
                 Err(e) => return Err(self.zk_error("write producer id block", e).1),
             }
