@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shardlog_broker::base::errors;
-use shardlog_broker::base::ids::BrokerId;
+use shardlog_broker::base::ids::{BrokerId, PartitionId};
 use shardlog_broker::cluster::metadata::PartitionState;
 use shardlog_broker::control::election;
 
@@ -42,7 +42,7 @@ pub(crate) struct Zk {
 
 impl Zk {
     pub(crate) fn new(ids: &[i32], partitions: usize) -> Zk {
-        let states = election::place(&BrokerId::list(ids), 0, partitions as i32, 3)
+        let states = election::place(&BrokerId::list(ids), PartitionId(0), partitions as i32, 3)
             .into_iter()
             .map(|replicas| PartitionState {
                 zk_version: 0,

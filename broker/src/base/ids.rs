@@ -1,6 +1,6 @@
 //! Types for the numbers that are easy to mix up: an offset in a partition's log, a leader
-//! epoch, a broker id, a producer id and epoch are all plain integers on the wire, and the
-//! replication, controller and producer rules take several of each. Inside the broker they are these types; they turn
+//! epoch, a broker id, a partition's index, a producer id and epoch are all plain integers on
+//! the wire, and the replication, controller and producer rules take several of each. Inside the broker they are these types; they turn
 //! back into integers only at the wire. `BrokerId` is `#[serde(transparent)]`: in znode JSON
 //! it is the same number as before.
 
@@ -20,6 +20,12 @@ pub struct LeaderEpoch(pub i32);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct BrokerId(pub i32);
+
+/// A partition's index within its topic. The controller's rules and the control thread's
+/// per-partition maps use it (where it sits beside znode versions and leader epochs); the
+/// shards and request handlers still carry the plain index. `Debug` prints the bare number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId(pub i32);
 
 /// A producer id, handed out in blocks (`/latest_producer_id_block` in cluster mode,
 /// `__meta/producer-ids` standalone).
@@ -86,6 +92,18 @@ impl std::fmt::Display for LeaderEpoch {
 }
 
 impl std::fmt::Debug for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for PartitionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::base::clock::{mono_ms, mono_ms_of};
-use crate::base::ids::{BrokerId, ProducerId};
+use crate::base::ids::{BrokerId, PartitionId, ProducerId};
 use crate::cluster::metadata::TopicMeta;
 
 /// ZooKeeper sessions that ended while the broker ran (for the metrics endpoint).
@@ -85,7 +85,7 @@ pub enum ControlRequest {
     /// partition moved on, `NOT_CONTROLLER`-style conflicts as `REQUEST_TIMED_OUT` to retry).
     AlterIsr {
         topic: Arc<str>,
-        partition: i32,
+        partition: PartitionId,
         leader_epoch: i32,
         zk_version: i32,
         isr: Vec<BrokerId>,
@@ -102,8 +102,8 @@ pub enum ControlRequest {
     /// partition (for `None`, only partitions where an election was needed).
     ElectLeaders {
         unclean: bool,
-        partitions: Option<Vec<(Arc<str>, i32)>>,
-        reply: flume::Sender<Vec<(Arc<str>, i32, i16)>>,
+        partitions: Option<Vec<(Arc<str>, PartitionId)>>,
+        reply: flume::Sender<Vec<(Arc<str>, PartitionId, i16)>>,
     },
     /// AlterClientQuotas, validated on the shard: each entity's keys set or removed in its
     /// znode (Kafka's `/config/clients/<id>`, `/config/users/<user>[/clients/<id>]`, JSON

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::base::errors;
-use crate::base::ids::BrokerId;
+use crate::base::ids::{BrokerId, PartitionId};
 use crate::cluster::metadata::{PartitionState, NO_LEADER};
 
 /// Replicas of partitions `first..first + count` over `sorted_brokers` (ascending ids): replica
@@ -16,10 +16,11 @@ use crate::cluster::metadata::{PartitionState, NO_LEADER};
 /// `sorted_brokers[i mod n]`. The caller checks `replication_factor <= n`.
 pub fn place(
     sorted_brokers: &[BrokerId],
-    first: i32,
+    first: PartitionId,
     count: i32,
     replication_factor: usize,
 ) -> Vec<Vec<BrokerId>> {
+    let first = first.0;
     let n = sorted_brokers.len();
     if n == 0 {
         return Vec::new();
@@ -412,7 +413,7 @@ mod tests {
     #[test]
     fn placement_three_brokers_six_partitions() {
         let place = |brokers: &[i32], first, count, rf| -> Vec<Vec<i32>> {
-            place(&ids(brokers), first, count, rf)
+            place(&ids(brokers), PartitionId(first), count, rf)
                 .iter()
                 .map(|r| raw(r))
                 .collect()

@@ -38,7 +38,7 @@ use super::election;
 use super::zk_layout::{self as layout, StateZnode, TopicAssignment};
 use crate::base::clock::now_ms;
 use crate::base::errors;
-use crate::base::ids::{BrokerId, ProducerId};
+use crate::base::ids::{BrokerId, PartitionId, ProducerId};
 use crate::cluster::control_api::{ControlRequest, Lease};
 use crate::cluster::metadata::{
     diff_snapshots, BrokerInfo, MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta,

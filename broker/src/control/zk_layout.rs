@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::base::ids::{BrokerId, ProducerId};
+use crate::base::ids::{BrokerId, PartitionId, ProducerId};
 use crate::cluster::metadata::BrokerInfo;
 
 pub const BROKERS: &str = "/brokers";
@@ -47,11 +47,11 @@ pub fn partitions_path(topic: &str) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions")
 }
 
-pub fn partition_path(topic: &str, partition: i32) -> String {
+pub fn partition_path(topic: &str, partition: PartitionId) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions/{partition}")
 }
 
-pub fn state_path(topic: &str, partition: i32) -> String {
+pub fn state_path(topic: &str, partition: PartitionId) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions/{partition}/state")
 }
 
@@ -192,7 +192,7 @@ pub fn decode_cluster_id(bytes: &[u8]) -> Result<String, BadZnode> {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TopicAssignment {
     /// Partition index -> replicas in placement order.
-    pub partitions: BTreeMap<i32, Vec<BrokerId>>,
+    pub partitions: BTreeMap<PartitionId, Vec<BrokerId>>,
     pub topic_id: Option<[u8; 16]>,
 }
 
@@ -201,7 +201,7 @@ impl TopicAssignment {
     /// assignment cannot be served).
     pub fn partition_count(&self) -> i32 {
         let mut n = 0;
-        while self.partitions.contains_key(&n) {
+        while self.partitions.contains_key(&PartitionId(n)) {
             n += 1;
         }
         n
@@ -241,7 +241,7 @@ pub fn decode_topic(bytes: &[u8]) -> Result<TopicAssignment, BadZnode> {
             what: "topic assignment",
             reason: format!("partition {p:?} is not a number"),
         })?;
-        partitions.insert(p, replicas);
+        partitions.insert(PartitionId(p), replicas);
     }
     let topic_id = match t.topic_id {
         Some(s) => Some(parse_kafka_uuid(&s).ok_or_else(|| BadZnode {
@@ -452,8 +452,10 @@ mod tests {
             topic_id: Some([7; 16]),
             ..Default::default()
         };
-        a.partitions.insert(0, BrokerId::list(&[1, 2, 3]));
-        a.partitions.insert(1, BrokerId::list(&[2, 3, 1]));
+        a.partitions
+            .insert(PartitionId(0), BrokerId::list(&[1, 2, 3]));
+        a.partitions
+            .insert(PartitionId(1), BrokerId::list(&[2, 3, 1]));
         let bytes = encode_topic(&a);
         assert!(String::from_utf8(bytes.clone())
             .unwrap()
@@ -467,7 +469,7 @@ mod tests {
         let old =
             decode_topic(br#"{"version":2,"partitions":{"0":[1]},"adding_replicas":{}}"#).unwrap();
         assert_eq!(old.topic_id, None);
-        assert_eq!(old.partitions[&0], vec![BrokerId(1)]);
+        assert_eq!(old.partitions[&PartitionId(0)], vec![BrokerId(1)]);
         assert!(decode_topic(br#"{"partitions":{"x":[1]}}"#).is_err());
     }
 

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Response;
 use crate::base::errors;
+use crate::base::ids::PartitionId;
 use crate::cluster::control_api::ControlRequest;
 use crate::cluster::metadata::MetadataSnapshot;
 use crate::control::election;
@@ -66,7 +67,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ElectLeadersRequest) -
             let (reply, rx) = flume::bounded(1);
             let request = ControlRequest::ElectLeaders {
                 unclean,
-                partitions: asked.clone(),
+                partitions: asked
+                    .clone()
+                    .map(|a| a.into_iter().map(|(t, p)| (t, PartitionId(p))).collect()),
                 reply,
             };
             let answer = if control.tx.send_async(request).await.is_err() {
@@ -82,7 +85,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ElectLeadersRequest) -
                 .await
             };
             match answer {
-                Some(results) => results,
+                Some(results) => results
+                    .into_iter()
+                    .map(|(t, p, code)| (t, p.0, code))
+                    .collect(),
                 // Shutting down, or slower than the client wants to wait: the election may
                 // still happen; the client learns it from Metadata.
                 None => asked

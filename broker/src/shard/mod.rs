@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::base::errors;
-use crate::base::ids::BrokerId;
+use crate::base::ids::{BrokerId, PartitionId};
 use crate::cluster::control_api::{ControlHandle, ControlRequest, Lease};
 use crate::cluster::metadata::{
     MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry,
@@ -602,7 +602,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
             let (tx, rx) = flume::bounded(1);
             let request = ControlRequest::AlterIsr {
                 topic: p.topic.clone(),
-                partition: p.index,
+                partition: PartitionId(p.index),
                 leader_epoch: change.leader_epoch,
                 zk_version: change.zk_version,
                 isr: change.isr,

@@ -64,13 +64,18 @@ impl Control {
                 ),
             ));
         }
-        let placed = election::place(&sorted, 0, partitions, replication_factor as usize);
+        let placed = election::place(
+            &sorted,
+            PartitionId(0),
+            partitions,
+            replication_factor as usize,
+        );
         let assignment = TopicAssignment {
             partitions: placed
                 .iter()
                 .cloned()
                 .enumerate()
-                .map(|(p, r)| (p as i32, r))
+                .map(|(p, r)| (PartitionId(p as i32), r))
                 .collect(),
             topic_id: Some(id),
         };
@@ -88,7 +93,7 @@ impl Control {
             )?;
             multi.add_create(&layout::partitions_path(name), &[], &persistent())?;
             for (p, replicas) in placed.iter().enumerate() {
-                self.add_new_partition(&mut multi, name, p as i32, replicas)?;
+                self.add_new_partition(&mut multi, name, PartitionId(p as i32), replicas)?;
             }
             let config = layout::encode_topic_config(overrides);
             let config_path = layout::topic_config_path(name);
@@ -215,7 +220,11 @@ impl Control {
             if target <= current {
                 return Ok(());
             }
-            let rf = t.assignment.partitions.get(&0).map_or(1, |r| r.len());
+            let rf = t
+                .assignment
+                .partitions
+                .get(&PartitionId(0))
+                .map_or(1, |r| r.len());
             let sorted: Vec<BrokerId> = self.view.brokers.keys().copied().collect();
             if rf > sorted.len() {
                 return Err((
@@ -226,12 +235,12 @@ impl Control {
                     ),
                 ));
             }
-            let placed = election::place(&sorted, current, target - current, rf);
+            let placed = election::place(&sorted, PartitionId(current), target - current, rf);
             let mut assignment = t.assignment.clone();
             let mut multi = client.new_multi_writer();
             let ops = (|| -> Result<(), zk::Error> {
                 for (k, replicas) in placed.iter().enumerate() {
-                    let p = current + k as i32;
+                    let p = PartitionId(current + k as i32);
                     assignment.partitions.insert(p, replicas.clone());
                     self.add_new_partition(&mut multi, name, p, replicas)?;
                 }

@@ -24,19 +24,19 @@ pub(super) struct TopicView {
     pub(super) config: BTreeMap<String, String>,
     /// Per assigned partition: the state znode, its version and the zxid of its last write
     /// (mzxid), `None` when it is missing.
-    pub(super) states: BTreeMap<i32, Option<(StateZnode, i32, i64)>>,
+    pub(super) states: BTreeMap<PartitionId, Option<(StateZnode, i32, i64)>>,
 }
 
 impl TopicView {
     /// The zxid of the last write of a partition's state znode (-1 when it is missing).
-    pub(super) fn written_zxid(&self, partition: i32) -> i64 {
+    pub(super) fn written_zxid(&self, partition: PartitionId) -> i64 {
         match self.states.get(&partition) {
             Some(Some((_, _, zxid))) => *zxid,
             _ => -1,
         }
     }
 
-    pub(super) fn state(&self, partition: i32) -> Option<PartitionState> {
+    pub(super) fn state(&self, partition: PartitionId) -> Option<PartitionState> {
         let replicas = self.assignment.partitions.get(&partition)?.clone();
         let (s, version, _) = self.states.get(&partition)?.as_ref()?;
         Some(PartitionState {
@@ -221,7 +221,7 @@ pub(super) struct Dirty {
     /// `/config/topics/<t>` alone.
     pub(super) configs: BTreeSet<String>,
     /// `/brokers/topics/<t>/partitions/<p>/state`.
-    pub(super) states: BTreeSet<(String, i32)>,
+    pub(super) states: BTreeSet<(String, PartitionId)>,
     /// A client quota znode under `/config/clients` or `/config/users`: the (small) quota
     /// tree is read again as a whole.
     pub(super) quotas: bool,
@@ -266,7 +266,7 @@ impl Dirty {
             }
             ["brokers", "topics", topic, "partitions", p, "state"] => {
                 if let Ok(p) = p.parse() {
-                    self.states.insert(((*topic).to_string(), p));
+                    self.states.insert(((*topic).to_string(), PartitionId(p)));
                 }
             }
             ["config", "topics", topic] => {
@@ -343,7 +343,7 @@ pub(super) async fn read_dirty(
             };
         }
     }
-    let mut states: BTreeSet<(String, i32)> = dirty.states.clone();
+    let mut states: BTreeSet<(String, PartitionId)> = dirty.states.clone();
     for (name, assignment, config) in topics {
         let assignment = decode_versioned(assignment.await, layout::decode_topic, || {
             format!("topic {name}")
@@ -425,7 +425,7 @@ pub(super) fn decode_versioned<T, E: std::fmt::Display>(
 fn decode_state_read(
     read: Result<(Vec<u8>, zk::Stat), zk::Error>,
     name: &str,
-    p: i32,
+    p: PartitionId,
 ) -> Result<Option<(StateZnode, i32, i64)>, zk::Error> {
     let mzxid = read.as_ref().map_or(-1, |(_, stat)| stat.mzxid);
     Ok(
@@ -689,7 +689,7 @@ mod tests {
                 brokers: [BrokerId(3)].into(),
                 topics: ["new".to_string()].into(),
                 configs: ["orders".to_string()].into(),
-                states: [("orders".to_string(), 7)].into(),
+                states: [("orders".to_string(), PartitionId(7))].into(),
                 quotas: false,
             }
         );
