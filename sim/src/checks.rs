@@ -138,9 +138,9 @@ impl World {
         let partitions = self.zk.states.len();
         for part in 0..partitions {
             let state = self.zk.states[part].clone();
-            let replicas: BTreeSet<i32> = state.replicas.iter().copied().collect();
-            let isr: BTreeSet<i32> = state.isr.iter().copied().collect();
-            if state.leader < 0 {
+            let replicas: BTreeSet<_> = state.replicas.iter().copied().collect();
+            let isr: BTreeSet<_> = state.isr.iter().copied().collect();
+            if state.leader.0 < 0 {
                 return self.fail(format!("p{part}: no leader after healing ({state:?})"));
             }
             if isr != replicas {
@@ -151,7 +151,7 @@ impl World {
                     (now - self.opts.fault_ms) / 1000
                 ));
             }
-            let leader = &self.brokers[&state.leader];
+            let leader = &self.brokers[&state.leader.0];
             if !leader.leader_of(part) {
                 return self.fail(format!(
                     "p{part}: broker {} is the leader in ZooKeeper but does not lead",

@@ -686,7 +686,7 @@ impl World {
     fn current_coordinator(&self, id: i32) -> bool {
         let part = self.offsets_part();
         let state = &self.zk.states[part];
-        state.leader == id && self.brokers[&id].leader_epoch(part) == state.leader_epoch
+        state.leader.0 == id && self.brokers[&id].leader_epoch(part) == state.leader_epoch
     }
 
     fn check_fetched_offsets(&mut self, id: i32, offsets: &[(i32, i64)]) {
@@ -737,7 +737,7 @@ impl World {
     /// partition owned once, every acknowledged commit there.
     pub(crate) fn final_group_checks(&mut self) {
         let part = self.offsets_part();
-        let leader = self.zk.states[part].leader;
+        let leader = self.zk.states[part].leader.0;
         let Some(c) = self.groups.coordinators.get(&leader) else {
             return self.fail(format!(
                 "no group coordinator on broker {leader}, the leader of __consumer_offsets"
@@ -941,7 +941,7 @@ impl World {
     fn consumer_send(&mut self, k: u8, asked: Asked, call: GroupCall) {
         let now = self.now;
         let part = self.offsets_part();
-        let known = self.zk.states[part].leader;
+        let known = self.zk.states[part].leader.0;
         let c = &mut self.groups.consumers[k as usize];
         let to = match c.coordinator {
             Some(b) => b,

@@ -105,7 +105,7 @@ pub enum Msg {
         part: usize,
         leader_epoch: i32,
         zk_version: i32,
-        isr: Vec<i32>,
+        isr: Vec<shardlog_broker::base::ids::BrokerId>,
     },
     ControlledShutdown {
         session: u64,
@@ -135,7 +135,7 @@ pub enum Msg {
     },
     Brokers {
         session: u64,
-        alive: BTreeSet<i32>,
+        alive: BTreeSet<shardlog_broker::base::ids::BrokerId>,
     },
     AlterIsrDone {
         part: usize,
@@ -769,7 +769,7 @@ impl World {
         if self.client.producing {
             let part = self.rng.range(0, self.opts.partitions as u64 - 1) as usize;
             let leader = self.zk.states[part].leader;
-            if leader > 0 {
+            if leader.0 > 0 {
                 self.client.next_req += 1;
                 self.client.next_id += 1;
                 self.stats.produced += 1;
@@ -778,7 +778,7 @@ impl World {
                     part,
                     id: self.client.next_id,
                 };
-                self.send(Node::Client, Node::Broker(leader), msg);
+                self.send(Node::Client, Node::Broker(leader.0), msg);
             }
         }
         let next = self.rng.range(10, 80);

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use shardlog_broker::base::errors;
-use shardlog_broker::base::ids::{LeaderEpoch, Offset};
+use shardlog_broker::base::ids::{BrokerId, LeaderEpoch, Offset};
 use shardlog_broker::cluster::metadata::{check_leader_epoch, PartitionState, NO_LEADER};
 use shardlog_broker::control::election;
 use shardlog_broker::partition::replication::{
@@ -70,9 +70,9 @@ pub(crate) struct Replica {
     role: Role,
     leader_epoch: i32,
     zk_version: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-    followers: HashMap<i32, FollowerState>,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    followers: HashMap<BrokerId, FollowerState>,
     epoch_start: i64,
     isr_changes: replication::IsrChanges,
     waiters: Vec<Waiter>,
@@ -126,7 +126,7 @@ pub(crate) struct Broker {
     /// The creation zxid of this process's registration.
     registration: Option<i64>,
     lease_until: Time,
-    alive_view: BTreeSet<i32>,
+    alive_view: BTreeSet<BrokerId>,
     pub(crate) parts: Vec<Replica>,
     ticks: u64,
     stopping: Option<Time>,
@@ -299,7 +299,7 @@ impl World {
             } if self.broker(id).session == Some(session) => {
                 // As the publisher: not leading by a state written before this registration.
                 let own = self.broker(id).registration;
-                if state.leader == id && !election::may_lead_by(written, own) {
+                if state.leader == BrokerId(id) && !election::may_lead_by(written, own) {
                     state.leader = NO_LEADER;
                 }
                 self.apply_state(id, part, &state);
@@ -382,7 +382,7 @@ impl World {
     fn apply_state(&mut self, id: i32, part: usize, state: &PartitionState) {
         let now = self.now as i64;
         let r = &mut self.broker(id).parts[part];
-        let role = Role::in_state(id, state);
+        let role = Role::in_state(BrokerId(id), state);
         if state.leader_epoch < r.leader_epoch && state.leader != NO_LEADER {
             let (ours, theirs) = (r.leader_epoch, state.leader_epoch);
             self.fail(format!(
@@ -410,7 +410,7 @@ impl World {
         match role {
             Role::Leader => {
                 for &f in &state.replicas {
-                    if f != id {
+                    if f != BrokerId(id) {
                         r.followers.insert(f, FollowerState::new(now));
                     }
                 }
@@ -552,7 +552,7 @@ impl World {
             return;
         }
         let isr = r.isr_changes.maximal(&r.isr);
-        let candidate = replication::isr_high_watermark(id, r.leo(), &isr, &r.followers);
+        let candidate = replication::isr_high_watermark(BrokerId(id), r.leo(), &isr, &r.followers);
         let answer = replication::acks_committed(isr.len(), timing::MIN_INSYNC);
         let hw = replication::advance_high_watermark(r.hw, candidate);
         self.set_hw(id, part, hw);
@@ -587,7 +587,7 @@ impl World {
             && check_leader_epoch(r.leader_epoch, epoch) == errors::NONE
             && offset <= r.leo();
         if known && offset == r.leo() {
-            if let Some(f) = r.followers.get_mut(&from) {
+            if let Some(f) = r.followers.get_mut(&BrokerId(from)) {
                 f.on_fetch(offset, r.log.len() as i64, now as i64);
             }
             r.parked.push(Parked {
@@ -600,7 +600,7 @@ impl World {
             return;
         }
         if known {
-            if let Some(f) = r.followers.get_mut(&from) {
+            if let Some(f) = r.followers.get_mut(&BrokerId(from)) {
                 f.on_fetch(offset, r.log.len() as i64, now as i64);
             }
             self.advance_hw(id, part);
@@ -704,7 +704,7 @@ impl World {
             return;
         }
         let view = LeaderView {
-            local: id,
+            local: BrokerId(id),
             replicas: &r.replicas,
             isr: &r.isr,
             followers: &r.followers,
@@ -778,7 +778,7 @@ impl World {
         };
         r.fetch.in_flight = Some(now);
         self.checks.count_request(now);
-        self.send(Node::Broker(id), Node::Broker(leader), msg);
+        self.send(Node::Broker(id), Node::Broker(leader.0), msg);
     }
 
     fn backoff_after(code: i16) -> Time {
@@ -792,6 +792,7 @@ impl World {
     /// Whether this answer is for the partition as it is now followed.
     fn still_follows(&mut self, id: i32, leader: i32, part: usize, epoch: i32) -> bool {
         let r = &mut self.broker(id).parts[part];
+        let leader = BrokerId(leader);
         let current = r.role == Role::Follower { leader } && r.leader_epoch == epoch;
         if current {
             r.fetch.in_flight = None;

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shardlog_broker::base::errors;
+use shardlog_broker::base::ids::{BrokerId, PartitionId};
 use shardlog_broker::cluster::metadata::PartitionState;
 use shardlog_broker::control::election;
 
@@ -34,14 +35,14 @@ pub(crate) struct Zk {
     /// Per partition: the zxid of the state znode's last write (mzxid).
     written: Vec<i64>,
     /// Per registered broker: the zxid that created its registration (czxid).
-    registrations: BTreeMap<i32, i64>,
+    registrations: BTreeMap<BrokerId, i64>,
     zxid: i64,
     act_scheduled: bool,
 }
 
 impl Zk {
     pub(crate) fn new(ids: &[i32], partitions: usize) -> Zk {
-        let states = election::place(ids, 0, partitions as i32, 3)
+        let states = election::place(&BrokerId::list(ids), PartitionId(0), partitions as i32, 3)
             .into_iter()
             .map(|replicas| PartitionState {
                 zk_version: 0,
@@ -60,8 +61,8 @@ impl Zk {
         }
     }
 
-    pub(crate) fn alive(&self) -> BTreeSet<i32> {
-        self.registered.keys().copied().collect()
+    pub(crate) fn alive(&self) -> BTreeSet<BrokerId> {
+        self.registered.keys().copied().map(BrokerId).collect()
     }
 
     fn controller(&self) -> Option<i32> {
@@ -95,7 +96,7 @@ impl World {
                 self.zk.registered.insert(id, session);
                 self.zk.zxid += 1;
                 let czxid = self.zk.zxid;
-                self.zk.registrations.insert(id, czxid);
+                self.zk.registrations.insert(BrokerId(id), czxid);
                 self.note(|| format!("zk: broker {id} registered (session {session})"));
                 self.send(Node::Zk, from, Msg::Registered { session, czxid });
                 self.membership_changed();
@@ -134,7 +135,9 @@ impl World {
                 }
                 let alive = self.zk.alive();
                 for part in 0..self.zk.states.len() {
-                    if let Some(next) = election::shutdown_move(&self.zk.states[part], id, &alive) {
+                    if let Some(next) =
+                        election::shutdown_move(&self.zk.states[part], BrokerId(id), &alive)
+                    {
                         self.controller_write(part, next, "controlled shutdown");
                     }
                 }
@@ -152,9 +155,9 @@ impl World {
         part: usize,
         leader_epoch: i32,
         zk_version: i32,
-        isr: Vec<i32>,
+        isr: Vec<BrokerId>,
     ) -> i16 {
-        let Some(id) = self.zk.live(session) else {
+        let Some(id) = self.zk.live(session).map(BrokerId) else {
             return errors::NOT_LEADER_OR_FOLLOWER;
         };
         let state = self.zk.states[part].clone();
@@ -169,7 +172,7 @@ impl World {
         }
         if isr
             .iter()
-            .any(|b| !state.isr.contains(b) && !self.zk.registered.contains_key(b))
+            .any(|b| !state.isr.contains(b) && !self.zk.registered.contains_key(&b.0))
         {
             return errors::INELIGIBLE_REPLICA;
         }
@@ -261,7 +264,7 @@ impl World {
         };
         if self.zk.registered.get(&s.broker) == Some(&session) {
             self.zk.registered.remove(&s.broker);
-            self.zk.registrations.remove(&s.broker);
+            self.zk.registrations.remove(&BrokerId(s.broker));
         }
         let broker = s.broker;
         self.note(|| format!("zk: session {session} of broker {broker} {how}"));
@@ -309,7 +312,7 @@ impl World {
         }
     }
 
-    fn restarted(&self, part: usize) -> BTreeSet<i32> {
+    fn restarted(&self, part: usize) -> BTreeSet<BrokerId> {
         let state = &self.zk.states[part];
         election::restarted_since(state, self.zk.written[part], &self.zk.registrations)
     }

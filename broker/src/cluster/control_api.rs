@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::base::clock::{mono_ms, mono_ms_of};
+use crate::base::ids::{BrokerId, PartitionId, ProducerId};
 use crate::cluster::metadata::TopicMeta;
 
 /// ZooKeeper sessions that ended while the broker ran (for the metrics endpoint).
@@ -84,25 +85,25 @@ pub enum ControlRequest {
     /// partition moved on, `NOT_CONTROLLER`-style conflicts as `REQUEST_TIMED_OUT` to retry).
     AlterIsr {
         topic: Arc<str>,
-        partition: i32,
+        partition: PartitionId,
         leader_epoch: i32,
         zk_version: i32,
-        isr: Vec<i32>,
+        isr: Vec<BrokerId>,
         reply: flume::Sender<i16>,
     },
     /// A block of `count` producer ids never handed out before, cluster-wide. Replies with the
     /// first id of the block.
     ProducerIdBlock {
         count: i64,
-        reply: flume::Sender<Result<i64, String>>,
+        reply: flume::Sender<Result<ProducerId, String>>,
     },
     /// ElectLeaders: preferred-replica election (or unclean, for partitions without a live
     /// leader) for these partitions, or every partition when `None`. Replies with a code per
     /// partition (for `None`, only partitions where an election was needed).
     ElectLeaders {
         unclean: bool,
-        partitions: Option<Vec<(Arc<str>, i32)>>,
-        reply: flume::Sender<Vec<(Arc<str>, i32, i16)>>,
+        partitions: Option<Vec<(Arc<str>, PartitionId)>>,
+        reply: flume::Sender<Vec<(Arc<str>, PartitionId, i16)>>,
     },
     /// AlterClientQuotas, validated on the shard: each entity's keys set or removed in its
     /// znode (Kafka's `/config/clients/<id>`, `/config/users/<user>[/clients/<id>]`, JSON

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::ids::{BrokerId, ProducerId};
 use crate::base::random::random_bytes;
 use crate::config::{BrokerConfig, ConfigError, TopicConfig};
 
@@ -18,12 +19,12 @@ use crate::config::{BrokerConfig, ConfigError, TopicConfig};
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// `PartitionState::leader` when no replica may lead (every ISR member is down).
-pub const NO_LEADER: i32 = -1;
+pub const NO_LEADER: BrokerId = BrokerId::NONE;
 
 /// A live broker, as registered in ZooKeeper (`/brokers/ids/<id>`) or, standalone, this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
-    pub id: i32,
+    pub id: BrokerId,
     pub host: String,
     pub port: u16,
 }
@@ -34,18 +35,18 @@ pub struct BrokerInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
     /// Assigned replicas in placement order; the first is the preferred leader.
-    pub replicas: Vec<i32>,
+    pub replicas: Vec<BrokerId>,
     /// Leading broker, or `NO_LEADER`.
-    pub leader: i32,
+    pub leader: BrokerId,
     pub leader_epoch: i32,
-    pub isr: Vec<i32>,
+    pub isr: Vec<BrokerId>,
     /// Version of the state znode: the compare-and-swap token for ISR changes (0 standalone).
     pub zk_version: i32,
 }
 
 impl PartitionState {
     /// A single-replica partition led by `broker` (standalone mode).
-    pub fn standalone(broker: i32) -> PartitionState {
+    pub fn standalone(broker: BrokerId) -> PartitionState {
         PartitionState {
             replicas: vec![broker],
             leader: broker,
@@ -103,11 +104,11 @@ pub struct MetadataSnapshot {
     pub cluster_id: String,
     pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
     /// Live brokers by id (standalone: this one).
-    pub brokers: BTreeMap<i32, BrokerInfo>,
-    /// The controller's broker id, or -1 while there is none.
-    pub controller_id: i32,
+    pub brokers: BTreeMap<BrokerId, BrokerInfo>,
+    /// The controller's broker id, or `BrokerId::NONE` while there is none.
+    pub controller_id: BrokerId,
     /// This broker's id.
-    pub local_broker: i32,
+    pub local_broker: BrokerId,
     /// True when ZooKeeper coordinates several brokers.
     pub cluster_mode: bool,
 }
@@ -131,7 +132,7 @@ impl MetadataSnapshot {
         self.topics.values().find(|t| &t.id == id)
     }
 
-    pub fn is_live(&self, broker: i32) -> bool {
+    pub fn is_live(&self, broker: BrokerId) -> bool {
         self.brokers.contains_key(&broker)
     }
 
@@ -147,7 +148,7 @@ impl MetadataSnapshot {
     }
 
     /// The assigned replicas of `state` on brokers that are not alive, in assignment order.
-    pub fn offline_replicas(&self, state: &PartitionState) -> Vec<i32> {
+    pub fn offline_replicas(&self, state: &PartitionState) -> Vec<BrokerId> {
         state
             .replicas
             .iter()
@@ -447,7 +448,7 @@ impl TopicRegistry {
         let reg = TopicRegistry {
             path,
             broker: BrokerInfo {
-                id: broker.broker_id,
+                id: broker.id(),
                 host: broker.advertised_host.clone(),
                 port: broker.advertised_port,
             },
@@ -486,13 +487,13 @@ impl TopicRegistry {
     }
 
     /// A producer id from the block already reserved on disk, if any is left.
-    pub fn take_producer_id(&mut self) -> Option<i64> {
+    pub fn take_producer_id(&mut self) -> Option<ProducerId> {
         if self.next_producer_id >= self.producer_id_block_end {
             return None;
         }
         let id = self.next_producer_id;
         self.next_producer_id += 1;
-        Some(id)
+        Some(ProducerId(id))
     }
 
     /// The write that reserves the next block of producer ids: store it with
@@ -513,7 +514,7 @@ impl TopicRegistry {
 
     /// Hands out a producer id never given before, also across restarts (writes inline).
     #[cfg(test)]
-    pub fn next_producer_id(&mut self) -> Result<i64, MetadataError> {
+    pub fn next_producer_id(&mut self) -> Result<ProducerId, MetadataError> {
         if let Some(id) = self.take_producer_id() {
             return Ok(id);
         }
@@ -585,22 +586,22 @@ pub struct PendingUpdate {
 
 /// Standalone: this broker is the only one, the controller, and leads every partition.
 fn standalone_view(snapshot: &mut MetadataSnapshot, broker: &BrokerConfig) {
-    snapshot.local_broker = broker.broker_id;
-    snapshot.controller_id = broker.broker_id;
+    snapshot.local_broker = broker.id();
+    snapshot.controller_id = broker.id();
     snapshot.cluster_mode = false;
     snapshot.brokers.insert(
-        broker.broker_id,
+        broker.id(),
         BrokerInfo {
-            id: broker.broker_id,
+            id: broker.id(),
             host: broker.advertised_host.clone(),
             port: broker.advertised_port,
         },
     );
-    fill_standalone_states(&mut snapshot.topics, broker.broker_id);
+    fill_standalone_states(&mut snapshot.topics, broker.id());
 }
 
 /// Gives every partition without a state the standalone one (single replica on `broker`).
-fn fill_standalone_states(topics: &mut BTreeMap<Arc<str>, Arc<TopicMeta>>, broker: i32) {
+fn fill_standalone_states(topics: &mut BTreeMap<Arc<str>, Arc<TopicMeta>>, broker: BrokerId) {
     for t in topics.values_mut() {
         if t.states.len() != t.partitions.max(0) as usize {
             let t = Arc::make_mut(t);
@@ -658,15 +659,15 @@ pub fn new_topic(
 pub(crate) fn cluster_view(live: &[i32]) -> MetadataSnapshot {
     let mut s = MetadataSnapshot {
         cluster_mode: true,
-        local_broker: 1,
-        controller_id: 2,
+        local_broker: BrokerId(1),
+        controller_id: BrokerId(2),
         ..Default::default()
     };
     for &id in live {
         s.brokers.insert(
-            id,
+            BrokerId(id),
             BrokerInfo {
-                id,
+                id: BrokerId(id),
                 host: format!("h{id}"),
                 port: 9000 + id as u16,
             },
@@ -701,10 +702,10 @@ mod tests {
 
     fn state(replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionState {
         PartitionState {
-            replicas: replicas.to_vec(),
-            leader,
+            replicas: BrokerId::list(replicas),
+            leader: BrokerId(leader),
             leader_epoch: 3,
-            isr: isr.to_vec(),
+            isr: BrokerId::list(isr),
             zk_version: 7,
         }
     }
@@ -721,7 +722,7 @@ mod tests {
         // States not filled in yet (fresh topic) or unknown topic: no leader, no panic.
         assert!(s.leader_broker("t", 5).is_none());
         assert!(s.leader_broker("nope", 0).is_none());
-        let s = with_topic(cluster(&[1]), vec![state(&[1], NO_LEADER, &[])]);
+        let s = with_topic(cluster(&[1]), vec![state(&[1], NO_LEADER.0, &[])]);
         assert!(s.leader_broker("t", 0).is_none());
     }
 
@@ -730,7 +731,7 @@ mod tests {
         let s = cluster(&[1, 2]);
         assert_eq!(
             s.offline_replicas(&state(&[3, 1, 4, 2], 1, &[1])),
-            vec![3, 4]
+            BrokerId::list(&[3, 4])
         );
         assert!(s.offline_replicas(&state(&[1, 2], 1, &[1, 2])).is_empty());
     }
@@ -820,7 +821,7 @@ mod tests {
         // Both topics rebuilt from scratch (new Arcs), one partition of "bb" changed leader.
         let mut moved = states(300);
         moved[42] = PartitionState {
-            leader: 2,
+            leader: BrokerId(2),
             leader_epoch: 4,
             ..moved[42].clone()
         };
@@ -854,8 +855,8 @@ mod tests {
     fn diff_reports_whole_topics_brokers_and_controller() {
         let prev = snapshot_with(1, &[topic("gone", states(2)), topic("grows", states(2))]);
         let mut next = snapshot_with(2, &[topic("grows", states(4)), topic("new", states(3))]);
-        next.brokers.remove(&3);
-        next.controller_id = 1;
+        next.brokers.remove(&BrokerId(3));
+        next.controller_id = BrokerId(1);
         let delta = diff_snapshots(&prev, &mut next, None);
         let names: Vec<&str> = delta.topics.iter().map(|t| &**t).collect();
         assert_eq!(names, vec!["gone", "grows", "new"]);
@@ -877,7 +878,7 @@ mod tests {
     fn diff_looks_only_at_the_candidates() {
         let prev = snapshot_with(1, &[topic("a", states(2)), topic("b", states(2))]);
         let mut changed = states(2);
-        changed[1].isr = vec![1];
+        changed[1].isr = vec![BrokerId(1)];
         let mut next = snapshot_with(2, &[topic("a", states(2)), topic("b", changed)]);
         let only_a: BTreeSet<Arc<str>> = [Arc::from("a")].into();
         // The caller vouches that only "a" may have changed: "b" is not compared.

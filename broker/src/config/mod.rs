@@ -490,6 +490,11 @@ impl QuotaWindow {
 }
 
 impl BrokerConfig {
+    /// `broker.id` as the broker's rules take it.
+    pub fn id(&self) -> crate::base::ids::BrokerId {
+        crate::base::ids::BrokerId(self.broker_id)
+    }
+
     /// The client quota window (`quota.window.num` x `quota.window.size.seconds`).
     pub fn quota_window(&self) -> QuotaWindow {
         QuotaWindow {

@@ -8,17 +8,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::base::errors;
+use crate::base::ids::{BrokerId, PartitionId};
 use crate::cluster::metadata::{PartitionState, NO_LEADER};
 
 /// Replicas of partitions `first..first + count` over `sorted_brokers` (ascending ids): replica
 /// `j` of partition `i` on `sorted_brokers[(i + j) mod n]`, so partition `i` is first led by
 /// `sorted_brokers[i mod n]`. The caller checks `replication_factor <= n`.
 pub fn place(
-    sorted_brokers: &[i32],
-    first: i32,
+    sorted_brokers: &[BrokerId],
+    first: PartitionId,
     count: i32,
     replication_factor: usize,
-) -> Vec<Vec<i32>> {
+) -> Vec<Vec<BrokerId>> {
+    let first = first.0;
     let n = sorted_brokers.len();
     if n == 0 {
         return Vec::new();
@@ -33,7 +35,7 @@ pub fn place(
 }
 
 /// A new partition: led by its first replica, every replica in sync, epoch 0.
-pub fn initial_state(replicas: &[i32]) -> PartitionState {
+pub fn initial_state(replicas: &[BrokerId]) -> PartitionState {
     PartitionState {
         replicas: replicas.to_vec(),
         leader: replicas.first().copied().unwrap_or(NO_LEADER),
@@ -45,8 +47,8 @@ pub fn initial_state(replicas: &[i32]) -> PartitionState {
 
 /// The state for a partition whose state znode is missing (a creation cut short): led by its
 /// first live replica with the live replicas in sync, or offline.
-pub fn missing_state(replicas: &[i32], alive: &BTreeSet<i32>) -> PartitionState {
-    let live: Vec<i32> = replicas
+pub fn missing_state(replicas: &[BrokerId], alive: &BTreeSet<BrokerId>) -> PartitionState {
+    let live: Vec<BrokerId> = replicas
         .iter()
         .copied()
         .filter(|r| alive.contains(r))
@@ -73,10 +75,10 @@ pub fn missing_state(replicas: &[i32], alive: &BTreeSet<i32>) -> PartitionState 
 /// - Leader alive: dead brokers leave the ISR; the epoch stays.
 pub fn reconcile(
     state: &PartitionState,
-    alive: &BTreeSet<i32>,
+    alive: &BTreeSet<BrokerId>,
     unclean: bool,
 ) -> Option<PartitionState> {
-    let live_isr: Vec<i32> = state
+    let live_isr: Vec<BrokerId> = state
         .isr
         .iter()
         .copied()
@@ -131,8 +133,8 @@ pub fn reconcile(
 pub fn restarted_since(
     state: &PartitionState,
     written_zxid: i64,
-    registrations: &BTreeMap<i32, i64>,
-) -> BTreeSet<i32> {
+    registrations: &BTreeMap<BrokerId, i64>,
+) -> BTreeSet<BrokerId> {
     state
         .isr
         .iter()
@@ -168,15 +170,15 @@ pub fn may_lead_by(written_zxid: i64, own_registration_zxid: Option<i64>) -> boo
 pub fn settle_restarts(
     current: &PartitionState,
     next: PartitionState,
-    restarted: &BTreeSet<i32>,
-    alive: &BTreeSet<i32>,
+    restarted: &BTreeSet<BrokerId>,
+    alive: &BTreeSet<BrokerId>,
     unclean: bool,
 ) -> PartitionState {
     if restarted.is_empty() {
         return next;
     }
     let mut s = next;
-    let without = |isr: &[i32]| -> Vec<i32> {
+    let without = |isr: &[BrokerId]| -> Vec<BrokerId> {
         isr.iter()
             .copied()
             .filter(|b| !restarted.contains(b))
@@ -202,8 +204,8 @@ pub fn settle_restarts(
 /// state as it is when only restarts need settling (`settle_restarts` then does the work).
 pub fn reconcile_or_settle(
     state: &PartitionState,
-    alive: &BTreeSet<i32>,
-    restarted: &BTreeSet<i32>,
+    alive: &BTreeSet<BrokerId>,
+    restarted: &BTreeSet<BrokerId>,
     unclean: bool,
 ) -> Option<PartitionState> {
     reconcile(state, alive, unclean).or_else(|| (!restarted.is_empty()).then(|| state.clone()))
@@ -215,10 +217,10 @@ pub fn reconcile_or_settle(
 /// member alive, or it is not in the ISR).
 pub fn shutdown_move(
     state: &PartitionState,
-    leaving: i32,
-    alive: &BTreeSet<i32>,
+    leaving: BrokerId,
+    alive: &BTreeSet<BrokerId>,
 ) -> Option<PartitionState> {
-    let isr_without: Vec<i32> = state
+    let isr_without: Vec<BrokerId> = state
         .isr
         .iter()
         .copied()
@@ -251,7 +253,10 @@ pub fn shutdown_move(
 /// acknowledged with acks=all is lost; the old leader becomes a follower and truncates what
 /// was never committed. `Err` is the ElectLeaders error code: `ELECTION_NOT_NEEDED` when it
 /// already leads, `PREFERRED_LEADER_NOT_AVAILABLE` when it is dead or out of sync.
-pub fn preferred(state: &PartitionState, alive: &BTreeSet<i32>) -> Result<PartitionState, i16> {
+pub fn preferred(
+    state: &PartitionState,
+    alive: &BTreeSet<BrokerId>,
+) -> Result<PartitionState, i16> {
     let Some(&preferred) = state.replicas.first() else {
         return Err(errors::PREFERRED_LEADER_NOT_AVAILABLE);
     };
@@ -272,7 +277,7 @@ pub fn preferred(state: &PartitionState, alive: &BTreeSet<i32>) -> Result<Partit
 /// like `reconcile` with unclean election allowed (a live ISR member first, else any live
 /// replica). `ELECTION_NOT_NEEDED` when a live leader exists, `ELIGIBLE_LEADERS_NOT_AVAILABLE`
 /// when no replica is alive.
-pub fn unclean(state: &PartitionState, alive: &BTreeSet<i32>) -> Result<PartitionState, i16> {
+pub fn unclean(state: &PartitionState, alive: &BTreeSet<BrokerId>) -> Result<PartitionState, i16> {
     if state.leader != NO_LEADER && alive.contains(&state.leader) {
         return Err(errors::ELECTION_NOT_NEEDED);
     }
@@ -288,11 +293,11 @@ pub fn unclean(state: &PartitionState, alive: &BTreeSet<i32>) -> Result<Partitio
 /// (topic and partition).
 pub fn rebalance<K: Clone + Ord>(
     partitions: &[(K, PartitionState)],
-    alive: &BTreeSet<i32>,
+    alive: &BTreeSet<BrokerId>,
     percentage: u32,
 ) -> Vec<(K, PartitionState)> {
     // preferred broker -> (partitions it prefers, those led elsewhere)
-    let mut per_broker: BTreeMap<i32, (u64, Vec<usize>)> = BTreeMap::new();
+    let mut per_broker: BTreeMap<BrokerId, (u64, Vec<usize>)> = BTreeMap::new();
     for (i, (_, s)) in partitions.iter().enumerate() {
         let Some(&preferred) = s.replicas.first() else {
             continue;
@@ -322,16 +327,24 @@ pub fn rebalance<K: Clone + Ord>(
 mod tests {
     use super::*;
 
-    fn alive(ids: &[i32]) -> BTreeSet<i32> {
-        ids.iter().copied().collect()
+    fn alive(ids: &[i32]) -> BTreeSet<BrokerId> {
+        ids.iter().copied().map(BrokerId).collect()
+    }
+
+    fn ids(ids: &[i32]) -> Vec<BrokerId> {
+        BrokerId::list(ids)
+    }
+
+    fn raw(ids: &[BrokerId]) -> Vec<i32> {
+        BrokerId::raw_list(ids)
     }
 
     fn state(replicas: &[i32], leader: i32, epoch: i32, isr: &[i32]) -> PartitionState {
         PartitionState {
-            replicas: replicas.to_vec(),
-            leader,
+            replicas: ids(replicas),
+            leader: BrokerId(leader),
             leader_epoch: epoch,
-            isr: isr.to_vec(),
+            isr: ids(isr),
             zk_version: 5,
         }
     }
@@ -353,34 +366,40 @@ mod tests {
         // Broker 1 restarted (its registration is new) and is alive again: broker 2 leads
         // (the epoch moves past the ended leadership and the election: two steps).
         let next = settle(&s, &[1, 2, 3], &[1]).unwrap();
-        assert_eq!((next.leader, next.leader_epoch), (2, 6));
-        assert_eq!(next.isr, vec![2, 3]);
+        assert_eq!((next.leader.0, next.leader_epoch), (2, 6));
+        assert_eq!(raw(&next.isr), vec![2, 3]);
         // A restarted follower leaves the ISR; the epoch stays.
         let next = settle(&s, &[1, 2, 3], &[3]).unwrap();
         assert_eq!(
-            (next.leader, next.leader_epoch, next.isr),
+            (next.leader.0, next.leader_epoch, raw(&next.isr)),
             (1, 4, vec![1, 2])
         );
         // The only ISR member restarted: it leads again (nobody else can), in a new epoch.
         let alone = state(&[1, 2, 3], 1, 4, &[1]);
         let next = settle(&alone, &[1, 2, 3], &[1]).unwrap();
-        assert_eq!((next.leader, next.leader_epoch, next.isr), (1, 6, vec![1]));
+        assert_eq!(
+            (next.leader.0, next.leader_epoch, raw(&next.isr)),
+            (1, 6, vec![1])
+        );
         // The leader is dead and the only other ISR member restarted: offline, waiting for
         // the leader, rather than electing a broker that may have lost records.
         let two = state(&[1, 2, 3], 1, 4, &[1, 3]);
         let next = settle(&two, &[2, 3], &[3]).unwrap();
         assert_eq!(
-            (next.leader, next.leader_epoch, next.isr),
-            (NO_LEADER, 6, vec![1])
+            (next.leader.0, next.leader_epoch, raw(&next.isr)),
+            (NO_LEADER.0, 6, vec![1])
         );
         // Another decision (a controlled shutdown handing the leadership to a restarted
         // broker) is settled too.
-        let moved = shutdown_move(&s, 1, &alive(&[1, 2, 3])).unwrap();
-        assert_eq!(moved.leader, 2);
+        let moved = shutdown_move(&s, BrokerId(1), &alive(&[1, 2, 3])).unwrap();
+        assert_eq!(moved.leader.0, 2);
         let next = settle_restarts(&s, moved, &alive(&[2]), &alive(&[1, 2, 3]), false);
-        assert_eq!((next.leader, next.isr), (3, vec![3]));
+        assert_eq!((next.leader.0, raw(&next.isr)), (3, vec![3]));
         // Who restarted since a state was written (registration zxids against the state's).
-        let regs: BTreeMap<i32, i64> = [(1, 50), (2, 10), (3, 70)].into_iter().collect();
+        let regs: BTreeMap<BrokerId, i64> = [(1, 50), (2, 10), (3, 70)]
+            .into_iter()
+            .map(|(b, z)| (BrokerId(b), z))
+            .collect();
         assert_eq!(restarted_since(&s, 60, &regs), alive(&[3]));
         assert_eq!(restarted_since(&s, 40, &regs), alive(&[1, 3]));
         assert_eq!(restarted_since(&s, 80, &regs), alive(&[]));
@@ -393,6 +412,12 @@ mod tests {
 
     #[test]
     fn placement_three_brokers_six_partitions() {
+        let place = |brokers: &[i32], first, count, rf| -> Vec<Vec<i32>> {
+            place(&ids(brokers), PartitionId(first), count, rf)
+                .iter()
+                .map(|r| raw(r))
+                .collect()
+        };
         let p = place(&[1, 2, 3], 0, 6, 3);
         assert_eq!(
             p,
@@ -413,8 +438,11 @@ mod tests {
 
     #[test]
     fn initial_state_leads_on_first_replica() {
-        let s = initial_state(&[2, 3, 1]);
-        assert_eq!((s.leader, s.leader_epoch, s.isr), (2, 0, vec![2, 3, 1]));
+        let s = initial_state(&ids(&[2, 3, 1]));
+        assert_eq!(
+            (s.leader.0, s.leader_epoch, raw(&s.isr)),
+            (2, 0, vec![2, 3, 1])
+        );
     }
 
     #[test]
@@ -428,12 +456,12 @@ mod tests {
         // Replica 2 is alive but out of the ISR: it must not lead; 3 is next in the ISR.
         let s = state(&[1, 2, 3], 1, 3, &[1, 3]);
         let n = reconcile(&s, &alive(&[2, 3]), false).unwrap();
-        assert_eq!((n.leader, n.leader_epoch, n.isr.clone()), (3, 4, vec![3]));
+        assert_eq!((n.leader.0, n.leader_epoch, raw(&n.isr)), (3, 4, vec![3]));
         assert_eq!(n.zk_version, 5);
         // Assignment order decides among ISR members, not ISR order.
         let s = state(&[1, 2, 3], 1, 0, &[1, 3, 2]);
         let n = reconcile(&s, &alive(&[2, 3]), false).unwrap();
-        assert_eq!((n.leader, n.isr), (2, vec![3, 2]));
+        assert_eq!((n.leader.0, raw(&n.isr)), (2, vec![3, 2]));
     }
 
     #[test]
@@ -441,21 +469,24 @@ mod tests {
         let s = state(&[1, 2, 3], 1, 3, &[1]);
         let n = reconcile(&s, &alive(&[2, 3]), false).unwrap();
         assert_eq!(
-            (n.leader, n.leader_epoch, n.isr.clone()),
-            (NO_LEADER, 4, vec![1])
+            (n.leader.0, n.leader_epoch, raw(&n.isr)),
+            (NO_LEADER.0, 4, vec![1])
         );
         // Still nobody: no further change.
         assert_eq!(reconcile(&n, &alive(&[2, 3]), false), None);
         // The ISR member returns and is elected.
         let back = reconcile(&n, &alive(&[1, 2, 3]), false).unwrap();
-        assert_eq!((back.leader, back.leader_epoch, back.isr), (1, 5, vec![1]));
+        assert_eq!(
+            (back.leader.0, back.leader_epoch, raw(&back.isr)),
+            (1, 5, vec![1])
+        );
     }
 
     #[test]
     fn unclean_election_takes_first_live_replica() {
         let s = state(&[1, 2, 3], 1, 3, &[1]);
         let n = reconcile(&s, &alive(&[3, 2]), true).unwrap();
-        assert_eq!((n.leader, n.leader_epoch, n.isr), (2, 4, vec![2]));
+        assert_eq!((n.leader.0, n.leader_epoch, raw(&n.isr)), (2, 4, vec![2]));
         // Nobody alive at all: offline even when unclean.
         let n = reconcile(&s, &alive(&[]), true).unwrap();
         assert_eq!(n.leader, NO_LEADER);
@@ -465,15 +496,18 @@ mod tests {
     fn dead_followers_leave_isr_without_epoch_change() {
         let s = state(&[1, 2, 3], 1, 3, &[1, 2, 3]);
         let n = reconcile(&s, &alive(&[1, 3]), false).unwrap();
-        assert_eq!((n.leader, n.leader_epoch, n.isr), (1, 3, vec![1, 3]));
+        assert_eq!(
+            (n.leader.0, n.leader_epoch, raw(&n.isr)),
+            (1, 3, vec![1, 3])
+        );
     }
 
     #[test]
     fn missing_state_uses_live_replicas() {
-        let s = missing_state(&[1, 2, 3], &alive(&[2, 3]));
-        assert_eq!((s.leader, s.isr), (2, vec![2, 3]));
-        let s = missing_state(&[1, 2], &alive(&[]));
-        assert_eq!((s.leader, s.isr), (NO_LEADER, vec![1, 2]));
+        let s = missing_state(&ids(&[1, 2, 3]), &alive(&[2, 3]));
+        assert_eq!((s.leader.0, raw(&s.isr)), (2, vec![2, 3]));
+        let s = missing_state(&ids(&[1, 2]), &alive(&[]));
+        assert_eq!((s.leader.0, raw(&s.isr)), (NO_LEADER.0, vec![1, 2]));
     }
 
     #[test]
@@ -481,20 +515,26 @@ mod tests {
         let all = alive(&[1, 2, 3]);
         // Leader 1 stops: 2 is next in the ISR (assignment order).
         let s = state(&[1, 2, 3], 1, 7, &[1, 3, 2]);
-        let n = shutdown_move(&s, 1, &all).unwrap();
-        assert_eq!((n.leader, n.leader_epoch, n.isr), (2, 8, vec![3, 2]));
+        let n = shutdown_move(&s, BrokerId(1), &all).unwrap();
+        assert_eq!(
+            (n.leader.0, n.leader_epoch, raw(&n.isr)),
+            (2, 8, vec![3, 2])
+        );
         // A successor must be in the ISR.
         let s = state(&[1, 2, 3], 1, 7, &[1, 3]);
-        assert_eq!(shutdown_move(&s, 1, &all).unwrap().leader, 3);
+        assert_eq!(shutdown_move(&s, BrokerId(1), &all).unwrap().leader.0, 3);
         // And alive.
-        assert_eq!(shutdown_move(&s, 1, &alive(&[1, 2])), None);
+        assert_eq!(shutdown_move(&s, BrokerId(1), &alive(&[1, 2])), None);
         // Follower in the ISR leaves it; epoch unchanged.
         let s = state(&[1, 2, 3], 2, 7, &[2, 1, 3]);
-        let n = shutdown_move(&s, 1, &all).unwrap();
-        assert_eq!((n.leader, n.leader_epoch, n.isr), (2, 7, vec![2, 3]));
+        let n = shutdown_move(&s, BrokerId(1), &all).unwrap();
+        assert_eq!(
+            (n.leader.0, n.leader_epoch, raw(&n.isr)),
+            (2, 7, vec![2, 3])
+        );
         // Not in the ISR: nothing to do.
         let s = state(&[1, 2, 3], 2, 7, &[2, 3]);
-        assert_eq!(shutdown_move(&s, 1, &all), None);
+        assert_eq!(shutdown_move(&s, BrokerId(1), &all), None);
     }
 
     #[test]
@@ -503,7 +543,7 @@ mod tests {
         // Failover put 2 in charge; 1 is back in the ISR: it takes over, epoch + 1.
         let s = state(&[1, 2, 3], 2, 4, &[2, 3, 1]);
         let next = preferred(&s, &all).unwrap();
-        assert_eq!((next.leader, next.leader_epoch), (1, 5));
+        assert_eq!((next.leader.0, next.leader_epoch), (1, 5));
         assert_eq!(next.isr, s.isr);
         assert_eq!(next.zk_version, s.zk_version);
         // Already the leader.
@@ -529,13 +569,16 @@ mod tests {
             Err(errors::ELECTION_NOT_NEEDED)
         );
         // Offline with its last ISR member dead: a live out-of-sync replica takes over alone.
-        let next = unclean(&state(&[1, 2, 3], NO_LEADER, 5, &[2]), &alive(&[3])).unwrap();
-        assert_eq!((next.leader, next.leader_epoch, next.isr), (3, 6, vec![3]));
+        let next = unclean(&state(&[1, 2, 3], NO_LEADER.0, 5, &[2]), &alive(&[3])).unwrap();
+        assert_eq!(
+            (next.leader.0, next.leader_epoch, raw(&next.isr)),
+            (3, 6, vec![3])
+        );
         // A live ISR member is still preferred over an out-of-sync one.
         let next = unclean(&state(&[1, 2, 3], 1, 5, &[1, 3]), &alive(&[2, 3])).unwrap();
-        assert_eq!(next.leader, 3);
+        assert_eq!(next.leader.0, 3);
         assert_eq!(
-            unclean(&state(&[1, 2, 3], NO_LEADER, 5, &[2]), &alive(&[])),
+            unclean(&state(&[1, 2, 3], NO_LEADER.0, 5, &[2]), &alive(&[])),
             Err(errors::ELIGIBLE_LEADERS_NOT_AVAILABLE)
         );
     }
@@ -554,7 +597,7 @@ mod tests {
             (5, state(&[3, 1, 2], 1, 1, &[1, 2, 3])),
         ];
         let moves = rebalance(&parts, &all, 10);
-        let moved: Vec<(i32, i32)> = moves.iter().map(|(k, s)| (*k, s.leader)).collect();
+        let moved: Vec<(i32, i32)> = moves.iter().map(|(k, s)| (*k, s.leader.0)).collect();
         // Partition 3's preferred replica is out of the ISR: it stays where it is.
         assert_eq!(moved, vec![(0, 1), (5, 3)]);
         // With a 50 % threshold broker 3 (exactly 50 %) is left alone.

@@ -38,6 +38,7 @@ use super::election;
 use super::zk_layout::{self as layout, StateZnode, TopicAssignment};
 use crate::base::clock::now_ms;
 use crate::base::errors;
+use crate::base::ids::{BrokerId, PartitionId, ProducerId};
 use crate::cluster::control_api::{ControlRequest, Lease};
 use crate::cluster::metadata::{
     diff_snapshots, BrokerInfo, MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta,
@@ -208,7 +209,7 @@ struct Changed {
 
 struct Control {
     config: Arc<BrokerConfig>,
-    local: i32,
+    local: BrokerId,
     inboxes: Vec<flume::Sender<ShardTask>>,
     lease: Arc<Lease>,
     requests: flume::Receiver<ControlRequest>,
@@ -258,7 +259,7 @@ impl Control {
         let first_rebalance = tokio::time::Instant::now()
             + Duration::from_millis(s.config.leader_imbalance_check_interval_ms);
         Control {
-            local: s.config.broker_id,
+            local: s.config.id(),
             config: s.config,
             inboxes: s.inboxes,
             lease: s.lease,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::ids::{BrokerId, PartitionId, ProducerId};
 use crate::cluster::metadata::BrokerInfo;
 
 pub const BROKERS: &str = "/brokers";
@@ -34,7 +35,7 @@ pub const PERSISTENT_PATHS: [&str; 6] = [
     "/cluster",
 ];
 
-pub fn broker_path(id: i32) -> String {
+pub fn broker_path(id: BrokerId) -> String {
     format!("{BROKER_IDS}/{id}")
 }
 
@@ -46,11 +47,11 @@ pub fn partitions_path(topic: &str) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions")
 }
 
-pub fn partition_path(topic: &str, partition: i32) -> String {
+pub fn partition_path(topic: &str, partition: PartitionId) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions/{partition}")
 }
 
-pub fn state_path(topic: &str, partition: i32) -> String {
+pub fn state_path(topic: &str, partition: PartitionId) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions/{partition}/state")
 }
 
@@ -104,7 +105,7 @@ pub fn encode_broker(host: &str, port: u16, timestamp_ms: i64) -> Vec<u8> {
     })
 }
 
-pub fn decode_broker(id: i32, bytes: &[u8]) -> Result<BrokerInfo, BadZnode> {
+pub fn decode_broker(id: BrokerId, bytes: &[u8]) -> Result<BrokerInfo, BadZnode> {
     #[derive(Deserialize)]
     struct Registration {
         host: Option<String>,
@@ -143,7 +144,7 @@ pub fn decode_broker(id: i32, bytes: &[u8]) -> Result<BrokerInfo, BadZnode> {
 }
 
 /// `/controller`: `{"version":1,"brokerid":N,"timestamp":"ms"}`.
-pub fn encode_controller(broker: i32, timestamp_ms: i64) -> Vec<u8> {
+pub fn encode_controller(broker: BrokerId, timestamp_ms: i64) -> Vec<u8> {
     to_json(&serde_json::json!({
         "version": 1,
         "brokerid": broker,
@@ -151,10 +152,10 @@ pub fn encode_controller(broker: i32, timestamp_ms: i64) -> Vec<u8> {
     }))
 }
 
-pub fn decode_controller(bytes: &[u8]) -> Result<i32, BadZnode> {
+pub fn decode_controller(bytes: &[u8]) -> Result<BrokerId, BadZnode> {
     #[derive(Deserialize)]
     struct Controller {
-        brokerid: i32,
+        brokerid: BrokerId,
     }
     Ok(parse::<Controller>("controller", bytes)?.brokerid)
 }
@@ -191,7 +192,7 @@ pub fn decode_cluster_id(bytes: &[u8]) -> Result<String, BadZnode> {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TopicAssignment {
     /// Partition index -> replicas in placement order.
-    pub partitions: BTreeMap<i32, Vec<i32>>,
+    pub partitions: BTreeMap<PartitionId, Vec<BrokerId>>,
     pub topic_id: Option<[u8; 16]>,
 }
 
@@ -200,7 +201,7 @@ impl TopicAssignment {
     /// assignment cannot be served).
     pub fn partition_count(&self) -> i32 {
         let mut n = 0;
-        while self.partitions.contains_key(&n) {
+        while self.partitions.contains_key(&PartitionId(n)) {
             n += 1;
         }
         n
@@ -208,7 +209,7 @@ impl TopicAssignment {
 }
 
 pub fn encode_topic(assignment: &TopicAssignment) -> Vec<u8> {
-    let partitions: BTreeMap<String, &Vec<i32>> = assignment
+    let partitions: BTreeMap<String, &Vec<BrokerId>> = assignment
         .partitions
         .iter()
         .map(|(p, r)| (p.to_string(), r))
@@ -230,7 +231,7 @@ pub fn decode_topic(bytes: &[u8]) -> Result<TopicAssignment, BadZnode> {
     #[derive(Deserialize)]
     struct Topic {
         #[serde(default)]
-        partitions: BTreeMap<String, Vec<i32>>,
+        partitions: BTreeMap<String, Vec<BrokerId>>,
         topic_id: Option<String>,
     }
     let t: Topic = parse("topic assignment", bytes)?;
@@ -240,7 +241,7 @@ pub fn decode_topic(bytes: &[u8]) -> Result<TopicAssignment, BadZnode> {
             what: "topic assignment",
             reason: format!("partition {p:?} is not a number"),
         })?;
-        partitions.insert(p, replicas);
+        partitions.insert(PartitionId(p), replicas);
     }
     let topic_id = match t.topic_id {
         Some(s) => Some(parse_kafka_uuid(&s).ok_or_else(|| BadZnode {
@@ -258,9 +259,9 @@ pub fn decode_topic(bytes: &[u8]) -> Result<TopicAssignment, BadZnode> {
 /// `/brokers/topics/<t>/partitions/<p>/state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateZnode {
-    pub leader: i32,
+    pub leader: BrokerId,
     pub leader_epoch: i32,
-    pub isr: Vec<i32>,
+    pub isr: Vec<BrokerId>,
     pub controller_epoch: i32,
 }
 
@@ -306,9 +307,9 @@ pub fn decode_topic_config(bytes: &[u8]) -> Result<BTreeMap<String, String>, Bad
 /// `/latest_producer_id_block`: the last block of producer ids handed out, both ends inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdBlock {
-    pub broker: i32,
-    pub block_start: i64,
-    pub block_end: i64,
+    pub broker: BrokerId,
+    pub block_start: ProducerId,
+    pub block_end: ProducerId,
 }
 
 pub fn encode_producer_id_block(b: &ProducerIdBlock) -> Vec<u8> {
@@ -323,7 +324,7 @@ pub fn encode_producer_id_block(b: &ProducerIdBlock) -> Vec<u8> {
 pub fn decode_producer_id_block(bytes: &[u8]) -> Result<ProducerIdBlock, BadZnode> {
     #[derive(Deserialize)]
     struct Block {
-        broker: i32,
+        broker: BrokerId,
         block_start: String,
         block_end: String,
     }
@@ -336,8 +337,8 @@ pub fn decode_producer_id_block(bytes: &[u8]) -> Result<ProducerIdBlock, BadZnod
     };
     Ok(ProducerIdBlock {
         broker: b.broker,
-        block_start: num(&b.block_start)?,
-        block_end: num(&b.block_end)?,
+        block_start: ProducerId(num(&b.block_start)?),
+        block_end: ProducerId(num(&b.block_end)?),
     })
 }
 
@@ -395,11 +396,11 @@ mod tests {
         assert_eq!(v["version"], 4);
         assert_eq!(v["endpoints"][0], "PLAINTEXT://10.0.0.7:9093");
         assert_eq!(v["timestamp"], "1700000000000");
-        let b = decode_broker(3, &bytes).unwrap();
+        let b = decode_broker(BrokerId(3), &bytes).unwrap();
         assert_eq!(
             b,
             BrokerInfo {
-                id: 3,
+                id: BrokerId(3),
                 host: "10.0.0.7".into(),
                 port: 9093
             }
@@ -408,22 +409,27 @@ mod tests {
         let kafka = br#"{"listener_security_protocol_map":{"SASL":"SASL_PLAINTEXT"},
             "endpoints":["SASL://broker-1:9094"],"jmx_port":-1,"host":null,
             "timestamp":"1","port":-1,"version":4}"#;
-        let b = decode_broker(1, kafka).unwrap();
+        let b = decode_broker(BrokerId(1), kafka).unwrap();
         assert_eq!((b.host.as_str(), b.port), ("broker-1", 9094));
-        assert!(decode_broker(1, b"not json").is_err());
-        assert!(decode_broker(1, br#"{"endpoints":[]}"#).is_err());
+        assert!(decode_broker(BrokerId(1), b"not json").is_err());
+        assert!(decode_broker(BrokerId(1), br#"{"endpoints":[]}"#).is_err());
     }
 
     #[test]
     fn controller_and_epoch() {
-        let bytes = encode_controller(2, 5);
+        let bytes = encode_controller(BrokerId(2), 5);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"brokerid":2,"timestamp":"5","version":1}"#
+        );
+        assert_eq!(broker_path(BrokerId(2)), "/brokers/ids/2");
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["brokerid"], 2);
         assert_eq!(v["version"], 1);
-        assert_eq!(decode_controller(&bytes).unwrap(), 2);
+        assert_eq!(decode_controller(&bytes).unwrap(), BrokerId(2));
         assert_eq!(
             decode_controller(br#"{"version":1,"brokerid":7,"timestamp":"1"}"#).unwrap(),
-            7
+            BrokerId(7)
         );
         assert_eq!(
             decode_controller_epoch(&encode_controller_epoch(12)).unwrap(),
@@ -446,9 +452,14 @@ mod tests {
             topic_id: Some([7; 16]),
             ..Default::default()
         };
-        a.partitions.insert(0, vec![1, 2, 3]);
-        a.partitions.insert(1, vec![2, 3, 1]);
+        a.partitions
+            .insert(PartitionId(0), BrokerId::list(&[1, 2, 3]));
+        a.partitions
+            .insert(PartitionId(1), BrokerId::list(&[2, 3, 1]));
         let bytes = encode_topic(&a);
+        assert!(String::from_utf8(bytes.clone())
+            .unwrap()
+            .contains(r#""partitions":{"0":[1,2,3],"1":[2,3,1]},"#));
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["partitions"]["1"], serde_json::json!([2, 3, 1]));
         assert_eq!(v["topic_id"].as_str().unwrap().len(), 22);
@@ -458,19 +469,32 @@ mod tests {
         let old =
             decode_topic(br#"{"version":2,"partitions":{"0":[1]},"adding_replicas":{}}"#).unwrap();
         assert_eq!(old.topic_id, None);
-        assert_eq!(old.partitions[&0], vec![1]);
+        assert_eq!(old.partitions[&PartitionId(0)], vec![BrokerId(1)]);
         assert!(decode_topic(br#"{"partitions":{"x":[1]}}"#).is_err());
     }
 
     #[test]
     fn partition_state_round_trip() {
         let s = StateZnode {
-            leader: 2,
+            leader: BrokerId(2),
             leader_epoch: 4,
-            isr: vec![2, 3],
+            isr: BrokerId::list(&[2, 3]),
             controller_epoch: 9,
         };
         let bytes = encode_state(&s);
+        // Byte for byte what Kafka and earlier versions of this broker write (broker ids are
+        // plain numbers: `BrokerId` is serde-transparent).
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"controller_epoch":9,"isr":[2,3],"leader":2,"leader_epoch":4,"version":1}"#
+        );
+        let offline = StateZnode {
+            leader: crate::cluster::metadata::NO_LEADER,
+            ..s.clone()
+        };
+        assert!(String::from_utf8(encode_state(&offline))
+            .unwrap()
+            .contains(r#""leader":-1,"#));
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["leader_epoch"], 4);
         assert_eq!(v["controller_epoch"], 9);
@@ -478,7 +502,7 @@ mod tests {
         assert_eq!(decode_state(&bytes).unwrap(), s);
         let kafka =
             br#"{"controller_epoch":1,"leader":1,"version":1,"leader_epoch":0,"isr":[1,2]}"#;
-        assert_eq!(decode_state(kafka).unwrap().isr, vec![1, 2]);
+        assert_eq!(decode_state(kafka).unwrap().isr, BrokerId::list(&[1, 2]));
     }
 
     #[test]
@@ -496,11 +520,15 @@ mod tests {
     #[test]
     fn producer_id_block_round_trip() {
         let b = ProducerIdBlock {
-            broker: 1,
-            block_start: 1000,
-            block_end: 1999,
+            broker: BrokerId(1),
+            block_start: ProducerId(1000),
+            block_end: ProducerId(1999),
         };
         let bytes = encode_producer_id_block(&b);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"block_end":"1999","block_start":"1000","broker":1,"version":1}"#
+        );
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["block_start"], "1000");
         assert_eq!(v["block_end"], "1999");

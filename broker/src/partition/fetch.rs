@@ -44,7 +44,7 @@ impl Partition {
         }
         let leo = self.log.log_end_offset();
         let log_start = self.log_start_offset();
-        let is_follower = from.replica_id >= 0;
+        let is_follower = from.replica_id.0 >= 0;
         if is_follower && offset <= leo && offset >= log_start {
             self.on_follower_fetch(from.replica_id, offset, from.log_start_offset);
         }

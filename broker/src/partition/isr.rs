@@ -118,7 +118,12 @@ impl Partition {
     /// Leader: a follower fetched at `fetch_offset`, so it holds everything below, and its log
     /// starts at `log_start_offset` (-1 unknown). Updates its progress and the high watermark.
     /// Unknown replicas are ignored.
-    pub fn on_follower_fetch(&self, replica_id: i32, fetch_offset: i64, log_start_offset: i64) {
+    pub fn on_follower_fetch(
+        &self,
+        replica_id: BrokerId,
+        fetch_offset: i64,
+        log_start_offset: i64,
+    ) {
         {
             let mut r = self.replica.borrow_mut();
             if r.role != Role::Leader {
@@ -153,7 +158,7 @@ impl Partition {
     pub fn isr_change_due(
         &self,
         lag_time_max_ms: i64,
-        is_alive: impl Fn(i32) -> bool,
+        is_alive: impl Fn(BrokerId) -> bool,
     ) -> Option<IsrChange> {
         let now = now_ms();
         let mut guard = self.replica.borrow_mut();

@@ -149,7 +149,8 @@ impl Partition {
                 // A request's batches are all-or-nothing; check them all before taking any.
                 let mark = (buf.len(), metas.len(), next_offset, pending_state.clone());
                 for b in &p.batches {
-                    producers.fork_entry(&mut pending_state, b.header.producer_id);
+                    producers
+                        .fork_entry(&mut pending_state, producer_state::producer_of(&b.header).0);
                     match producers.check(&b.header, &pending_state) {
                         SequenceCheck::Reject(code) => {
                             error = Some(producer_state::gap_answer(

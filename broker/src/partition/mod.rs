@@ -36,7 +36,7 @@ use shardlog_storage::{BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageErr
 
 use crate::base::clock::now_ms;
 use crate::base::errors;
-use crate::base::ids::{LeaderEpoch, Offset};
+use crate::base::ids::{BrokerId, LeaderEpoch, Offset};
 use crate::base::limits;
 use crate::cluster::control_api::Lease;
 use crate::cluster::metadata::check_leader_epoch;
@@ -133,7 +133,7 @@ pub struct PartitionRead {
 pub enum Role {
     Leader,
     Follower {
-        leader: i32,
+        leader: BrokerId,
     },
     /// No leader (`NO_LEADER`), or this broker is not among the replicas any more.
     Offline,
@@ -141,7 +141,7 @@ pub enum Role {
 
 impl Role {
     /// This broker's role for a partition in `state`.
-    pub fn in_state(local: i32, state: &PartitionState) -> Role {
+    pub fn in_state(local: BrokerId, state: &PartitionState) -> Role {
         if !state.replicas.contains(&local) || state.leader == NO_LEADER {
             Role::Offline
         } else if state.leader == local {
@@ -159,7 +159,7 @@ impl Role {
 pub enum Transition {
     BecameLeader,
     BecameFollower {
-        leader: i32,
+        leader: BrokerId,
     },
     WentOffline,
     /// Same role and epoch; the ISR, replicas or znode version may have changed.
@@ -169,7 +169,7 @@ pub enum Transition {
 /// Who is fetching: a consumer (`replica_id` -1) or a follower broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchFrom {
-    pub replica_id: i32,
+    pub replica_id: BrokerId,
     /// -1 when the fetcher does not know the epoch (no check).
     pub current_leader_epoch: i32,
     /// A follower's own log start offset (-1 from consumers).
@@ -178,7 +178,7 @@ pub struct FetchFrom {
 
 impl FetchFrom {
     pub const CONSUMER: FetchFrom = FetchFrom {
-        replica_id: -1,
+        replica_id: BrokerId::NONE,
         current_leader_epoch: -1,
         log_start_offset: -1,
     };
@@ -187,21 +187,21 @@ impl FetchFrom {
 /// A leader's request to change the ISR, handed to the control thread by the shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrChange {
-    pub isr: Vec<i32>,
+    pub isr: Vec<BrokerId>,
     pub leader_epoch: i32,
     pub zk_version: i32,
 }
 
 /// Replication state from the latest applied snapshot plus the leader's follower tracking.
 struct ReplicaState {
-    local: i32,
+    local: BrokerId,
     role: Role,
     leader_epoch: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
     zk_version: i32,
     /// Leader only: the followers' fetch progress in the current epoch.
-    followers: HashMap<i32, FollowerState>,
+    followers: HashMap<BrokerId, FollowerState>,
     /// Leader only: the log end offset when this epoch's leadership began.
     epoch_start_offset: i64,
     /// Leader only: the ISR change in flight, the brokers proposed to join (they count for the
@@ -305,7 +305,7 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             lease,
             replica: RefCell::new(ReplicaState {
-                local: -1,
+                local: BrokerId::NONE,
                 role: Role::Offline,
                 leader_epoch: -1,
                 replicas: Vec::new(),
@@ -366,7 +366,7 @@ impl Partition {
         self.replica.borrow().leader_epoch
     }
 
-    pub fn isr(&self) -> Vec<i32> {
+    pub fn isr(&self) -> Vec<BrokerId> {
         self.replica.borrow().isr.clone()
     }
 
@@ -401,7 +401,7 @@ impl Partition {
         self.high_watermark.set(hw);
     }
 
-    pub fn apply_state(&self, local: i32, state: &PartitionState) -> Transition {
+    pub fn apply_state(&self, local: BrokerId, state: &PartitionState) -> Transition {
         let now = now_ms();
         let leo = self.log.log_end_offset();
         let role = Role::in_state(local, state);

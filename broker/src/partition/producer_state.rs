@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use shardlog_protocol::batch::BatchHeader;
 
 use crate::base::errors;
+use crate::base::ids::{ProducerEpoch, ProducerId};
 
 /// Kafka clients keep at most five requests in flight with idempotence on.
 pub const RECENT_BATCHES_MAX: usize = 5;
@@ -58,7 +59,7 @@ struct RecentBatch {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerEntry {
-    epoch: i16,
+    epoch: ProducerEpoch,
     recent: VecDeque<RecentBatch>,
 }
 
@@ -79,6 +80,11 @@ pub enum SequenceCheck {
     Reject(i16),
 }
 
+/// The producer id and epoch a batch header carries (integers on the wire).
+pub fn producer_of(h: &BatchHeader) -> (ProducerId, ProducerEpoch) {
+    (ProducerId(h.producer_id), ProducerEpoch(h.producer_epoch))
+}
+
 fn last_seq_of(h: &BatchHeader) -> i32 {
     // Sequences wrap at i32::MAX back to 0, as in Kafka.
     ((h.base_sequence as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
@@ -95,7 +101,7 @@ fn next_seq(seq: i32) -> i32 {
 /// Producer state of one partition. Lives on the partition's shard.
 #[derive(Debug, Default, Clone)]
 pub struct ProducerStateTable {
-    producers: HashMap<i64, ProducerEntry>,
+    producers: HashMap<ProducerId, ProducerEntry>,
 }
 
 impl ProducerStateTable {
@@ -113,10 +119,11 @@ impl ProducerStateTable {
         if !h.has_producer_id() || h.base_sequence < 0 {
             return SequenceCheck::Append;
         }
+        let (id, epoch) = producer_of(h);
         let entry = pending
             .producers
-            .get(&h.producer_id)
-            .or_else(|| self.producers.get(&h.producer_id));
+            .get(&id)
+            .or_else(|| self.producers.get(&id));
         let last_seq = last_seq_of(h);
         match entry {
             None => {
@@ -128,10 +135,8 @@ impl ProducerStateTable {
                     SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
                 }
             }
-            Some(e) if h.producer_epoch < e.epoch => {
-                SequenceCheck::Reject(errors::INVALID_PRODUCER_EPOCH)
-            }
-            Some(e) if h.producer_epoch > e.epoch => {
+            Some(e) if epoch < e.epoch => SequenceCheck::Reject(errors::INVALID_PRODUCER_EPOCH),
+            Some(e) if epoch > e.epoch => {
                 if h.base_sequence == 0 {
                     SequenceCheck::Append
                 } else {
@@ -162,9 +167,10 @@ impl ProducerStateTable {
         if !h.has_producer_id() || h.base_sequence < 0 {
             return;
         }
-        let entry = self.producers.entry(h.producer_id).or_default();
-        if h.producer_epoch != entry.epoch {
-            entry.epoch = h.producer_epoch;
+        let (id, epoch) = producer_of(h);
+        let entry = self.producers.entry(id).or_default();
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
             entry.recent.clear();
         }
         if entry.recent.len() == RECENT_BATCHES_MAX {
@@ -178,7 +184,7 @@ impl ProducerStateTable {
     }
 
     /// Seeds a pending overlay with the committed entries `h` may touch.
-    pub fn fork_entry(&self, pending: &mut ProducerStateTable, producer_id: i64) {
+    pub fn fork_entry(&self, pending: &mut ProducerStateTable, producer_id: ProducerId) {
         if let Some(e) = self.producers.get(&producer_id) {
             pending
                 .producers
@@ -277,7 +283,7 @@ mod tests {
         let mut t = ProducerStateTable::default();
         t.observe(&header(1, 0, 0, 1, 0));
         let mut pending = ProducerStateTable::default();
-        t.fork_entry(&mut pending, 1);
+        t.fork_entry(&mut pending, ProducerId(1));
         let b1 = header(1, 0, 1, 1, 1);
         assert_eq!(t.check(&b1, &pending), SequenceCheck::Append);
         pending.observe(&b1);

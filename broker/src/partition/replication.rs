@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::base::errors;
-use crate::base::ids::{LeaderEpoch, Offset};
+use crate::base::ids::{BrokerId, LeaderEpoch, Offset};
 
 /// What the leader knows of one follower in the current leader epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +66,10 @@ impl FollowerState {
 /// own is `leader_leo`). `None` while an ISR member has not fetched in this epoch: then nothing
 /// new is known to be committed and the high watermark stays where it is.
 pub fn isr_high_watermark(
-    local: i32,
+    local: BrokerId,
     leader_leo: i64,
-    isr: &[i32],
-    followers: &HashMap<i32, FollowerState>,
+    isr: &[BrokerId],
+    followers: &HashMap<BrokerId, FollowerState>,
 ) -> Option<i64> {
     let mut hw = leader_leo;
     for id in isr.iter().filter(|id| **id != local) {
@@ -137,7 +137,7 @@ pub fn acks_committed(isr_len: usize, min_insync: usize) -> i16 {
 /// if the leader then failed, the new member could be elected without records acknowledged
 /// with acks=all. (The simulator found this.) A shrink counts the old, larger ISR until it
 /// lands, which the current ISR already is.
-pub fn maximal_isr(isr: &[i32], proposed: &[i32]) -> Vec<i32> {
+pub fn maximal_isr(isr: &[BrokerId], proposed: &[BrokerId]) -> Vec<BrokerId> {
     let mut all = isr.to_vec();
     all.extend(proposed.iter().filter(|b| !isr.contains(b)));
     all
@@ -146,10 +146,10 @@ pub fn maximal_isr(isr: &[i32], proposed: &[i32]) -> Vec<i32> {
 /// A leader's replication state, as the ISR decisions need it.
 #[derive(Clone, Copy)]
 pub struct LeaderView<'a> {
-    pub local: i32,
-    pub replicas: &'a [i32],
-    pub isr: &'a [i32],
-    pub followers: &'a HashMap<i32, FollowerState>,
+    pub local: BrokerId,
+    pub replicas: &'a [BrokerId],
+    pub isr: &'a [BrokerId],
+    pub followers: &'a HashMap<BrokerId, FollowerState>,
     pub log_end_offset: i64,
     pub high_watermark: i64,
     /// Where the current leader epoch started in the leader's log.
@@ -166,9 +166,9 @@ pub fn isr_change(
     v: &LeaderView<'_>,
     now_ms: i64,
     lag_time_max_ms: i64,
-    is_alive: impl Fn(i32) -> bool,
-) -> Option<Vec<i32>> {
-    let lagging = |id: &i32| {
+    is_alive: impl Fn(BrokerId) -> bool,
+) -> Option<Vec<BrokerId>> {
+    let lagging = |id: &BrokerId| {
         *id != v.local
             && !v
                 .followers
@@ -178,7 +178,7 @@ pub fn isr_change(
     if v.isr.iter().any(lagging) {
         return Some(v.isr.iter().copied().filter(|id| !lagging(id)).collect());
     }
-    let joining: Vec<i32> = v
+    let joining: Vec<BrokerId> = v
         .replicas
         .iter()
         .copied()
@@ -208,11 +208,11 @@ pub fn isr_change(
 /// whether it happened), the maximal ISR again, so that it lands or is refused for certain.
 pub fn leader_isr_proposal(
     v: &LeaderView<'_>,
-    proposed: &[i32],
+    proposed: &[BrokerId],
     now_ms: i64,
     lag_time_max_ms: i64,
-    is_alive: impl Fn(i32) -> bool,
-) -> Option<Vec<i32>> {
+    is_alive: impl Fn(BrokerId) -> bool,
+) -> Option<Vec<BrokerId>> {
     let maximal = maximal_isr(v.isr, proposed);
     let over_maximal = LeaderView {
         isr: &maximal,
@@ -231,7 +231,7 @@ pub fn leader_isr_proposal(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IsrChanges {
     pending: Option<i32>,
-    proposed: Vec<i32>,
+    proposed: Vec<BrokerId>,
     not_before_ms: i64,
 }
 
@@ -252,7 +252,7 @@ impl IsrChanges {
 
     /// The ISR the high watermark is computed over (no copy when nothing is proposed, the
     /// usual case: this runs on every follower fetch and append).
-    pub fn maximal<'a>(&self, isr: &'a [i32]) -> std::borrow::Cow<'a, [i32]> {
+    pub fn maximal<'a>(&self, isr: &'a [BrokerId]) -> std::borrow::Cow<'a, [BrokerId]> {
         if self.proposed.is_empty() {
             std::borrow::Cow::Borrowed(isr)
         } else {
@@ -268,8 +268,8 @@ impl IsrChanges {
         zk_version: i32,
         now_ms: i64,
         lag_time_max_ms: i64,
-        is_alive: impl Fn(i32) -> bool,
-    ) -> Option<Vec<i32>> {
+        is_alive: impl Fn(BrokerId) -> bool,
+    ) -> Option<Vec<BrokerId>> {
         if self.pending.is_some() || now_ms < self.not_before_ms {
             return None;
         }
@@ -449,6 +449,10 @@ pub fn truncation_step(
 mod tests {
     use super::*;
 
+    fn ids(ids: &[i32]) -> Vec<BrokerId> {
+        BrokerId::list(ids)
+    }
+
     fn follower(leo: Option<i64>, caught_up: i64) -> FollowerState {
         FollowerState {
             log_end_offset: leo,
@@ -462,16 +466,28 @@ mod tests {
     #[test]
     fn high_watermark_is_the_smallest_isr_log_end() {
         let mut f = HashMap::new();
-        f.insert(2, follower(Some(7), 0));
-        f.insert(3, follower(Some(4), 0));
-        assert_eq!(isr_high_watermark(1, 10, &[1, 2, 3], &f), Some(4));
+        f.insert(BrokerId(2), follower(Some(7), 0));
+        f.insert(BrokerId(3), follower(Some(4), 0));
+        assert_eq!(
+            isr_high_watermark(BrokerId(1), 10, &ids(&[1, 2, 3]), &f),
+            Some(4)
+        );
         // A lagging replica outside the ISR does not hold it back.
-        assert_eq!(isr_high_watermark(1, 10, &[1, 2], &f), Some(7));
+        assert_eq!(
+            isr_high_watermark(BrokerId(1), 10, &ids(&[1, 2]), &f),
+            Some(7)
+        );
         // Alone in the ISR: everything appended is committed (standalone).
-        assert_eq!(isr_high_watermark(1, 10, &[1], &HashMap::new()), Some(10));
+        assert_eq!(
+            isr_high_watermark(BrokerId(1), 10, &ids(&[1]), &HashMap::new()),
+            Some(10)
+        );
         // An ISR member that has not fetched in this epoch blocks any advance.
-        f.insert(3, FollowerState::new(0));
-        assert_eq!(isr_high_watermark(1, 10, &[1, 2, 3], &f), None);
+        f.insert(BrokerId(3), FollowerState::new(0));
+        assert_eq!(
+            isr_high_watermark(BrokerId(1), 10, &ids(&[1, 2, 3]), &f),
+            None
+        );
         assert_eq!(advance_high_watermark(5, None), 5);
         assert_eq!(advance_high_watermark(5, Some(3)), 5);
         assert_eq!(advance_high_watermark(5, Some(8)), 8);
@@ -490,32 +506,39 @@ mod tests {
     #[test]
     fn an_isr_expansion_counts_before_it_is_known() {
         let mut f = HashMap::new();
-        f.insert(2, follower(Some(47), 0));
-        f.insert(3, follower(Some(46), 0));
+        f.insert(BrokerId(2), follower(Some(47), 0));
+        f.insert(BrokerId(3), follower(Some(46), 0));
         // Broker 3 was asked into the ISR [1, 2]: the high watermark waits for it at once.
-        let maximal = maximal_isr(&[1, 2], &[1, 2, 3]);
-        assert_eq!(maximal, vec![1, 2, 3]);
-        assert_eq!(isr_high_watermark(1, 47, &maximal, &f), Some(46));
-        assert_eq!(isr_high_watermark(1, 47, &[1, 2], &f), Some(47));
-        assert_eq!(maximal_isr(&[1, 2, 3], &[1, 3]), vec![1, 2, 3]);
-        // The expansion's outcome is unknown and nothing else is due: ask for it again.
-        let v = view(&[1, 2, 3], &[1, 2], &f, 47, 46, 0);
+        let maximal = maximal_isr(&ids(&[1, 2]), &ids(&[1, 2, 3]));
+        assert_eq!(maximal, ids(&[1, 2, 3]));
+        assert_eq!(isr_high_watermark(BrokerId(1), 47, &maximal, &f), Some(46));
         assert_eq!(
-            leader_isr_proposal(&v, &[3], 0, 10_000, |_| true),
-            Some(vec![1, 2, 3])
+            isr_high_watermark(BrokerId(1), 47, &ids(&[1, 2]), &f),
+            Some(47)
+        );
+        assert_eq!(
+            maximal_isr(&ids(&[1, 2, 3]), &ids(&[1, 3])),
+            ids(&[1, 2, 3])
+        );
+        // The expansion's outcome is unknown and nothing else is due: ask for it again.
+        let (all, two) = (ids(&[1, 2, 3]), ids(&[1, 2]));
+        let v = view(&all, &two, &f, 47, 46, 0);
+        assert_eq!(
+            leader_isr_proposal(&v, &ids(&[3]), 0, 10_000, |_| true),
+            Some(ids(&[1, 2, 3]))
         );
         // Broker 3 lags beyond the allowed time (2 is at the leader's end): the proposal
         // drops it (counted until now).
         assert_eq!(
-            leader_isr_proposal(&v, &[3], 20_000, 10_000, |_| true),
-            Some(vec![1, 2])
+            leader_isr_proposal(&v, &ids(&[3]), 20_000, 10_000, |_| true),
+            Some(ids(&[1, 2]))
         );
         // Nothing proposed: the plain ISR decision.
         assert_eq!(
             leader_isr_proposal(&v, &[], 0, 10_000, |_| true),
             isr_change(&v, 0, 10_000, |_| true)
         );
-        let full = view(&[1, 2, 3], &[1, 2, 3], &f, 47, 46, 0);
+        let full = view(&all, &all, &f, 47, 46, 0);
         assert_eq!(leader_isr_proposal(&full, &[], 0, 10_000, |_| true), None);
     }
 
@@ -568,15 +591,15 @@ mod tests {
     }
 
     fn view<'a>(
-        replicas: &'a [i32],
-        isr: &'a [i32],
-        followers: &'a HashMap<i32, FollowerState>,
+        replicas: &'a [BrokerId],
+        isr: &'a [BrokerId],
+        followers: &'a HashMap<BrokerId, FollowerState>,
         log_end_offset: i64,
         high_watermark: i64,
         epoch_start_offset: i64,
     ) -> LeaderView<'a> {
         LeaderView {
-            local: 1,
+            local: BrokerId(1),
             replicas,
             isr,
             followers,
@@ -590,22 +613,22 @@ mod tests {
     fn isr_shrinks_lagging_members_and_expands_caught_up_ones() {
         let lag = 10_000;
         let mut f = HashMap::new();
-        f.insert(2, follower(Some(50), 1_000));
-        f.insert(3, follower(Some(100), 20_000));
+        f.insert(BrokerId(2), follower(Some(50), 1_000));
+        f.insert(BrokerId(3), follower(Some(100), 20_000));
         // Replica 2 last caught up at 1 s; at 20 s it lags beyond 10 s.
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2, 3]), &f, 100, 50, 0),
                 20_000,
                 lag,
                 |_| true
             ),
-            Some(vec![1, 3])
+            Some(ids(&[1, 3]))
         );
         // Within the allowed lag: nothing changes.
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2, 3], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2, 3]), &f, 100, 50, 0),
                 11_000,
                 lag,
                 |_| true
@@ -615,17 +638,17 @@ mod tests {
         // Replica 3 outside the ISR, at the high watermark: it joins.
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 0),
                 11_000,
                 lag,
                 |_| true
             ),
-            Some(vec![1, 2, 3])
+            Some(ids(&[1, 2, 3]))
         );
         // ...but not before reaching the start of the current epoch.
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 120),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 120),
                 11_000,
                 lag,
                 |_| true
@@ -635,29 +658,29 @@ mod tests {
         // At the high watermark but silent for longer than the lag (dead, paused): stays out.
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 0),
                 30_001,
                 lag,
                 |_| true
             ),
-            Some(vec![1])
+            Some(ids(&[1]))
         );
-        f.insert(2, follower(Some(50), 29_000));
+        f.insert(BrokerId(2), follower(Some(50), 29_000));
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 0),
                 30_001,
                 lag,
                 |_| true
             ),
             None
         );
-        f.insert(2, follower(Some(50), 1_000));
+        f.insert(BrokerId(2), follower(Some(50), 1_000));
         // Below the high watermark: stays out.
-        f.insert(3, follower(Some(40), 20_000));
+        f.insert(BrokerId(3), follower(Some(40), 20_000));
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 0),
                 11_000,
                 lag,
                 |_| true
@@ -666,38 +689,53 @@ mod tests {
         );
         // An ISR member that never fetched in this epoch goes after the lag time.
         let mut g = HashMap::new();
-        g.insert(2, FollowerState::new(0));
+        g.insert(BrokerId(2), FollowerState::new(0));
         assert_eq!(
-            isr_change(&view(&[1, 2], &[1, 2], &g, 0, 0, 0), 5_000, lag, |_| true),
+            isr_change(
+                &view(&ids(&[1, 2]), &ids(&[1, 2]), &g, 0, 0, 0),
+                5_000,
+                lag,
+                |_| true
+            ),
             None
         );
         assert_eq!(
-            isr_change(&view(&[1, 2], &[1, 2], &g, 5, 0, 0), 10_001, lag, |_| true),
-            Some(vec![1])
+            isr_change(
+                &view(&ids(&[1, 2]), &ids(&[1, 2]), &g, 5, 0, 0),
+                10_001,
+                lag,
+                |_| true
+            ),
+            Some(ids(&[1]))
         );
         // A caught-up replica that is not registered (dead, shutting down) is not proposed.
-        f.insert(3, follower(Some(100), 10_500));
+        f.insert(BrokerId(3), follower(Some(100), 10_500));
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 0),
                 11_000,
                 lag,
                 |_| true
             ),
-            Some(vec![1, 2, 3])
+            Some(ids(&[1, 2, 3]))
         );
         assert_eq!(
             isr_change(
-                &view(&[1, 2, 3], &[1, 2], &f, 100, 50, 0),
+                &view(&ids(&[1, 2, 3]), &ids(&[1, 2]), &f, 100, 50, 0),
                 11_000,
                 lag,
-                |id| id != 3
+                |id| id != BrokerId(3)
             ),
             None
         );
         // The leader itself never leaves.
         assert_eq!(
-            isr_change(&view(&[1], &[1], &g, 5, 0, 0), 99_999, lag, |_| true),
+            isr_change(
+                &view(&ids(&[1]), &ids(&[1]), &g, 5, 0, 0),
+                99_999,
+                lag,
+                |_| true
+            ),
             None
         );
     }

@@ -29,12 +29,12 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::messages::{FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use shardlog_protocol::request;
 
 use crate::base::errors;
-use crate::base::ids::{LeaderEpoch, Offset};
+use crate::base::ids::{BrokerId, LeaderEpoch, Offset};
 use crate::partition::replication::LeaderAnswer;
 use crate::partition::{FollowerAppendError, FollowerSync, Partition, Role};
 use crate::runtime::rt::TcpStream;
@@ -123,7 +123,7 @@ impl LeaderConnection {
 }
 
 /// Partitions of this shard that currently follow `leader`.
-fn following(shard: &Shard, leader: i32) -> Vec<Rc<Partition>> {
+fn following(shard: &Shard, leader: BrokerId) -> Vec<Rc<Partition>> {
     let mut parts: Vec<_> = shard
         .partitions()
         .into_iter()
@@ -170,13 +170,13 @@ fn back_off_after_error(shard: &Shard, p: &Partition, code: i16) {
     back_off_for(p, wait);
 }
 
-fn still_follows(p: &Partition, leader: i32, epoch: i32) -> bool {
+fn still_follows(p: &Partition, leader: BrokerId, epoch: i32) -> bool {
     p.role() == Role::Follower { leader } && p.leader_epoch() == epoch
 }
 
 /// The fetcher of `shard` for partitions led by broker `leader`. Started by the shard when a
 /// partition starts following `leader` and none runs; returns when no partition follows it.
-pub async fn run(shard: Rc<Shard>, leader: i32) {
+pub async fn run(shard: Rc<Shard>, leader: BrokerId) {
     let mut conn: Option<LeaderConnection> = None;
     log::info!(
         "shard {}: replica fetcher for broker {leader} started",
@@ -240,7 +240,7 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
 async fn round(
     shard: &Rc<Shard>,
     conn: &mut LeaderConnection,
-    leader: i32,
+    leader: BrokerId,
     ready: Vec<Rc<Partition>>,
 ) -> Result<(), FetcherError> {
     let truncating: Vec<_> = ready
@@ -270,7 +270,7 @@ async fn round(
     fetch(shard, conn, leader, fetching).await
 }
 
-async fn connect(shard: &Shard, leader: i32) -> Result<LeaderConnection, FetcherError> {
+async fn connect(shard: &Shard, leader: BrokerId) -> Result<LeaderConnection, FetcherError> {
     let broker = shard
         .metadata()
         .brokers
@@ -293,7 +293,7 @@ fn topic_name(name: &Arc<str>) -> TopicName {
 async fn truncate(
     shard: &Rc<Shard>,
     conn: &mut LeaderConnection,
-    leader: i32,
+    leader: BrokerId,
     parts: Vec<Rc<Partition>>,
 ) -> Result<(), FetcherError> {
     // Value: (partition, epoch followed, our latest epoch asked about).
@@ -327,7 +327,7 @@ async fn truncate(
         return Ok(());
     }
     let req = OffsetForLeaderEpochRequest::default()
-        .with_replica_id(BrokerId(shard.metadata().local_broker))
+        .with_replica_id(shard.metadata().local_broker.into())
         .with_topics(topics);
     let resp = conn
         .call(shard, &req, OFFSET_FOR_LEADER_EPOCH_VERSION, Duration::ZERO)
@@ -404,7 +404,7 @@ async fn truncate(
 async fn fetch(
     shard: &Rc<Shard>,
     conn: &mut LeaderConnection,
-    leader: i32,
+    leader: BrokerId,
     parts: Vec<Rc<Partition>>,
 ) -> Result<(), FetcherError> {
     let config = shard.config.clone();
@@ -432,7 +432,7 @@ async fn fetch(
     }
     let wait_ms = config.replica_fetch_wait_max_ms.max(0);
     let req = FetchRequest::default()
-        .with_replica_id(BrokerId(shard.metadata().local_broker))
+        .with_replica_id(shard.metadata().local_broker.into())
         .with_max_wait_ms(wait_ms)
         .with_min_bytes(config.replica_fetch_min_bytes.max(1))
         .with_max_bytes(FETCH_RESPONSE_BYTES.max(config.replica_fetch_max_bytes))

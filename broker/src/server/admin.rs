@@ -21,6 +21,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::metadata_api::topic_uuid;
 use super::Response;
 use crate::base::errors;
+// `ids::ProducerId` is the broker's; `ProducerId` in this file is the wire's.
+use crate::base::ids;
 use crate::runtime::shard_table::ShardId;
 use crate::shard::scatter::scatter_each;
 use crate::shard::topics::{create_topics_replicated, publish, TopicSpec};
@@ -371,7 +373,7 @@ pub async fn init_producer_id(
     let resp = match id {
         Ok(id) => base
             .with_error_code(errors::NONE)
-            .with_producer_id(ProducerId(id))
+            .with_producer_id(id.into())
             .with_producer_epoch(0),
         Err(code) => base.with_error_code(code),
     };
@@ -389,10 +391,10 @@ struct ProducerIdBlock {
 }
 
 impl ProducerIdBlock {
-    fn take(&mut self) -> Option<i64> {
+    fn take(&mut self) -> Option<ids::ProducerId> {
         (self.next < self.end).then(|| {
             self.next += 1;
-            self.next - 1
+            ids::ProducerId(self.next - 1)
         })
     }
 }
@@ -404,7 +406,7 @@ thread_local! {
     static PRODUCER_ID_GATE: Rc<crate::runtime::rt::Semaphore> = Rc::new(crate::runtime::rt::Semaphore::new(1));
 }
 
-fn take_producer_id() -> Option<i64> {
+fn take_producer_id() -> Option<ids::ProducerId> {
     PRODUCER_IDS.with(|c| {
         let mut b = c.get();
         let id = b.take();
@@ -415,7 +417,7 @@ fn take_producer_id() -> Option<i64> {
 
 /// On shard 0: a producer id never handed out before, from the registry (standalone) or from
 /// cluster-wide blocks reserved in ZooKeeper by the control thread (cluster mode).
-async fn allocate_producer_id(s0: &Shard) -> Result<i64, i16> {
+async fn allocate_producer_id(s0: &Shard) -> Result<ids::ProducerId, i16> {
     if let Some(registry) = s0.registry.as_ref() {
         if let Some(id) = registry.borrow_mut().take_producer_id() {
             return Ok(id);
@@ -462,8 +464,8 @@ async fn allocate_producer_id(s0: &Shard) -> Result<i64, i16> {
     match crate::runtime::rt::recv_cross(&rx).await {
         Ok(Ok(first)) => {
             let mut block = ProducerIdBlock {
-                next: first,
-                end: first.saturating_add(PRODUCER_ID_BLOCK),
+                next: first.0,
+                end: first.0.saturating_add(PRODUCER_ID_BLOCK),
             };
             let id = block.take();
             PRODUCER_IDS.with(|c| c.set(block));
@@ -490,8 +492,8 @@ mod tests {
             next: 5000,
             end: 5002,
         };
-        assert_eq!(b.take(), Some(5000));
-        assert_eq!(b.take(), Some(5001));
+        assert_eq!(b.take(), Some(ids::ProducerId(5000)));
+        assert_eq!(b.take(), Some(ids::ProducerId(5001)));
         assert_eq!(b.take(), None);
         assert_eq!(b.take(), None);
     }

@@ -380,7 +380,7 @@ pub async fn describe_cluster(
     let snapshot = shard.metadata();
     let base = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(snapshot.cluster_id.clone()))
-        .with_controller_id(BrokerId(snapshot.controller_id));
+        .with_controller_id(snapshot.controller_id.into());
     // v1+: a client looking for controller endpoints has the wrong address.
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKER {
         return Response::Message(ResponseKind::DescribeCluster(
@@ -398,7 +398,7 @@ pub async fn describe_cluster(
         .values()
         .map(|b| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.id))
+                .with_broker_id(b.id.into())
                 .with_host(StrBytes::from_string(b.host.clone()))
                 .with_port(i32::from(b.port))
                 .with_rack(None)

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Response;
 use crate::base::errors;
+use crate::base::ids::PartitionId;
 use crate::cluster::control_api::ControlRequest;
 use crate::cluster::metadata::MetadataSnapshot;
 use crate::control::election;
@@ -66,7 +67,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ElectLeadersRequest) -
             let (reply, rx) = flume::bounded(1);
             let request = ControlRequest::ElectLeaders {
                 unclean,
-                partitions: asked.clone(),
+                partitions: asked
+                    .clone()
+                    .map(|a| a.into_iter().map(|(t, p)| (t, PartitionId(p))).collect()),
                 reply,
             };
             let answer = if control.tx.send_async(request).await.is_err() {
@@ -82,7 +85,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ElectLeadersRequest) -
                 .await
             };
             match answer {
-                Some(results) => results,
+                Some(results) => results
+                    .into_iter()
+                    .map(|(t, p, code)| (t, p.0, code))
+                    .collect(),
                 // Shutting down, or slower than the client wants to wait: the election may
                 // still happen; the client learns it from Metadata.
                 None => asked
@@ -176,18 +182,19 @@ fn respond(version: i16, top: i16, results: Results, message: Option<&str>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::ids::BrokerId;
     use crate::cluster::metadata::{BrokerInfo, PartitionState, TopicMeta};
 
     fn standalone_with(topic: &str, partitions: i32) -> MetadataSnapshot {
         let mut s = MetadataSnapshot {
-            local_broker: 0,
-            controller_id: 0,
+            local_broker: BrokerId(0),
+            controller_id: BrokerId(0),
             ..Default::default()
         };
         s.brokers.insert(
-            0,
+            BrokerId(0),
             BrokerInfo {
-                id: 0,
+                id: BrokerId(0),
                 host: "127.0.0.1".into(),
                 port: 9092,
             },
@@ -203,7 +210,7 @@ mod tests {
                 overrides: BTreeMap::new(),
                 config: Default::default(),
                 states: (0..partitions)
-                    .map(|_| PartitionState::standalone(0))
+                    .map(|_| PartitionState::standalone(BrokerId(0)))
                     .collect(),
             }),
         );

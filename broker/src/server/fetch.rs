@@ -20,6 +20,7 @@ use shardlog_storage::FileSlice;
 
 use super::Response;
 use crate::base::errors;
+use crate::base::ids::BrokerId;
 use crate::base::limits;
 use crate::partition::{FetchFrom, FetchWake, PartitionRead};
 use crate::shard::scatter::scatter_each;
@@ -103,7 +104,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes.max(0) as usize,
                         from: FetchFrom {
-                            replica_id: replica_id.max(-1),
+                            replica_id: BrokerId(replica_id.max(-1)),
                             current_leader_epoch: p.current_leader_epoch,
                             log_start_offset: if version >= 5 { p.log_start_offset } else { -1 },
                         },

@@ -130,7 +130,7 @@ pub async fn find_coordinator(
                 match answer(k) {
                     Ok(b) => c
                         .with_error_code(errors::NONE)
-                        .with_node_id(BrokerId(b.id))
+                        .with_node_id(b.id.into())
                         .with_host(s(&b.host))
                         .with_port(i32::from(b.port)),
                     Err((code, msg)) => c
@@ -148,7 +148,7 @@ pub async fn find_coordinator(
         match answer(&key) {
             Ok(b) => FindCoordinatorResponse::default()
                 .with_error_code(errors::NONE)
-                .with_node_id(BrokerId(b.id))
+                .with_node_id(b.id.into())
                 .with_host(s(&b.host))
                 .with_port(i32::from(b.port)),
             Err((code, msg)) => {
@@ -731,10 +731,10 @@ mod tests {
             t.states = leaders
                 .iter()
                 .map(|&l| PartitionState {
-                    replicas: vec![1, 2, 3],
-                    leader: l,
+                    replicas: crate::base::ids::BrokerId::list(&[1, 2, 3]),
+                    leader: crate::base::ids::BrokerId(l),
                     leader_epoch: 1,
-                    isr: vec![l],
+                    isr: vec![crate::base::ids::BrokerId(l)],
                     zk_version: 0,
                 })
                 .collect();
@@ -750,9 +750,9 @@ mod tests {
         let s = snapshot(&[1, 2]);
         assert_eq!(coordinator_partition(&s, &config, "a"), 1);
         assert_eq!(find_one(&s, &config, "a").map(|b| b.port), Some(9002));
-        assert_eq!(find_one(&s, &config, "").map(|b| b.id), Some(1));
+        assert_eq!(find_one(&s, &config, "").map(|b| b.id.0), Some(1));
         // A leader that is not alive, or no leader: no coordinator.
-        let s = snapshot(&[crate::cluster::metadata::NO_LEADER, 3]);
+        let s = snapshot(&[crate::cluster::metadata::NO_LEADER.0, 3]);
         assert!(find_one(&s, &config, "a").is_none());
         assert!(find_one(&s, &config, "").is_none());
         // No offsets topic: the configured partition count decides, and there is no coordinator.

@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use super::Response;
 use crate::base::errors;
+// The broker's id type; `BrokerId` in this file is the wire's.
+use crate::base::ids::BrokerId as Broker;
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta, CONSUMER_OFFSETS_TOPIC, NO_LEADER};
 use crate::config::valid_topic_name;
 use crate::shard::topics::{create_topics_in_registry, TopicSpec};
@@ -45,12 +47,12 @@ fn partition_entry(
     t: &TopicMeta,
     index: i32,
 ) -> MetadataResponsePartition {
-    let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let ids = |v: &[Broker]| v.iter().copied().map(BrokerId::from).collect::<Vec<_>>();
     let base = MetadataResponsePartition::default().with_partition_index(index);
     let Some(state) = t.state(index) else {
         return base
             .with_error_code(errors::LEADER_NOT_AVAILABLE)
-            .with_leader_id(BrokerId(NO_LEADER))
+            .with_leader_id(NO_LEADER.into())
             .with_leader_epoch(-1);
     };
     let leader = if state.leader != NO_LEADER && snapshot.is_live(state.leader) {
@@ -60,7 +62,7 @@ fn partition_entry(
     };
     let (replicas, isr) = if version == 0 {
         // v0 clients expect only brokers they can reach (Kafka filters them for v0 only).
-        let live = |v: &[i32]| -> Vec<i32> {
+        let live = |v: &[Broker]| -> Vec<Broker> {
             v.iter().copied().filter(|b| snapshot.is_live(*b)).collect()
         };
         (live(&state.replicas), live(&state.isr))
@@ -73,7 +75,7 @@ fn partition_entry(
     } else {
         errors::NONE
     })
-    .with_leader_id(BrokerId(leader))
+    .with_leader_id(leader.into())
     .with_leader_epoch(if version >= 7 { state.leader_epoch } else { -1 })
     .with_replica_nodes(ids(&replicas))
     .with_isr_nodes(ids(&isr))
@@ -226,7 +228,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Re
         .values()
         .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
+                .with_node_id(b.id.into())
                 .with_host(StrBytes::from_string(b.host.clone()))
                 .with_port(i32::from(b.port))
         })
@@ -237,11 +239,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Re
             .with_cluster_id(
                 (version >= 2).then(|| StrBytes::from_string(snapshot.cluster_id.clone())),
             )
-            .with_controller_id(BrokerId(if version >= 1 {
-                snapshot.controller_id
+            .with_controller_id(if version >= 1 {
+                snapshot.controller_id.into()
             } else {
-                -1
-            }))
+                BrokerId(-1)
+            })
             .with_topics(topics)
             .with_cluster_authorized_operations(cluster_ops),
     ))
@@ -261,17 +263,17 @@ mod tests {
         // Partition 2 has no state yet (just created).
         t.states = vec![
             PartitionState {
-                replicas: vec![2, 3, 1],
-                leader: 2,
+                replicas: Broker::list(&[2, 3, 1]),
+                leader: Broker(2),
                 leader_epoch: 4,
-                isr: vec![2, 1],
+                isr: Broker::list(&[2, 1]),
                 zk_version: 9,
             },
             PartitionState {
-                replicas: vec![3, 1],
-                leader: 3,
+                replicas: Broker::list(&[3, 1]),
+                leader: Broker(3),
                 leader_epoch: 6,
-                isr: vec![3],
+                isr: vec![Broker(3)],
                 zk_version: 2,
             },
         ];
@@ -301,13 +303,13 @@ mod tests {
         // The leader (3) is not alive.
         let p = partition_entry(&s, 9, &t, 1);
         assert_eq!(p.error_code, errors::LEADER_NOT_AVAILABLE);
-        assert_eq!(p.leader_id, BrokerId(NO_LEADER));
+        assert_eq!(p.leader_id, BrokerId::from(NO_LEADER));
         assert_eq!(p.leader_epoch, 6);
         assert_eq!(p.isr_nodes, vec![BrokerId(3)]);
         // No state yet.
         let p = partition_entry(&s, 9, &t, 2);
         assert_eq!(p.error_code, errors::LEADER_NOT_AVAILABLE);
-        assert_eq!(p.leader_id, BrokerId(NO_LEADER));
+        assert_eq!(p.leader_id, BrokerId::from(NO_LEADER));
         assert!(p.replica_nodes.is_empty());
     }
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::base::errors;
+use crate::base::ids::{BrokerId, PartitionId};
 use crate::cluster::control_api::{ControlHandle, ControlRequest, Lease};
 use crate::cluster::metadata::{
     MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry,
@@ -77,7 +78,7 @@ pub struct ShardSetup {
 }
 
 /// How a shard starts its fetch loop for one leader broker.
-pub type FollowerFetcher = fn(Rc<Shard>, i32) -> Pin<Box<dyn Future<Output = ()>>>;
+pub type FollowerFetcher = fn(Rc<Shard>, BrokerId) -> Pin<Box<dyn Future<Output = ()>>>;
 
 pub type PartitionKey = (Arc<str>, i32);
 
@@ -104,7 +105,7 @@ pub struct Shard {
     pub lease: Arc<Lease>,
     /// Leaders this shard runs a replica fetcher for (one task per leader).
     follower_fetcher: FollowerFetcher,
-    fetchers: RefCell<HashSet<i32>>,
+    fetchers: RefCell<HashSet<BrokerId>>,
     /// Whether the ISR maintenance task runs (cluster mode, started with the first snapshot).
     isr_task_started: Cell<bool>,
     /// This shard's request-path counters (read by the metrics endpoint via `invoke_on`).
@@ -496,7 +497,7 @@ impl Shard {
 
     /// Called by a replica fetcher that found no partition left to follow from `leader`:
     /// it stops, and the next partition to follow that leader starts a new one.
-    pub fn fetcher_stopped(&self, leader: i32) {
+    pub fn fetcher_stopped(&self, leader: BrokerId) {
         self.fetchers.borrow_mut().remove(&leader);
     }
 
@@ -583,7 +584,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
         let lag = shard.config.replica_lag_time_max_ms.min(i64::MAX as u64) as i64;
         // Only registered brokers may join an ISR: the controller refuses the others.
         let metadata = shard.metadata();
-        let is_alive = |id: i32| metadata.brokers.contains_key(&id);
+        let is_alive = |id: BrokerId| metadata.brokers.contains_key(&id);
         for p in shard.partitions() {
             let Some(change) = p.isr_change_due(lag, is_alive) else {
                 continue;
@@ -601,7 +602,7 @@ async fn isr_loop(shard: std::rc::Weak<Shard>) {
             let (tx, rx) = flume::bounded(1);
             let request = ControlRequest::AlterIsr {
                 topic: p.topic.clone(),
-                partition: p.index,
+                partition: PartitionId(p.index),
                 leader_epoch: change.leader_epoch,
                 zk_version: change.zk_version,
                 isr: change.isr,

@@ -53,7 +53,7 @@ impl Control {
         replication_factor: i16,
         overrides: &BTreeMap<String, String>,
     ) -> Result<(), (i16, String)> {
-        let sorted: Vec<i32> = self.view.brokers.keys().copied().collect();
+        let sorted: Vec<BrokerId> = self.view.brokers.keys().copied().collect();
         if replication_factor < 1 || replication_factor as usize > sorted.len() {
             return Err((
                 errors::INVALID_REPLICATION_FACTOR,
@@ -64,13 +64,18 @@ impl Control {
                 ),
             ));
         }
-        let placed = election::place(&sorted, 0, partitions, replication_factor as usize);
+        let placed = election::place(
+            &sorted,
+            PartitionId(0),
+            partitions,
+            replication_factor as usize,
+        );
         let assignment = TopicAssignment {
             partitions: placed
                 .iter()
                 .cloned()
                 .enumerate()
-                .map(|(p, r)| (p as i32, r))
+                .map(|(p, r)| (PartitionId(p as i32), r))
                 .collect(),
             topic_id: Some(id),
         };
@@ -88,7 +93,7 @@ impl Control {
             )?;
             multi.add_create(&layout::partitions_path(name), &[], &persistent())?;
             for (p, replicas) in placed.iter().enumerate() {
-                self.add_new_partition(&mut multi, name, p as i32, replicas)?;
+                self.add_new_partition(&mut multi, name, PartitionId(p as i32), replicas)?;
             }
             let config = layout::encode_topic_config(overrides);
             let config_path = layout::topic_config_path(name);
@@ -215,8 +220,12 @@ impl Control {
             if target <= current {
                 return Ok(());
             }
-            let rf = t.assignment.partitions.get(&0).map_or(1, |r| r.len());
-            let sorted: Vec<i32> = self.view.brokers.keys().copied().collect();
+            let rf = t
+                .assignment
+                .partitions
+                .get(&PartitionId(0))
+                .map_or(1, |r| r.len());
+            let sorted: Vec<BrokerId> = self.view.brokers.keys().copied().collect();
             if rf > sorted.len() {
                 return Err((
                     errors::INVALID_REPLICATION_FACTOR,
@@ -226,12 +235,12 @@ impl Control {
                     ),
                 ));
             }
-            let placed = election::place(&sorted, current, target - current, rf);
+            let placed = election::place(&sorted, PartitionId(current), target - current, rf);
             let mut assignment = t.assignment.clone();
             let mut multi = client.new_multi_writer();
             let ops = (|| -> Result<(), zk::Error> {
                 for (k, replicas) in placed.iter().enumerate() {
-                    let p = current + k as i32;
+                    let p = PartitionId(current + k as i32);
                     assignment.partitions.insert(p, replicas.clone());
                     self.add_new_partition(&mut multi, name, p, replicas)?;
                 }
@@ -464,7 +473,7 @@ impl Control {
         }
     }
 
-    pub(super) async fn producer_id_block(&mut self, count: i64) -> Result<i64, String> {
+    pub(super) async fn producer_id_block(&mut self, count: i64) -> Result<ProducerId, String> {
         let Some(client) = self.client() else {
             return Err("not connected to ZooKeeper".into());
         };
@@ -474,15 +483,15 @@ impl Control {
                 Ok((data, stat)) => {
                     let last =
                         layout::decode_producer_id_block(&data).map_err(|e| e.to_string())?;
-                    (last.block_end + 1, Some(stat.version))
+                    (last.block_end.0 + 1, Some(stat.version))
                 }
                 Err(zk::Error::NoNode) => (0, None),
                 Err(e) => return Err(self.zk_error("read producer id block", e).1),
             };
             let block = layout::ProducerIdBlock {
                 broker: self.local,
-                block_start: start,
-                block_end: start + count - 1,
+                block_start: ProducerId(start),
+                block_end: ProducerId(start + count - 1),
             };
             let bytes = layout::encode_producer_id_block(&block);
             let written = match version {
@@ -496,7 +505,7 @@ impl Control {
                     .map(|_| ()),
             };
             match written {
-                Ok(()) => return Ok(start),
+                Ok(()) => return Ok(ProducerId(start)),
                 Err(zk::Error::BadVersion | zk::Error::NodeExists) => continue,
                 Err(e) => return Err(self.zk_error("write producer id block", e).1),
             }

@@ -90,7 +90,7 @@ impl Control {
         }
     }
 
-    pub(super) fn alive(&self) -> BTreeSet<i32> {
+    pub(super) fn alive(&self) -> BTreeSet<BrokerId> {
         self.view.brokers.keys().copied().collect()
     }
 
@@ -108,8 +108,8 @@ impl Control {
         &self,
         multi: &mut zk::MultiWriter,
         topic: &str,
-        partition: i32,
-        replicas: &[i32],
+        partition: PartitionId,
+        replicas: &[BrokerId],
     ) -> Result<(), zk::Error> {
         let state = self.state_znode(&election::initial_state(replicas));
         multi.add_create(
@@ -138,7 +138,7 @@ impl Control {
     pub(super) async fn write_states(
         &mut self,
         client: &zk::Client,
-        changes: Vec<(String, i32, PartitionState)>,
+        changes: Vec<(String, PartitionId, PartitionState)>,
         why: &str,
     ) -> Vec<WriteOutcome> {
         enum Pending<A> {
@@ -309,7 +309,7 @@ impl Control {
     }
 
     /// Every partition with a state, keyed by topic and partition.
-    pub(super) fn partition_states(&self) -> Vec<((String, i32), PartitionState)> {
+    pub(super) fn partition_states(&self) -> Vec<((String, PartitionId), PartitionState)> {
         self.view
             .topics
             .iter()
@@ -356,11 +356,11 @@ impl Control {
     pub(super) async fn elect_leaders(
         &mut self,
         unclean: bool,
-        asked: Option<Vec<(Arc<str>, i32)>>,
-    ) -> Vec<(Arc<str>, i32, i16)> {
+        asked: Option<Vec<(Arc<str>, PartitionId)>>,
+    ) -> Vec<(Arc<str>, PartitionId, i16)> {
         let all = asked.is_none();
-        let mut results: BTreeMap<(Arc<str>, i32), i16> = BTreeMap::new();
-        let mut pending: Option<Vec<(Arc<str>, i32)>> = asked.map(|mut a| {
+        let mut results: BTreeMap<(Arc<str>, PartitionId), i16> = BTreeMap::new();
+        let mut pending: Option<Vec<(Arc<str>, PartitionId)>> = asked.map(|mut a| {
             a.sort();
             a.dedup();
             a
@@ -372,7 +372,7 @@ impl Control {
             let Some(client) = self.client() else {
                 break;
             };
-            let wanted: Vec<(Arc<str>, i32)> = match pending.take() {
+            let wanted: Vec<(Arc<str>, PartitionId)> = match pending.take() {
                 Some(p) => p,
                 None => self
                     .partition_states()
@@ -399,7 +399,7 @@ impl Control {
             if changes.is_empty() {
                 break;
             }
-            let keys: Vec<(Arc<str>, i32)> =
+            let keys: Vec<(Arc<str>, PartitionId)> =
                 changes.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
             let writes = changes
                 .into_iter()
@@ -442,10 +442,10 @@ impl Control {
     pub(super) async fn alter_isr(
         &mut self,
         topic: &str,
-        partition: i32,
+        partition: PartitionId,
         leader_epoch: i32,
         zk_version: i32,
-        isr: Vec<i32>,
+        isr: Vec<BrokerId>,
     ) -> i16 {
         let Some(client) = self.client() else {
             return errors::NOT_LEADER_OR_FOLLOWER;
@@ -549,8 +549,8 @@ impl Control {
     async fn registrations_of(
         &mut self,
         client: &zk::Client,
-        brokers: &[i32],
-    ) -> BTreeMap<i32, i64> {
+        brokers: &[BrokerId],
+    ) -> BTreeMap<BrokerId, i64> {
         let reads: Vec<_> = brokers
             .iter()
             .map(|&b| (b, client.check_stat(&layout::broker_path(b))))
@@ -574,7 +574,7 @@ impl Control {
     pub(super) async fn note_state(
         &mut self,
         topic: &str,
-        partition: i32,
+        partition: PartitionId,
         state: StateZnode,
         version: i32,
         written_zxid: i64,

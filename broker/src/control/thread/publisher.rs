@@ -94,6 +94,7 @@ impl Control {
             }
         };
         let states = (0..n)
+            .map(PartitionId)
             .map(|p| {
                 let mut s = t.state(p).unwrap_or_else(|| PartitionState {
                     replicas: t.assignment.partitions.get(&p).cloned().unwrap_or_default(),

@@ -6,11 +6,11 @@ use super::*;
 /// ZooKeeper's state as last read.
 #[derive(Default)]
 pub(super) struct ZkView {
-    pub(super) brokers: BTreeMap<i32, BrokerInfo>,
+    pub(super) brokers: BTreeMap<BrokerId, BrokerInfo>,
     /// The creation zxid of each broker's registration znode (Kafka's broker epoch): a new one
     /// means the broker restarted, even if the controller never saw it gone.
-    pub(super) registrations: BTreeMap<i32, i64>,
-    pub(super) controller_id: i32,
+    pub(super) registrations: BTreeMap<BrokerId, i64>,
+    pub(super) controller_id: BrokerId,
     /// Session owning `/controller` (0 when there is none).
     pub(super) controller_owner: i64,
     pub(super) controller_epoch: i32,
@@ -24,19 +24,19 @@ pub(super) struct TopicView {
     pub(super) config: BTreeMap<String, String>,
     /// Per assigned partition: the state znode, its version and the zxid of its last write
     /// (mzxid), `None` when it is missing.
-    pub(super) states: BTreeMap<i32, Option<(StateZnode, i32, i64)>>,
+    pub(super) states: BTreeMap<PartitionId, Option<(StateZnode, i32, i64)>>,
 }
 
 impl TopicView {
     /// The zxid of the last write of a partition's state znode (-1 when it is missing).
-    pub(super) fn written_zxid(&self, partition: i32) -> i64 {
+    pub(super) fn written_zxid(&self, partition: PartitionId) -> i64 {
         match self.states.get(&partition) {
             Some(Some((_, _, zxid))) => *zxid,
             _ => -1,
         }
     }
 
-    pub(super) fn state(&self, partition: i32) -> Option<PartitionState> {
+    pub(super) fn state(&self, partition: PartitionId) -> Option<PartitionState> {
         let replicas = self.assignment.partitions.get(&partition)?.clone();
         let (s, version, _) = self.states.get(&partition)?.as_ref()?;
         Some(PartitionState {
@@ -67,7 +67,7 @@ pub(super) async fn read_view(client: &zk::Client) -> Result<ZkView, zk::Error> 
 
     let broker_reads: Vec<_> = ids
         .iter()
-        .filter_map(|s| s.parse::<i32>().ok())
+        .filter_map(|s| s.parse::<i32>().ok().map(BrokerId))
         .map(|id| (id, client.get_data(&layout::broker_path(id))))
         .collect();
     let topic_reads = topic_reads(client, topics);
@@ -173,7 +173,10 @@ pub(super) fn read_controller(
 
 /// A broker's registration: None when it is gone or undecodable (logged).
 /// A broker's registration and its creation zxid.
-pub(super) fn broker_of(id: i32, read: ZnodeRead) -> Result<Option<(BrokerInfo, i64)>, zk::Error> {
+pub(super) fn broker_of(
+    id: BrokerId,
+    read: ZnodeRead,
+) -> Result<Option<(BrokerInfo, i64)>, zk::Error> {
     match read {
         Ok((data, stat)) => match layout::decode_broker(id, &data) {
             Ok(b) => Ok(Some((b, stat.czxid))),
@@ -211,14 +214,14 @@ pub(super) struct Dirty {
     /// `/controller` and `/controller_epoch`.
     pub(super) controller: bool,
     /// `/brokers/ids/<id>` (registered, changed or gone).
-    pub(super) brokers: BTreeSet<i32>,
+    pub(super) brokers: BTreeSet<BrokerId>,
     /// `/brokers/topics/<t>` and `/config/topics/<t>`: a topic created, deleted or grown.
     /// Partitions new to the view get their state read too.
     pub(super) topics: BTreeSet<String>,
     /// `/config/topics/<t>` alone.
     pub(super) configs: BTreeSet<String>,
     /// `/brokers/topics/<t>/partitions/<p>/state`.
-    pub(super) states: BTreeSet<(String, i32)>,
+    pub(super) states: BTreeSet<(String, PartitionId)>,
     /// A client quota znode under `/config/clients` or `/config/users`: the (small) quota
     /// tree is read again as a whole.
     pub(super) quotas: bool,
@@ -255,7 +258,7 @@ impl Dirty {
             ["controller"] => self.controller = true,
             ["brokers", "ids", id] => {
                 if let Ok(id) = id.parse() {
-                    self.brokers.insert(id);
+                    self.brokers.insert(BrokerId(id));
                 }
             }
             ["brokers", "topics", topic] => {
@@ -263,7 +266,7 @@ impl Dirty {
             }
             ["brokers", "topics", topic, "partitions", p, "state"] => {
                 if let Ok(p) = p.parse() {
-                    self.states.insert(((*topic).to_string(), p));
+                    self.states.insert(((*topic).to_string(), PartitionId(p)));
                 }
             }
             ["config", "topics", topic] => {
@@ -340,7 +343,7 @@ pub(super) async fn read_dirty(
             };
         }
     }
-    let mut states: BTreeSet<(String, i32)> = dirty.states.clone();
+    let mut states: BTreeSet<(String, PartitionId)> = dirty.states.clone();
     for (name, assignment, config) in topics {
         let assignment = decode_versioned(assignment.await, layout::decode_topic, || {
             format!("topic {name}")
@@ -422,7 +425,7 @@ pub(super) fn decode_versioned<T, E: std::fmt::Display>(
 fn decode_state_read(
     read: Result<(Vec<u8>, zk::Stat), zk::Error>,
     name: &str,
-    p: i32,
+    p: PartitionId,
 ) -> Result<Option<(StateZnode, i32, i64)>, zk::Error> {
     let mzxid = read.as_ref().map_or(-1, |(_, stat)| stat.mzxid);
     Ok(
@@ -683,10 +686,10 @@ mod tests {
             Dirty {
                 all: false,
                 controller: true,
-                brokers: [3].into(),
+                brokers: [BrokerId(3)].into(),
                 topics: ["new".to_string()].into(),
                 configs: ["orders".to_string()].into(),
-                states: [("orders".to_string(), 7)].into(),
+                states: [("orders".to_string(), PartitionId(7))].into(),
                 quotas: false,
             }
         );
