@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shows that the deterministic simulator finds each bug in sim/regressions/ when its fix is
-# taken out: every patch there reverts one fix in the broker's replication rules. For each, in
+# taken out: every patch there reverts one fix in the broker's replication or controller rules,
+# or in the simulator's copy of the group coordinator glue (sim/src/group.rs). For each, in
 # a scratch worktree of HEAD, the patch is applied, shardlog-sim is built and run over SEEDS
 # seeds (default 1000); the script prints the first failing seed, how many failed, and exits
 # non-zero if a bug went unnoticed. Run from anywhere: scripts/sim-regressions.sh
