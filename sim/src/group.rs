@@ -335,8 +335,8 @@ impl World {
         self.coordinator_apply(id, effects, None);
     }
 
-    /// `GroupCoordinator::reload`, after a batch that did not reach the log or the ISR in time:
-    /// the manager is rebuilt from the log; waiting JoinGroup / SyncGroup get NOT_COORDINATOR,
+    /// `GroupCoordinator::reload`, after a batch the partition refused: the manager is rebuilt
+    /// from the log; waiting JoinGroup / SyncGroup get NOT_COORDINATOR,
     /// batches still in flight answer their own calls.
     fn coordinator_reload(&mut self, id: i32) {
         let Some(pending) = self
@@ -515,7 +515,10 @@ impl World {
 
     /// The group batch `rid` was answered by the partition: committed, or not.
     pub(crate) fn group_write_done(&mut self, id: i32, rid: u64, log_offset: i64, code: i16) {
-        let wrote = self.groups.records.contains_key(&rid);
+        // A batch of records the partition refused (not in the log): memory is ahead of it.
+        let part = self.offsets_part();
+        let refused = self.groups.records.contains_key(&rid)
+            && !self.brokers[&id].log(part).iter().any(|b| b.id == rid);
         let Some(pending) = self
             .groups
             .coordinators
@@ -532,7 +535,7 @@ impl World {
             }
         }
         self.send_replies(id, pending, durable);
-        if wrote && !durable {
+        if refused {
             self.coordinator_reload(id);
         }
     }

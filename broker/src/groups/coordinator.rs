@@ -38,6 +38,17 @@ use crate::partition::{IncomingBatch, Partition};
 /// How long a group write waits for the ISR (Kafka's `offsets.commit.timeout.ms` default).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What became of one call's batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Persisted {
+    /// On every ISR member.
+    Committed,
+    /// In this leader's log, not on the ISR within the commit timeout.
+    NotCommitted,
+    /// Not in the log (not leader, lease ended, ISR below `min.insync.replicas`, I/O error).
+    Refused,
+}
+
 /// Member id suffixes from the kernel's random source.
 struct RandomMemberIds;
 
@@ -288,12 +299,14 @@ impl GroupCoordinator {
             }
         }
         let durable = if !records.is_empty() {
-            let durable = self.persist(records).await;
-            if !durable {
+            let persisted = self.persist(records).await;
+            // Refused: memory holds what the log does not. (Appended but not committed in
+            // time: the log has it, and `unsettled` keeps answers waiting for it.)
+            if persisted == Persisted::Refused {
                 let this = self.clone();
                 crate::runtime::rt::spawn_detached(async move { this.reload().await });
             }
-            durable
+            persisted == Persisted::Committed
         } else if !joins.is_empty() || !syncs.is_empty() {
             self.settled().await
         } else {
@@ -321,7 +334,8 @@ impl GroupCoordinator {
         durable
     }
 
-    async fn persist(&self, records: Vec<shardlog_coordinator::Record>) -> bool {
+    /// Appends one call's records and waits for the ISR.
+    async fn persist(&self, records: Vec<shardlog_coordinator::Record>) -> Persisted {
         let now = now_ms();
         let recs: Vec<Record> = records
             .into_iter()
@@ -338,14 +352,14 @@ impl GroupCoordinator {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 log::error!("cannot encode group records: {e}");
-                return false;
+                return Persisted::Refused;
             }
         };
         let header = match batch::validate(&bytes) {
             Ok(h) => h,
             Err(e) => {
                 log::error!("group record batch invalid: {e}");
-                return false;
+                return Persisted::Refused;
             }
         };
         let outcome = self
@@ -358,7 +372,7 @@ impl GroupCoordinator {
                 self.partition.index,
                 outcome.error_code
             );
-            return false;
+            return Persisted::Refused;
         }
         self.unsettled
             .set(self.unsettled.get().max(outcome.last_offset));
@@ -374,7 +388,11 @@ impl GroupCoordinator {
                 self.partition.index
             );
         }
-        code == errors::NONE
+        if code == errors::NONE {
+            Persisted::Committed
+        } else {
+            Persisted::NotCommitted
+        }
     }
 
     /// One timer per key: scheduling a key again replaces (cancels) the previous timer.
@@ -394,9 +412,8 @@ impl GroupCoordinator {
         self.timers.borrow_mut().insert(key, task);
     }
 
-    /// After a batch that did not reach the log, or not the ISR in time: the manager's memory
-    /// holds what the log may never have, so it is rebuilt from the log, as the `Effect`
-    /// contract asks. Waiting JoinGroup / SyncGroup get NOT_COORDINATOR; until the replay ends,
+    /// After a batch the partition refused: the manager's memory holds what the log does not
+    /// have, so it is rebuilt from the log, as the `Effect` contract asks. Waiting JoinGroup / SyncGroup get NOT_COORDINATOR; until the replay ends,
     /// requests get COORDINATOR_LOAD_IN_PROGRESS. The found-by-simulation case: a leader cut off
     /// from its followers stores a new generation in memory, cannot append it, and then hands
     /// that generation's assignment to the members that sync after the leader.

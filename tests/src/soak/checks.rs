@@ -66,6 +66,13 @@ pub const EXPECTED_LOG_LINES: &[(&str, &str, &str)] = &[
          message waited up to the 100 ms re-check instead of waking its shard at once; nothing \
          is lost, and the count stays visible in the summary",
     ),
+    (
+        "shardlog_broker::groups::coordinator",
+        r"^reloading the groups of __consumer_offsets-\d+ after a failed write$",
+        "the coordinator's partition refused a group write during a fault (a leader cut off \
+         whose lease ended, an ISR below min.insync.replicas): the coordinator rebuilds its \
+         memory from the log",
+    ),
 ];
 
 /// The level, target and message of a text-format log line
