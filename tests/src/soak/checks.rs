@@ -42,7 +42,7 @@ pub const EXPECTED_LOG_LINES: &[(&str, &str, &str)] = &[
     ),
     (
         "shardlog_broker::groups::coordinator",
-        r"^(cannot append group records to|group records of) __consumer_offsets-\d+( not replicated)?: error (6|7|19|20)$",
+        r"^(cannot append group records to|group (records|state) of) __consumer_offsets-\d+( not (replicated|committed))?: error (6|7|19|20)$",
         "the consumer group's coordinator loses leadership or its ISR during a fault: \
          NOT_LEADER_OR_FOLLOWER (6), REQUEST_TIMED_OUT (7), NOT_ENOUGH_REPLICAS (19, 20)",
     ),
