@@ -38,6 +38,7 @@ pub mod member_id;
 pub mod partition;
 pub mod records;
 pub mod subscription;
+pub mod txn;
 
 pub use api::{
     CommitPartition, DescribedGroup, DescribedMember, Effect, FetchedPartition, GroupState,

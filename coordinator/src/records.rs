@@ -72,6 +72,16 @@ pub enum RecordError {
         /// The length read.
         length: i32,
     },
+    /// A field holds a value its schema does not allow (e.g. an unknown transaction status).
+    #[error("{what} field {field} holds the invalid value {value}")]
+    InvalidField {
+        /// The record being decoded.
+        what: &'static str,
+        /// The field's name in Kafka's schema.
+        field: &'static str,
+        /// The value read.
+        value: i64,
+    },
     /// A value version this decoder does not know.
     #[error("{what} version {version} is not supported")]
     UnsupportedVersion {
@@ -331,7 +341,7 @@ impl GroupMetadataValue {
 
 /// Writes a STRING. Callers validate lengths on input; an overlong string is cut at a character
 /// boundary rather than written with a wrong length (it cannot occur through the manager).
-fn put_string(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_string(b: &mut BytesMut, s: &str) {
     let s = truncate_to(s, MAX_STRING_BYTES);
     debug_assert!(s.len() <= MAX_STRING_BYTES);
     b.put_i16(s.len() as i16);
@@ -364,22 +374,27 @@ pub(crate) fn truncate_to(s: &str, max: usize) -> &str {
 }
 
 /// A bounds-checked big-endian reader; never panics.
-struct Reader {
+pub(crate) struct Reader {
     buf: Bytes,
     pos: usize,
     what: &'static str,
 }
 
 impl Reader {
-    fn new(buf: Bytes, what: &'static str) -> Self {
+    pub(crate) fn new(buf: Bytes, what: &'static str) -> Self {
         Reader { buf, pos: 0, what }
     }
 
-    fn remaining(&self) -> usize {
+    /// The name of the record being decoded, for errors.
+    pub(crate) fn what(&self) -> &'static str {
+        self.what
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    fn take(&mut self, n: usize) -> Result<Bytes, RecordError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, RecordError> {
         if self.remaining() < n {
             return Err(RecordError::Truncated { what: self.what });
         }
@@ -395,15 +410,15 @@ impl Reader {
         Ok(out)
     }
 
-    fn i16(&mut self) -> Result<i16, RecordError> {
+    pub(crate) fn i16(&mut self) -> Result<i16, RecordError> {
         Ok(i16::from_be_bytes(self.array()?))
     }
 
-    fn i32(&mut self) -> Result<i32, RecordError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, RecordError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, RecordError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, RecordError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
@@ -422,7 +437,7 @@ impl Reader {
             .map_err(|_| RecordError::InvalidUtf8 { what: self.what })
     }
 
-    fn string(&mut self) -> Result<String, RecordError> {
+    pub(crate) fn string(&mut self) -> Result<String, RecordError> {
         self.nullable_string()?.ok_or(RecordError::InvalidLength {
             what: self.what,
             length: -1,
@@ -441,7 +456,7 @@ impl Reader {
         self.take(n)
     }
 
-    fn array_len(&mut self) -> Result<usize, RecordError> {
+    pub(crate) fn array_len(&mut self) -> Result<usize, RecordError> {
         let len = self.i32()?;
         if len == -1 {
             return Ok(0);
