@@ -19,6 +19,9 @@
 //!   log is readable by Kafka tools; [`GroupManager::load`] rebuilds a manager from it.
 //! - [`coordinator_partition`] is Kafka's group → partition rule behind FindCoordinator.
 //! - [`GroupConfig`] has every limit and timing, with Kafka's names and defaults.
+//! - [`txn`] is the transaction coordinator (InitProducerId, AddPartitionsToTxn,
+//!   AddOffsetsToTxn, EndTxn, DescribeTransactions, ListTransactions) over
+//!   `__transaction_state`, built the same way: [`txn::TxnManager`], one per partition.
 //!
 //! What the glue does around it: decode a request, call the manager with `now_ms`, then carry
 //! out the effects in order — append `Persist` records (one batch per call), keep one timer per

@@ -958,3 +958,732 @@ fn reply_with(token: ReplyToken, reply: &Reply, code: i16) -> TxnEffect {
     };
     TxnEffect::Reply(token, r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const T: ReplyToken = ReplyToken(7);
+
+    fn cfg() -> TxnConfig {
+        TxnConfig {
+            partition_count: 1,
+            coordinator_epoch: 3,
+            ..TxnConfig::default()
+        }
+    }
+
+    /// Records the manager asked to persist and that were acknowledged, in log order.
+    #[derive(Default)]
+    struct Log(Vec<(Bytes, Option<Bytes>)>);
+
+    fn write_of(effects: &[TxnEffect]) -> WriteId {
+        let ws: Vec<WriteId> = effects
+            .iter()
+            .filter_map(|e| match e {
+                TxnEffect::Persist { write, .. } => Some(*write),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ws.len(), 1, "one batch per call: {effects:?}");
+        ws[0]
+    }
+
+    fn no_reply(effects: &[TxnEffect]) {
+        assert!(
+            !effects.iter().any(|e| matches!(e, TxnEffect::Reply(..))),
+            "reply before the write is durable: {effects:?}"
+        );
+    }
+
+    /// Acknowledges the single write of `effects` and returns what that produced.
+    fn ack(m: &mut TxnManager, log: &mut Log, effects: Vec<TxnEffect>) -> Vec<TxnEffect> {
+        no_reply(&effects);
+        let w = write_of(&effects);
+        for e in effects {
+            if let TxnEffect::Persist { records, .. } = e {
+                log.0.extend(records.into_iter().map(|r| (r.key, r.value)));
+            }
+        }
+        m.on_persisted(w, true)
+    }
+
+    fn replies(effects: &[TxnEffect]) -> Vec<TxnReply> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                TxnEffect::Reply(t, r) if *t == T => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn markers(effects: &[TxnEffect]) -> Vec<WriteMarkers> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                TxnEffect::WriteMarkers(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn init_reply(effects: &[TxnEffect]) -> InitProducerIdResult {
+        match replies(effects).as_slice() {
+            [TxnReply::InitProducerId(r)] => *r,
+            other => panic!("expected one InitProducerId reply, got {other:?}"),
+        }
+    }
+
+    fn end_reply(effects: &[TxnEffect]) -> i16 {
+        match replies(effects).as_slice() {
+            [TxnReply::EndTxn(c)] => *c,
+            other => panic!("expected one EndTxn reply, got {other:?}"),
+        }
+    }
+
+    fn add_reply(effects: &[TxnEffect]) -> i16 {
+        match replies(effects).as_slice() {
+            [TxnReply::AddPartitions(p)] => {
+                let codes: BTreeSet<i16> = p
+                    .iter()
+                    .flat_map(|(_, ps)| ps.iter().map(|&(_, c)| c))
+                    .collect();
+                assert_eq!(codes.len(), 1, "one code for every partition: {p:?}");
+                codes.into_iter().next().unwrap_or(-1)
+            }
+            other => panic!("expected one AddPartitions reply, got {other:?}"),
+        }
+    }
+
+    /// InitProducerId for a new id, through NeedsProducerId.
+    fn init_new(m: &mut TxnManager, log: &mut Log, id: &str, pid: i64, now: i64) {
+        let e = m.init_producer_id(T, id, 60_000, None, None, now);
+        assert_eq!(
+            e,
+            vec![TxnEffect::NeedsProducerId {
+                token: T,
+                transactional_id: id.into()
+            }]
+        );
+        let e = m.init_producer_id(T, id, 60_000, None, Some(pid), now);
+        let done = ack(m, log, e);
+        assert_eq!(
+            init_reply(&done),
+            InitProducerIdResult {
+                error_code: codes::NONE,
+                producer_id: pid,
+                producer_epoch: 0
+            }
+        );
+    }
+
+    fn parts(list: &[(&str, i32)]) -> Vec<(String, Vec<i32>)> {
+        list.iter()
+            .map(|(t, p)| (t.to_string(), vec![*p]))
+            .collect()
+    }
+
+    fn add(
+        m: &mut TxnManager,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        p: &[(&str, i32)],
+        now: i64,
+    ) -> Vec<TxnEffect> {
+        m.add_partitions(T, id, pid, epoch, parts(p), now)
+    }
+
+    fn ongoing(m: &mut TxnManager, log: &mut Log, id: &str, pid: i64, epoch: i16, now: i64) {
+        let e = add(m, id, pid, epoch, &[("t", 0), ("t", 1), ("u", 0)], now);
+        assert_eq!(add_reply(&ack(m, log, e)), codes::NONE);
+        assert_eq!(m.state(id), Some(TxnState::Ongoing));
+    }
+
+    #[test]
+    fn commit_happy_path() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 10);
+        assert_eq!(m.state("tx"), Some(TxnState::Empty));
+        ongoing(&mut m, &mut log, "tx", 1000, 0, 20);
+        // Partitions already present: NONE at once, no write.
+        let e = add(&mut m, "tx", 1000, 0, &[("t", 1)], 25);
+        assert_eq!(e.len(), 1);
+        assert_eq!(add_reply(&e), codes::NONE);
+
+        let e = m.end_txn(T, "tx", 1000, 0, true, 30);
+        assert!(m.has_pending_transition("tx"));
+        assert_eq!(m.state("tx"), Some(TxnState::Ongoing));
+        let done = ack(&mut m, &mut log, e);
+        assert_eq!(end_reply(&done), codes::NONE);
+        assert_eq!(
+            markers(&done),
+            vec![WriteMarkers {
+                transactional_id: "tx".into(),
+                producer_id: 1000,
+                producer_epoch: 0,
+                commit: true,
+                coordinator_epoch: 3,
+                partitions: vec![("t".into(), 0), ("t".into(), 1), ("u".into(), 0)],
+            }]
+        );
+        assert_eq!(m.state("tx"), Some(TxnState::PrepareCommit));
+        // Retries while markers are written.
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 31)),
+            codes::CONCURRENT_TRANSACTIONS
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, false, 31)),
+            codes::INVALID_TXN_STATE
+        );
+        assert_eq!(
+            add_reply(&add(&mut m, "tx", 1000, 0, &[("v", 0)], 31)),
+            codes::CONCURRENT_TRANSACTIONS
+        );
+        // Stale marker reports are ignored.
+        assert!(m.markers_written("tx", 1000, 1, 32).is_empty());
+        assert!(m.markers_written("tx", 999, 0, 32).is_empty());
+        let e = m.markers_written("tx", 1000, 0, 40);
+        let done = ack(&mut m, &mut log, e);
+        assert!(done.is_empty());
+        assert_eq!(m.state("tx"), Some(TxnState::CompleteCommit));
+        assert!(m.describe(&["tx".into()])[0].topics.is_empty());
+        assert!(m.markers_written("tx", 1000, 0, 41).is_empty());
+        // Retried EndTxn after completion.
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 50)),
+            codes::NONE
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, false, 50)),
+            codes::INVALID_TXN_STATE
+        );
+        // The next transaction starts afresh.
+        let e = add(&mut m, "tx", 1000, 0, &[("w", 2)], 60);
+        assert_eq!(add_reply(&ack(&mut m, &mut log, e)), codes::NONE);
+        let d = &m.describe(&["tx".into()])[0];
+        assert_eq!(d.topics, vec![("w".to_string(), vec![2])]);
+        assert_eq!(d.start_timestamp_ms, 60);
+    }
+
+    #[test]
+    fn abort_and_add_offsets() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 10);
+        let e = m.add_offsets(T, "tx", 1000, 0, "my-group", 20);
+        let done = ack(&mut m, &mut log, e);
+        assert_eq!(replies(&done), vec![TxnReply::AddOffsets(codes::NONE)]);
+        let d = &m.describe(&["tx".into()])[0];
+        // coordinator_partition("my-group", 50) == 12.
+        assert_eq!(
+            d.topics,
+            vec![(CONSUMER_OFFSETS_TOPIC.to_string(), vec![12])]
+        );
+        assert_eq!(d.state, "Ongoing");
+        let e = m.end_txn(T, "tx", 1000, 0, false, 30);
+        let done = ack(&mut m, &mut log, e);
+        assert_eq!(end_reply(&done), codes::NONE);
+        let mk = markers(&done);
+        assert_eq!(mk.len(), 1);
+        assert!(!mk[0].commit);
+        assert_eq!(
+            mk[0].partitions,
+            vec![(CONSUMER_OFFSETS_TOPIC.to_string(), 12)]
+        );
+        let e = m.markers_written("tx", 1000, 0, 40);
+        ack(&mut m, &mut log, e);
+        assert_eq!(m.state("tx"), Some(TxnState::CompleteAbort));
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, false, 50)),
+            codes::NONE
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 50)),
+            codes::INVALID_TXN_STATE
+        );
+        assert_eq!(
+            replies(&m.add_offsets(T, "tx", 1000, 1, "g", 50)),
+            vec![TxnReply::AddOffsets(codes::PRODUCER_FENCED)]
+        );
+    }
+
+    #[test]
+    fn request_validation() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        let init = |m: &mut TxnManager, timeout| {
+            init_reply(&m.init_producer_id(T, "tx", timeout, None, Some(1), 0)).error_code
+        };
+        assert_eq!(init(&mut m, 0), codes::INVALID_TRANSACTION_TIMEOUT);
+        assert_eq!(init(&mut m, -5), codes::INVALID_TRANSACTION_TIMEOUT);
+        assert_eq!(init(&mut m, 900_001), codes::INVALID_TRANSACTION_TIMEOUT);
+        assert_eq!(
+            init_reply(&m.init_producer_id(T, "", 1000, None, Some(1), 0)).error_code,
+            codes::INVALID_REQUEST
+        );
+        // Unknown id.
+        assert_eq!(
+            add_reply(&add(&mut m, "tx", 1, 0, &[("t", 0)], 0)),
+            codes::INVALID_PRODUCER_ID_MAPPING
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1, 0, true, 0)),
+            codes::INVALID_PRODUCER_ID_MAPPING
+        );
+        init_new(&mut m, &mut log, "tx", 1000, 10);
+        assert_eq!(
+            add_reply(&add(&mut m, "tx", 1001, 0, &[("t", 0)], 0)),
+            codes::INVALID_PRODUCER_ID_MAPPING
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1001, 0, true, 0)),
+            codes::INVALID_PRODUCER_ID_MAPPING
+        );
+        // No transaction to end.
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 0)),
+            codes::INVALID_TXN_STATE
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, false, 0)),
+            codes::INVALID_TXN_STATE
+        );
+        // A newer epoch than the coordinator's is fenced too (strict equality, as Kafka).
+        assert_eq!(
+            add_reply(&add(&mut m, "tx", 1000, 1, &[("t", 0)], 0)),
+            codes::PRODUCER_FENCED
+        );
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 1, true, 0)),
+            codes::PRODUCER_FENCED
+        );
+
+        // Ownership: a manager of another partition answers NOT_COORDINATOR.
+        let owner = transaction_partition("tx", 50);
+        let other = TxnManager::new(TxnConfig {
+            partition_index: (owner + 1) % 50,
+            ..TxnConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            other.describe(&["tx".into()])[0].error_code,
+            codes::NOT_COORDINATOR
+        );
+        let mut loading = TxnManager::new_loading(cfg()).unwrap();
+        assert_eq!(
+            init_reply(&loading.init_producer_id(T, "tx", 1000, None, Some(1), 0)).error_code,
+            codes::COORDINATOR_LOAD_IN_PROGRESS
+        );
+        assert_eq!(
+            loading.list(&[], &[]).error_code,
+            codes::COORDINATOR_LOAD_IN_PROGRESS
+        );
+    }
+
+    #[test]
+    fn transaction_partition_is_kafkas_rule() {
+        assert_eq!(transaction_partition("my-group", 50), 12);
+        assert_eq!(transaction_partition("a", 50), 47);
+        assert_eq!(transaction_partition("polygenelubricants", 50), 0);
+        assert_eq!(transaction_partition("x", 0), 0);
+    }
+
+    #[test]
+    fn new_init_fences_the_zombie() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 10);
+        // A second producer with the same id: epoch bump.
+        let e = m.init_producer_id(T, "tx", 30_000, None, None, 20);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!(
+            (r.error_code, r.producer_id, r.producer_epoch),
+            (codes::NONE, 1000, 1)
+        );
+        assert_eq!(m.describe(&["tx".into()])[0].timeout_ms, 30_000);
+        // The zombie (epoch 0) is fenced everywhere.
+        assert_eq!(
+            add_reply(&add(&mut m, "tx", 1000, 0, &[("t", 0)], 30)),
+            codes::PRODUCER_FENCED
+        );
+        ongoing(&mut m, &mut log, "tx", 1000, 1, 30);
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 40)),
+            codes::PRODUCER_FENCED
+        );
+    }
+
+    #[test]
+    fn init_while_ongoing_aborts_with_a_bumped_epoch() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 10);
+        ongoing(&mut m, &mut log, "tx", 1000, 0, 20);
+        let e = m.init_producer_id(T, "tx", 60_000, None, None, 30);
+        // In flight: everything else waits.
+        let again = m.init_producer_id(T, "tx", 60_000, None, None, 31);
+        assert_eq!(
+            init_reply(&again).error_code,
+            codes::CONCURRENT_TRANSACTIONS
+        );
+        assert_eq!(
+            add_reply(&add(&mut m, "tx", 1000, 0, &[("z", 0)], 31)),
+            codes::CONCURRENT_TRANSACTIONS
+        );
+        let done = ack(&mut m, &mut log, e);
+        assert_eq!(init_reply(&done).error_code, codes::CONCURRENT_TRANSACTIONS);
+        let mk = markers(&done);
+        assert_eq!(mk.len(), 1);
+        assert_eq!(
+            (mk[0].commit, mk[0].producer_epoch, mk[0].partitions.len()),
+            (false, 1, 3)
+        );
+        assert_eq!(m.state("tx"), Some(TxnState::PrepareAbort));
+        assert_eq!(m.producer("tx"), Some((1000, 1)));
+        // The client retries while markers are written.
+        assert_eq!(
+            init_reply(&m.init_producer_id(T, "tx", 60_000, None, None, 32)).error_code,
+            codes::CONCURRENT_TRANSACTIONS
+        );
+        // The old producer is fenced.
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 33)),
+            codes::PRODUCER_FENCED
+        );
+        let e = m.markers_written("tx", 1000, 1, 40);
+        ack(&mut m, &mut log, e);
+        assert_eq!(m.state("tx"), Some(TxnState::CompleteAbort));
+        let e = m.init_producer_id(T, "tx", 60_000, None, None, 50);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!((r.producer_id, r.producer_epoch), (1000, 2));
+        assert_eq!(m.state("tx"), Some(TxnState::Empty));
+    }
+
+    #[test]
+    fn timed_out_transactions_are_aborted_and_fenced() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 0);
+        init_new(&mut m, &mut log, "idle", 2000, 0);
+        ongoing(&mut m, &mut log, "tx", 1000, 0, 1_000);
+        // start 1000 + timeout 60000: not before 61001.
+        assert!(m.expire_timed_out(61_000).is_empty());
+        let e = m.expire_timed_out(61_001);
+        let done = ack(&mut m, &mut log, e);
+        assert!(replies(&done).is_empty());
+        let mk = markers(&done);
+        assert_eq!(mk.len(), 1);
+        assert_eq!(
+            (
+                mk[0].transactional_id.as_str(),
+                mk[0].commit,
+                mk[0].producer_epoch
+            ),
+            ("tx", false, 1)
+        );
+        assert_eq!(m.state("idle"), Some(TxnState::Empty));
+        assert!(m.expire_timed_out(70_000).is_empty());
+        assert_eq!(
+            end_reply(&m.end_txn(T, "tx", 1000, 0, true, 70_000)),
+            codes::PRODUCER_FENCED
+        );
+        let e = m.markers_written("tx", 1000, 1, 70_001);
+        ack(&mut m, &mut log, e);
+        assert_eq!(m.state("tx"), Some(TxnState::CompleteAbort));
+        // KIP-360 with the old epoch: fenced (the timeout abort cleared the last epoch).
+        assert_eq!(
+            init_reply(&m.init_producer_id(T, "tx", 60_000, Some((1000, 0)), None, 70_002))
+                .error_code,
+            codes::PRODUCER_FENCED
+        );
+    }
+
+    #[test]
+    fn kip_360_bump_and_retry() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 0);
+        let e = m.init_producer_id(T, "tx", 60_000, Some((1000, 0)), None, 10);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!((r.producer_id, r.producer_epoch), (1000, 1));
+        // The response was lost: the retry names the previous epoch and gets the same answer.
+        let e = m.init_producer_id(T, "tx", 60_000, Some((1000, 0)), None, 20);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!(
+            (r.error_code, r.producer_id, r.producer_epoch),
+            (codes::NONE, 1000, 1)
+        );
+        // Neither current nor previous.
+        for expected in [(1000, 5), (4242, 1)] {
+            assert_eq!(
+                init_reply(&m.init_producer_id(T, "tx", 60_000, Some(expected), None, 30))
+                    .error_code,
+                codes::PRODUCER_FENCED,
+                "{expected:?}"
+            );
+        }
+        // Current pair: bumped again.
+        let e = m.init_producer_id(T, "tx", 60_000, Some((1000, 1)), None, 40);
+        assert_eq!(init_reply(&ack(&mut m, &mut log, e)).producer_epoch, 2);
+    }
+
+    fn exhausted_manager(log: &mut Log) -> TxnManager {
+        let value = TxnLogValue {
+            producer_id: 1000,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            producer_epoch: EXHAUSTED_EPOCH,
+            transaction_timeout_ms: 60_000,
+            state: TxnState::CompleteCommit,
+            partitions: vec![],
+            last_update_timestamp_ms: 0,
+            start_timestamp_ms: 0,
+            client_transaction_version: 0,
+        };
+        log.0.push((txn_key("tx"), Some(value.encode())));
+        let (m, effects) =
+            TxnManager::load(cfg(), log.0.iter().map(|(k, v)| (&k[..], v.as_deref()))).unwrap();
+        assert!(effects.is_empty());
+        m
+    }
+
+    #[test]
+    fn exhausted_epoch_takes_a_new_producer_id() {
+        let mut log = Log::default();
+        let mut m = exhausted_manager(&mut log);
+        let e = m.init_producer_id(T, "tx", 60_000, None, None, 10);
+        assert!(matches!(e.as_slice(), [TxnEffect::NeedsProducerId { .. }]));
+        let e = m.init_producer_id(T, "tx", 60_000, None, Some(2000), 10);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!((r.producer_id, r.producer_epoch), (2000, 0));
+
+        // With KIP-360: the rotation records the old pair, so its retry is answered again.
+        let mut log = Log::default();
+        let mut m = exhausted_manager(&mut log);
+        let e = m.init_producer_id(
+            T,
+            "tx",
+            60_000,
+            Some((1000, EXHAUSTED_EPOCH)),
+            Some(3000),
+            10,
+        );
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!((r.producer_id, r.producer_epoch), (3000, 0));
+        let e = m.init_producer_id(T, "tx", 60_000, Some((1000, EXHAUSTED_EPOCH)), None, 20);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!(
+            (r.error_code, r.producer_id, r.producer_epoch),
+            (codes::NONE, 3000, 0)
+        );
+    }
+
+    #[test]
+    fn fencing_at_the_last_epoch_does_not_overflow() {
+        let mut log = Log::default();
+        let mut m = exhausted_manager(&mut log);
+        // epoch i16::MAX - 1 in CompleteCommit: a transaction can still run at that epoch.
+        let e = add(&mut m, "tx", 1000, EXHAUSTED_EPOCH, &[("t", 0)], 10);
+        ack(&mut m, &mut log, e);
+        let e = m.expire_timed_out(100_000);
+        let done = ack(&mut m, &mut log, e);
+        assert_eq!(markers(&done)[0].producer_epoch, i16::MAX);
+        let e = m.markers_written("tx", 1000, i16::MAX, 100_001);
+        ack(&mut m, &mut log, e);
+        let e = m.init_producer_id(T, "tx", 60_000, None, Some(5000), 100_002);
+        let r = init_reply(&ack(&mut m, &mut log, e));
+        assert_eq!((r.producer_id, r.producer_epoch), (5000, 0));
+    }
+
+    #[test]
+    fn failed_writes_roll_back() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        // A new id whose first write fails is forgotten.
+        let e = m.init_producer_id(T, "tx", 60_000, None, Some(1000), 0);
+        let w = write_of(&e);
+        assert_eq!(m.txn_count(), 1);
+        assert_eq!(m.state("tx"), None);
+        let done = m.on_persisted(w, false);
+        assert_eq!(init_reply(&done).error_code, codes::NOT_COORDINATOR);
+        assert_eq!(m.txn_count(), 0);
+        assert!(matches!(
+            m.init_producer_id(T, "tx", 60_000, None, None, 1)
+                .as_slice(),
+            [TxnEffect::NeedsProducerId { .. }]
+        ));
+        init_new(&mut m, &mut log, "tx", 1000, 2);
+        // AddPartitions fails: still Empty, nothing pending.
+        let e = add(&mut m, "tx", 1000, 0, &[("t", 0)], 10);
+        let w = write_of(&e);
+        let done = m.on_persisted(w, false);
+        assert_eq!(add_reply(&done), codes::NOT_COORDINATOR);
+        assert_eq!(m.state("tx"), Some(TxnState::Empty));
+        assert!(!m.has_pending_transition("tx"));
+        // A repeated report of the same write is ignored.
+        assert!(m.on_persisted(w, true).is_empty());
+        assert_eq!(m.state("tx"), Some(TxnState::Empty));
+        // The fencing abort fails: the epoch is not bumped, the transaction stays open.
+        ongoing(&mut m, &mut log, "tx", 1000, 0, 20);
+        let e = m.init_producer_id(T, "tx", 60_000, None, None, 30);
+        let done = m.on_persisted(write_of(&e), false);
+        assert_eq!(init_reply(&done).error_code, codes::NOT_COORDINATOR);
+        assert!(markers(&done).is_empty());
+        assert_eq!(m.producer("tx"), Some((1000, 0)));
+        assert_eq!(m.state("tx"), Some(TxnState::Ongoing));
+        // EndTxn fails: no markers, still Ongoing, and the client may retry.
+        let e = m.end_txn(T, "tx", 1000, 0, true, 40);
+        let done = m.on_persisted(write_of(&e), false);
+        assert_eq!(end_reply(&done), codes::NOT_COORDINATOR);
+        assert!(markers(&done).is_empty());
+        assert_eq!(m.state("tx"), Some(TxnState::Ongoing));
+        let e = m.end_txn(T, "tx", 1000, 0, true, 41);
+        assert_eq!(end_reply(&ack(&mut m, &mut log, e)), codes::NONE);
+        // The completion write fails: still decided, markers still owed.
+        let e = m.markers_written("tx", 1000, 0, 50);
+        assert!(m.on_persisted(write_of(&e), false).is_empty());
+        assert_eq!(m.state("tx"), Some(TxnState::PrepareCommit));
+        assert_eq!(markers(&m.pending_markers()).len(), 1);
+    }
+
+    #[test]
+    fn unload_answers_waiting_requests() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "tx", 1000, 0);
+        let e = m.end_txn(T, "tx", 1000, 0, true, 1);
+        assert_eq!(end_reply(&e), codes::INVALID_TXN_STATE);
+        let e = add(&mut m, "tx", 1000, 0, &[("t", 0)], 2);
+        let w = write_of(&e);
+        let out = m.unload();
+        assert_eq!(add_reply(&out), codes::NOT_COORDINATOR);
+        assert!(m.on_persisted(w, true).is_empty());
+        assert_eq!(m.txn_count(), 0);
+        assert_eq!(
+            m.describe(&["tx".into()])[0].error_code,
+            codes::NOT_COORDINATOR
+        );
+    }
+
+    #[test]
+    fn expired_ids_get_tombstones() {
+        let mut c = cfg();
+        c.transactional_id_expiration_ms = 1_000;
+        let mut m = TxnManager::new(c.clone()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "old", 1, 0);
+        init_new(&mut m, &mut log, "open", 2, 0);
+        ongoing(&mut m, &mut log, "open", 2, 0, 0);
+        init_new(&mut m, &mut log, "young", 3, 500);
+        assert!(m.expire_transactional_ids(999).is_empty());
+        let e = m.expire_transactional_ids(1_000);
+        let records: Vec<Record> = e
+            .iter()
+            .flat_map(|e| match e {
+                TxnEffect::Persist { records, .. } => records.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(
+            records,
+            vec![Record {
+                key: txn_key("old"),
+                value: None
+            }]
+        );
+        // Until durable, the id is still there and busy.
+        assert!(m.has_pending_transition("old"));
+        assert_eq!(
+            init_reply(&m.init_producer_id(T, "old", 1000, None, None, 1_000)).error_code,
+            codes::CONCURRENT_TRANSACTIONS
+        );
+        ack(&mut m, &mut log, e);
+        assert_eq!(m.state("old"), None);
+        assert_eq!(
+            m.describe(&["old".into()])[0].error_code,
+            codes::TRANSACTIONAL_ID_NOT_FOUND
+        );
+        assert_eq!(m.state("open"), Some(TxnState::Ongoing));
+        assert_eq!(m.state("young"), Some(TxnState::Empty));
+        // The tombstone deletes the id on replay too.
+        let (r, _) =
+            TxnManager::load(c, log.0.iter().map(|(k, v)| (&k[..], v.as_deref()))).unwrap();
+        assert_eq!(r.state("old"), None);
+        assert_eq!(r.txn_count(), 2);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_live_state() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "a", 1, 0);
+        init_new(&mut m, &mut log, "b", 2, 0);
+        init_new(&mut m, &mut log, "c", 3, 0);
+        ongoing(&mut m, &mut log, "a", 1, 0, 10);
+        ongoing(&mut m, &mut log, "b", 2, 0, 10);
+        let e = m.end_txn(T, "b", 2, 0, true, 20);
+        ack(&mut m, &mut log, e);
+        ongoing(&mut m, &mut log, "c", 3, 0, 10);
+        let e = m.end_txn(T, "c", 3, 0, false, 20);
+        ack(&mut m, &mut log, e);
+        let e = m.markers_written("c", 3, 0, 30);
+        ack(&mut m, &mut log, e);
+        // A write in flight is not in the log: the loaded manager does not see it.
+        let _in_flight = add(&mut m, "c", 3, 0, &[("x", 9)], 40);
+
+        let (r, redo) =
+            TxnManager::load(cfg(), log.0.iter().map(|(k, v)| (&k[..], v.as_deref()))).unwrap();
+        let ids: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(r.describe(&ids), m.describe(&ids));
+        assert_eq!(r.list(&[], &[]), m.list(&[], &[]));
+        assert_eq!(r.state("c"), Some(TxnState::CompleteAbort));
+        // b was decided but not completed: its markers are redone.
+        assert_eq!(redo, m.pending_markers());
+        let mk = markers(&redo);
+        assert_eq!(mk.len(), 1);
+        assert_eq!((mk[0].transactional_id.as_str(), mk[0].commit), ("b", true));
+        assert_eq!(mk[0].coordinator_epoch, 3);
+    }
+
+    #[test]
+    fn describe_and_list() {
+        let mut m = TxnManager::new(cfg()).unwrap();
+        let mut log = Log::default();
+        init_new(&mut m, &mut log, "a", 1, 0);
+        init_new(&mut m, &mut log, "b", 2, 0);
+        ongoing(&mut m, &mut log, "b", 2, 0, 10);
+        let d = m.describe(&["b".into(), "zz".into()]);
+        assert_eq!(
+            d[0],
+            DescribedTxn {
+                transactional_id: "b".into(),
+                error_code: codes::NONE,
+                state: "Ongoing",
+                timeout_ms: 60_000,
+                start_timestamp_ms: 10,
+                producer_id: 2,
+                producer_epoch: 0,
+                topics: vec![("t".into(), vec![0, 1]), ("u".into(), vec![0])],
+            }
+        );
+        assert_eq!(d[1].error_code, codes::TRANSACTIONAL_ID_NOT_FOUND);
+        let names = |r: ListTxnsResult| -> Vec<String> {
+            r.transactions
+                .into_iter()
+                .map(|t| t.transactional_id)
+                .collect()
+        };
+        assert_eq!(names(m.list(&[], &[])), vec!["a", "b"]);
+        assert_eq!(names(m.list(&["Ongoing".into()], &[])), vec!["b"]);
+        assert_eq!(names(m.list(&[], &[1])), vec!["a"]);
+        assert!(names(m.list(&["Empty".into()], &[2])).is_empty());
+        let r = m.list(&["Bogus".into(), "Empty".into()], &[]);
+        assert_eq!(r.unknown_state_filters, vec!["Bogus".to_string()]);
+        assert_eq!(r.transactions[0].state, "Empty");
+    }
+}
