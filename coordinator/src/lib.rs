@@ -51,7 +51,9 @@ pub use api::{
     TimerKey, TopicPartitionErrors,
 };
 pub use config::{ConfigError, GroupConfig};
-pub use manager::{GroupManager, LoadError, ReplayOutcome};
+pub use manager::{
+    GroupManager, LoadError, ReplayOutcome, TransactionalBatch, TxnOffsetCommitRequest,
+};
 pub use member_id::{MemberIdGenerator, SeededMemberIds};
 pub use partition::coordinator_partition;
 pub use records::RecordError;

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::api::{Effect, GroupState};
 use crate::config::{ConfigError, GroupConfig};
-use crate::group::{Group, Member, Timer};
+use crate::group::{CommittedOffset, Group, Member, Timer};
 use crate::member_id::MemberIdGenerator;
 use crate::records::{decode_key, GroupMetadataValue, OffsetCommitValue, RecordError, RecordKey};
 
@@ -116,6 +116,78 @@ impl GroupManager {
                     }
                 }
                 Ok(ReplayOutcome::Applied)
+            }
+        }
+    }
+
+    /// Applies one record of a *transactional* batch written by `producer_id` (a
+    /// TxnOffsetCommit), in log order: an offset commit stays pending until
+    /// [`GroupManager::replay_marker`] for the producer. Other records are replayed as by
+    /// [`GroupManager::replay`]. Does nothing once loading has finished.
+    pub fn replay_txn(
+        &mut self,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<Bytes>,
+    ) -> Result<ReplayOutcome, RecordError> {
+        if self.loading.is_none() {
+            return Ok(ReplayOutcome::Skipped);
+        }
+        match (decode_key(key)?, &value) {
+            (
+                Some(RecordKey::OffsetCommit {
+                    group,
+                    topic,
+                    partition,
+                }),
+                Some(v),
+            ) => {
+                let v = OffsetCommitValue::decode(v)?;
+                let offset = CommittedOffset {
+                    offset: v.offset,
+                    leader_epoch: v.leader_epoch,
+                    metadata: v.metadata,
+                    commit_timestamp_ms: v.commit_timestamp,
+                    expire_timestamp_ms: v.expire_timestamp,
+                };
+                self.txn_offsets
+                    .entry(producer_id)
+                    .or_default()
+                    .entry(group)
+                    .or_default()
+                    .insert((topic, partition), offset);
+                Ok(ReplayOutcome::Applied)
+            }
+            _ => self.replay(key, value),
+        }
+    }
+
+    /// Applies a COMMIT (`commit`) or ABORT control record of `producer_id` found in the log:
+    /// the producer's pending offsets are committed or dropped. Does nothing once loading has
+    /// finished (then use [`GroupManager::complete_txn`]).
+    pub fn replay_marker(&mut self, producer_id: i64, commit: bool) {
+        let Some(state) = self.loading.as_mut() else {
+            return;
+        };
+        let Some(by_group) = self.txn_offsets.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for (group, offsets) in by_group {
+            let g = state.offsets.entry(group).or_default();
+            for (tp, c) in offsets {
+                g.insert(
+                    tp,
+                    OffsetCommitValue {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata,
+                        commit_timestamp: c.commit_timestamp_ms,
+                        expire_timestamp: c.expire_timestamp_ms,
+                    },
+                );
             }
         }
     }

@@ -15,10 +15,12 @@ mod load;
 mod membership;
 mod offsets;
 mod rebalance;
+mod txn_offsets;
 
 use std::collections::BTreeMap;
 
 pub use load::{LoadError, ReplayOutcome};
+pub use txn_offsets::{TransactionalBatch, TxnOffsetCommitRequest};
 
 use crate::api::{Effect, GroupState, JoinResult, SyncResult, TimerKey};
 use crate::codes;
@@ -43,6 +45,8 @@ pub struct GroupManager {
     next_join_seq: u64,
     /// Where the last bounded expiry pass stopped.
     expire_cursor: Option<String>,
+    /// Transactional offset commits waiting for their transaction's marker.
+    txn_offsets: txn_offsets::PendingTxnOffsets,
 }
 
 /// The resources one input may use besides the group it touches.
@@ -93,6 +97,7 @@ impl GroupManager {
             active: true,
             next_join_seq: 0,
             expire_cursor: None,
+            txn_offsets: BTreeMap::new(),
         })
     }
 
@@ -199,6 +204,7 @@ impl GroupManager {
             }
         }
         self.groups.clear();
+        self.txn_offsets.clear();
         self.loading = None;
         self.active = false;
         out

@@ -139,8 +139,8 @@ impl GroupManager {
     /// OffsetFetch for one or more groups. Offsets are returned whatever the group's state (a
     /// group may use Kafka for offsets only); partitions without a commit get offset -1.
     ///
-    /// `require_stable` (v7+) needs no handling: without transactional commits there is never a
-    /// pending offset, so UNSTABLE_OFFSET_COMMIT cannot arise.
+    /// Pending transactional offsets are not visible here; OffsetFetch v7+ with
+    /// `require_stable` goes through [`GroupManager::fetch_offsets_stable`].
     pub fn fetch_offsets(&self, groups: &[OffsetFetchGroup]) -> Vec<OffsetFetchGroupResult> {
         groups.iter().map(|g| self.fetch_group_offsets(g)).collect()
     }
