@@ -233,3 +233,207 @@ pub(crate) fn encode(c: &CommittedOffset) -> bytes::Bytes {
     }
     .encode()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{FetchedPartition, OffsetCommitRequest};
+    use crate::{GroupConfig, SeededMemberIds};
+
+    fn mgr() -> GroupManager {
+        GroupManager::new(GroupConfig::default(), Box::new(SeededMemberIds::new(1))).unwrap()
+    }
+
+    fn part(partition: i32, offset: i64) -> CommitPartition {
+        CommitPartition {
+            partition,
+            offset,
+            leader_epoch: 4,
+            metadata: Some("m".into()),
+        }
+    }
+
+    fn req(pid: i64, offset: i64) -> TxnOffsetCommitRequest {
+        TxnOffsetCommitRequest {
+            transactional_id: "tx".into(),
+            group_id: "g".into(),
+            producer_id: pid,
+            producer_epoch: 2,
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![("t".into(), vec![part(0, offset), part(1, offset + 1)])],
+        }
+    }
+
+    fn fetch(m: &GroupManager, stable: bool) -> Vec<FetchedPartition> {
+        let g = OffsetFetchGroup {
+            group_id: "g".into(),
+            topics: Some(vec![("t".into(), vec![0, 1])]),
+        };
+        let mut r = m.fetch_offsets_stable(&[g], stable);
+        assert_eq!(r[0].error_code, codes::NONE);
+        r.remove(0).topics.remove(0).1
+    }
+
+    fn offsets(m: &GroupManager, stable: bool) -> Vec<(i64, i16)> {
+        fetch(m, stable)
+            .into_iter()
+            .map(|p| (p.committed_offset, p.error_code))
+            .collect()
+    }
+
+    #[test]
+    fn commit_marker_makes_offsets_visible() {
+        let mut m = mgr();
+        let (errors, batch) = m.txn_offset_commit(100, req(7, 10));
+        assert_eq!(errors, vec![("t".to_string(), vec![(0, 0), (1, 0)])]);
+        let batch = batch.unwrap();
+        assert_eq!((batch.producer_id, batch.producer_epoch), (7, 2));
+        assert_eq!(batch.records.len(), 2);
+        assert_eq!(batch.records[0].key, offset_commit_key("g", "t", 0));
+        let v = OffsetCommitValue::decode(batch.records[0].value.as_ref().unwrap()).unwrap();
+        assert_eq!((v.offset, v.leader_epoch, v.commit_timestamp), (10, 4, 100));
+        // Pending: invisible, and unstable for require_stable.
+        assert!(m.has_pending_txn_offsets("g"));
+        assert_eq!(offsets(&m, false), vec![(-1, 0), (-1, 0)]);
+        assert_eq!(
+            offsets(&m, true),
+            vec![
+                (-1, codes::UNSTABLE_OFFSET_COMMIT),
+                (-1, codes::UNSTABLE_OFFSET_COMMIT)
+            ]
+        );
+        // Another producer's marker changes nothing.
+        m.complete_txn(150, 8, true);
+        assert!(m.has_pending_txn_offsets("g"));
+        m.complete_txn(200, 7, true);
+        assert!(!m.has_pending_txn_offsets("g"));
+        assert_eq!(offsets(&m, true), vec![(10, 0), (11, 0)]);
+        let p = &fetch(&m, true)[0];
+        assert_eq!((p.committed_leader_epoch, p.metadata.as_str()), (4, "m"));
+    }
+
+    #[test]
+    fn abort_marker_drops_offsets() {
+        let mut m = mgr();
+        let simple = OffsetCommitRequest {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics: vec![("t".into(), vec![part(0, 5)])],
+        };
+        let _ = m.commit_offsets(50, simple);
+        let _ = m.txn_offset_commit(100, req(7, 10));
+        // Only partition 0 has a committed offset; both are unstable.
+        assert_eq!(offsets(&m, false), vec![(5, 0), (-1, 0)]);
+        assert_eq!(offsets(&m, true)[0], (-1, codes::UNSTABLE_OFFSET_COMMIT));
+        m.complete_txn(200, 7, false);
+        assert!(!m.has_pending_txn_offsets("g"));
+        assert_eq!(offsets(&m, true), vec![(5, 0), (-1, 0)]);
+    }
+
+    #[test]
+    fn validation() {
+        let mut m = mgr();
+        // An unknown group: no generation or member can be right.
+        let (e, b) = m.txn_offset_commit(
+            0,
+            TxnOffsetCommitRequest {
+                generation_id: 1,
+                ..req(7, 1)
+            },
+        );
+        assert_eq!(e[0].1[0].1, codes::ILLEGAL_GENERATION);
+        assert!(b.is_none());
+        let (e, _) = m.txn_offset_commit(
+            0,
+            TxnOffsetCommitRequest {
+                member_id: "ghost".into(),
+                ..req(7, 1)
+            },
+        );
+        assert_eq!(e[0].1[0].1, codes::UNKNOWN_MEMBER_ID);
+        assert!(!m.has_pending_txn_offsets("g"));
+        // An existing group (generation 0, no members).
+        let _ = m.commit_offsets(
+            0,
+            OffsetCommitRequest {
+                group_id: "g".into(),
+                generation_id: -1,
+                member_id: String::new(),
+                group_instance_id: None,
+                topics: vec![("t".into(), vec![part(0, 1)])],
+            },
+        );
+        let (e, _) = m.txn_offset_commit(
+            0,
+            TxnOffsetCommitRequest {
+                member_id: "ghost".into(),
+                ..req(7, 1)
+            },
+        );
+        assert_eq!(e[0].1[0].1, codes::UNKNOWN_MEMBER_ID);
+        let (e, _) = m.txn_offset_commit(
+            0,
+            TxnOffsetCommitRequest {
+                generation_id: 3,
+                ..req(7, 1)
+            },
+        );
+        assert_eq!(e[0].1[0].1, codes::ILLEGAL_GENERATION);
+        // Metadata too large: that partition only.
+        let mut big = req(7, 1);
+        big.topics[0].1[1].metadata = Some("x".repeat(5000));
+        let (e, b) = m.txn_offset_commit(0, big);
+        assert_eq!(
+            e[0].1,
+            vec![(0, codes::NONE), (1, codes::OFFSET_METADATA_TOO_LARGE)]
+        );
+        assert_eq!(b.unwrap().records.len(), 1);
+        // Not this partition's group.
+        let mut other = GroupManager::new(
+            GroupConfig {
+                partition_count: 50,
+                partition_index: (crate::coordinator_partition("g", 50) + 1) % 50,
+                ..GroupConfig::default()
+            },
+            Box::new(SeededMemberIds::new(1)),
+        )
+        .unwrap();
+        let (e, b) = other.txn_offset_commit(0, req(7, 1));
+        assert_eq!(e[0].1[0].1, codes::NOT_COORDINATOR);
+        assert!(b.is_none());
+    }
+
+    #[test]
+    fn replay_settles_by_markers() {
+        let mut live = mgr();
+        let (_, b7) = live.txn_offset_commit(100, req(7, 10));
+        let (_, b8) = live.txn_offset_commit(100, req(8, 20));
+        let (_, b9) = live.txn_offset_commit(100, req(9, 30));
+        let mut m =
+            GroupManager::new_loading(GroupConfig::default(), Box::new(SeededMemberIds::new(1)))
+                .unwrap();
+        for (pid, b) in [(7, b7), (8, b8), (9, b9)] {
+            for r in b.unwrap().records {
+                m.replay_txn(pid, &r.key, r.value).unwrap();
+            }
+        }
+        m.replay_marker(7, true);
+        m.replay_marker(8, false);
+        let _ = m.finish_loading(200);
+        // 7 committed (then 9 is still open, so the partitions are unstable).
+        assert_eq!(offsets(&m, false), vec![(10, 0), (11, 0)]);
+        assert_eq!(offsets(&m, true)[0].1, codes::UNSTABLE_OFFSET_COMMIT);
+        // 9's marker arrives after the load.
+        m.complete_txn(300, 9, true);
+        assert_eq!(offsets(&m, true), vec![(30, 0), (31, 0)]);
+        // Markers after loading are not replay.
+        m.replay_marker(7, true);
+        assert!(m
+            .replay_txn(1, &offset_commit_key("g", "t", 0), None)
+            .is_ok());
+    }
+}
