@@ -509,6 +509,46 @@ mod tests {
     }
 
     #[test]
+    fn producer_stamp_sets_the_transactional_bit_ids_and_sequence() {
+        for codec in [Codec::None, Codec::Lz4, Codec::Zstd] {
+            let pool = PayloadPool::build(spec(KeyDist::None, codec)).unwrap();
+            let mut w = BatchWriter::new();
+            let stamp = ProducerStamp {
+                producer_id: 4242,
+                epoch: 3,
+                base_sequence: 17,
+                transactional: true,
+            };
+            let mut out = Vec::new();
+            let tpl = pool.template(1, 0);
+            w.write_as(tpl, 4, codec, |_| 1, Some(stamp), &mut out)
+                .unwrap();
+            let h = shardlog_protocol::batch::validate(&out).unwrap();
+            assert!(h.is_transactional(), "{codec:?}");
+            assert_eq!(h.attributes & TRANSACTIONAL_BIT, 0x10);
+            assert_eq!(h.compression(), Some(codec_wire(codec)), "{codec:?}");
+            assert_eq!(h.producer_id, 4242);
+            assert_eq!(h.producer_epoch, 3);
+            assert_eq!(h.base_sequence, 17);
+            assert_eq!(h.records_count, 4);
+            // Without a stamp the batch stays non-idempotent.
+            let mut out = Vec::new();
+            w.write_as(tpl, 4, codec, |_| 1, None, &mut out).unwrap();
+            let h = shardlog_protocol::batch::validate(&out).unwrap();
+            assert!(!h.is_transactional());
+            assert_eq!((h.producer_id, h.base_sequence), (-1, -1));
+        }
+    }
+
+    fn codec_wire(codec: Codec) -> Compression {
+        match codec {
+            Codec::None => Compression::None,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
+    }
+
+    #[test]
     fn batches_are_valid_for_every_prefix_and_codec() {
         for codec in [Codec::None, Codec::Lz4, Codec::Zstd] {
             let pool = PayloadPool::build(spec(KeyDist::Uniform { n: 1000 }, codec)).unwrap();

@@ -628,6 +628,36 @@ mod tests {
     }
 
     #[test]
+    fn transactional_produce_carries_its_transactional_id_at_every_version() {
+        let batch = shardlog_protocol::batch::build_simple_batch(0, 5, &[(None, Some(b"x"))]);
+        for version in 3..=12i16 {
+            let mut enc = ProduceEncoder::new(version, -1, 1500, "t", "c")
+                .with_transactional_id("shardlog-bench-7-0");
+            let mut buf = Vec::new();
+            enc.begin(&mut buf);
+            buf.extend_from_slice(&batch);
+            let start = enc.finish(&mut buf, 5, 2);
+            let frame = &buf[start..];
+            let len = i32::from_be_bytes(frame[0..4].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - 4, "v{version}");
+            let mut body = Bytes::copy_from_slice(&frame[4..]);
+            RequestHeader::decode(&mut body, ProduceRequest::header_version(version)).unwrap();
+            let req = ProduceRequest::decode(&mut body, version).unwrap();
+            assert!(body.is_empty(), "v{version}");
+            assert_eq!(
+                req.transactional_id.as_ref().map(|t| t.0.to_string()),
+                Some("shardlog-bench-7-0".to_string()),
+                "v{version}"
+            );
+            assert_eq!(req.topic_data[0].partition_data[0].index, 2);
+            assert_eq!(
+                req.topic_data[0].partition_data[0].records.as_deref(),
+                Some(&batch[..])
+            );
+        }
+    }
+
+    #[test]
     fn window_bounds_in_flight() {
         let w = Window {
             used: Mutex::new(0),
