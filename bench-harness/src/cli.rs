@@ -157,6 +157,10 @@ pub struct Options {
     pub name: Option<String>,
     pub client_id: String,
     pub quiet: bool,
+    /// `--transactional`: every producer connection produces in transactions.
+    pub transactional: bool,
+    /// How long each transaction stays open before it is committed.
+    pub transaction_interval: Duration,
 }
 
 impl Options {
@@ -198,6 +202,8 @@ impl Options {
             name: None,
             client_id: "shardlog-bench".to_string(),
             quiet: false,
+            transactional: false,
+            transaction_interval: Duration::from_millis(100),
         }
     }
 
@@ -258,6 +264,12 @@ impl Options {
                 Some(r) => s.push_str(&format!(", rate {}/s", human_count(r))),
                 None => s.push_str(", unlimited rate"),
             }
+            if self.transactional {
+                s.push_str(&format!(
+                    ", transactions of {} ms",
+                    self.transaction_interval.as_millis()
+                ));
+            }
         }
         if self.mode.consumes() {
             s.push_str(&format!(
@@ -296,6 +308,9 @@ impl Options {
         );
         if let Some(r) = self.rate {
             s.push_str(&format!("-r{}", r as u64));
+        }
+        if self.transactional {
+            s.push_str(&format!("-txn{}", self.transaction_interval.as_millis()));
         }
         s
     }
@@ -373,6 +388,10 @@ PRODUCE:
     --rate R                    records/s over all producers, open loop [unlimited]
                                 (50k, 1.5M, unlimited); latency counts
                                 from the intended send time
+    --transactional             each producer connection is a transactional
+                                producer (id shardlog-bench-<pid>-<n>);
+                                needs --acks all
+    --transaction-interval-ms N commit every N ms                       [100]
 CONSUME:
     --consumers N               consumers                               [1]
     --group ID                  join consumer group ID (classic protocol)
@@ -428,6 +447,7 @@ const FLAGS_WITH_VALUE: &[&str] = &[
     "--messages",
     "--warmup",
     "--interval",
+    "--transaction-interval-ms",
     "--out",
     "--name",
 ];
@@ -464,6 +484,10 @@ where
             "-V" | "--version" => return Ok(Command::Version),
             "--quiet" | "-q" => {
                 o.quiet = true;
+                continue;
+            }
+            "--transactional" => {
+                o.transactional = true;
                 continue;
             }
             _ => {}
@@ -553,6 +577,10 @@ where
             "--messages" => o.messages = Some(parse_count(v).map_err(ctx)?),
             "--warmup" => o.warmup = parse_duration(v).map_err(ctx)?,
             "--interval" => o.interval = parse_duration(v).map_err(ctx)?,
+            "--transaction-interval-ms" => {
+                o.transaction_interval =
+                    Duration::from_millis(parse_int(v, 1, 3_600_000).map_err(ctx)?)
+            }
             "--out" => o.out_dir = nonempty(v).map_err(ctx)?,
             "--name" => o.name = Some(parse_label(v).map_err(ctx)?),
             _ => unreachable!("flag list and match arms agree"),
@@ -648,6 +676,14 @@ pub fn validate(o: &mut Options) -> Result<(), CliError> {
             o.partitions,
             o.consumers - o.partitions as usize
         ));
+    }
+    if o.transactional {
+        if o.mode != Mode::Produce {
+            return err("--transactional applies to produce runs");
+        }
+        if o.acks != Acks::All {
+            return err("--transactional needs --acks all (transactions are idempotent)");
+        }
     }
     if let KeyDist::Zipf { s, .. } = o.keys {
         if !(s > 0.0 && s <= 10.0) {
@@ -861,7 +897,7 @@ fn suggest(flag: &str) -> Option<&'static str> {
     FLAGS_WITH_VALUE
         .iter()
         .copied()
-        .chain(["--quiet", "--help"])
+        .chain(["--quiet", "--help", "--transactional"])
         .map(|c| (edit_distance(f, c.trim_start_matches('-')), c))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)

@@ -24,6 +24,7 @@ mod run;
 mod schedule;
 mod stats;
 mod svg;
+mod txn;
 
 use std::process::ExitCode;
 

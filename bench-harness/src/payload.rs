@@ -17,6 +17,7 @@
 use crate::cli::{Codec, KeyDist, PayloadKind, KEY_LEN};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
+pub use shardlog_client::txn::TRANSACTIONAL_BIT;
 use shardlog_protocol::batch::Compression;
 use shardlog_protocol::compression::compress;
 
@@ -386,6 +387,16 @@ impl PayloadPool {
     }
 }
 
+/// The producer fields of a batch from an idempotent or transactional producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    /// Sets the transactional attribute bit (bit 4, 0x10).
+    pub transactional: bool,
+}
+
 /// Reused buffers of one sender, so encoding an uncompressed batch allocates nothing.
 #[derive(Default)]
 pub struct BatchWriter {
@@ -401,12 +412,27 @@ impl BatchWriter {
     /// `timestamps_ns(i)` in its value's first 8 bytes; the batch timestamps are in ms.
     /// Compressed batches go through `shardlog_protocol::compression` (the wire variants Kafka
     /// clients write), one output buffer per batch. Returns the number of bytes appended.
+    #[cfg(test)]
     pub fn write(
         &mut self,
         tpl: &Template,
         n: usize,
         codec: Codec,
         timestamps_ns: impl Fn(usize) -> u64,
+        out: &mut Vec<u8>,
+    ) -> Result<usize> {
+        self.write_as(tpl, n, codec, timestamps_ns, None, out)
+    }
+
+    /// [`BatchWriter::write`] for a producer with an id: `producer` sets the producer id,
+    /// epoch, base sequence and the transactional bit before the CRC is computed.
+    pub fn write_as(
+        &mut self,
+        tpl: &Template,
+        n: usize,
+        codec: Codec,
+        timestamps_ns: impl Fn(usize) -> u64,
+        producer: Option<ProducerStamp>,
         out: &mut Vec<u8>,
     ) -> Result<usize> {
         assert!(n >= 1 && n <= tpl.records());
@@ -450,6 +476,15 @@ impl BatchWriter {
         batch[27..35].copy_from_slice(&first_ts_ms.to_be_bytes());
         batch[35..43].copy_from_slice(&last_ts_ms.max(first_ts_ms).to_be_bytes());
         batch[57..61].copy_from_slice(&(n as i32).to_be_bytes());
+        if let Some(p) = producer {
+            if p.transactional {
+                let attributes = i16::from_be_bytes([batch[21], batch[22]]) | TRANSACTIONAL_BIT;
+                batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+            }
+            batch[43..51].copy_from_slice(&p.producer_id.to_be_bytes());
+            batch[51..53].copy_from_slice(&p.epoch.to_be_bytes());
+            batch[53..57].copy_from_slice(&p.base_sequence.to_be_bytes());
+        }
         let crc = crc32c::crc32c(&batch[CRC_START..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
         Ok(len)
@@ -470,6 +505,46 @@ mod tests {
             payload: PayloadKind::Random,
             codec,
             seed: 1,
+        }
+    }
+
+    #[test]
+    fn producer_stamp_sets_the_transactional_bit_ids_and_sequence() {
+        for codec in [Codec::None, Codec::Lz4, Codec::Zstd] {
+            let pool = PayloadPool::build(spec(KeyDist::None, codec)).unwrap();
+            let mut w = BatchWriter::new();
+            let stamp = ProducerStamp {
+                producer_id: 4242,
+                epoch: 3,
+                base_sequence: 17,
+                transactional: true,
+            };
+            let mut out = Vec::new();
+            let tpl = pool.template(1, 0);
+            w.write_as(tpl, 4, codec, |_| 1, Some(stamp), &mut out)
+                .unwrap();
+            let h = shardlog_protocol::batch::validate(&out).unwrap();
+            assert!(h.is_transactional(), "{codec:?}");
+            assert_eq!(h.attributes & TRANSACTIONAL_BIT, 0x10);
+            assert_eq!(h.compression(), Some(codec_wire(codec)), "{codec:?}");
+            assert_eq!(h.producer_id, 4242);
+            assert_eq!(h.producer_epoch, 3);
+            assert_eq!(h.base_sequence, 17);
+            assert_eq!(h.records_count, 4);
+            // Without a stamp the batch stays non-idempotent.
+            let mut out = Vec::new();
+            w.write_as(tpl, 4, codec, |_| 1, None, &mut out).unwrap();
+            let h = shardlog_protocol::batch::validate(&out).unwrap();
+            assert!(!h.is_transactional());
+            assert_eq!((h.producer_id, h.base_sequence), (-1, -1));
+        }
+    }
+
+    fn codec_wire(codec: Codec) -> Compression {
+        match codec {
+            Codec::None => Compression::None,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
         }
     }
 

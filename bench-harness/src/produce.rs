@@ -16,6 +16,7 @@ use crate::payload::{BatchWriter, PayloadPool};
 use crate::run::Shared;
 use crate::schedule::Schedule;
 use crate::stats::Recorder;
+use crate::txn::TxnProducer;
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use kafka_protocol::messages::ProduceRequest;
@@ -41,6 +42,8 @@ pub struct ProduceEncoder {
     timeout_ms: i32,
     topic: Vec<u8>,
     client_id: Vec<u8>,
+    /// The request's `transactional_id` (null when `None`).
+    transactional_id: Option<Vec<u8>>,
     /// Bytes kept free in front of the batch for the frame length, header and body prefix.
     reserve: usize,
     /// Reused scratch for the prefix.
@@ -68,9 +71,18 @@ impl ProduceEncoder {
             timeout_ms,
             topic: topic.as_bytes().to_vec(),
             client_id: client_id.as_bytes().to_vec(),
+            transactional_id: None,
             reserve,
             prefix: Vec::with_capacity(reserve),
         }
+    }
+
+    /// Requests of a transactional producer: every request carries `id` as `transactional_id`.
+    pub fn with_transactional_id(mut self, id: &str) -> Self {
+        self.reserve += id.len() + 2;
+        self.prefix = Vec::with_capacity(self.reserve);
+        self.transactional_id = Some(id.as_bytes().to_vec());
+        self
     }
 
     /// Empties `buf` and reserves the room for [`ProduceEncoder::finish`]; append the batch next.
@@ -95,9 +107,19 @@ impl ProduceEncoder {
         prefix.extend_from_slice(&self.client_id);
         if flexible {
             prefix.push(0); // header tagged fields
-            prefix.push(0); // transactional_id: compact nullable string, null
-        } else {
-            prefix.extend_from_slice(&(-1i16).to_be_bytes()); // transactional_id null
+        }
+        match (&self.transactional_id, flexible) {
+            // Compact nullable string: length + 1, 0 for null.
+            (Some(id), true) => {
+                put_uvarint(&mut prefix, id.len() as u64 + 1);
+                prefix.extend_from_slice(id);
+            }
+            (None, true) => prefix.push(0),
+            (Some(id), false) => {
+                prefix.extend_from_slice(&(id.len() as i16).to_be_bytes());
+                prefix.extend_from_slice(id);
+            }
+            (None, false) => prefix.extend_from_slice(&(-1i16).to_be_bytes()),
         }
         prefix.extend_from_slice(&self.acks.to_be_bytes());
         prefix.extend_from_slice(&self.timeout_ms.to_be_bytes());
@@ -165,6 +187,22 @@ impl Window {
         true
     }
 
+    /// Waits until no request is in flight; false when the run is stopping.
+    fn wait_idle(&self, stop: &AtomicBool) -> bool {
+        let mut used = self.used.lock().expect("window lock");
+        while *used > 0 {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, Duration::from_millis(50))
+                .expect("lock")
+                .0;
+        }
+        true
+    }
+
     fn release(&self) {
         *self.used.lock().expect("window lock") -= 1;
         self.freed.notify_one();
@@ -184,6 +222,8 @@ pub struct ProduceTask {
     /// Records this connection sends at most.
     pub quota: Option<u64>,
     pub recorder: Arc<Recorder>,
+    /// `--transactional`: the connection's transactional producer (the writer takes it).
+    pub txn: Mutex<Option<TxnProducer>>,
 }
 
 /// Per-run producer settings shared by all connections.
@@ -196,6 +236,8 @@ pub struct ProduceConfig {
     pub linger: Duration,
     pub request_timeout: Duration,
     pub pool: Arc<PayloadPool>,
+    /// `--transaction-interval-ms` (transactional runs).
+    pub transaction_interval: Duration,
 }
 
 fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
@@ -288,6 +330,13 @@ fn write_loop(
         &cfg.topic,
         &cfg.client_id,
     );
+    let mut txn = task.txn.lock().expect("txn lock").take();
+    if let Some(t) = &txn {
+        encoder = encoder.with_transactional_id(&t.id);
+    }
+    let interval_ns = cfg.transaction_interval.as_nanos() as u64;
+    // When the open transaction began, and the connection's error count then.
+    let mut open: Option<(u64, u64)> = None;
     let mut writer = BatchWriter::new();
     let mut buf: Vec<u8> = Vec::with_capacity(pool.records_per_batch * 2048 + 4096);
     let mut next: u64 = 0;
@@ -297,6 +346,14 @@ fn write_loop(
     let result = loop {
         if shared.stop.load(Ordering::Relaxed) {
             break Ok(());
+        }
+        if let (Some(t), Some((since, errors))) = (txn.as_mut(), open) {
+            if clock.now_ns() >= since + interval_ns {
+                open = None;
+                if let Err(e) = end_transaction(t, task, shared, window, errors) {
+                    break Err(e);
+                }
+            }
         }
         let mut remaining = task.quota.map_or(u64::MAX, |q| q - next);
         // Open loop: every record intended before the end is sent, the last batch at the end
@@ -323,6 +380,12 @@ fn write_loop(
         if !schedule.is_open_loop() && built_ns >= times.end_ns {
             break Ok(());
         }
+        if let (Some(t), None) = (txn.as_mut(), open) {
+            if let Err(e) = t.begin() {
+                break Err(e);
+            }
+            open = Some((clock.now_ns(), task.recorder.errors.load(Ordering::Relaxed)));
+        }
         let partition = task.cycle[cycle_pos % task.cycle.len()];
         cycle_pos += 1;
         let template = pool.template(partition, template_no);
@@ -331,7 +394,9 @@ fn write_loop(
         encoder.begin(&mut buf);
         let first = batch.first;
         let stamp = |i: usize| schedule.intended_ns(first + i as u64).unwrap_or(built_ns);
-        let batch_bytes = writer.write(template, batch.count, cfg.codec, stamp, &mut buf)? as u64;
+        let producer = txn.as_mut().map(|t| t.stamp(partition, batch.count));
+        let batch_bytes =
+            writer.write_as(template, batch.count, cfg.codec, stamp, producer, &mut buf)? as u64;
         correlation_id = correlation_id.wrapping_add(1);
         let start = encoder.finish(&mut buf, correlation_id, partition);
         let entry = InFlight {
@@ -358,6 +423,13 @@ fn write_loop(
         }
         next += batch.count as u64;
     };
+    // The last transaction is committed once its records are acknowledged.
+    let result = match (result, txn.as_mut(), open) {
+        (Ok(()), Some(t), Some((_, errors))) if !shared.stop.load(Ordering::Relaxed) => {
+            end_transaction(t, task, shared, window, errors)
+        }
+        (result, _, _) => result,
+    };
     done.store(true, Ordering::Release);
     drop(tx);
     if cfg.acks == Acks::None {
@@ -365,6 +437,38 @@ fn write_loop(
         let _ = stream.shutdown(Shutdown::Both);
     }
     result
+}
+
+/// Ends the open transaction once every produce request of it is acknowledged: commits it, or
+/// aborts it when a produce request failed since it began (the connection's error count moved
+/// from `errors_at_begin`) and initialises the producer again (new epoch, sequences from 0).
+fn end_transaction(
+    t: &mut TxnProducer,
+    task: &ProduceTask,
+    shared: &Shared,
+    window: &Window,
+    errors_at_begin: u64,
+) -> Result<()> {
+    if !window.wait_idle(&shared.stop) {
+        return Ok(());
+    }
+    let rec = &task.recorder;
+    if rec.errors.load(Ordering::Relaxed) != errors_at_begin {
+        t.end(false)?;
+        rec.txn_aborts.fetch_add(1, Ordering::Relaxed);
+        shared.note_error("transaction aborted after a produce error".to_string());
+        return t.reinit();
+    }
+    let round_trip = t.end(true)?;
+    rec.txn_commits.fetch_add(1, Ordering::Relaxed);
+    let now = shared.clock.now_ns();
+    let measured = now >= shared.times().measure_start_ns;
+    rec.commit_latency.lock().expect("latency lock").record(
+        round_trip.as_nanos() as u64,
+        1,
+        measured,
+    );
+    Ok(())
 }
 
 /// Sleeps until `deadline_ns` in slices so a stop is noticed; false if the run is stopping.
@@ -520,6 +624,36 @@ mod tests {
             let p = &req.topic_data[0].partition_data[0];
             assert_eq!(p.index, 3);
             assert_eq!(p.records.as_deref(), Some(&batch[..]));
+        }
+    }
+
+    #[test]
+    fn transactional_produce_carries_its_transactional_id_at_every_version() {
+        let batch = shardlog_protocol::batch::build_simple_batch(0, 5, &[(None, Some(b"x"))]);
+        for version in 3..=12i16 {
+            let mut enc = ProduceEncoder::new(version, -1, 1500, "t", "c")
+                .with_transactional_id("shardlog-bench-7-0");
+            let mut buf = Vec::new();
+            enc.begin(&mut buf);
+            buf.extend_from_slice(&batch);
+            let start = enc.finish(&mut buf, 5, 2);
+            let frame = &buf[start..];
+            let len = i32::from_be_bytes(frame[0..4].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - 4, "v{version}");
+            let mut body = Bytes::copy_from_slice(&frame[4..]);
+            RequestHeader::decode(&mut body, ProduceRequest::header_version(version)).unwrap();
+            let req = ProduceRequest::decode(&mut body, version).unwrap();
+            assert!(body.is_empty(), "v{version}");
+            assert_eq!(
+                req.transactional_id.as_ref().map(|t| t.0.to_string()),
+                Some("shardlog-bench-7-0".to_string()),
+                "v{version}"
+            );
+            assert_eq!(req.topic_data[0].partition_data[0].index, 2);
+            assert_eq!(
+                req.topic_data[0].partition_data[0].records.as_deref(),
+                Some(&batch[..])
+            );
         }
     }
 

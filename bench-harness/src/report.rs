@@ -32,6 +32,15 @@ impl Side {
     }
 }
 
+/// `--transactional`: committed and aborted transactions and the EndTxn(commit) round trips
+/// (of the measured window).
+#[derive(Debug, Clone)]
+pub struct Transactions {
+    pub committed: u64,
+    pub aborted: u64,
+    pub commit_latency: Option<LatencySummary>,
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -43,6 +52,7 @@ pub struct Outcome {
     pub pool_bytes: usize,
     pub elapsed_s: f64,
     pub produce: Option<Side>,
+    pub transactions: Option<Transactions>,
     pub consume: Option<Side>,
     pub series: Vec<SeriesPoint>,
     /// Set when the broker went away mid-run; the numbers are what was gathered until then.
@@ -282,6 +292,12 @@ impl Outcome {
                 },
             },
             "produce": side_json(&self.produce, "ack_latency_ms"),
+            "transactions": self.transactions.as_ref().map(|t| json!({
+                "committed": t.committed,
+                "aborted": t.aborted,
+                "interval_ms": o.transaction_interval.as_secs_f64() * 1e3,
+                "commit_latency_ms": latency_json(&t.commit_latency),
+            })),
             "consume": side_json(&self.consume, "e2e_latency_ms"),
             "series": self.series.iter().map(|p| json!({
                 "t_s": round3(p.t_s),
@@ -344,10 +360,25 @@ impl Outcome {
                 ));
             }
         }
+        if let Some(t) = &self.transactions {
+            s.push_str(&format!(
+                "{:<10} {:>14} committed, {} aborted (every {} ms)\n",
+                "txns",
+                t.committed,
+                t.aborted,
+                o.transaction_interval.as_millis()
+            ));
+        }
         let lat: Vec<(&str, &LatencySummary)> = [
             (
                 "produce ack",
                 self.produce.as_ref().and_then(|x| x.latency.as_ref()),
+            ),
+            (
+                "commit",
+                self.transactions
+                    .as_ref()
+                    .and_then(|t| t.commit_latency.as_ref()),
             ),
             (
                 "end-to-end",
@@ -552,6 +583,7 @@ mod tests {
                 seconds: 9.0,
                 latency: lat.clone(),
             }),
+            transactions: None,
             consume: Some(Side {
                 totals,
                 seconds: 9.0,
@@ -632,5 +664,29 @@ mod tests {
             s.contains("warm-up") && s.contains("150.0k") && s.contains("e2e p99 4.00 ms"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn transactions_are_reported_next_to_produce() {
+        let mut out = outcome();
+        out.options.transactional = true;
+        let mut h = new_histogram();
+        h.record(2_000).unwrap();
+        out.transactions = Some(Transactions {
+            committed: 42,
+            aborted: 1,
+            commit_latency: summarize(&h),
+        });
+        let table = out.table();
+        assert!(
+            table.contains("txns                   42 committed, 1 aborted (every 100 ms)"),
+            "{table}"
+        );
+        assert!(table.contains("\ncommit         "), "{table}");
+        let v = out.to_json();
+        assert_eq!(v["transactions"]["committed"], 42);
+        assert_eq!(v["transactions"]["aborted"], 1);
+        assert_eq!(v["transactions"]["commit_latency_ms"]["count"], 1);
+        assert_eq!(outcome().to_json()["transactions"], Value::Null);
     }
 }

@@ -12,6 +12,7 @@ use crate::produce::{self, ProduceConfig, ProduceTask};
 use crate::report::{self, Outcome, ProgressLine};
 use crate::schedule::Clock;
 use crate::stats::{self, summarize, take_interval, totals, Recorder, SeriesPoint};
+use crate::txn::{self, TxnProducer};
 use anyhow::{anyhow, bail, Context, Result};
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 use shardlog_client::{codes, Client, ClientError, NewTopic};
@@ -390,7 +391,18 @@ pub fn run(o: &Options) -> Result<Outcome> {
         for (i, (producer, broker, c, seq, offset, share)) in shapes.into_iter().enumerate() {
             let recorder = Arc::new(Recorder::default());
             producer_recorders.push(recorder.clone());
+            let txn = if o.transactional {
+                Some(TxnProducer::init(
+                    o,
+                    txn::transactional_id(i),
+                    seq.clone(),
+                    partitions as usize,
+                )?)
+            } else {
+                None
+            };
             tasks.push(ProduceTask {
+                txn: Mutex::new(txn),
                 name: format!("producer-{producer}-b{broker}-c{c}"),
                 addr: layout.brokers[&broker].clone(),
                 version: produce_version[&broker],
@@ -410,6 +422,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
             linger: o.linger,
             request_timeout: o.request_timeout,
             pool,
+            transaction_interval: o.transaction_interval,
         }));
     }
 
@@ -462,6 +475,24 @@ pub fn run(o: &Options) -> Result<Outcome> {
         seconds: window_s(p_tot.last_ns),
         latency: summarize(&stats::merge_total(&producer_recorders)),
     });
+    let transactions = o.transactional.then(|| {
+        let mut h = stats::new_histogram();
+        for r in &producer_recorders {
+            h.add(&r.commit_latency.lock().expect("latency lock").total)
+                .expect("same bounds");
+        }
+        report::Transactions {
+            committed: producer_recorders
+                .iter()
+                .map(|r| r.txn_commits.load(Ordering::Relaxed))
+                .sum(),
+            aborted: producer_recorders
+                .iter()
+                .map(|r| r.txn_aborts.load(Ordering::Relaxed))
+                .sum(),
+            commit_latency: summarize(&h),
+        }
+    });
     let consume = o.mode.consumes().then(|| report::Side {
         totals: c_tot,
         seconds: window_s(c_tot.last_ns),
@@ -475,6 +506,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
         pool_bytes,
         elapsed_s: (end_ns - start_ns) as f64 / 1e9,
         produce,
+        transactions,
         consume,
         series,
         failure: shared.failure(),

@@ -62,6 +62,10 @@ pub struct Recorder {
     /// Time of the last counted record (ns since the Unix epoch).
     pub last_ns: AtomicU64,
     pub latency: Mutex<Latencies>,
+    /// `--transactional`: transactions committed and aborted, and EndTxn(commit) round trips.
+    pub txn_commits: AtomicU64,
+    pub txn_aborts: AtomicU64,
+    pub commit_latency: Mutex<Latencies>,
 }
 
 impl Recorder {

@@ -15,7 +15,11 @@
 //!   ElectLeaders (recorded, with scripted per-partition outcomes), and a classic consumer
 //!   group coordinator: FindCoordinator, JoinGroup with the MEMBER_ID_REQUIRED two-step,
 //!   SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch (v7 and older) and
-//!   DescribeGroups (see [`Group`]). Anything else closes the connection.
+//!   DescribeGroups (see [`Group`]), and a transaction coordinator and producer state:
+//!   InitProducerId, AddPartitionsToTxn (v0-3), EndTxn, ListTransactions, DescribeTransactions
+//!   and DescribeProducers (see [`Txn`] and [`ProducerEntry`]; Produce checks the sequences
+//!   and the transaction of batches that carry a producer id). Anything else closes the
+//!   connection.
 //! - [`FakeBroker::scripted`]: a closure answers each request with a [`Reply`]: a response,
 //!   malformed bytes, or nothing. [`FakeBroker::join`] waits for the connections to end and
 //!   re-raises a panic of the closure, so asserts inside it fail the test.
@@ -33,6 +37,19 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    },
+    describe_producers_response as producers_response,
+    describe_transactions_response as describe_txn_response,
+    list_transactions_response as list_txn_response, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TransactionalId,
+};
 use kafka_protocol::messages::{
     api_versions_response::ApiVersion,
     create_topics_response::CreatableTopicResult,
@@ -117,6 +134,12 @@ const RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// How long a JoinGroup round gathers members before it completes for everyone who joined.
@@ -145,6 +168,45 @@ pub struct State {
     /// Partitions (by index, in every topic) whose fetched batches carry a damaged last byte,
     /// so their CRC check fails, as a log with a flipped bit on disk would serve them.
     pub corrupt_partitions: BTreeSet<i32>,
+    /// Transactions by transactional id: InitProducerId, AddPartitionsToTxn and EndTxn keep
+    /// them; tests may add some for ListTransactions and DescribeTransactions.
+    pub transactions: BTreeMap<String, Txn>,
+    /// Every transaction request received (InitProducerId, AddPartitionsToTxn, EndTxn,
+    /// ListTransactions, DescribeTransactions, DescribeProducers) with its version, in order.
+    pub txn_requests: Vec<(i16, RequestKind)>,
+    /// The transactional id of every Produce request received (`None`: not transactional).
+    pub produce_transactional_ids: Vec<Option<String>>,
+    /// Producer state per (topic, partition) and producer id, as DescribeProducers shows it:
+    /// kept by Produce for batches with a producer id; tests may add entries.
+    pub producers: BTreeMap<(String, i32), BTreeMap<i64, ProducerEntry>>,
+    next_producer_id: i64,
+}
+
+/// A transaction of the fake coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Kafka's state names: `Empty`, `Ongoing`, `CompleteCommit`, `CompleteAbort`, ...
+    pub state: String,
+    pub timeout_ms: i32,
+    /// When the open transaction began (ms since the epoch; -1 when none is open).
+    pub start_ms: i64,
+    /// The open transaction's partitions.
+    pub partitions: BTreeSet<(String, i32)>,
+    pub commits: u32,
+    pub aborts: u32,
+}
+
+/// One producer's state on one partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction on the partition, -1 when none.
+    pub txn_start_offset: i64,
 }
 
 impl State {
@@ -466,6 +528,34 @@ fn answer(state: &Mutex<State>, req: &Request) -> Reply {
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders(&mut lock(state), r, v))
         }
+        RequestKind::InitProducerId(_)
+        | RequestKind::AddPartitionsToTxn(_)
+        | RequestKind::EndTxn(_)
+        | RequestKind::ListTransactions(_)
+        | RequestKind::DescribeTransactions(_)
+        | RequestKind::DescribeProducers(_) => {
+            let mut st = lock(state);
+            st.txn_requests.push((v, req.body.clone()));
+            match &req.body {
+                RequestKind::InitProducerId(r) => {
+                    ResponseKind::InitProducerId(init_producer_id(&mut st, r))
+                }
+                RequestKind::AddPartitionsToTxn(r) => {
+                    ResponseKind::AddPartitionsToTxn(add_partitions_to_txn(&mut st, r))
+                }
+                RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn(&mut st, r)),
+                RequestKind::ListTransactions(r) => {
+                    ResponseKind::ListTransactions(list_transactions(&st, r))
+                }
+                RequestKind::DescribeTransactions(r) => {
+                    ResponseKind::DescribeTransactions(describe_transactions(&st, r))
+                }
+                RequestKind::DescribeProducers(r) => {
+                    ResponseKind::DescribeProducers(describe_producers(&st, r))
+                }
+                _ => unreachable!("matched above"),
+            }
+        }
         _ => {
             eprintln!(
                 "fake broker: {:?} is not implemented; closing the connection",
@@ -554,6 +644,8 @@ fn create_topics(st: &mut State, req: &CreateTopicsRequest) -> CreateTopicsRespo
 /// Appends every batch of each partition's records, validated by the broker's own check
 /// (`batch::split_batches`) and given offsets as the broker does (`batch::assign_offset`).
 fn produce(st: &mut State, req: &ProduceRequest) -> ProduceResponse {
+    let txn_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    st.produce_transactional_ids.push(txn_id.clone());
     let responses = req
         .topic_data
         .iter()
@@ -563,12 +655,19 @@ fn produce(st: &mut State, req: &ProduceRequest) -> ProduceResponse {
                 .iter()
                 .map(|p| {
                     let r = PartitionProduceResponse::default().with_index(p.index);
+                    let data = p.records.clone().unwrap_or_default();
+                    let key = (t.name.0.to_string(), p.index);
+                    if let Err(code) = check_producer(st, &key, txn_id.as_deref(), &data) {
+                        return r.with_error_code(code);
+                    }
                     let Some(log) = st.log_mut(&t.name.0, p.index) else {
                         return r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
                     };
-                    let data = p.records.clone().unwrap_or_default();
                     match append(log, &data) {
-                        Ok(base) => r.with_base_offset(base),
+                        Ok(base) => {
+                            note_producer(st, &key, base, &data);
+                            r.with_base_offset(base)
+                        }
                         Err(e) => r.with_error_code(e.kafka_code()),
                     }
                 })
@@ -1006,4 +1105,347 @@ fn elect_leaders(st: &mut State, req: &ElectLeadersRequest, v: i16) -> ElectLead
         r.error_code = st.elect_error;
     }
     r
+}
+
+/// Kafka's next sequence after `sequence` + `count` records (wrapping past `i32::MAX` to 0).
+fn next_sequence(sequence: i32, count: i32) -> i32 {
+    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The checks of a partition leader on batches with a producer id: the first batch of an
+/// epoch starts at sequence 0, each next one where the last ended (OUT_OF_ORDER_SEQUENCE_NUMBER
+/// otherwise); a transactional batch needs the request's transactional id, whose open
+/// transaction holds the partition under the same producer id and epoch (INVALID_TXN_STATE).
+fn check_producer(
+    st: &State,
+    key: &(String, i32),
+    txn_id: Option<&str>,
+    data: &[u8],
+) -> Result<(), i16> {
+    let Ok(batches) = batch::split_batches(data, usize::MAX) else {
+        return Ok(()); // append reports it
+    };
+    let mut expected: BTreeMap<i64, (i16, i32)> = BTreeMap::new();
+    for (_, h) in batches {
+        if h.producer_id < 0 {
+            continue;
+        }
+        let last = expected.get(&h.producer_id).copied().or_else(|| {
+            let e = st.producers.get(key)?.get(&h.producer_id)?;
+            Some((e.epoch, e.last_sequence))
+        });
+        let want = match last {
+            Some((epoch, last_sequence)) if epoch == h.producer_epoch => {
+                next_sequence(last_sequence, 1)
+            }
+            _ => 0,
+        };
+        if h.base_sequence != want {
+            return Err(codes::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        }
+        if h.is_transactional() {
+            let txn = txn_id.and_then(|id| st.transactions.get(id));
+            let in_txn = txn.is_some_and(|t| {
+                t.state == "Ongoing"
+                    && t.producer_id == h.producer_id
+                    && t.epoch == h.producer_epoch
+                    && t.partitions.contains(key)
+            });
+            if !in_txn {
+                return Err(ResponseError::InvalidTxnState.code());
+            }
+        }
+        let last_sequence = next_sequence(h.base_sequence, h.records_count) - 1;
+        let last_sequence = if last_sequence < 0 {
+            i32::MAX
+        } else {
+            last_sequence
+        };
+        expected.insert(h.producer_id, (h.producer_epoch, last_sequence));
+    }
+    Ok(())
+}
+
+/// Keeps the producer state of the batches just appended at `base`.
+fn note_producer(st: &mut State, key: &(String, i32), base: i64, data: &[u8]) {
+    let Ok(batches) = batch::split_batches(data, usize::MAX) else {
+        return;
+    };
+    let mut offset = base;
+    for (_, h) in batches {
+        let first = offset;
+        offset += i64::from(h.last_offset_delta) + 1;
+        if h.producer_id < 0 {
+            continue;
+        }
+        let e = st
+            .producers
+            .entry(key.clone())
+            .or_default()
+            .entry(h.producer_id)
+            .or_insert(ProducerEntry {
+                txn_start_offset: -1,
+                ..ProducerEntry::default()
+            });
+        if e.epoch != h.producer_epoch {
+            e.txn_start_offset = -1;
+        }
+        e.epoch = h.producer_epoch;
+        let last = next_sequence(h.base_sequence, h.records_count) - 1;
+        e.last_sequence = if last < 0 { i32::MAX } else { last };
+        e.last_timestamp = h.max_timestamp;
+        if h.is_transactional() && e.txn_start_offset < 0 {
+            e.txn_start_offset = first;
+        }
+    }
+}
+
+/// A new producer id for an unknown transactional id (or none), the same id with the next
+/// epoch for a known one, whose open transaction is aborted.
+fn init_producer_id(st: &mut State, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+    st.next_producer_id += 1;
+    let fresh = 1000 + st.next_producer_id;
+    let (producer_id, epoch) = match &req.transactional_id {
+        None => (fresh, 0),
+        Some(id) => {
+            let t = st.transactions.entry(id.0.to_string()).or_insert(Txn {
+                producer_id: fresh,
+                epoch: -1,
+                ..Txn::default()
+            });
+            t.epoch += 1;
+            t.state = "Empty".to_string();
+            t.timeout_ms = req.transaction_timeout_ms;
+            t.start_ms = -1;
+            t.partitions.clear();
+            (t.producer_id, t.epoch)
+        }
+    };
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+}
+
+/// The code for a transaction request of `producer_id`/`epoch` on transaction `id`.
+fn txn_check(st: &State, id: &str, producer_id: i64, epoch: i16) -> i16 {
+    match st.transactions.get(id) {
+        None => ResponseError::InvalidProducerIdMapping.code(),
+        Some(t) if t.producer_id != producer_id => ResponseError::InvalidProducerIdMapping.code(),
+        Some(t) if t.epoch != epoch => ResponseError::InvalidProducerEpoch.code(),
+        Some(_) => codes::NONE,
+    }
+}
+
+fn add_partitions_to_txn(
+    st: &mut State,
+    req: &AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let id = req.v3_and_below_transactional_id.0.to_string();
+    let mut code = txn_check(
+        st,
+        &id,
+        req.v3_and_below_producer_id.0,
+        req.v3_and_below_producer_epoch,
+    );
+    let unknown: BTreeSet<(String, i32)> = req
+        .v3_and_below_topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
+        .filter(|(t, p)| st.log(t, *p).is_none())
+        .collect();
+    if code == codes::NONE && unknown.is_empty() {
+        let t = st.transactions.get_mut(&id).expect("checked");
+        if t.state != "Ongoing" {
+            t.state = "Ongoing".to_string();
+            t.start_ms = now_ms();
+        }
+        for topic in &req.v3_and_below_topics {
+            for p in &topic.partitions {
+                t.partitions.insert((topic.name.0.to_string(), *p));
+            }
+        }
+    } else if code == codes::NONE {
+        code = ResponseError::OperationNotAttempted.code();
+    }
+    let results = req
+        .v3_and_below_topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let c = if unknown.contains(&(t.name.0.to_string(), *p)) {
+                        codes::UNKNOWN_TOPIC_OR_PARTITION
+                    } else {
+                        code
+                    };
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_partition_error_code(c)
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(partitions)
+        })
+        .collect();
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
+fn end_txn(st: &mut State, req: &EndTxnRequest) -> EndTxnResponse {
+    let id = req.transactional_id.0.to_string();
+    let code = txn_check(st, &id, req.producer_id.0, req.producer_epoch);
+    if code != codes::NONE {
+        return EndTxnResponse::default().with_error_code(code);
+    }
+    let t = st.transactions.get_mut(&id).expect("checked");
+    if t.state != "Ongoing" {
+        return EndTxnResponse::default().with_error_code(ResponseError::InvalidTxnState.code());
+    }
+    if req.committed {
+        t.state = "CompleteCommit".to_string();
+        t.commits += 1;
+    } else {
+        t.state = "CompleteAbort".to_string();
+        t.aborts += 1;
+    }
+    t.start_ms = -1;
+    let (producer_id, partitions) = (t.producer_id, std::mem::take(&mut t.partitions));
+    for key in partitions {
+        if let Some(e) = st
+            .producers
+            .get_mut(&key)
+            .and_then(|ps| ps.get_mut(&producer_id))
+        {
+            e.txn_start_offset = -1;
+        }
+    }
+    EndTxnResponse::default()
+}
+
+/// Kafka's transaction state names.
+const TXN_STATES: &[&str] = &[
+    "Empty",
+    "Ongoing",
+    "PrepareCommit",
+    "PrepareAbort",
+    "CompleteCommit",
+    "CompleteAbort",
+    "Dead",
+    "PrepareEpochFence",
+];
+
+fn list_transactions(st: &State, req: &ListTransactionsRequest) -> ListTransactionsResponse {
+    let now = now_ms();
+    let states = st
+        .transactions
+        .iter()
+        .filter(|(_, t)| {
+            (req.state_filters.is_empty() || req.state_filters.iter().any(|s| **s == *t.state))
+                && (req.producer_id_filters.is_empty()
+                    || req.producer_id_filters.iter().any(|p| p.0 == t.producer_id))
+                && (req.duration_filter < 0
+                    || (t.start_ms >= 0 && now - t.start_ms >= req.duration_filter))
+        })
+        .map(|(id, t)| {
+            list_txn_response::TransactionState::default()
+                .with_transactional_id(TransactionalId(s(id)))
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_transaction_state(s(&t.state))
+        })
+        .collect();
+    let unknown = req
+        .state_filters
+        .iter()
+        .filter(|f| !TXN_STATES.contains(&&***f))
+        .cloned()
+        .collect();
+    ListTransactionsResponse::default()
+        .with_transaction_states(states)
+        .with_unknown_state_filters(unknown)
+}
+
+fn describe_transactions(
+    st: &State,
+    req: &DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let states = req
+        .transactional_ids
+        .iter()
+        .map(|id| {
+            let r = describe_txn_response::TransactionState::default()
+                .with_transactional_id(id.clone());
+            let Some(t) = st.transactions.get(&*id.0) else {
+                return r.with_error_code(ResponseError::TransactionalIdNotFound.code());
+            };
+            let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for (topic, p) in &t.partitions {
+                topics.entry(topic).or_default().push(*p);
+            }
+            r.with_transaction_state(s(&t.state))
+                .with_transaction_timeout_ms(t.timeout_ms)
+                .with_transaction_start_time_ms(t.start_ms)
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_producer_epoch(t.epoch)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(topic, ps)| {
+                            describe_txn_response::TopicData::default()
+                                .with_topic(topic_name(topic))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+fn describe_producers(st: &State, req: &DescribeProducersRequest) -> DescribeProducersResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&p| {
+                    let r =
+                        producers_response::PartitionResponse::default().with_partition_index(p);
+                    if st.log(&t.name.0, p).is_none() {
+                        return r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    }
+                    let key = (t.name.0.to_string(), p);
+                    let active = st
+                        .producers
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .map(|(id, e)| {
+                            producers_response::ProducerState::default()
+                                .with_producer_id(ProducerId(*id))
+                                .with_producer_epoch(i32::from(e.epoch))
+                                .with_last_sequence(e.last_sequence)
+                                .with_last_timestamp(e.last_timestamp)
+                                .with_coordinator_epoch(e.coordinator_epoch)
+                                .with_current_txn_start_offset(e.txn_start_offset)
+                        })
+                        .collect();
+                    r.with_active_producers(active)
+                })
+                .collect();
+            producers_response::TopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
 }

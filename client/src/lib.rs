@@ -54,6 +54,7 @@ use shardlog_protocol::request::{decode_response, encode_request};
 
 #[cfg(any(test, feature = "fake-broker"))]
 pub mod fake_broker;
+pub mod txn;
 
 /// Largest response frame accepted by default (Kafka's `socket.request.max.bytes` default).
 pub const MAX_RESPONSE_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
@@ -218,6 +219,10 @@ fn client_max_version(api_key: i16) -> i16 {
         Ok(ApiKey::Produce) | Ok(ApiKey::Fetch) => 12,
         // 8+ batch several groups per request in a different layout.
         Ok(ApiKey::OffsetFetch) => 7,
+        // 4+ is the broker-to-broker form (several transactions, verify_only).
+        Ok(ApiKey::AddPartitionsToTxn) => 3,
+        // 5 is transaction version 2 (KIP-890): the epoch is bumped at every EndTxn.
+        Ok(ApiKey::EndTxn) => 4,
         _ => i16::MAX,
     }
 }
@@ -728,8 +733,8 @@ pub struct Client {
     unrouted: Option<Connection>,
     connections: HashMap<i32, Connection>,
     metadata: ClusterMetadata,
-    /// Group id -> coordinator broker id, from FindCoordinator.
-    coordinators: HashMap<String, i32>,
+    /// (key type, group or transactional id) -> coordinator broker id, from FindCoordinator.
+    coordinators: HashMap<(CoordinatorType, String), i32>,
 }
 
 impl Client {
@@ -1047,12 +1052,19 @@ impl Client {
         }
     }
 
-    /// The coordinator's broker id for `group` (cached; FindCoordinator on first use).
-    pub fn coordinator_of(&mut self, group: &str) -> Result<i32, ClientError> {
-        if let Some(id) = self.coordinators.get(group) {
+    /// The coordinator's broker id for `key` (cached; FindCoordinator on first use): a group id
+    /// (`&str`, or [`CoordinatorKey::group`]) or a transactional id
+    /// ([`CoordinatorKey::transaction`]).
+    pub fn coordinator_of<'k>(
+        &mut self,
+        key: impl Into<CoordinatorKey<'k>>,
+    ) -> Result<i32, ClientError> {
+        let key = key.into();
+        let cache_key = (key.kind, key.id.to_string());
+        if let Some(id) = self.coordinators.get(&cache_key) {
             return Ok(*id);
         }
-        let (node_id, host, port) = self.with_any(|conn| find_coordinator(conn, group))?;
+        let (node_id, host, port) = self.with_any(|conn| find_coordinator(conn, key))?;
         self.metadata
             .brokers
             .entry(node_id)
@@ -1062,23 +1074,25 @@ impl Client {
                 port,
                 rack: None,
             });
-        self.coordinators.insert(group.to_string(), node_id);
+        self.coordinators.insert(cache_key, node_id);
         Ok(node_id)
     }
 
-    /// Runs `f` on the coordinator of `group`, looking it up again and retrying once on
-    /// NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or when the request could not be sent.
-    pub fn with_coordinator<T>(
+    /// Runs `f` on the coordinator of `key` (a group id or a [`CoordinatorKey`]), looking it up
+    /// again and retrying once on NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or when the
+    /// request could not be sent.
+    pub fn with_coordinator<'k, T>(
         &mut self,
-        group: &str,
+        key: impl Into<CoordinatorKey<'k>>,
         mut f: impl FnMut(&mut Connection) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let id = self.coordinator_of(group)?;
+        let key = key.into();
+        let id = self.coordinator_of(key)?;
         match f(self.connection_to(id)?) {
             Err(e) if e.is_stale_coordinator() || e.is_unsent() => {
                 self.drop_broken();
-                self.coordinators.remove(group);
-                let id = self.coordinator_of(group)?;
+                self.coordinators.remove(&(key.kind, key.id.to_string()));
+                let id = self.coordinator_of(key)?;
                 f(self.connection_to(id)?)
             }
             other => other,
@@ -1254,21 +1268,98 @@ fn duration_ms(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
-/// FindCoordinator for a consumer group on `conn`: (node id, host, port).
-pub fn find_coordinator(
+/// What a coordinator is looked up for: FindCoordinator's `key_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CoordinatorType {
+    /// A consumer group (key type 0).
+    Group,
+    /// A transactional id (key type 1; FindCoordinator v1+).
+    Transaction,
+}
+
+impl CoordinatorType {
+    /// The wire value of `key_type`.
+    pub fn key_type(self) -> i8 {
+        match self {
+            CoordinatorType::Group => 0,
+            CoordinatorType::Transaction => 1,
+        }
+    }
+}
+
+/// A coordinator key: a group id or a transactional id. `&str` and `&String` convert to a
+/// group key, so `client.coordinator_of("g")` looks up a group's coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CoordinatorKey<'a> {
+    pub kind: CoordinatorType,
+    pub id: &'a str,
+}
+
+impl<'a> CoordinatorKey<'a> {
+    pub fn group(id: &'a str) -> CoordinatorKey<'a> {
+        CoordinatorKey {
+            kind: CoordinatorType::Group,
+            id,
+        }
+    }
+
+    pub fn transaction(transactional_id: &'a str) -> CoordinatorKey<'a> {
+        CoordinatorKey {
+            kind: CoordinatorType::Transaction,
+            id: transactional_id,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for CoordinatorKey<'a> {
+    fn from(group: &'a str) -> CoordinatorKey<'a> {
+        CoordinatorKey::group(group)
+    }
+}
+
+impl<'a> From<&'a String> for CoordinatorKey<'a> {
+    fn from(group: &'a String) -> CoordinatorKey<'a> {
+        CoordinatorKey::group(group)
+    }
+}
+
+impl std::fmt::Display for CoordinatorKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            CoordinatorType::Group => write!(f, "group {:?}", self.id),
+            CoordinatorType::Transaction => write!(f, "transactional id {:?}", self.id),
+        }
+    }
+}
+
+/// FindCoordinator for a group or transactional id on `conn`: (node id, host, port).
+/// Transactional ids need FindCoordinator v1 or later (v0 has no key type).
+pub fn find_coordinator<'k>(
     conn: &mut Connection,
-    group: &str,
+    key: impl Into<CoordinatorKey<'k>>,
 ) -> Result<(i32, String, i32), ClientError> {
+    let key = key.into();
     let version = conn.version_for::<FindCoordinatorRequest>()?;
+    if version < 1 && key.kind != CoordinatorType::Group {
+        return Err(ClientError::UnsupportedApi {
+            addr: conn.addr().to_string(),
+            api: "FindCoordinator with a transactional id (key type 1)".to_string(),
+            broker_versions: "0".to_string(),
+            client_versions: format!("1-{}", client_versions::<FindCoordinatorRequest>().max),
+        });
+    }
     let mut req = FindCoordinatorRequest::default();
-    let key = StrBytes::from_string(group.to_string());
+    if version >= 1 {
+        req.key_type = key.kind.key_type();
+    }
+    let id = StrBytes::from_string(key.id.to_string());
     if version >= 4 {
-        req.coordinator_keys = vec![key];
+        req.coordinator_keys = vec![id];
     } else {
-        req.key = key;
+        req.key = id;
     }
     let response = conn.call_at(&req, version)?;
-    let context = || format!("finding the coordinator of group {group:?}");
+    let context = || format!("finding the coordinator of {key}");
     if version >= 4 {
         let c = response
             .coordinators

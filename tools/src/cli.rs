@@ -70,6 +70,50 @@ pub enum Command {
     /// kafka-configs.sh sets them.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// Transactions: list them, describe a transactional id, show a partition's producers
+    /// (as kafka-transactions.sh does).
+    #[command(subcommand, visible_alias = "txn")]
+    Transactions(TransactionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransactionsCommand {
+    /// Transactions known to every broker's coordinator (ListTransactions), merged.
+    List(TxnListArgs),
+    /// One transactional id at its coordinator: state, producer id and epoch, timeout, start
+    /// time and the open transaction's partitions (DescribeTransactions).
+    Describe(TxnDescribeArgs),
+    /// Active producers of one partition at its leader: epoch, last sequence and timestamp,
+    /// coordinator epoch, open transaction's first offset (DescribeProducers).
+    Producers(TxnProducersArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct TxnListArgs {
+    /// Only transactions in this state (repeatable): Empty, Ongoing, PrepareCommit,
+    /// PrepareAbort, CompleteCommit, CompleteAbort, Dead, PrepareEpochFence.
+    #[arg(long)]
+    pub state: Vec<String>,
+    /// Only transactions of this producer id (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub producer_id: Vec<i64>,
+    /// Only transactions open for at least this long (ListTransactions v1).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnDescribeArgs {
+    #[arg(long)]
+    pub transactional_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnProducersArgs {
+    #[arg(long, short = 't')]
+    pub topic: String,
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: i32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -766,6 +810,62 @@ mod tests {
             let e = parse(&["cluster", "elect-leaders", &flag]).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn transactions_commands_parse() {
+        let Command::Transactions(TransactionsCommand::List(a)) = parse(&[
+            "transactions",
+            "list",
+            "--state",
+            "Ongoing",
+            "--state",
+            "PrepareCommit",
+            "--producer-id",
+            "7",
+            "--duration-ms",
+            "60000",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.state, vec!["Ongoing".to_string(), "PrepareCommit".into()]);
+        assert_eq!(a.producer_id, vec![7]);
+        assert_eq!(a.duration_ms, Some(60_000));
+        assert_eq!(
+            parse(&["txn", "list", "--duration-ms=-1"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        let Command::Transactions(TransactionsCommand::Describe(a)) =
+            parse(&["transactions", "describe", "--transactional-id", "app"])
+                .unwrap()
+                .command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.transactional_id, "app");
+        assert_eq!(
+            parse(&["transactions", "describe"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        let Command::Transactions(TransactionsCommand::Producers(a)) = parse(&[
+            "transactions",
+            "producers",
+            "--topic",
+            "t",
+            "--partition",
+            "3",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!((a.topic.as_str(), a.partition), ("t", 3));
     }
 
     #[test]

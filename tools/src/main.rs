@@ -6,8 +6,9 @@
 //! - `exit`: exit statuses (2 usage, 3 unreachable, 4 broker error, 5 damage, 6 corrupt
 //!   batch fetched) and hints;
 //! - `output`, `template`: tables, JSON, the consume format template;
-//! - `cluster`, `elect`, `topic`, `produce`, `consume`, `group`, `offsets`: commands that talk
-//!   to brokers through `shardlog_client` (`elect` is `cluster elect-leaders`);
+//! - `cluster`, `elect`, `topic`, `produce`, `consume`, `group`, `offsets`, `quota`,
+//!   `transactions`: commands that talk to brokers through `shardlog_client` (`elect` is
+//!   `cluster elect-leaders`);
 //! - `membership`: the classic consumer group protocol, client side (join, sync with a range
 //!   assignment, heartbeat, commit, leave);
 //! - `segment`: offline `segment dump` and `segment verify` on a data directory;
@@ -30,6 +31,7 @@ mod quota;
 mod segment;
 mod template;
 mod topic;
+mod transactions;
 
 use std::io::Write;
 use std::time::Duration;
@@ -40,6 +42,7 @@ use shardlog_client::Client;
 
 use crate::cli::{
     Cli, ClusterCommand, Command, GroupCommand, QuotaCommand, SegmentCommand, TopicCommand,
+    TransactionsCommand,
 };
 
 /// The client id the CLI connects with unless `--client-id` says otherwise.
@@ -103,6 +106,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             QuotaCommand::Describe(a) => quota::describe(&ctx, &a, out),
             QuotaCommand::Set(a) => quota::set(&ctx, &a, out),
             QuotaCommand::Delete(a) => quota::delete(&ctx, &a, out),
+        },
+        Command::Transactions(cmd) => match cmd {
+            TransactionsCommand::List(a) => transactions::list(&ctx, &a, out),
+            TransactionsCommand::Describe(a) => transactions::describe(&ctx, &a, out),
+            TransactionsCommand::Producers(a) => transactions::producers(&ctx, &a, out),
         },
         Command::Segment(cmd) => match cmd {
             SegmentCommand::Dump(a) => segment::dump(&a.path, a.records, ctx.json, out),
