@@ -523,7 +523,10 @@ mod tests {
             let h = validate(&b).unwrap();
             assert!(h.is_control() && h.is_transactional());
             assert_eq!((h.producer_id, h.producer_epoch), (42, 3));
-            assert_eq!((h.base_sequence, h.records_count, h.last_offset_delta), (-1, 1, 0));
+            assert_eq!(
+                (h.base_sequence, h.records_count, h.last_offset_delta),
+                (-1, 1, 0)
+            );
             assert_eq!(h.compression(), Some(Compression::None));
             assign_offset(&mut b, 99, 5);
             validate(&b).unwrap();

@@ -36,8 +36,8 @@ pub use crate::error::StorageError;
 pub use crate::partition_log::{
     batch_metas, AppendInfo, BatchMeta, FileSlice, PartitionLog, ReadSlice, SegmentInfo,
 };
-pub use crate::txn_index::AbortedTxn;
 pub use crate::segment::{
     file_name as segment_file_name, parse_file_name as parse_segment_file_name,
 };
+pub use crate::txn_index::AbortedTxn;
 pub use shardlog_protocol::batch::BatchHeader;

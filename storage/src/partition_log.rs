@@ -243,7 +243,12 @@ impl PartitionLog {
             }
         }
         for &base in bases[keep..].iter().rev() {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
+            for suffix in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
                 segment::remove_if_exists(&dir.join(segment::file_name(base, suffix))).await?;
             }
             dir_changed = true;
@@ -776,10 +781,17 @@ impl PartitionLog {
             let Some((pos, first)) = seg.find_batch(from.max(seg.base_offset), size).await? else {
                 continue;
             };
-            scan::walk_batches(&seg.log, pos, size, first.base_offset, true, |_, h, bytes| {
-                f(h, bytes.and_then(batch::control_record));
-                ControlFlow::Continue(())
-            })
+            scan::walk_batches(
+                &seg.log,
+                pos,
+                size,
+                first.base_offset,
+                true,
+                |_, h, bytes| {
+                    f(h, bytes.and_then(batch::control_record));
+                    ControlFlow::Continue(())
+                },
+            )
             .await
             .map_err(|e| seg.walk_error(e))?;
         }

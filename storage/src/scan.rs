@@ -91,8 +91,7 @@ where
             let control = with_control && header.is_control();
             let bytes = if control && at + total <= chunk.len() {
                 Some(&chunk[at..at + total])
-            } else if control && total <= CONTROL_BATCH_READ_MAX && (at > 0 || want_now < total)
-            {
+            } else if control && total <= CONTROL_BATCH_READ_MAX && (at > 0 || want_now < total) {
                 // Read again from this batch's start, the whole batch at least.
                 want = total.max(HEADER_CHUNK);
                 break;

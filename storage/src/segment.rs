@@ -39,7 +39,14 @@ pub fn parse_file_name(name: &str) -> Option<(i64, &str)> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if ![LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX].contains(&suffix) {
+    if ![
+        LOG_SUFFIX,
+        INDEX_SUFFIX,
+        TIME_INDEX_SUFFIX,
+        TXN_INDEX_SUFFIX,
+    ]
+    .contains(&suffix)
+    {
         return None;
     }
     let base: i64 = stem.parse().ok()?;

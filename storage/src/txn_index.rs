@@ -132,7 +132,10 @@ mod tests {
         assert!(collect(&entries, 18, 22, &mut out));
         assert_eq!(out, vec![entries[0], entries[1]]);
         let mut out = Vec::new();
-        assert!(!collect(&entries, 21, 100, &mut out), "may continue in later segments");
+        assert!(
+            !collect(&entries, 21, 100, &mut out),
+            "may continue in later segments"
+        );
         assert_eq!(out, vec![entries[1], entries[2]]);
     }
 }

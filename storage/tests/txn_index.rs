@@ -40,7 +40,11 @@ fn aborted_entries_follow_their_segments_and_the_log() {
             .await
             .unwrap();
         // 0..=1 data, 2 abort marker of producer 5, 3 data, 4 commit marker of producer 6.
-        append_raw(&log, build_simple_batch(0, 1, &[(None, Some(b"a")), (None, Some(b"b"))])).await;
+        append_raw(
+            &log,
+            build_simple_batch(0, 1, &[(None, Some(b"a")), (None, Some(b"b"))]),
+        )
+        .await;
         let m1 = append_raw(&log, build_control_batch(5, 0, false, 3, 2)).await;
         assert_eq!(m1, 2);
         let a1 = entry(5, 0, m1);
@@ -119,9 +123,12 @@ fn recovery_drops_entries_past_the_recovered_log_end() {
         log.add_aborted_txns(&[entry(6, 2, 3)]).await.unwrap();
         let log_path = dir.join(format!("{:020}.log", 0));
         drop(log); // kill -9: nothing closed cleanly
-        // The last marker is torn: recovery cuts it, and its entry must go with it.
+                   // The last marker is torn: recovery cuts it, and its entry must go with it.
         let len = std::fs::metadata(&log_path).unwrap().len();
-        let f = std::fs::OpenOptions::new().write(true).open(&log_path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log_path)
+            .unwrap();
         f.set_len(len - 5).unwrap();
         // A torn entry at the end of the file is dropped as well.
         let mut bytes = std::fs::read(txn_file(&dir, 0)).unwrap();

@@ -110,13 +110,11 @@ impl Partition {
             return AppendOutcome::queue_full(self.log.log_start_offset());
         }
         let (tx, rx) = flume::bounded(1);
-        self.pending
-            .borrow_mut()
-            .push_back(PendingAppend {
-                batches,
-                marker,
-                reply: tx,
-            });
+        self.pending.borrow_mut().push_back(PendingAppend {
+            batches,
+            marker,
+            reply: tx,
+        });
         if !self.writing.get() {
             self.writing.set(true);
             // The writer is a detached task so that a producer disconnecting mid-request cannot
@@ -185,9 +183,10 @@ impl Partition {
         let metas = [BatchMeta::from_header(0, &header)];
         if let Err(e) = self.log.append(bytes, &metas).await {
             log::error!("marker append to {}-{} failed: {e}", self.topic, self.index);
-            let _ = p
-                .reply
-                .send(AppendOutcome::failed(errors::KAFKA_STORAGE_ERROR, log_start));
+            let _ = p.reply.send(AppendOutcome::failed(
+                errors::KAFKA_STORAGE_ERROR,
+                log_start,
+            ));
             return;
         }
         let aborted = {

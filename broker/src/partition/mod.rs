@@ -32,6 +32,8 @@ mod isr;
 mod leader;
 pub mod producer_state;
 pub mod replication;
+#[cfg(test)]
+mod txn_tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};

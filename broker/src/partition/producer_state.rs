@@ -524,7 +524,10 @@ mod tests {
             Err(errors::TRANSACTION_COORDINATOR_FENCED)
         );
         // Producer 1 may write non-transactional batches again.
-        assert_eq!(t.check(&header(1, 0, 3, 1, 0), &empty), SequenceCheck::Append);
+        assert_eq!(
+            t.check(&header(1, 0, 3, 1, 0), &empty),
+            SequenceCheck::Append
+        );
         // Producer 2 aborts at 15 with a bumped epoch: nothing open, LSO bound gone.
         let done = t.complete_txn(ProducerId(2), ProducerEpoch(1), 3, false, 15);
         assert_eq!(done.map(|d| (d.first_offset, d.aborted)), Some((12, true)));
