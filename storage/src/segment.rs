@@ -560,16 +560,17 @@ impl Segment {
             replace_file(&self.time_index_path(), want).await?;
         }
 
-        let mut st = self.state.borrow_mut();
-        st.size = end.valid_end;
-        st.next_offset = end.next_offset;
-        st.offset_index_persisted = offset_index.len();
-        st.time_index_persisted = time_index.len();
-        st.offset_index = offset_index;
-        st.time_index = time_index;
-        st.builder = builder;
-        st.first_batch_timestamp = first_batch_timestamp;
-        drop(st);
+        {
+            let mut st = self.state.borrow_mut();
+            st.size = end.valid_end;
+            st.next_offset = end.next_offset;
+            st.offset_index_persisted = offset_index.len();
+            st.time_index_persisted = time_index.len();
+            st.offset_index = offset_index;
+            st.time_index = time_index;
+            st.builder = builder;
+            st.first_batch_timestamp = first_batch_timestamp;
+        }
         self.load_txn_index().await?;
         Ok(LoadOutcome {
             damage: end.damage,
