@@ -327,6 +327,147 @@ pub fn build_simple_batch(
     buf
 }
 
+/// Attribute bit 4: the batch belongs to a transaction.
+pub const TRANSACTIONAL_BIT: i16 = 0x10;
+/// Attribute bit 5: a control batch (transaction markers).
+pub const CONTROL_BIT: i16 = 0x20;
+
+/// The type of a control record (its key's second int16). Kafka's values: 0 ABORT, 1 COMMIT;
+/// others (leader change, snapshot headers) exist in KRaft logs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+    Other(i16),
+}
+
+impl ControlType {
+    pub fn code(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+            ControlType::Other(c) => c,
+        }
+    }
+
+    pub fn from_code(code: i16) -> ControlType {
+        match code {
+            0 => ControlType::Abort,
+            1 => ControlType::Commit,
+            c => ControlType::Other(c),
+        }
+    }
+}
+
+/// The first record of a control batch: its type (key) and, for transaction markers, the
+/// coordinator epoch (value; -1 when the value is missing or too short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlRecord {
+    pub kind: ControlType,
+    pub coordinator_epoch: i32,
+}
+
+/// Builds a transaction marker as Kafka writes one: a control batch (attributes: control and
+/// transactional bits, no compression), the producer's id and epoch, base sequence -1, one
+/// record with key `[int16 version 0, int16 type]` (0 ABORT, 1 COMMIT) and value
+/// `[int16 version 0, int32 coordinator_epoch]`. Base offset 0 and leader epoch -1: the broker
+/// assigns them.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let kind = if commit {
+        ControlType::Commit
+    } else {
+        ControlType::Abort
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.code().to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut rec = Vec::new();
+    rec.push(0u8); // attributes
+    put_varlong(&mut rec, 0); // timestamp delta
+    put_varlong(&mut rec, 0); // offset delta
+    put_varlong(&mut rec, key.len() as i64);
+    rec.extend_from_slice(&key);
+    put_varlong(&mut rec, value.len() as i64);
+    rec.extend_from_slice(&value);
+    put_varlong(&mut rec, 0); // headers
+    let mut body = Vec::with_capacity(rec.len() + 1);
+    put_varlong(&mut body, rec.len() as i64);
+    body.extend_from_slice(&rec);
+    let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    buf.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    buf.extend_from_slice(&((BATCH_HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    buf.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    buf.push(MAGIC_V2 as u8);
+    buf.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
+    buf.extend_from_slice(&(CONTROL_BIT | TRANSACTIONAL_BIT).to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    buf.extend_from_slice(&timestamp_ms.to_be_bytes());
+    buf.extend_from_slice(&timestamp_ms.to_be_bytes());
+    buf.extend_from_slice(&producer_id.to_be_bytes());
+    buf.extend_from_slice(&producer_epoch.to_be_bytes());
+    buf.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    buf.extend_from_slice(&1i32.to_be_bytes()); // records count
+    buf.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf
+}
+
+/// Reads a zig-zag varint at `*at`, moving `*at` past it. `None` if the bytes end first or it
+/// is longer than 10 bytes.
+fn get_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for i in 0..10 {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        z |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The first record of a control batch (`batch` starts at the batch's first byte and holds at
+/// least the header and its first record). `None` when the batch is not a control batch, is
+/// compressed, or its first record is malformed or has a key shorter than 4 bytes. Control
+/// batches are a few dozen bytes: this reads only the bytes it needs.
+pub fn control_record(batch: &[u8]) -> Option<ControlRecord> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if !h.is_control() || h.records_count < 1 || h.attributes & 0x07 != 0 {
+        return None;
+    }
+    let mut at = BATCH_HEADER_LEN;
+    let _len = get_varlong(batch, &mut at)?;
+    at += 1; // record attributes
+    get_varlong(batch, &mut at)?; // timestamp delta
+    get_varlong(batch, &mut at)?; // offset delta
+    let key_len = get_varlong(batch, &mut at)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + key_len as usize)?;
+    let kind = ControlType::from_code(be_i16(key, 2));
+    at += key_len as usize;
+    let coordinator_epoch = match get_varlong(batch, &mut at) {
+        Some(n) if n >= 6 => batch.get(at..at + 6).map_or(-1, |v| be_i32(v, 2)),
+        _ => -1,
+    };
+    Some(ControlRecord {
+        kind,
+        coordinator_epoch,
+    })
+}
+
 /// Zig-zag varint as the record format uses it.
 pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -373,6 +514,41 @@ mod tests {
             split_batches(&two[..two.len() - 3], 1 << 20),
             Err(BatchError::Truncated)
         );
+    }
+
+    #[test]
+    fn control_batches_round_trip() {
+        for (commit, kind) in [(true, ControlType::Commit), (false, ControlType::Abort)] {
+            let mut b = build_control_batch(42, 3, commit, 17, 1_000);
+            let h = validate(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch), (42, 3));
+            assert_eq!(
+                (h.base_sequence, h.records_count, h.last_offset_delta),
+                (-1, 1, 0)
+            );
+            assert_eq!(h.compression(), Some(Compression::None));
+            assign_offset(&mut b, 99, 5);
+            validate(&b).unwrap();
+            assert_eq!(
+                control_record(&b),
+                Some(ControlRecord {
+                    kind,
+                    coordinator_epoch: 17
+                })
+            );
+            // Kafka's key and value bytes: version 0, then type / coordinator epoch.
+            let key_at = b.len() - 1 - 6 - 1 - 4;
+            assert_eq!(&b[key_at..key_at + 4], &[0, 0, 0, kind.code() as u8]);
+            assert_eq!(&b[b.len() - 7..b.len() - 1], &[0, 0, 0, 0, 0, 17]);
+            // Every prefix without the whole key answers None, never panics.
+            for cut in 0..key_at + 4 {
+                assert_eq!(control_record(&b[..cut]), None, "cut at {cut}");
+            }
+        }
+        let data = build_simple_batch(0, 1, &[(Some(b"\0\0\0\0"), None)]);
+        assert_eq!(control_record(&data), None, "not a control batch");
+        assert_eq!(ControlType::from_code(5), ControlType::Other(5));
     }
 
     #[test]

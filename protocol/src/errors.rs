@@ -109,6 +109,7 @@ pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = E::UnsupportedForMessageFormat.c
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = E::OutOfOrderSequenceNumber.code();
 pub const INVALID_PRODUCER_EPOCH: i16 = E::InvalidProducerEpoch.code();
 pub const INVALID_TXN_STATE: i16 = E::InvalidTxnState.code();
+pub const TRANSACTION_COORDINATOR_FENCED: i16 = E::TransactionCoordinatorFenced.code();
 pub const KAFKA_STORAGE_ERROR: i16 = E::KafkaStorageError.code();
 pub const UNKNOWN_PRODUCER_ID: i16 = E::UnknownProducerId.code();
 pub const NON_EMPTY_GROUP: i16 = E::NonEmptyGroup.code();

@@ -1,7 +1,7 @@
 //! Shardlog's storage crate: one partition's log, in Kafka's on-disk layout.
 //!
-//! A partition is a directory of segments (`<base offset>.log` with its sparse `.index` and
-//! `.timeindex`) plus a `checkpoint` file; `FORMAT.md` documents every byte. The crate knows
+//! A partition is a directory of segments (`<base offset>.log` with its sparse `.index`,
+//! `.timeindex` and `.txnindex`) plus a `checkpoint` file; `FORMAT.md` documents every byte. The crate knows
 //! nothing of Kafka requests, shards or producers: the broker's partition layer assigns offsets,
 //! validates batches and turns errors into Kafka codes.
 //!
@@ -11,6 +11,7 @@
 //! - `index`: index entry layout, lookups and the entry-placement rule (pure).
 //! - `policy`: roll, retention, flush and truncation decisions (pure).
 //! - `scan`: walking batch headers and validating replays over a `.log`.
+//! - `txn_index`: the aborted transaction index (`.txnindex`) layout and its search (pure).
 //! - `checkpoint`: the recovery point / log start offset file.
 //! - `probe`: whether the filesystem has non-blocking buffered writes (checked at start).
 //! - `config`, `error`: `LogConfig` (Kafka topic settings) and `StorageError`.
@@ -28,6 +29,7 @@ pub mod probe;
 mod scan;
 mod segment;
 pub mod stats;
+pub mod txn_index;
 
 pub use crate::config::LogConfig;
 pub use crate::error::StorageError;
@@ -37,4 +39,5 @@ pub use crate::partition_log::{
 pub use crate::segment::{
     file_name as segment_file_name, parse_file_name as parse_segment_file_name,
 };
+pub use crate::txn_index::AbortedTxn;
 pub use shardlog_protocol::batch::BatchHeader;

@@ -35,7 +35,11 @@ use crate::error::StorageError;
 use crate::index::{self, NO_TIMESTAMP};
 use crate::policy::{self, IncomingAppend, MAX_SEGMENT_BYTES};
 use crate::scan::{self, WalkError};
-use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::segment::{
+    self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX,
+};
+use crate::txn_index::{self, AbortedTxn};
+use shardlog_protocol::batch::ControlRecord;
 
 /// One batch of an append buffer, as the produce path parsed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +243,12 @@ impl PartitionLog {
             }
         }
         for &base in bases[keep..].iter().rev() {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            for suffix in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
                 segment::remove_if_exists(&dir.join(segment::file_name(base, suffix))).await?;
             }
             dir_changed = true;
@@ -749,6 +758,125 @@ impl PartitionLog {
             .map_err(|e| seg.walk_error(e))?;
         }
         Ok(())
+    }
+
+    /// `scan_headers`, also handing over the first record of every control batch (`None` for
+    /// other batches, or a control batch whose record cannot be read): how the broker rebuilds
+    /// its transaction state at open.
+    pub async fn scan_batches(
+        &self,
+        from_offset: i64,
+        f: &mut dyn FnMut(&BatchHeader, Option<ControlRecord>),
+    ) -> Result<(), StorageError> {
+        let from = from_offset.max(self.log_start_offset.get());
+        let segments = self.segments.borrow().clone();
+        for seg in segments {
+            let size = {
+                let st = seg.state.borrow();
+                if st.next_offset <= from {
+                    continue;
+                }
+                st.size
+            };
+            let Some((pos, first)) = seg.find_batch(from.max(seg.base_offset), size).await? else {
+                continue;
+            };
+            scan::walk_batches(
+                &seg.log,
+                pos,
+                size,
+                first.base_offset,
+                true,
+                |_, h, bytes| {
+                    f(h, bytes.and_then(batch::control_record));
+                    ControlFlow::Continue(())
+                },
+            )
+            .await
+            .map_err(|e| seg.walk_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Records aborted transactions whose ABORT markers were just appended (each goes to the
+    /// `.txnindex` of the segment holding its marker). The caller appends them in marker order,
+    /// right after the append of their markers.
+    pub async fn add_aborted_txns(&self, entries: &[AbortedTxn]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _permit = self.lock().await;
+        let mut rest = entries;
+        while let Some(first) = rest.first() {
+            let Some(seg) = self
+                .floor_segment_index(first.last_offset)
+                .and_then(|i| self.segment_at(i))
+            else {
+                return Err(StorageError::InvalidAppend(format!(
+                    "aborted transaction {first:?} below the first segment"
+                )));
+            };
+            let next = seg.next_offset();
+            let n = rest
+                .iter()
+                .take_while(|e| e.last_offset < next)
+                .count()
+                .max(1);
+            seg.append_aborted(&rest[..n]).await?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Replaces the aborted transactions of every segment holding offsets at or above the log
+    /// start with `entries` (all of them for that range, in marker order, e.g. rebuilt from the
+    /// log's control batches); `.txnindex` files that differ are rewritten. Segments wholly
+    /// below the log start keep theirs (no fetch reads them).
+    pub async fn replace_aborted_txns(&self, entries: &[AbortedTxn]) -> Result<(), StorageError> {
+        let _permit = self.lock().await;
+        let lso = self.log_start_offset.get();
+        let segments = self.segments.borrow().clone();
+        for seg in segments {
+            let next = seg.next_offset();
+            if next <= lso && seg.size() > 0 {
+                continue;
+            }
+            let mine: Vec<AbortedTxn> = entries
+                .iter()
+                .filter(|e| e.last_offset >= seg.base_offset && e.last_offset < next)
+                .copied()
+                .collect();
+            let on_disk = seg.aborted_bytes();
+            seg.set_aborted(mine, &on_disk).await?;
+        }
+        Ok(())
+    }
+
+    /// The aborted transactions a fetch returning `[start, upper_exclusive)` must report (Kafka's
+    /// `collectAbortedTransactions`): every entry whose transaction overlaps the range, from the
+    /// segment holding `start` on, until an entry's last stable offset reaches `upper_exclusive`.
+    /// From memory; no I/O.
+    pub fn collect_aborted_txns(&self, start: i64, upper_exclusive: i64) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        let segs = self.segments.borrow();
+        let from = segs
+            .partition_point(|s| s.base_offset <= start)
+            .saturating_sub(1);
+        for seg in &segs[from..] {
+            if txn_index::collect(&seg.aborted.borrow(), start, upper_exclusive, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Every aborted transaction the segments hold, in order (tests, tools).
+    pub fn aborted_txns(&self) -> Vec<AbortedTxn> {
+        self.segments
+            .borrow()
+            .iter()
+            .flat_map(|s| s.aborted.borrow().clone())
+            .collect()
     }
 
     /// Closes the active segment and starts a new one at the log end offset (no-op when the

@@ -36,20 +36,46 @@ impl From<shardlog_runtime::Error> for WalkError {
 /// headers chain: lengths, offsets continuing densely. Bytes at and past `end` are never read.
 pub async fn walk_headers<F>(
     file: &BufferedFile,
-    mut position: u64,
+    position: u64,
     end: u64,
-    mut expected_base: i64,
+    expected_base: i64,
     mut visit: F,
 ) -> Result<(), WalkError>
 where
     F: FnMut(u64, &BatchHeader) -> ControlFlow<()>,
 {
+    walk_batches(file, position, end, expected_base, false, |pos, h, _| {
+        visit(pos, h)
+    })
+    .await
+}
+
+/// Control batches larger than this (a transaction marker is about 80 bytes) are not read
+/// whole by `walk_batches`: their records are reported missing.
+pub const CONTROL_BATCH_READ_MAX: usize = 64 * 1024;
+
+/// `walk_headers`, and with `with_control` the whole bytes of each control batch (up to
+/// `CONTROL_BATCH_READ_MAX`) as the third argument of `visit`, so that its control record can
+/// be parsed; `None` for other batches.
+pub async fn walk_batches<F>(
+    file: &BufferedFile,
+    mut position: u64,
+    end: u64,
+    mut expected_base: i64,
+    with_control: bool,
+    mut visit: F,
+) -> Result<(), WalkError>
+where
+    F: FnMut(u64, &BatchHeader, Option<&[u8]>) -> ControlFlow<()>,
+{
+    let mut want = HEADER_CHUNK;
     while position < end {
         if end - position < BATCH_HEADER_LEN as u64 {
             return Err(corrupt(position, "torn batch header"));
         }
-        let want = (end - position).min(HEADER_CHUNK as u64) as usize;
-        let chunk = file.read_at(position, want).await?;
+        let want_now = (end - position).min(want as u64) as usize;
+        want = HEADER_CHUNK;
+        let chunk = file.read_at(position, want_now).await?;
         if chunk.len() < BATCH_HEADER_LEN {
             return Err(WalkError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -61,11 +87,22 @@ where
             let pos = position + at as u64;
             let header = BatchHeader::parse(&chunk[at..]).expect("61 bytes present");
             check_chain(pos, &header, expected_base, end)?;
-            if visit(pos, &header).is_break() {
+            let total = header.total_len();
+            let control = with_control && header.is_control();
+            let bytes = if control && at + total <= chunk.len() {
+                Some(&chunk[at..at + total])
+            } else if control && total <= CONTROL_BATCH_READ_MAX && (at > 0 || want_now < total) {
+                // Read again from this batch's start, the whole batch at least.
+                want = total.max(HEADER_CHUNK);
+                break;
+            } else {
+                None
+            };
+            if visit(pos, &header, bytes).is_break() {
                 return Ok(());
             }
             expected_base = header.last_offset() + 1;
-            at += header.total_len();
+            at += total;
             if position + at as u64 >= end {
                 return Ok(());
             }

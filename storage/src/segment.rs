@@ -21,10 +21,12 @@ use crate::error::StorageError;
 use crate::index::{self, IndexBuilder, OffsetEntry, TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::policy::{ActiveSegmentStats, SegmentSummary, MAX_SEGMENT_BYTES};
 use crate::scan::{self, WalkError};
+use crate::txn_index::{self, AbortedTxn, TXN_ENTRY_LEN};
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub const TXN_INDEX_SUFFIX: &str = "txnindex";
 
 /// `00000000000000000042.log` for base offset 42.
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
@@ -37,7 +39,14 @@ pub fn parse_file_name(name: &str) -> Option<(i64, &str)> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if ![LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX].contains(&suffix) {
+    if ![
+        LOG_SUFFIX,
+        INDEX_SUFFIX,
+        TIME_INDEX_SUFFIX,
+        TXN_INDEX_SUFFIX,
+    ]
+    .contains(&suffix)
+    {
         return None;
     }
     let base: i64 = stem.parse().ok()?;
@@ -142,6 +151,9 @@ pub struct Segment {
     pub read_fd: Arc<File>,
     pub state: RefCell<SegmentState>,
     pub index_files: RefCell<Option<Rc<IndexFiles>>>,
+    /// The transactions aborted by markers in this segment (its `.txnindex`), in marker order.
+    /// Few: one per aborted transaction; dropped with the segment.
+    pub aborted: RefCell<Vec<AbortedTxn>>,
 }
 
 /// What loading a segment found.
@@ -292,6 +304,7 @@ impl Segment {
         let read_fd = Arc::new(File::open(&log_path)?);
         let offset = open_rw(&path_for(dir, base_offset, INDEX_SUFFIX), true).await?;
         let time = open_rw(&path_for(dir, base_offset, TIME_INDEX_SUFFIX), true).await?;
+        remove_if_exists(&path_for(dir, base_offset, TXN_INDEX_SUFFIX)).await?;
         Ok(Segment {
             base_offset,
             log_path,
@@ -299,6 +312,7 @@ impl Segment {
             read_fd,
             state: RefCell::new(SegmentState::empty(base_offset, now_ms)),
             index_files: RefCell::new(Some(Rc::new(IndexFiles { offset, time }))),
+            aborted: RefCell::new(Vec::new()),
         })
     }
 
@@ -322,6 +336,7 @@ impl Segment {
             read_fd: Arc::new(read_fd),
             state: RefCell::new(state),
             index_files: RefCell::new(None),
+            aborted: RefCell::new(Vec::new()),
         })
     }
 
@@ -337,6 +352,65 @@ impl Segment {
 
     pub fn time_index_path(&self) -> PathBuf {
         path_for(self.dir(), self.base_offset, TIME_INDEX_SUFFIX)
+    }
+
+    pub fn txn_index_path(&self) -> PathBuf {
+        path_for(self.dir(), self.base_offset, TXN_INDEX_SUFFIX)
+    }
+
+    /// Loads the `.txnindex` (whole, valid entries) keeping only the entries whose marker is
+    /// in the segment as loaded (below `next_offset`); rewrites the file when that dropped
+    /// anything (removes it when nothing is left).
+    async fn load_txn_index(&self) -> Result<(), StorageError> {
+        let bytes = read_small_file(&self.txn_index_path()).await?;
+        let next = self.next_offset();
+        let mut entries = txn_index::decode_entries(&bytes);
+        entries.retain(|e| e.last_offset >= self.base_offset && e.last_offset < next);
+        self.set_aborted(entries, &bytes).await
+    }
+
+    /// Replaces the aborted list with `entries` (markers in this segment, in order) and makes
+    /// the file say the same (`on_disk`: what the file holds now).
+    pub async fn set_aborted(
+        &self,
+        entries: Vec<AbortedTxn>,
+        on_disk: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut want = Vec::new();
+        txn_index::encode_entries(&entries, &mut want);
+        if want != on_disk {
+            if want.is_empty() {
+                remove_if_exists(&self.txn_index_path()).await?;
+            } else {
+                replace_file(&self.txn_index_path(), want).await?;
+            }
+        }
+        *self.aborted.borrow_mut() = entries;
+        Ok(())
+    }
+
+    /// The `.txnindex` bytes that memory describes (what the file holds).
+    pub fn aborted_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        txn_index::encode_entries(&self.aborted.borrow(), &mut out);
+        out
+    }
+
+    /// Appends entries (markers just appended to this segment) to memory and the `.txnindex`.
+    /// Not synced: the file is derived from the log and checked at every open.
+    pub async fn append_aborted(&self, entries: &[AbortedTxn]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let at = (self.aborted.borrow().len() * TXN_ENTRY_LEN) as u64;
+        let mut bytes = Vec::new();
+        txn_index::encode_entries(entries, &mut bytes);
+        let file = open_rw(&self.txn_index_path(), false).await?;
+        let written = write_all(&file, bytes, at).await;
+        file.close().await?;
+        written?;
+        self.aborted.borrow_mut().extend_from_slice(entries);
+        Ok(())
     }
 
     pub fn corrupt(&self, reason: impl Into<String>) -> StorageError {
@@ -486,15 +560,18 @@ impl Segment {
             replace_file(&self.time_index_path(), want).await?;
         }
 
-        let mut st = self.state.borrow_mut();
-        st.size = end.valid_end;
-        st.next_offset = end.next_offset;
-        st.offset_index_persisted = offset_index.len();
-        st.time_index_persisted = time_index.len();
-        st.offset_index = offset_index;
-        st.time_index = time_index;
-        st.builder = builder;
-        st.first_batch_timestamp = first_batch_timestamp;
+        {
+            let mut st = self.state.borrow_mut();
+            st.size = end.valid_end;
+            st.next_offset = end.next_offset;
+            st.offset_index_persisted = offset_index.len();
+            st.time_index_persisted = time_index.len();
+            st.offset_index = offset_index;
+            st.time_index = time_index;
+            st.builder = builder;
+            st.first_batch_timestamp = first_batch_timestamp;
+        }
+        self.load_txn_index().await?;
         Ok(LoadOutcome {
             damage: end.damage,
             replayed_from_start,
@@ -584,6 +661,7 @@ impl Segment {
             self.log_path.clone(),
             self.index_path(),
             self.time_index_path(),
+            self.txn_index_path(),
         ] {
             remove_if_exists(&path).await?;
         }

@@ -1,5 +1,6 @@
-//! Reads for Fetch and the fetch waiters (long polls) woken when the log or the high watermark
-//! moves.
+//! Reads for Fetch and the fetch waiters (long polls) woken when the log, the high watermark
+//! or the last stable offset moves. Read-committed consumers read below the last stable offset
+//! and are told the aborted transactions of what they read (from the in-memory `.txnindex`).
 
 use super::*;
 
@@ -15,7 +16,8 @@ impl Partition {
     /// can slip between them unnoticed); the fetch handler passes one only when it may have to
     /// wait for more data.
     ///
-    /// Only the leader serves fetches. A consumer reads below the high watermark; a follower
+    /// Only the leader serves fetches. A consumer reads below the high watermark (below the last
+    /// stable offset with `from.read_committed`); a follower
     /// (`from.replica_id >= 0`) reads to the log end, and its fetch offset is its log end
     /// offset, which may move the high watermark.
     pub async fn read(
@@ -32,8 +34,10 @@ impl Partition {
         let refuse = |code| PartitionRead {
             error_code: code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             slice: None,
+            aborted_transactions: None,
         };
         let code = check_leader_epoch(epoch, from.current_leader_epoch);
         if code != errors::NONE {
@@ -49,7 +53,16 @@ impl Partition {
             self.on_follower_fetch(from.replica_id, offset, from.log_start_offset);
         }
         let hw = self.high_watermark();
-        let limit = if is_follower { leo } else { hw };
+        let lso = self.last_stable_offset();
+        let committed = from.read_committed && !is_follower;
+        let limit = if is_follower {
+            leo
+        } else if committed {
+            lso
+        } else {
+            hw
+        };
+        let none_aborted = committed.then(Vec::new);
         if let Some(w) = waiter {
             let mut ws = self.waiters.borrow_mut();
             ws.retain(|w| !w.is_disconnected());
@@ -63,16 +76,20 @@ impl Partition {
             return PartitionRead {
                 error_code: errors::NONE,
                 high_watermark: hw,
+                last_stable_offset: lso,
                 log_start_offset: log_start,
                 slice: None,
+                aborted_transactions: none_aborted.clone(),
             };
         }
         if offset > leo {
             return PartitionRead {
                 error_code: errors::OFFSET_OUT_OF_RANGE,
                 high_watermark: hw,
+                last_stable_offset: lso,
                 log_start_offset: log_start,
                 slice: None,
+                aborted_transactions: none_aborted.clone(),
             };
         }
         match self.log.read(offset, max_bytes, limit).await {
@@ -86,21 +103,40 @@ impl Partition {
                         (f.last_offset + 1 - from).max(0) as u64,
                     );
                 }
+                let slice = match slice {
+                    ReadSlice::File(f) if f.len > 0 => Some(f),
+                    _ => None,
+                };
+                let aborted_transactions = match (&slice, committed) {
+                    (_, false) => None,
+                    (None, true) => Some(Vec::new()),
+                    (Some(f), true) => Some(
+                        self.log
+                            .collect_aborted_txns(offset, f.last_offset + 1)
+                            .into_iter()
+                            .map(|t| shardlog_protocol::fetch_encode::AbortedTxn {
+                                producer_id: t.producer_id,
+                                first_offset: t.first_offset,
+                            })
+                            .collect(),
+                    ),
+                };
                 PartitionRead {
                     error_code: errors::NONE,
                     high_watermark: hw,
+                    last_stable_offset: lso,
                     log_start_offset: self.log_start_offset(),
-                    slice: match slice {
-                        ReadSlice::File(f) if f.len > 0 => Some(f),
-                        _ => None,
-                    },
+                    slice,
+                    aborted_transactions,
                 }
             }
             Err(StorageError::OffsetOutOfRange { .. }) => PartitionRead {
                 error_code: errors::OFFSET_OUT_OF_RANGE,
                 high_watermark: hw,
+                last_stable_offset: lso,
                 log_start_offset: log_start,
                 slice: None,
+                aborted_transactions: none_aborted.clone(),
             },
             Err(e) => {
                 log::error!(
@@ -111,8 +147,10 @@ impl Partition {
                 PartitionRead {
                     error_code: errors::KAFKA_STORAGE_ERROR,
                     high_watermark: hw,
+                    last_stable_offset: lso,
                     log_start_offset: log_start,
                     slice: None,
+                    aborted_transactions: none_aborted.clone(),
                 }
             }
         }

@@ -1,5 +1,7 @@
-//! A follower's side: appends of the leader's batches, the leader epoch cache, and truncation
-//! (by leader epoch, to an offset, or a restart at the leader's log start).
+//! A follower's side: appends of the leader's batches (with the transaction state their
+//! transactional and control batches carry, so a follower that becomes leader has the right
+//! LSO and aborted list), the leader epoch cache, and truncation (by leader epoch, to an
+//! offset, or a restart at the leader's log start).
 
 use super::*;
 
@@ -114,10 +116,14 @@ impl Partition {
         Ok(())
     }
 
+    /// Transaction state (open transactions, the aborted list) is rebuilt from the log by the
+    /// same full scan as at open, never rolled back piecemeal: simplest, and right whatever
+    /// the truncation cut (a marker, the start of a transaction, both).
     pub(super) async fn after_truncation(&self) -> Result<(), StorageError> {
-        let (producers, epochs) = scan_state(&self.log).await?;
+        let (producers, epochs, aborted) = scan_state(&self.log).await?;
         *self.producers.borrow_mut() = producers;
         *self.epoch_cache.borrow_mut() = epochs;
+        self.log.replace_aborted_txns(&aborted).await?;
         let end = self.log.log_end_offset();
         if self.high_watermark.get() > end {
             self.set_high_watermark(end);
@@ -167,6 +173,7 @@ impl Partition {
         }
         let mut metas = Vec::new();
         let mut headers = Vec::new();
+        let mut controls = Vec::new();
         let mut pos = 0;
         while pos < records.len() {
             let total = match batch::peek_total_len(&records[pos..]) {
@@ -180,6 +187,11 @@ impl Partition {
             let h = batch::validate(&records[pos..pos + total])
                 .map_err(|e| FollowerAppendError::Corrupt(e.to_string()))?;
             metas.push(BatchMeta::from_header(pos, &h));
+            controls.push(if h.is_control() {
+                batch::control_record(&records[pos..pos + total])
+            } else {
+                None
+            });
             headers.push(h);
             pos += total;
         }
@@ -195,11 +207,27 @@ impl Partition {
                 .append(records[..pos].to_vec(), &metas)
                 .await
                 .map_err(FollowerAppendError::Storage)?;
-            let mut producers = self.producers.borrow_mut();
-            let mut epochs = self.epoch_cache.borrow_mut();
-            for h in &headers {
-                producers.observe(h);
-                epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
+            let aborted: Vec<AbortedTxn> = {
+                let mut producers = self.producers.borrow_mut();
+                let mut epochs = self.epoch_cache.borrow_mut();
+                let mut aborted = Vec::new();
+                for (h, control) in headers.iter().zip(controls) {
+                    if let Some(done) = producers.observe_batch(h, control) {
+                        if done.aborted {
+                            aborted.push(aborted_entry(&producers, &done));
+                        }
+                    }
+                    epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
+                }
+                aborted
+            };
+            // Derived data: a failure is repaired from the log at the next open.
+            if let Err(e) = self.log.add_aborted_txns(&aborted).await {
+                log::error!(
+                    "{}-{}: recording aborted transactions: {e}",
+                    self.topic,
+                    self.index
+                );
             }
         }
         let hw = replication::follower_high_watermark(

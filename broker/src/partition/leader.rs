@@ -1,7 +1,10 @@
-//! A leader's appends: produce with the idempotence checks, and group commit (appends queued
-//! while a write is in flight go to the log together in one write).
+//! A leader's appends: produce with the idempotence and transaction checks, group commit
+//! (appends queued while a write is in flight go to the log together in one write), and
+//! transaction markers (`write_marker`: each written alone, in queue order, so markers and
+//! produce keep one writer and one order).
 
 use super::*;
+use crate::base::ids::{ProducerEpoch, ProducerId};
 
 impl Partition {
     /// Remembers a retriable refusal of a produce (nothing appended), see `gap_answer`.
@@ -57,6 +60,38 @@ impl Partition {
     /// (or were recognised as duplicates). Safe to call concurrently: appends are queued.
     /// Refused with NOT_LEADER_OR_FOLLOWER unless this broker leads and its lease is valid.
     pub async fn append(self: &Rc<Self>, batches: Vec<IncomingBatch>) -> AppendOutcome {
+        self.enqueue(batches, None).await
+    }
+
+    /// Transaction coordinator: ends `producer_id`'s transaction on this partition with a
+    /// COMMIT (`commit`) or ABORT marker, appended through the produce queue (leader only,
+    /// NOT_LEADER_OR_FOLLOWER otherwise). Refused with INVALID_PRODUCER_EPOCH when the
+    /// producer has a newer epoch here, TRANSACTION_COORDINATOR_FENCED when a newer coordinator
+    /// epoch wrote a marker. A marker for a producer without an open transaction here is
+    /// written all the same (it completes nothing). Answers once the marker is in the log;
+    /// `base_offset` = `last_offset` = its offset. Like produce with acks=all, a caller that
+    /// needs it replicated waits with `wait_committed(last_offset, timeout)`.
+    pub async fn write_marker(
+        self: &Rc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> AppendOutcome {
+        let marker = MarkerRequest {
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+        };
+        self.enqueue(Vec::new(), Some(marker)).await
+    }
+
+    async fn enqueue(
+        self: &Rc<Self>,
+        batches: Vec<IncomingBatch>,
+        marker: Option<MarkerRequest>,
+    ) -> AppendOutcome {
         if !self.can_write() {
             self.note_refusal(errors::NOT_LEADER_OR_FOLLOWER);
             return AppendOutcome::failed(
@@ -75,9 +110,11 @@ impl Partition {
             return AppendOutcome::queue_full(self.log.log_start_offset());
         }
         let (tx, rx) = flume::bounded(1);
-        self.pending
-            .borrow_mut()
-            .push_back(PendingAppend { batches, reply: tx });
+        self.pending.borrow_mut().push_back(PendingAppend {
+            batches,
+            marker,
+            reply: tx,
+        });
         if !self.writing.get() {
             self.writing.set(true);
             // The writer is a detached task so that a producer disconnecting mid-request cannot
@@ -102,16 +139,87 @@ impl Partition {
         outcome
     }
 
+    /// The next group to write: a marker alone, or every produce queued before the next marker.
     pub(super) fn take_pending(&self) -> Option<Vec<PendingAppend>> {
         let mut q = self.pending.borrow_mut();
-        if q.is_empty() {
-            None
-        } else {
-            Some(q.drain(..).collect())
-        }
+        let n = match q.front()?.marker {
+            Some(_) => 1,
+            None => q.iter().take_while(|p| p.marker.is_none()).count(),
+        };
+        Some(q.drain(..n).collect())
     }
 
-    pub(super) async fn write_group(&self, group: Vec<PendingAppend>) {
+    /// Writes one marker (the write gate held, leadership checked). The producer state changes
+    /// only once the marker is in the log; an ABORT's `.txnindex` entry follows it.
+    async fn write_marker_locked(&self, p: PendingAppend, m: MarkerRequest) {
+        let log_start = self.log.log_start_offset();
+        let (id, epoch) = (ProducerId(m.producer_id), ProducerEpoch(m.producer_epoch));
+        if let Err(code) = self
+            .producers
+            .borrow()
+            .check_marker(id, epoch, m.coordinator_epoch)
+        {
+            let _ = p.reply.send(AppendOutcome::failed(code, log_start));
+            return;
+        }
+        let append_time = if self.config().log_append_time {
+            now_ms()
+        } else {
+            -1
+        };
+        let offset = self.log.log_end_offset();
+        let mut bytes = batch::build_control_batch(
+            m.producer_id,
+            m.producer_epoch,
+            m.commit,
+            m.coordinator_epoch,
+            now_ms(),
+        );
+        batch::assign_offset(&mut bytes, offset, self.leader_epoch());
+        if append_time >= 0 {
+            batch::set_log_append_time(&mut bytes, append_time);
+        }
+        let header = BatchHeader::parse(&bytes).expect("a built batch has a header");
+        let metas = [BatchMeta::from_header(0, &header)];
+        if let Err(e) = self.log.append(bytes, &metas).await {
+            log::error!("marker append to {}-{} failed: {e}", self.topic, self.index);
+            let _ = p.reply.send(AppendOutcome::failed(
+                errors::KAFKA_STORAGE_ERROR,
+                log_start,
+            ));
+            return;
+        }
+        let aborted = {
+            let mut producers = self.producers.borrow_mut();
+            producers
+                .complete_txn(id, epoch, m.coordinator_epoch, m.commit, offset)
+                .filter(|done| done.aborted)
+                .map(|done| aborted_entry(&producers, &done))
+        };
+        if let Some(entry) = aborted {
+            // Derived data: a failure here is repaired from the log at the next open.
+            if let Err(e) = self.log.add_aborted_txns(&[entry]).await {
+                log::error!(
+                    "{}-{}: recording aborted transaction {entry:?}: {e}",
+                    self.topic,
+                    self.index
+                );
+            }
+        }
+        // The LSO may have moved (read-committed fetches wait on it) and followers have data.
+        self.wake_waiters();
+        self.maybe_advance_hw();
+        let _ = p.reply.send(AppendOutcome {
+            error_code: errors::NONE,
+            base_offset: offset,
+            last_offset: offset,
+            log_append_time_ms: append_time,
+            log_start_offset: self.log.log_start_offset(),
+            queue_full: false,
+        });
+    }
+
+    pub(super) async fn write_group(&self, mut group: Vec<PendingAppend>) {
         let _gate = self.write_gate.acquire_permit(1).await;
         // Leadership may have moved since these requests were queued: check where offsets are
         // assigned, and stamp the batches with the epoch checked here.
@@ -125,6 +233,10 @@ impl Partition {
                 ));
             }
             return;
+        }
+        if let Some(m) = group.first().and_then(|p| p.marker) {
+            let p = group.pop().expect("a marker is written alone");
+            return self.write_marker_locked(p, m).await;
         }
         let config = self.config();
         let append_time = if config.log_append_time { now_ms() } else { -1 };

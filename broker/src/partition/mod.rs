@@ -12,6 +12,15 @@
 //! goes into one `write_at`). This keeps appends to one partition serial, in arrival order,
 //! without a lock, and lets concurrent producers share one I/O.
 //!
+//! Transactions (KIP-98): producer state tracks each producer's open transaction and the set of
+//! open transactions by first offset; the last stable offset (LSO) is the smallest first offset
+//! of an open transaction, bounded by the high watermark. The transaction coordinator ends a
+//! transaction with `write_marker` (a control batch through the same append queue as produce).
+//! An ABORT records an entry in the storage's aborted transaction index (`.txnindex`, per
+//! segment, also in memory), which read-committed fetches report. Leader appends, follower
+//! appends and the start-up scan (`scan_state`) all apply the same state changes; after a
+//! truncation everything is rebuilt from the log by the same scan.
+//!
 //! `mod.rs` holds the state, opening, closing and the leadership transitions (`apply_state`);
 //! the methods are split by role: `leader` (produce, group commit), `isr` (followers'
 //! positions, high watermark, ISR changes, acks=all waiters), `follower` (the leader's batches,
@@ -23,6 +32,8 @@ mod isr;
 mod leader;
 pub mod producer_state;
 pub mod replication;
+#[cfg(test)]
+mod txn_tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -32,7 +43,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardlog_protocol::batch::{self, BatchHeader};
-use shardlog_storage::{BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageError};
+use shardlog_storage::{AbortedTxn, BatchMeta, FileSlice, PartitionLog, ReadSlice, StorageError};
 
 use crate::base::clock::now_ms;
 use crate::base::errors;
@@ -43,7 +54,7 @@ use crate::cluster::metadata::check_leader_epoch;
 use crate::cluster::metadata::{PartitionState, NO_LEADER};
 use crate::config::TopicConfig;
 use crate::metrics::PartitionCounters;
-use producer_state::{ProducerStateTable, Refusal, SequenceCheck};
+use producer_state::{CompletedTxn, ProducerStateTable, Refusal, SequenceCheck};
 use replication::{EpochCache, FollowerState, LeaderAnswer, LeaderView};
 
 /// One batch of a produce request, validated, with its bytes still in the request frame.
@@ -102,20 +113,52 @@ pub enum FollowerAppendError {
     Storage(StorageError),
 }
 
-/// Producer state and the leader epoch cache, rebuilt from every batch header in the log.
-async fn scan_state(log: &PartitionLog) -> Result<(ProducerStateTable, EpochCache), StorageError> {
+/// The `.txnindex` entry of a transaction that an ABORT ended, `producers` being the state
+/// right after the marker.
+fn aborted_entry(producers: &ProducerStateTable, done: &CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: done.producer_id.0,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: producers.stable_offset_after(done.last_offset),
+    }
+}
+
+/// Producer state (open transactions included), the leader epoch cache and the aborted
+/// transactions, rebuilt from every batch in the log (headers, and the record of each control
+/// batch). The caller hands the aborted transactions to the log
+/// (`PartitionLog::replace_aborted_txns`), which makes the `.txnindex` files agree.
+async fn scan_state(
+    log: &PartitionLog,
+) -> Result<(ProducerStateTable, EpochCache, Vec<AbortedTxn>), StorageError> {
     let mut producers = ProducerStateTable::default();
     let mut epochs = EpochCache::default();
-    log.scan_headers(log.log_start_offset(), &mut |h| {
-        producers.observe(h);
+    let mut aborted = Vec::new();
+    log.scan_batches(log.log_start_offset(), &mut |h, control| {
+        if let Some(done) = producers.observe_batch(h, control) {
+            if done.aborted {
+                aborted.push(aborted_entry(&producers, &done));
+            }
+        }
         epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
     })
     .await?;
-    Ok((producers, epochs))
+    Ok((producers, epochs, aborted))
+}
+
+/// A transaction marker the coordinator asked for (`Partition::write_marker`).
+#[derive(Debug, Clone, Copy)]
+struct MarkerRequest {
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
 }
 
 struct PendingAppend {
     batches: Vec<IncomingBatch>,
+    /// A transaction marker instead of `batches`: written alone, in queue order.
+    marker: Option<MarkerRequest>,
     reply: flume::Sender<AppendOutcome>,
 }
 
@@ -124,8 +167,13 @@ struct PendingAppend {
 pub struct PartitionRead {
     pub error_code: i16,
     pub high_watermark: i64,
+    /// The last stable offset when read (-1 with an error).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub slice: Option<FileSlice>,
+    /// Read committed (`FetchFrom::read_committed`): the aborted transactions overlapping the
+    /// returned range (empty when nothing is returned). None for read uncommitted and followers.
+    pub aborted_transactions: Option<Vec<shardlog_protocol::fetch_encode::AbortedTxn>>,
 }
 
 /// What this broker is for a partition, per its latest snapshot.
@@ -174,6 +222,9 @@ pub struct FetchFrom {
     pub current_leader_epoch: i32,
     /// A follower's own log start offset (-1 from consumers).
     pub log_start_offset: i64,
+    /// A consumer with isolation level READ_COMMITTED: reads below the last stable offset and
+    /// is told the aborted transactions. Ignored for followers.
+    pub read_committed: bool,
 }
 
 impl FetchFrom {
@@ -181,6 +232,7 @@ impl FetchFrom {
         replica_id: BrokerId::NONE,
         current_leader_epoch: -1,
         log_start_offset: -1,
+        read_committed: false,
     };
 }
 
@@ -288,7 +340,9 @@ impl Partition {
         let stored_hw = shardlog_storage::checkpoint::read_high_watermark(&dir);
         let log = PartitionLog::open(dir, config.log_config(), clean_shutdown).await?;
         log::debug!("{topic}-{index}: scanning batch headers");
-        let (producers, epochs) = scan_state(&log).await?;
+        let (producers, epochs, aborted) = scan_state(&log).await?;
+        // The `.txnindex` files are derived from the log: recomputed at every open.
+        log.replace_aborted_txns(&aborted).await?;
         log::debug!("{topic}-{index}: open");
         let hw = stored_hw.map_or(log.log_start_offset(), |h| {
             h.min(log.log_end_offset()).max(log.log_start_offset())
@@ -356,6 +410,26 @@ impl Partition {
 
     pub fn log_end_offset(&self) -> i64 {
         self.log.log_end_offset()
+    }
+
+    /// The last stable offset: the first offset of the earliest open transaction, or the high
+    /// watermark if it is lower (or no transaction is open). Read-committed consumers read
+    /// below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark.get();
+        self.producers
+            .borrow()
+            .first_ongoing_offset()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// The open transactions of this partition: (first offset, producer id), by first offset.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.producers
+            .borrow()
+            .ongoing()
+            .map(|(o, p)| (o, p.0))
+            .collect()
     }
 
     pub fn role(&self) -> Role {

@@ -5,10 +5,16 @@
 //! recognised and acknowledged with its original offset instead of being appended twice, and a gap
 //! in sequence numbers is refused with OUT_OF_ORDER_SEQUENCE_NUMBER. The state is rebuilt on start
 //! by replaying batch headers from the log (`observe`).
+//!
+//! Transactions (KIP-98): per producer, the first offset of its transaction open on this
+//! partition (set by its first transactional batch, ended by a COMMIT or ABORT marker,
+//! `complete_txn`), and the set of open transactions ordered by first offset, whose smallest
+//! bounds the last stable offset. A producer with an open transaction may not write
+//! non-transactional batches (INVALID_TXN_STATE).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use shardlog_protocol::batch::BatchHeader;
+use shardlog_protocol::batch::{BatchHeader, ControlRecord, ControlType};
 
 use crate::base::errors;
 use crate::base::ids::{ProducerEpoch, ProducerId};
@@ -61,6 +67,20 @@ struct RecentBatch {
 pub struct ProducerEntry {
     epoch: ProducerEpoch,
     recent: VecDeque<RecentBatch>,
+    /// First offset of this producer's open transaction on this partition.
+    txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last marker (None: none seen since the state was built).
+    coordinator_epoch: Option<i32>,
+}
+
+/// A transaction that a marker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: ProducerId,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
 }
 
 impl ProducerEntry {
@@ -102,6 +122,8 @@ fn next_seq(seq: i32) -> i32 {
 #[derive(Debug, Default, Clone)]
 pub struct ProducerStateTable {
     producers: HashMap<ProducerId, ProducerEntry>,
+    /// Open transactions by first offset (committed tables; a pending overlay's is unused).
+    ongoing: BTreeMap<i64, ProducerId>,
 }
 
 impl ProducerStateTable {
@@ -116,6 +138,22 @@ impl ProducerStateTable {
     /// Decides what to do with `h`, looking at committed state and at `pending` (batches of the
     /// same append group accepted before this one but not yet written).
     pub fn check(&self, h: &BatchHeader, pending: &ProducerStateTable) -> SequenceCheck {
+        let verdict = self.check_sequence(h, pending);
+        if verdict == SequenceCheck::Append && h.has_producer_id() && !h.is_transactional() {
+            // Kafka: a producer with an open transaction writes transactional batches only.
+            let (id, _) = producer_of(h);
+            let entry = pending
+                .producers
+                .get(&id)
+                .or_else(|| self.producers.get(&id));
+            if entry.is_some_and(|e| e.txn_first_offset.is_some()) {
+                return SequenceCheck::Reject(errors::INVALID_TXN_STATE);
+            }
+        }
+        verdict
+    }
+
+    fn check_sequence(&self, h: &BatchHeader, pending: &ProducerStateTable) -> SequenceCheck {
         if !h.has_producer_id() || h.base_sequence < 0 {
             return SequenceCheck::Append;
         }
@@ -181,6 +219,96 @@ impl ProducerStateTable {
             last_seq: last_seq_of(h),
             base_offset: h.base_offset,
         });
+        if h.is_transactional() && !h.is_control() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, id);
+        }
+    }
+
+    /// Replays one batch of the log (start-up scan, a follower's appends): `control` is the
+    /// first record of a control batch. Returns the transaction a marker ended.
+    pub fn observe_batch(
+        &mut self,
+        h: &BatchHeader,
+        control: Option<ControlRecord>,
+    ) -> Option<CompletedTxn> {
+        if !h.is_control() {
+            self.observe(h);
+            return None;
+        }
+        let commit = match control.map(|c| c.kind) {
+            Some(ControlType::Commit) => true,
+            Some(ControlType::Abort) => false,
+            _ => return None,
+        };
+        let (id, epoch) = producer_of(h);
+        let coordinator_epoch = control.map_or(-1, |c| c.coordinator_epoch);
+        self.complete_txn(id, epoch, coordinator_epoch, commit, h.base_offset)
+    }
+
+    /// Whether a marker of `producer_id` at `epoch` from a coordinator at `coordinator_epoch`
+    /// may be written: refused with INVALID_PRODUCER_EPOCH when the producer has a newer epoch
+    /// here, TRANSACTION_COORDINATOR_FENCED when a newer coordinator wrote a marker already.
+    pub fn check_marker(
+        &self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+    ) -> Result<(), i16> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(errors::INVALID_PRODUCER_EPOCH);
+        }
+        if e.coordinator_epoch.is_some_and(|c| c > coordinator_epoch) {
+            return Err(errors::TRANSACTION_COORDINATOR_FENCED);
+        }
+        Ok(())
+    }
+
+    /// A COMMIT or ABORT marker of `producer_id` at offset `marker_offset` was appended: its
+    /// open transaction (if any) ends. The marker's epoch becomes the producer's (a newer one
+    /// forgets its sequences, as a data batch of a new epoch does). A marker with no open
+    /// transaction completes nothing.
+    pub fn complete_txn(
+        &mut self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+        commit: bool,
+        marker_offset: i64,
+    ) -> Option<CompletedTxn> {
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.recent.clear();
+        }
+        entry.coordinator_epoch = Some(coordinator_epoch);
+        let first = entry.txn_first_offset.take()?;
+        self.ongoing.remove(&first);
+        Some(CompletedTxn {
+            producer_id,
+            first_offset: first,
+            last_offset: marker_offset,
+            aborted: !commit,
+        })
+    }
+
+    /// The first offset of the earliest open transaction.
+    pub fn first_ongoing_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// The open transactions: (first offset, producer), by first offset.
+    pub fn ongoing(&self) -> impl Iterator<Item = (i64, ProducerId)> + '_ {
+        self.ongoing.iter().map(|(o, p)| (*o, *p))
+    }
+
+    /// The last stable offset as a marker left it, for its `.txnindex` entry (Kafka's rule):
+    /// the first offset of the earliest transaction still open, else one past the marker.
+    pub fn stable_offset_after(&self, marker_offset: i64) -> i64 {
+        self.first_ongoing_offset().unwrap_or(marker_offset + 1)
     }
 
     /// Seeds a pending overlay with the committed entries `h` may touch.
@@ -195,6 +323,17 @@ impl ProducerStateTable {
 
     /// Makes a pending overlay's entries committed (after the write succeeded).
     pub fn commit(&mut self, pending: ProducerStateTable) {
+        for (id, e) in &pending.producers {
+            let old = self.producers.get(id).and_then(|o| o.txn_first_offset);
+            if old != e.txn_first_offset {
+                if let Some(o) = old {
+                    self.ongoing.remove(&o);
+                }
+                if let Some(n) = e.txn_first_offset {
+                    self.ongoing.insert(n, *id);
+                }
+            }
+        }
         self.producers.extend(pending.producers);
     }
 }
@@ -315,6 +454,117 @@ mod tests {
             t.check(&header(1, 0, 1, 1, 0), &e),
             SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
+    }
+
+    fn txn(pid: i64, epoch: i16, seq: i32, count: i32, base_offset: i64) -> BatchHeader {
+        let mut h = header(pid, epoch, seq, count, base_offset);
+        h.attributes = 0x10;
+        h
+    }
+
+    fn marker(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        let mut h = header(pid, epoch, -1, 1, offset);
+        h.attributes = 0x30;
+        h
+    }
+
+    fn control(kind: ControlType, coordinator_epoch: i32) -> Option<ControlRecord> {
+        Some(ControlRecord {
+            kind,
+            coordinator_epoch,
+        })
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_end_at_a_marker() {
+        let mut t = ProducerStateTable::default();
+        let empty = ProducerStateTable::default();
+        assert_eq!(t.first_ongoing_offset(), None);
+        // Producer 1 opens at 10, producer 2 at 12; a second batch of 1 keeps 10.
+        t.observe(&txn(1, 0, 0, 2, 10));
+        t.observe(&txn(2, 0, 0, 1, 12));
+        t.observe(&txn(1, 0, 2, 1, 13));
+        assert_eq!(t.first_ongoing_offset(), Some(10));
+        assert_eq!(
+            t.ongoing().collect::<Vec<_>>(),
+            vec![(10, ProducerId(1)), (12, ProducerId(2))]
+        );
+        // A non-transactional batch from a producer inside a transaction is refused.
+        assert_eq!(
+            t.check(&header(1, 0, 3, 1, 0), &empty),
+            SequenceCheck::Reject(errors::INVALID_TXN_STATE)
+        );
+        assert_eq!(t.check(&txn(1, 0, 3, 1, 0), &empty), SequenceCheck::Append);
+        // Stale epoch: fenced, for data and markers.
+        assert_eq!(
+            t.check(&txn(1, -1, 0, 1, 0), &empty),
+            SequenceCheck::Reject(errors::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            t.check_marker(ProducerId(1), ProducerEpoch(-1), 0),
+            Err(errors::INVALID_PRODUCER_EPOCH)
+        );
+        // Producer 1 commits at 14: the LSO bound moves to producer 2's first offset.
+        assert_eq!(t.check_marker(ProducerId(1), ProducerEpoch(0), 3), Ok(()));
+        let done = t.observe_batch(&marker(1, 0, 14), control(ControlType::Commit, 3));
+        assert_eq!(
+            done,
+            Some(CompletedTxn {
+                producer_id: ProducerId(1),
+                first_offset: 10,
+                last_offset: 14,
+                aborted: false
+            })
+        );
+        assert_eq!(t.first_ongoing_offset(), Some(12));
+        assert_eq!(t.stable_offset_after(14), 12);
+        // An older coordinator is fenced once a newer one wrote a marker.
+        assert_eq!(
+            t.check_marker(ProducerId(1), ProducerEpoch(0), 2),
+            Err(errors::TRANSACTION_COORDINATOR_FENCED)
+        );
+        // Producer 1 may write non-transactional batches again.
+        assert_eq!(
+            t.check(&header(1, 0, 3, 1, 0), &empty),
+            SequenceCheck::Append
+        );
+        // Producer 2 aborts at 15 with a bumped epoch: nothing open, LSO bound gone.
+        let done = t.complete_txn(ProducerId(2), ProducerEpoch(1), 3, false, 15);
+        assert_eq!(done.map(|d| (d.first_offset, d.aborted)), Some((12, true)));
+        assert_eq!(t.first_ongoing_offset(), None);
+        assert_eq!(t.stable_offset_after(15), 16);
+        assert_eq!(
+            t.check(&txn(2, 0, 1, 1, 0), &empty),
+            SequenceCheck::Reject(errors::INVALID_PRODUCER_EPOCH)
+        );
+        // A marker with no open transaction (or of another kind) completes nothing.
+        assert_eq!(
+            t.complete_txn(ProducerId(9), ProducerEpoch(0), 3, true, 16),
+            None
+        );
+        assert_eq!(
+            t.observe_batch(&marker(2, 1, 17), control(ControlType::Other(2), 3)),
+            None
+        );
+        assert_eq!(t.observe_batch(&marker(2, 1, 17), None), None);
+    }
+
+    #[test]
+    fn a_pending_overlay_opens_transactions_when_committed() {
+        let mut t = ProducerStateTable::default();
+        let mut pending = ProducerStateTable::default();
+        t.fork_entry(&mut pending, ProducerId(4));
+        let b = txn(4, 0, 0, 1, 20);
+        assert_eq!(t.check(&b, &pending), SequenceCheck::Append);
+        pending.observe(&b);
+        // Within the same group, the next non-transactional batch of 4 sees the open txn.
+        assert_eq!(
+            t.check(&header(4, 0, 1, 1, 21), &pending),
+            SequenceCheck::Reject(errors::INVALID_TXN_STATE)
+        );
+        assert_eq!(t.first_ongoing_offset(), None, "not committed yet");
+        t.commit(pending);
+        assert_eq!(t.first_ongoing_offset(), Some(20));
     }
 
     #[test]

@@ -212,6 +212,8 @@ struct OffsetQuery {
     timestamp: i64,
     current_leader_epoch: i32,
     leader_only: bool,
+    /// READ_COMMITTED (1): latest is the last stable offset.
+    read_committed: bool,
 }
 
 pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) -> Response {
@@ -239,6 +241,8 @@ pub async fn list_offsets(shard: &Rc<Shard>, version: i16, req: ListOffsetsReque
                         // v4+; the codec leaves -1 (unknown) for older versions.
                         current_leader_epoch: p.current_leader_epoch,
                         leader_only,
+                        // v2+; older requests decode as 0.
+                        read_committed: req.isolation_level == 1,
                     },
                 ));
             }
@@ -294,6 +298,7 @@ async fn offset_lookup(s: &Shard, q: OffsetQuery) -> OffsetAnswer {
         timestamp,
         current_leader_epoch,
         leader_only,
+        read_committed,
     } = q;
     let snapshot = s.metadata();
     let Some(state) = snapshot.partition_state(&topic, index) else {
@@ -323,6 +328,7 @@ async fn offset_lookup(s: &Shard, q: OffsetQuery) -> OffsetAnswer {
     };
     match timestamp {
         -2 => found(p.log_start_offset(), -1),
+        -1 if read_committed => found(p.last_stable_offset(), -1),
         -1 => found(p.high_watermark(), -1),
         ts if ts < 0 => OffsetAnswer::error(errors::UNSUPPORTED_VERSION),
         ts => match p.log().offset_for_timestamp(ts).await {

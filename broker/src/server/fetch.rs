@@ -5,6 +5,12 @@
 //! read, so an append or a high watermark move after the read wakes this fetch. Each wake
 //! re-reads.
 //!
+//! Isolation level READ_COMMITTED (1): reads stop at the last stable offset (a fetch there
+//! waits, and is woken when a marker moves it), the answer's `last_stable_offset` is the
+//! partition's LSO and `aborted_transactions` lists the aborted transactions overlapping the
+//! returned range; the records still go out by `sendfile`. READ_UNCOMMITTED is bounded by the
+//! high watermark with a null list.
+//!
 //! Followers (`replica_id >= 0`) fetch with the same API: the leader serves them up to its log
 //! end, and their fetch offsets drive the high watermark (see `Partition::read`).
 
@@ -43,8 +49,10 @@ fn not_found() -> PartitionRead {
     PartitionRead {
         error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
         high_watermark: -1,
+        last_stable_offset: -1,
         log_start_offset: -1,
         slice: None,
+        aborted_transactions: None,
     }
 }
 
@@ -53,8 +61,10 @@ impl Clone for PartitionRead {
         PartitionRead {
             error_code: self.error_code,
             high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset,
             log_start_offset: self.log_start_offset,
             slice: self.slice.clone(),
+            aborted_transactions: self.aborted_transactions.clone(),
         }
     }
 }
@@ -107,6 +117,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
                             replica_id: BrokerId(replica_id.max(-1)),
                             current_leader_epoch: p.current_leader_epoch,
                             log_start_offset: if version >= 5 { p.log_start_offset } else { -1 },
+                            // v4+; older requests decode as 0 (read uncommitted).
+                            read_committed: req.isolation_level == 1 && replica_id < 0,
                         },
                         waiter: None,
                     });
@@ -221,14 +233,17 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Respo
                         }
                         _ => RecordsPart::Bytes(bytes::Bytes::new()),
                     };
+                    let sent = matches!(records, RecordsPart::File { .. });
                     let mut d = FetchPartitionDesc::new(index, r.high_watermark, records);
                     d.error_code = r.error_code;
-                    d.last_stable_offset = r.high_watermark;
+                    d.last_stable_offset = r.last_stable_offset;
                     d.log_start_offset = r.log_start_offset;
-                    d.aborted_transactions = if req.isolation_level == 1 {
-                        Some(Vec::new())
-                    } else {
-                        None
+                    // Read committed: the partition's list for the range it returned (dropped
+                    // by the byte budget: none); read uncommitted: null, as in Kafka.
+                    d.aborted_transactions = match (sent, req.isolation_level == 1) {
+                        (_, false) => None,
+                        (true, true) => Some(r.aborted_transactions.unwrap_or_default()),
+                        (false, true) => Some(Vec::new()),
                     };
                     d
                 })

@@ -33,10 +33,14 @@ fn validate(records: &Option<Bytes>, max_message_bytes: usize) -> Result<Vec<Inc
         if header.records_count < 1 {
             return Err(errors::INVALID_RECORD);
         }
-        if header.is_transactional() || header.is_control() {
-            // Transactions are not implemented; refuse their batches rather than store them
-            // without the markers that would make them readable correctly.
-            return Err(errors::INVALID_TXN_STATE);
+        if header.is_control() {
+            // Only transaction coordinators write markers (`Partition::write_marker`), as in
+            // Kafka, which refuses client-sent control batches as invalid records.
+            return Err(errors::INVALID_RECORD);
+        }
+        if header.is_transactional() && (!header.has_producer_id() || header.base_sequence < 0) {
+            // A transactional batch is idempotent: it needs a producer id and a sequence.
+            return Err(errors::INVALID_RECORD);
         }
         out.push(IncomingBatch {
             bytes: records.slice(pos..pos + header.total_len()),
