@@ -128,11 +128,12 @@ fn kafka_stock_server_properties_is_accepted() {
             "num.recovery.threads.per.data.dir",
             "socket.receive.buffer.bytes",
             "socket.send.buffer.bytes",
-            "transaction.state.log.min.isr",
-            "transaction.state.log.replication.factor",
             "zookeeper.connection.timeout.ms",
         ]
     );
+    // The stock file's transaction state settings are used now (a single-broker setup).
+    assert_eq!(c.transaction_state_log_replication_factor, 1);
+    assert_eq!(c.transaction_state_log_min_isr, 1);
     assert!(c
         .ignored_keys_warning()
         .unwrap()

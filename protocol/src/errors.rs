@@ -127,6 +127,13 @@ pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = E::GroupSubscribedToTopic.code();
 pub const INVALID_RECORD: i16 = E::InvalidRecord.code();
 pub const UNKNOWN_TOPIC_ID: i16 = E::UnknownTopicId.code();
 pub const MISMATCHED_ENDPOINT_TYPE: i16 = E::MismatchedEndpointType.code();
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = E::InvalidProducerIdMapping.code();
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = E::InvalidTransactionTimeout.code();
+pub const CONCURRENT_TRANSACTIONS: i16 = E::ConcurrentTransactions.code();
+pub const PRODUCER_FENCED: i16 = E::ProducerFenced.code();
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = E::TransactionalIdNotFound.code();
+pub const UNSTABLE_OFFSET_COMMIT: i16 = E::UnstableOffsetCommit.code();
+pub const OPERATION_NOT_ATTEMPTED: i16 = E::OperationNotAttempted.code();
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,9 @@ use crate::config::{BrokerConfig, ConfigError, TopicConfig};
 /// The internal topic holding consumer group offsets and metadata.
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The internal topic holding the transaction coordinators' state.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
 /// `PartitionState::leader` when no replica may lead (every ISR member is down).
 pub const NO_LEADER: BrokerId = BrokerId::NONE;
 
@@ -86,7 +89,7 @@ pub struct TopicMeta {
 
 impl TopicMeta {
     pub fn is_internal(&self) -> bool {
-        &*self.name == CONSUMER_OFFSETS_TOPIC
+        &*self.name == CONSUMER_OFFSETS_TOPIC || &*self.name == TRANSACTION_STATE_TOPIC
     }
 
     pub fn state(&self, partition: i32) -> Option<&PartitionState> {
@@ -165,12 +168,15 @@ impl MetadataSnapshot {
 
     /// The replication factor a new topic gets when the request leaves it to the broker (-1):
     /// standalone always 1; in cluster mode `offsets.topic.replication.factor` for the offsets
-    /// topic and `default.replication.factor` for any other.
+    /// topic, `transaction.state.log.replication.factor` for the transaction state topic and
+    /// `default.replication.factor` for any other.
     pub fn default_replication_factor(&self, broker: &BrokerConfig, topic: &str) -> i16 {
         if !self.cluster_mode {
             1
         } else if topic == CONSUMER_OFFSETS_TOPIC {
             broker.offsets_topic_replication_factor
+        } else if topic == TRANSACTION_STATE_TOPIC {
+            broker.transaction_state_log_replication_factor
         } else {
             broker.default_replication_factor
         }

@@ -168,6 +168,13 @@ pub const BROKER_KEYS: &[&str] = &[
     "replica.lag.time.max.ms",
     "replica.socket.timeout.ms",
     "socket.request.max.bytes",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    "transaction.max.timeout.ms",
+    "transaction.remove.expired.transaction.cleanup.interval.ms",
+    "transaction.state.log.min.isr",
+    "transaction.state.log.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transactional.id.expiration.ms",
     "zookeeper.connect",
     "zookeeper.session.timeout.ms",
     "compression.type",
@@ -452,6 +459,20 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// Replication factor of `__consumer_offsets` in cluster mode (standalone: 1).
     pub offsets_topic_replication_factor: i16,
+    /// Partitions of `__transaction_state`.
+    pub transaction_state_log_num_partitions: i32,
+    /// Replication factor of `__transaction_state` in cluster mode (standalone: 1).
+    pub transaction_state_log_replication_factor: i16,
+    /// `min.insync.replicas` of `__transaction_state` in cluster mode.
+    pub transaction_state_log_min_isr: i32,
+    /// Largest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// A transactional id unused for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// How often coordinators look for transactions past their timeout.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// How often coordinators look for expired transactional ids.
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
     /// On SIGTERM, move leadership to other ISR members before stopping (cluster mode).
     pub controlled_shutdown_enable: bool,
     /// The controller moves leadership back to preferred replicas (cluster mode).
@@ -539,6 +560,13 @@ impl Default for BrokerConfig {
             quota_window_size_seconds: 1,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
+            transaction_state_log_min_isr: 2,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
             controlled_shutdown_enable: true,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
@@ -671,6 +699,55 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be >= 1"));
                 }
                 self.retention_check_interval_ms = v;
+            }
+            "transaction.state.log.num.partitions" => {
+                let v: i32 = parse_num(key, value)?;
+                if !(1..=1000).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 1000"));
+                }
+                self.transaction_state_log_num_partitions = v;
+            }
+            "transaction.state.log.replication.factor" => {
+                let v: i16 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.transaction_state_log_replication_factor = v;
+            }
+            "transaction.state.log.min.isr" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.transaction_state_log_min_isr = v;
+            }
+            "transaction.max.timeout.ms" => {
+                let v: i32 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.transaction_max_timeout_ms = v;
+            }
+            "transactional.id.expiration.ms" => {
+                let v: i64 = parse_num(key, value)?;
+                if !(1..=i32::MAX as i64).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.transactional_id_expiration_ms = v;
+            }
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.transaction_abort_timed_out_transaction_cleanup_interval_ms = v;
+            }
+            "transaction.remove.expired.transaction.cleanup.interval.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.transaction_remove_expired_transaction_cleanup_interval_ms = v;
             }
             "offsets.topic.num.partitions" => {
                 let v: i32 = parse_num(key, value)?;
@@ -1014,6 +1091,21 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
             "log.preallocate.ahead.bytes" => self.topic_defaults.preallocate_bytes.to_string(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
+            "transaction.state.log.num.partitions" => {
+                self.transaction_state_log_num_partitions.to_string()
+            }
+            "transaction.state.log.replication.factor" => {
+                self.transaction_state_log_replication_factor.to_string()
+            }
+            "transaction.state.log.min.isr" => self.transaction_state_log_min_isr.to_string(),
+            "transaction.max.timeout.ms" => self.transaction_max_timeout_ms.to_string(),
+            "transactional.id.expiration.ms" => self.transactional_id_expiration_ms.to_string(),
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => self
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .to_string(),
+            "transaction.remove.expired.transaction.cleanup.interval.ms" => self
+                .transaction_remove_expired_transaction_cleanup_interval_ms
+                .to_string(),
             "offsets.retention.minutes" => (self.offsets_retention_ms / 60_000).to_string(),
             "offsets.retention.check.interval.ms" => {
                 self.offsets_retention_check_interval_ms.to_string()

@@ -436,6 +436,52 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "The largest request accepted, in bytes (at most 104857600).",
     ),
     broker(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "int",
+        "10000",
+        "How often each transaction coordinator aborts transactions open longer than their \
+         timeout.",
+    ),
+    broker(
+        "transaction.max.timeout.ms",
+        "int",
+        "900000",
+        "Largest `transaction.timeout.ms` a producer may ask for; above it InitProducerId \
+         answers INVALID_TRANSACTION_TIMEOUT.",
+    ),
+    broker(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "int",
+        "3600000",
+        "How often each transaction coordinator forgets expired transactional ids.",
+    ),
+    broker(
+        "transaction.state.log.min.isr",
+        "int",
+        "2",
+        "`min.insync.replicas` of `__transaction_state` (cluster mode).",
+    ),
+    broker(
+        "transaction.state.log.num.partitions",
+        "int",
+        "50",
+        "Partitions of `__transaction_state`, created at the first FindCoordinator for a \
+         transactional id.",
+    ),
+    broker(
+        "transaction.state.log.replication.factor",
+        "short",
+        "3",
+        "Replicas per partition of `__transaction_state` (cluster mode). A standalone broker \
+         uses 1.",
+    ),
+    broker(
+        "transactional.id.expiration.ms",
+        "int",
+        "604800000",
+        "A transactional id without a transaction for this long is forgotten.",
+    ),
+    broker(
         "unclean.leader.election.enable",
         "boolean",
         "false",

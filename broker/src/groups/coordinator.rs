@@ -27,8 +27,7 @@ use shardlog_coordinator::{
     TimerKey,
 };
 use shardlog_protocol::batch::{self, Compression};
-use shardlog_protocol::records::{build_batch, decode_batches, Record};
-use shardlog_storage::ReadSlice;
+use shardlog_protocol::records::{BatchBuilder, Record};
 
 use crate::base::clock::now_ms;
 use crate::base::errors;
@@ -47,6 +46,16 @@ enum Persisted {
     NotCommitted,
     /// Not in the log (not leader, lease ended, ISR below `min.insync.replicas`, I/O error).
     Refused,
+}
+
+/// The key of a transaction marker's record: int16 version, int16 type (0 ABORT, 1 COMMIT).
+/// Whether it commits; `None` for any other control record.
+fn marker_commits(key: &[u8]) -> Option<bool> {
+    match key.get(2..4)? {
+        [0, 0] => Some(false),
+        [0, 1] => Some(true),
+        _ => None,
+    }
 }
 
 /// Member id suffixes from the kernel's random source.
@@ -142,65 +151,47 @@ impl GroupCoordinator {
     }
 
     async fn load(self: &Rc<Self>) {
-        let log = self.partition.log();
-        // The coordinator runs on the leader, whose log is the partition's truth: records not
-        // yet on every ISR member are replayed too (their requests may still be waiting).
-        let end = self.partition.log_end_offset();
-        let mut offset = self.partition.log_start_offset();
         let mut records = 0u64;
-        while offset < end {
-            let slice = match log.read(offset, 1 << 20, end).await {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error!(
-                        "loading groups of __consumer_offsets-{}: {e}",
-                        self.partition.index
-                    );
-                    break;
-                }
-            };
-            let ReadSlice::File(file) = &slice else { break };
-            let bytes = match log.read_bytes(&slice).await {
-                Ok(b) => b,
-                Err(e) => {
-                    log::error!(
-                        "loading groups of __consumer_offsets-{}: {e}",
-                        self.partition.index
-                    );
-                    break;
-                }
-            };
-            match decode_batches(&bytes, 64 << 20) {
-                Ok(batches) => {
-                    let mut manager = self.manager.borrow_mut();
-                    for b in batches {
-                        for r in b.records {
-                            if r.offset < offset {
-                                continue;
-                            }
-                            if let Some(key) = &r.key {
-                                if let Err(e) = manager.replay(key, r.value.clone()) {
-                                    log::warn!(
-                                        "skipping a bad __consumer_offsets record at {}: {e}",
-                                        r.offset
-                                    );
-                                }
-                                records += 1;
-                            }
-                        }
+        // Records not yet on every ISR member are replayed too (their requests may still be
+        // waiting).
+        let end = super::replay_log(&self.partition, |b, offset| {
+            let mut manager = self.manager.borrow_mut();
+            let producer = b.header.producer_id;
+            if b.header.is_control() {
+                // A transaction marker settles that producer's pending offsets.
+                if b.header.last_offset() >= offset {
+                    if let Some(commit) = b
+                        .records
+                        .first()
+                        .and_then(|r| r.key.as_deref())
+                        .and_then(marker_commits)
+                    {
+                        manager.replay_marker(producer, commit);
                     }
                 }
-                Err(e) => {
-                    log::error!(
-                        "undecodable __consumer_offsets-{} batch: {e}",
-                        self.partition.index
-                    );
-                    break;
+                return;
+            }
+            for r in b.records {
+                if r.offset < offset {
+                    continue;
+                }
+                if let Some(key) = &r.key {
+                    let replayed = if b.header.is_transactional() {
+                        manager.replay_txn(producer, key, r.value.clone())
+                    } else {
+                        manager.replay(key, r.value.clone())
+                    };
+                    if let Err(e) = replayed {
+                        log::warn!(
+                            "skipping a bad __consumer_offsets record at {}: {e}",
+                            r.offset
+                        );
+                    }
+                    records += 1;
                 }
             }
-            offset = file.last_offset + 1;
-            crate::runtime::rt::yield_if_needed().await;
-        }
+        })
+        .await;
         self.unsettled.set(end - 1);
         let effects = self.manager.borrow_mut().finish_loading(now_ms());
         if records > 0 {
@@ -336,19 +327,31 @@ impl GroupCoordinator {
 
     /// Appends one call's records and waits for the ISR.
     async fn persist(&self, records: Vec<shardlog_coordinator::Record>) -> Persisted {
+        self.persist_as(records, None).await
+    }
+
+    /// `persist`, as a transactional batch of `producer` (id, epoch) when given
+    /// (TxnOffsetCommit: the transaction's marker settles it).
+    async fn persist_as(
+        &self,
+        records: Vec<shardlog_coordinator::Record>,
+        producer: Option<(i64, i16)>,
+    ) -> Persisted {
         let now = now_ms();
-        let recs: Vec<Record> = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| Record {
-                offset: i as i64,
+        let mut builder = BatchBuilder::new(Compression::None, now);
+        if let Some((id, epoch)) = producer {
+            builder = builder.producer(id, epoch, -1).transactional(true);
+        }
+        let built = records.into_iter().try_for_each(|r| {
+            builder.push_record(&Record {
+                offset: 0,
                 timestamp: now,
                 key: Some(r.key),
                 value: r.value,
                 headers: Vec::new(),
             })
-            .collect();
-        let bytes = match build_batch(Compression::None, now, &recs) {
+        });
+        let bytes = match built.and_then(|()| builder.build()) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 log::error!("cannot encode group records: {e}");
@@ -393,6 +396,39 @@ impl GroupCoordinator {
         } else {
             Persisted::NotCommitted
         }
+    }
+
+    /// TxnOffsetCommit: the offsets go to the log in a transactional batch of the producer
+    /// and stay pending in memory until its transaction's marker lands here. A batch that
+    /// cannot be made durable drops the producer's pending offsets (the client's transaction
+    /// then fails and aborts).
+    pub async fn txn_offset_commit(
+        self: &Rc<Self>,
+        req: shardlog_coordinator::TxnOffsetCommitRequest,
+    ) -> shardlog_coordinator::TopicPartitionErrors {
+        let all = |errs: &shardlog_coordinator::TopicPartitionErrors, code: i16| {
+            errs.iter()
+                .map(|(t, ps)| (t.clone(), ps.iter().map(|(p, _)| (*p, code)).collect()))
+                .collect()
+        };
+        let (errs, batch) = self.manager.borrow_mut().txn_offset_commit(now_ms(), req);
+        let Some(batch) = batch else { return errs };
+        let (id, epoch) = (batch.producer_id, batch.producer_epoch);
+        let persisted = self.persist_as(batch.records, Some((id, epoch))).await;
+        if persisted == Persisted::Committed {
+            errs
+        } else {
+            self.manager.borrow_mut().complete_txn(now_ms(), id, false);
+            all(&errs, errors::NOT_COORDINATOR)
+        }
+    }
+
+    /// A transaction marker of `producer_id` was written to this partition: its pending
+    /// offsets become committed offsets (COMMIT) or are dropped (ABORT).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+        self.manager
+            .borrow_mut()
+            .complete_txn(now_ms(), producer_id, commit);
     }
 
     /// One timer per key: scheduling a key again replaces (cancels) the previous timer.

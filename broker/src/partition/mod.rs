@@ -423,6 +423,11 @@ impl Partition {
             .map_or(hw, |first| first.min(hw))
     }
 
+    /// The producers this partition has state for (DescribeProducers).
+    pub fn producers(&self) -> Vec<producer_state::ProducerView> {
+        self.producers.borrow().describe()
+    }
+
     /// The open transactions of this partition: (first offset, producer id), by first offset.
     pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
         self.producers

@@ -71,6 +71,22 @@ pub struct ProducerEntry {
     txn_first_offset: Option<i64>,
     /// The coordinator epoch of the last marker (None: none seen since the state was built).
     coordinator_epoch: Option<i32>,
+    /// Largest timestamp of the producer's last batch.
+    last_timestamp: i64,
+}
+
+/// One producer of a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: ProducerId,
+    pub epoch: ProducerEpoch,
+    /// -1 when the producer has written no batch with a sequence.
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// -1 when no marker of this producer was seen.
+    pub coordinator_epoch: i32,
+    /// -1 without an open transaction.
+    pub txn_start_offset: i64,
 }
 
 /// A transaction that a marker ended.
@@ -202,7 +218,10 @@ impl ProducerStateTable {
 
     /// Records that `h` was (or will be, for a pending table) appended at its base offset.
     pub fn observe(&mut self, h: &BatchHeader) {
-        if !h.has_producer_id() || h.base_sequence < 0 {
+        // A group coordinator writes TxnOffsetCommit batches transactional but without a
+        // sequence (as Kafka's coordinator, whose batches skip the sequence checks): they
+        // open the producer's transaction here all the same.
+        if !h.has_producer_id() || (h.base_sequence < 0 && !h.is_transactional()) {
             return;
         }
         let (id, epoch) = producer_of(h);
@@ -211,14 +230,17 @@ impl ProducerStateTable {
             entry.epoch = epoch;
             entry.recent.clear();
         }
-        if entry.recent.len() == RECENT_BATCHES_MAX {
-            entry.recent.pop_front();
+        entry.last_timestamp = h.max_timestamp;
+        if h.base_sequence >= 0 {
+            if entry.recent.len() == RECENT_BATCHES_MAX {
+                entry.recent.pop_front();
+            }
+            entry.recent.push_back(RecentBatch {
+                first_seq: h.base_sequence,
+                last_seq: last_seq_of(h),
+                base_offset: h.base_offset,
+            });
         }
-        entry.recent.push_back(RecentBatch {
-            first_seq: h.base_sequence,
-            last_seq: last_seq_of(h),
-            base_offset: h.base_offset,
-        });
         if h.is_transactional() && !h.is_control() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(h.base_offset);
             self.ongoing.insert(h.base_offset, id);
@@ -309,6 +331,24 @@ impl ProducerStateTable {
     /// the first offset of the earliest transaction still open, else one past the marker.
     pub fn stable_offset_after(&self, marker_offset: i64) -> i64 {
         self.first_ongoing_offset().unwrap_or(marker_offset + 1)
+    }
+
+    /// Every producer known here, by producer id (DescribeProducers).
+    pub fn describe(&self) -> Vec<ProducerView> {
+        let mut out: Vec<ProducerView> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ProducerView {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq().unwrap_or(-1),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch.unwrap_or(-1),
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|v| v.producer_id.0);
+        out
     }
 
     /// Seeds a pending overlay with the committed entries `h` may touch.

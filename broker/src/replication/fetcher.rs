@@ -23,21 +23,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{FetchRequest, OffsetForLeaderEpochRequest, TopicName};
-use kafka_protocol::protocol::{Request, StrBytes};
-use shardlog_protocol::request;
+use kafka_protocol::protocol::StrBytes;
 
 use crate::base::errors;
 use crate::base::ids::{BrokerId, LeaderEpoch, Offset};
 use crate::partition::replication::LeaderAnswer;
 use crate::partition::{FollowerAppendError, FollowerSync, Partition, Role};
-use crate::runtime::rt::TcpStream;
 use crate::shard::{PartitionKey, Shard};
 
 /// Retry after UNKNOWN_LEADER_EPOCH (the leader's metadata is behind ours): see
@@ -45,82 +41,18 @@ use crate::shard::{PartitionKey, Shard};
 const UNKNOWN_EPOCH_BACKOFF: Duration = Duration::from_millis(100);
 /// The shortest wait after an error, whatever `replica.fetch.backoff.ms` says.
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// The client id of the follower's requests.
+const CLIENT_ID: &str = "shardlog-replica-fetcher";
 /// Fetch v12: the last version with `replica_id` in the body and topic names (not ids).
 const FETCH_VERSION: i16 = 12;
 /// OffsetForLeaderEpoch v4 (flexible; `replica_id` since v3).
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Bound on connecting to the leader.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest response accepted from a leader (the Fetch response's `max_bytes` is below it).
-const RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// The Fetch request's response-wide byte limit (Kafka's `replica.fetch.response.max.bytes`).
 const FETCH_RESPONSE_BYTES: i32 = 10 * 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-enum FetcherError {
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("protocol: {0}")]
-    Protocol(String),
-    #[error("shutting down")]
-    Shutdown,
-}
-
-/// One connection to the leader, used for one request at a time.
-struct LeaderConnection {
-    stream: TcpStream,
-    correlation_id: i32,
-    buf: BytesMut,
-}
-
-impl LeaderConnection {
-    async fn call<R: Request>(
-        &mut self,
-        shard: &Shard,
-        req: &R,
-        version: i16,
-        wait: Duration,
-    ) -> Result<R::Response, FetcherError> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let frame = request::encode_request(
-            req,
-            version,
-            self.correlation_id,
-            Some(StrBytes::from_static_str("shardlog-replica-fetcher")),
-        )
-        .map_err(FetcherError::Protocol)?;
-        let io = async {
-            self.stream.write_all(&frame).await?;
-            let mut len = [0u8; 4];
-            self.stream.read_exact(&mut len).await?;
-            let len = i32::from_be_bytes(len);
-            if len < 0 || len as usize > RESPONSE_BYTES_MAX {
-                return Err(FetcherError::Protocol(format!(
-                    "response of {len} bytes refused"
-                )));
-            }
-            self.buf.clear();
-            self.buf.resize(len as usize, 0);
-            self.stream.read_exact(&mut self.buf[..]).await?;
-            Ok(self.buf.split().freeze())
-        };
-        let body: Bytes = futures_lite::future::or(io, async {
-            futures_lite::future::or(
-                async {
-                    crate::runtime::rt::sleep(response_timeout(shard, wait)).await;
-                    Err(FetcherError::Io(std::io::ErrorKind::TimedOut.into()))
-                },
-                async {
-                    let _ = shard.shutdown.recv_async().await;
-                    Err(FetcherError::Shutdown)
-                },
-            )
-            .await
-        })
-        .await?;
-        request::decode_response::<R>(body, version).map_err(FetcherError::Protocol)
-    }
-}
+use super::broker_call::{BrokerConnection as LeaderConnection, CallError as FetcherError};
 
 /// Partitions of this shard that currently follow `leader`.
 fn following(shard: &Shard, leader: BrokerId) -> Vec<Rc<Partition>> {
@@ -277,12 +209,7 @@ async fn connect(shard: &Shard, leader: BrokerId) -> Result<LeaderConnection, Fe
         .get(&leader)
         .cloned()
         .ok_or_else(|| FetcherError::Protocol(format!("broker {leader} is not alive")))?;
-    let stream = crate::runtime::rt::connect(&broker.host, broker.port, CONNECT_TIMEOUT).await?;
-    Ok(LeaderConnection {
-        stream,
-        correlation_id: 0,
-        buf: BytesMut::new(),
-    })
+    LeaderConnection::connect(&broker, CONNECT_TIMEOUT).await
 }
 
 fn topic_name(name: &Arc<str>) -> TopicName {
@@ -330,7 +257,13 @@ async fn truncate(
         .with_replica_id(shard.metadata().local_broker.into())
         .with_topics(topics);
     let resp = conn
-        .call(shard, &req, OFFSET_FOR_LEADER_EPOCH_VERSION, Duration::ZERO)
+        .call(
+            shard,
+            &req,
+            OFFSET_FOR_LEADER_EPOCH_VERSION,
+            response_timeout(shard, Duration::ZERO),
+            CLIENT_ID,
+        )
         .await?;
     for t in resp.topics {
         for r in t.partitions {
@@ -445,7 +378,8 @@ async fn fetch(
             shard,
             &req,
             FETCH_VERSION,
-            Duration::from_millis(wait_ms as u64),
+            response_timeout(shard, Duration::from_millis(wait_ms as u64)),
+            CLIENT_ID,
         )
         .await?;
     if resp.error_code != errors::NONE {

@@ -348,15 +348,11 @@ pub async fn init_producer_id(
     version: i16,
     req: InitProducerIdRequest,
 ) -> Response {
-    let _ = version;
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        // Transactions are not implemented; refuse rather than pretend.
-        return Response::Message(ResponseKind::InitProducerId(
-            base.with_error_code(errors::INVALID_TXN_STATE),
-        ));
+    if let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) {
+        return super::txn::init_producer_id(shard, version, req, id).await;
     }
     // A client re-initialising an existing idempotent producer (KIP-360) gets its epoch bumped.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
@@ -423,7 +419,7 @@ fn take_producer_id() -> Option<ids::ProducerId> {
 
 /// On shard 0: a producer id never handed out before, from the registry (standalone) or from
 /// cluster-wide blocks reserved in ZooKeeper by the control thread (cluster mode).
-async fn allocate_producer_id(s0: &Shard) -> Result<ids::ProducerId, i16> {
+pub(super) async fn allocate_producer_id(s0: &Shard) -> Result<ids::ProducerId, i16> {
     if let Some(registry) = s0.registry.as_ref() {
         if let Some(id) = registry.borrow_mut().take_producer_id() {
             return Ok(id);

@@ -101,25 +101,34 @@ pub async fn find_coordinator(
     } else {
         vec![req.key.clone()]
     };
+    if req.key_type == 1 {
+        // Kafka creates the transaction state topic at the first lookup of a transactional
+        // id; until its partitions lead, the client is told to retry.
+        super::txn::ensure_state_topic(shard).await;
+    }
     let snapshot = shard.metadata();
     let answer = |key: &StrBytes| -> Result<BrokerInfo, (i16, Option<&'static str>)> {
-        if req.key_type != 0 {
-            Err((
-                errors::COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported"),
-            ))
-        } else if key.is_empty() && version < 4 {
-            Err((errors::INVALID_REQUEST, Some("empty group id")))
-        } else if snapshot.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
-            Err((
+        match req.key_type {
+            0 if key.is_empty() && version < 4 => {
+                Err((errors::INVALID_REQUEST, Some("empty group id")))
+            }
+            0 if snapshot.topic(CONSUMER_OFFSETS_TOPIC).is_none() => Err((
                 errors::COORDINATOR_NOT_AVAILABLE,
                 Some("the offsets topic does not exist yet"),
-            ))
-        } else {
-            find_one(&snapshot, &shard.config, key).ok_or((
+            )),
+            0 => find_one(&snapshot, &shard.config, key).ok_or((
                 errors::COORDINATOR_NOT_AVAILABLE,
                 Some("the group's offsets partition has no live leader"),
-            ))
+            )),
+            1 if key.is_empty() => Err((errors::INVALID_REQUEST, Some("empty transactional id"))),
+            1 => super::txn::find_one(&snapshot, key).ok_or((
+                errors::COORDINATOR_NOT_AVAILABLE,
+                Some("the transactional id's state partition has no live leader"),
+            )),
+            _ => Err((
+                errors::INVALID_REQUEST,
+                Some("unknown coordinator key type"),
+            )),
         }
     };
     let resp = if version >= 4 {
@@ -338,49 +347,79 @@ pub async fn leave_group(shard: &Rc<Shard>, version: i16, req: LeaveGroupRequest
     Response::Message(ResponseKind::LeaveGroup(resp))
 }
 
+/// A commit's partitions by topic, as the coordinator takes them.
+fn commit_topics<'a, T: 'a, P: 'a>(
+    topics: &'a [T],
+    parts_of: impl Fn(&'a T) -> (&'a TopicName, &'a [P]),
+    partition: impl Fn(&P) -> gc::CommitPartition,
+) -> Vec<(String, Vec<gc::CommitPartition>)> {
+    topics
+        .iter()
+        .map(|t| {
+            let (name, parts) = parts_of(t);
+            (name.0.to_string(), parts.iter().map(&partition).collect())
+        })
+        .collect()
+}
+
+/// `code` for every partition of a commit.
+fn all_failed(
+    topics: &[(String, Vec<gc::CommitPartition>)],
+    code: i16,
+) -> gc::TopicPartitionErrors {
+    topics
+        .iter()
+        .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+        .collect()
+}
+
+/// The fields OffsetCommit and TxnOffsetCommit partitions share.
+trait CommitFields {
+    fn fields(&self) -> (i32, i64, i32, Option<&StrBytes>);
+}
+
+/// The two request partition types have the same field names.
+macro_rules! commit_fields {
+    ($($t:ty),*) => {$(
+        impl CommitFields for $t {
+            fn fields(&self) -> (i32, i64, i32, Option<&StrBytes>) {
+                let meta = self.committed_metadata.as_ref();
+                (self.partition_index, self.committed_offset, self.committed_leader_epoch, meta)
+            }
+        }
+    )*};
+}
+
+commit_fields!(
+    offset_commit_request::OffsetCommitRequestPartition,
+    txn_offset_commit_request::TxnOffsetCommitRequestPartition
+);
+
+/// One partition of a commit; the leader epoch only where the version carries it.
+fn commit_partition(p: &impl CommitFields, has_epoch: bool) -> gc::CommitPartition {
+    let (partition, offset, epoch, metadata) = p.fields();
+    gc::CommitPartition {
+        partition,
+        offset,
+        leader_epoch: if has_epoch { epoch } else { -1 },
+        metadata: metadata.map(|v| v.to_string()),
+    }
+}
+
 pub async fn offset_commit(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -> Response {
     let group = req.group_id.0.to_string();
+    let topics = commit_topics(
+        &req.topics,
+        |t| (&t.name, &t.partitions),
+        |p| commit_partition(p, version >= 6),
+    );
+    let all_failed = |code| all_failed(&topics, code);
     let commit = gc::OffsetCommitRequest {
         group_id: group.clone(),
         generation_id: req.generation_id_or_member_epoch,
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.as_ref().map(|v| v.to_string()),
-        topics: req
-            .topics
-            .iter()
-            .map(|t| {
-                (
-                    t.name.0.to_string(),
-                    t.partitions
-                        .iter()
-                        .map(|p| gc::CommitPartition {
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 6 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: p.committed_metadata.as_ref().map(|v| v.to_string()),
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
-    };
-    let all_failed = |code: i16| -> gc::TopicPartitionErrors {
-        req.topics
-            .iter()
-            .map(|t| {
-                (
-                    t.name.0.to_string(),
-                    t.partitions
-                        .iter()
-                        .map(|p| (p.partition_index, code))
-                        .collect(),
-                )
-            })
-            .collect()
+        topics: topics.clone(),
     };
     let result = on_coordinator(shard, &group, move |c| async move {
         let (errs, durable) = c.call(|m, now| m.commit_offsets(now, commit)).await;
@@ -414,6 +453,68 @@ pub async fn offset_commit(shard: &Rc<Shard>, version: i16, req: OffsetCommitReq
     ))
 }
 
+/// TxnOffsetCommit: offsets sent to a transaction; they count once its COMMIT marker lands
+/// on the group's offsets partition.
+pub async fn txn_offset_commit(
+    shard: &Rc<Shard>,
+    version: i16,
+    req: TxnOffsetCommitRequest,
+) -> Response {
+    let group = req.group_id.0.to_string();
+    let topics = commit_topics(
+        &req.topics,
+        |t| (&t.name, &t.partitions),
+        |p| commit_partition(p, version >= 2),
+    );
+    let commit = gc::TxnOffsetCommitRequest {
+        transactional_id: req.transactional_id.0.to_string(),
+        group_id: group.clone(),
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+        generation_id: if version >= 3 { req.generation_id } else { -1 },
+        member_id: if version >= 3 {
+            req.member_id.to_string()
+        } else {
+            String::new()
+        },
+        group_instance_id: req.group_instance_id.as_ref().map(|v| v.to_string()),
+        topics: topics.clone(),
+    };
+    let errs = on_coordinator(shard, &group, move |c| async move {
+        c.txn_offset_commit(commit).await
+    })
+    .await
+    .unwrap_or_else(|code| all_failed(&topics, code));
+    // Clients before KIP-588 (v3) know INVALID_PRODUCER_EPOCH, not PRODUCER_FENCED.
+    let fenced = |code: i16| {
+        if code == errors::PRODUCER_FENCED && version < 3 {
+            errors::INVALID_PRODUCER_EPOCH
+        } else {
+            code
+        }
+    };
+    let topics = errs
+        .into_iter()
+        .map(|(name, parts)| {
+            txn_offset_commit_response::TxnOffsetCommitResponseTopic::default()
+                .with_name(TopicName(s(&name)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, code)| {
+                            txn_offset_commit_response::TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(fenced(code))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Response::Message(ResponseKind::TxnOffsetCommit(
+        TxnOffsetCommitResponse::default().with_topics(topics),
+    ))
+}
+
 pub async fn offset_fetch(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) -> Response {
     // v8+ carries several groups; earlier versions one, in the top-level fields.
     let groups: Vec<gc::OffsetFetchGroup> = if version >= 8 {
@@ -443,8 +544,12 @@ pub async fn offset_fetch(shard: &Rc<Shard>, version: i16, req: OffsetFetchReque
         let id = g.group_id.clone();
         let query = g.clone();
         // Only committed offsets: what the coordinator's memory holds may not be yet.
+        // KIP-447: a consumer that asks for stable offsets waits for pending transactional
+        // commits (UNSTABLE_OFFSET_COMMIT, retried by the client).
+        let stable = version >= 7 && req.require_stable;
         let r = on_coordinator(shard, &id, move |c| async move {
-            c.read_committed(|m| m.fetch_offsets(&[query])).await
+            c.read_committed(|m| m.fetch_offsets_stable(&[query], stable))
+                .await
         })
         .await
         .and_then(|v| v.ok_or(errors::NOT_COORDINATOR))

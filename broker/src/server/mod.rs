@@ -19,6 +19,7 @@ mod metadata_api;
 mod offset_for_leader_epoch;
 mod produce;
 mod residency;
+pub mod txn;
 pub mod zerocopy;
 
 use std::rc::Rc;
@@ -429,6 +430,14 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => groups::describe_groups(shard, version, r).await,
         RequestKind::DeleteGroups(r) => groups::delete_groups(shard, version, r).await,
         RequestKind::OffsetDelete(r) => groups::offset_delete(shard, version, r).await,
+        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(shard, version, r).await,
+        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(shard, version, r).await,
+        RequestKind::EndTxn(r) => txn::end_txn(shard, version, r).await,
+        RequestKind::TxnOffsetCommit(r) => groups::txn_offset_commit(shard, version, r).await,
+        RequestKind::WriteTxnMarkers(r) => txn::write_txn_markers(shard, version, r).await,
+        RequestKind::DescribeTransactions(r) => txn::describe_transactions(shard, version, r).await,
+        RequestKind::ListTransactions(r) => txn::list_transactions(shard, version, r).await,
+        RequestKind::DescribeProducers(r) => txn::describe_producers(shard, version, r).await,
         RequestKind::ElectLeaders(r) => elect_leaders::handle(shard, version, r).await,
         RequestKind::DescribeClientQuotas(r) => {
             client_quotas::describe_client_quotas(shard, version, r).await

@@ -24,10 +24,11 @@ use crate::base::ids::{BrokerId, PartitionId};
 use crate::cluster::control_api::{ControlHandle, ControlRequest, Lease};
 use crate::cluster::metadata::{
     MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry,
-    CONSUMER_OFFSETS_TOPIC,
+    CONSUMER_OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC,
 };
 use crate::config::BrokerConfig;
 use crate::groups::coordinator::GroupCoordinator;
+use crate::groups::txn::{MarkerWriter, TxnCoordinator};
 use crate::partition::{Partition, Transition};
 use crate::runtime::shard_table::{shard_for, ShardId};
 
@@ -75,7 +76,14 @@ pub struct ShardSetup {
     /// follower partitions (`replication::fetcher::run`; given here because replication sits
     /// above the shard layer).
     pub follower_fetcher: FollowerFetcher,
+    /// Writes a transaction's markers on its partitions' leaders (`server::txn::write_markers`;
+    /// given here because it sends requests to other brokers, above the shard layer).
+    pub txn_marker_writer: TxnMarkerWriter,
 }
+
+/// How a transaction coordinator on this shard has its markers written.
+pub type TxnMarkerWriter =
+    fn(Rc<Shard>, crate::groups::txn::MarkerJob) -> Pin<Box<dyn Future<Output = bool>>>;
 
 /// How a shard starts its fetch loop for one leader broker.
 pub type FollowerFetcher = fn(Rc<Shard>, BrokerId) -> Pin<Box<dyn Future<Output = ()>>>;
@@ -92,6 +100,9 @@ pub struct Shard {
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
+    /// Transaction coordinators of the `__transaction_state` partitions this shard leads.
+    txns: RefCell<HashMap<i32, Rc<TxnCoordinator>>>,
+    txn_marker_writer: TxnMarkerWriter,
     /// Serialises `apply_metadata`, so two snapshots never open the same partition twice.
     apply_gate: crate::runtime::rt::Semaphore,
     /// The single metadata writer; only on shard 0 in standalone mode.
@@ -147,6 +158,8 @@ impl Shard {
             metadata: RefCell::new(setup.initial.clone()),
             partitions: RefCell::new(HashMap::new()),
             groups: RefCell::new(HashMap::new()),
+            txns: RefCell::new(HashMap::new()),
+            txn_marker_writer: setup.txn_marker_writer,
             apply_gate: crate::runtime::rt::Semaphore::new(1),
             registry: registry.map(RefCell::new),
             registry_gate: crate::runtime::rt::Semaphore::new(1),
@@ -330,9 +343,7 @@ impl Shard {
         };
         for (key, _) in &doomed {
             self.partitions.borrow_mut().remove(key);
-            if &*key.0 == CONSUMER_OFFSETS_TOPIC {
-                self.stop_group_coordinator(key.1);
-            }
+            self.stop_coordinator(&key.0, key.1);
         }
         for (_, p) in doomed {
             let dir = self.partition_dir(&p.topic, p.index);
@@ -441,6 +452,7 @@ impl Shard {
     /// for its leader.
     fn on_transition(self: &Rc<Self>, p: &Rc<Partition>, transition: Transition) {
         let offsets = &*p.topic == CONSUMER_OFFSETS_TOPIC;
+        let txn_state = &*p.topic == TRANSACTION_STATE_TOPIC;
         match transition {
             Transition::Unchanged => {}
             Transition::BecameLeader => {
@@ -456,6 +468,19 @@ impl Shard {
                         self.groups.borrow_mut().insert(p.index, gc);
                     }
                 }
+                if txn_state && self.txn_coordinator(p.index).is_none() {
+                    let count = self
+                        .metadata()
+                        .topic(TRANSACTION_STATE_TOPIC)
+                        .map_or(self.config.transaction_state_log_num_partitions, |t| {
+                            t.partitions
+                        });
+                    if let Some(tc) =
+                        TxnCoordinator::start(p.clone(), &self.config, count, self.marker_writer())
+                    {
+                        self.txns.borrow_mut().insert(p.index, tc);
+                    }
+                }
             }
             Transition::BecameFollower { leader } => {
                 log::info!(
@@ -464,9 +489,7 @@ impl Shard {
                     p.index,
                     p.leader_epoch()
                 );
-                if offsets {
-                    self.stop_group_coordinator(p.index);
-                }
+                self.stop_coordinator(&p.topic, p.index);
                 if self.fetchers.borrow_mut().insert(leader) {
                     crate::runtime::rt::spawn_detached((self.follower_fetcher)(
                         self.clone(),
@@ -481,18 +504,35 @@ impl Shard {
                     p.index,
                     p.leader_epoch()
                 );
-                if offsets {
-                    self.stop_group_coordinator(p.index);
-                }
+                self.stop_coordinator(&p.topic, p.index);
             }
         }
     }
 
-    fn stop_group_coordinator(&self, index: i32) {
-        let gc = self.groups.borrow_mut().remove(&index);
-        if let Some(gc) = gc {
-            gc.shutdown();
+    /// Stops the group or transaction coordinator of internal partition `topic`-`index`.
+    fn stop_coordinator(&self, topic: &str, index: i32) {
+        if topic == CONSUMER_OFFSETS_TOPIC {
+            let gc = self.groups.borrow_mut().remove(&index);
+            if let Some(gc) = gc {
+                gc.shutdown();
+            }
+        } else if topic == TRANSACTION_STATE_TOPIC {
+            let tc = self.txns.borrow_mut().remove(&index);
+            if let Some(tc) = tc {
+                tc.shutdown();
+            }
         }
+    }
+
+    /// What a transaction coordinator of this shard calls to write markers. Holds the shard
+    /// weakly: the coordinator lives in the shard.
+    fn marker_writer(self: &Rc<Self>) -> MarkerWriter {
+        let weak = Rc::downgrade(self);
+        let write = self.txn_marker_writer;
+        Rc::new(move |job| match weak.upgrade() {
+            Some(shard) => write(shard, job),
+            None => Box::pin(async { false }),
+        })
     }
 
     /// Called by a replica fetcher that found no partition left to follow from `leader`:
@@ -521,6 +561,15 @@ impl Shard {
         self.groups.borrow().values().cloned().collect()
     }
 
+    /// The coordinator of `__transaction_state` partition `index`, if this shard leads it.
+    pub fn txn_coordinator(&self, index: i32) -> Option<Rc<TxnCoordinator>> {
+        self.txns.borrow().get(&index).cloned()
+    }
+
+    pub fn txn_coordinators(&self) -> Vec<Rc<TxnCoordinator>> {
+        self.txns.borrow().values().cloned().collect()
+    }
+
     /// Closes every partition this shard owns (flush + checkpoints). False if any failed to
     /// close: then the broker must not mark the shutdown clean, so that the next start recovers.
     /// A snapshot being applied is let finish first (it may be opening or deleting partitions),
@@ -532,6 +581,10 @@ impl Shard {
         let groups: Vec<_> = self.groups.borrow_mut().drain().map(|(_, g)| g).collect();
         for g in groups {
             g.shutdown();
+        }
+        let txns: Vec<_> = self.txns.borrow_mut().drain().map(|(_, t)| t).collect();
+        for t in txns {
+            t.shutdown();
         }
         let parts: Vec<_> = self
             .partitions

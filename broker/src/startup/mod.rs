@@ -295,6 +295,7 @@ pub fn run(mut config: BrokerConfig, cpus: Vec<usize>) -> Result<(), String> {
         quota_sensors: Arc::new(crate::cluster::quota::QuotaSensors::new()),
         connections: Arc::new(crate::shard::admission::ConnectionLimiter::new(&config)),
         follower_fetcher: |shard, leader| Box::pin(crate::replication::fetcher::run(shard, leader)),
+        txn_marker_writer: crate::server::txn::write_markers,
     });
     let registry = Arc::new(std::sync::Mutex::new(registry));
     let inbox_rx = Arc::new(std::sync::Mutex::new(
