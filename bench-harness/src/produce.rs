@@ -378,6 +378,11 @@ fn write_loop(
         }
         let built_ns = clock.now_ns();
         if !schedule.is_open_loop() && built_ns >= times.end_ns {
+            // The slot just taken carries nothing: give it back, or the last transaction's
+            // wait for an idle window never ends.
+            if cfg.acks != Acks::None {
+                window.release();
+            }
             break Ok(());
         }
         if let (Some(t), None) = (txn.as_mut(), open) {
