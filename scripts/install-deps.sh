@@ -39,6 +39,9 @@ PY=${SHARDLOG_PYTHON:-python3}
 if ! "$PY" -c 'import kafka' >/dev/null 2>&1; then
   "$PY" -m pip install --quiet 'kafka-python==2.3.3' || "$PY" -m pip install --quiet kafka-python
 fi
+if ! "$PY" -c 'import confluent_kafka' >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet 'confluent-kafka==2.6.1' || "$PY" -m pip install --quiet confluent-kafka
+fi
 if ! "$PY" -c 'import aiokafka' >/dev/null 2>&1; then
   "$PY" -m pip install --quiet 'aiokafka==0.12.0' || "$PY" -m pip install --quiet aiokafka
 fi

@@ -462,6 +462,18 @@ fn kafka_python_transactions() {
     );
 }
 
+/// confluent-kafka (Python): interleaved commits and aborts, and consume-transform-produce with
+/// the offsets sent to the transaction.
+#[test]
+fn confluent_kafka_transactions() {
+    let broker = Broker::start_with(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    python_script(
+        "confluent_kafka_transactions.py",
+        &broker,
+        "confluent-kafka transactions ok",
+    );
+}
+
 /// aiokafka's transactional producer against the same broker.
 #[test]
 fn aiokafka_transactions() {
