@@ -444,6 +444,71 @@ fn in_cluster_mode_consume_transform_produce_survives_killing_the_coordinator_an
     assert_exactly_once(&cluster.bootstrap_running(), &input);
 }
 
+/// KIP-890: a transactional batch for a partition the producer never added to its transaction
+/// is refused (INVALID_TXN_STATE) by the partition leader, which asks the coordinator; the
+/// partition that was added accepts the same batch.
+#[test]
+fn a_transactional_batch_for_a_partition_outside_the_transaction_is_refused() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    use shardlog_client::NewTopic;
+    use shardlog_protocol::batch::Compression;
+    use shardlog_protocol::records::BatchBuilder;
+
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let mut client = Client::connect(&b, "verify-test", T).expect("connect");
+    let topic = NewTopic {
+        name: "verified".into(),
+        partitions: 2,
+        replication_factor: -1,
+        configs: Vec::new(),
+    };
+    for (_, r) in client.create_topics(&[topic], false).expect("create") {
+        r.expect("created");
+    }
+    let id = "verify-id";
+    let producer =
+        shardlog_tests::wait_for(T, || client.init_transactional_producer(id, 60_000).ok())
+            .expect("InitProducerId");
+    client
+        .add_partitions_to_txn(id, producer, "verified", &[0])
+        .expect("AddPartitionsToTxn");
+    let mut produce = |partition: i32| -> i16 {
+        let mut batch = BatchBuilder::new(Compression::None, 0)
+            .producer(producer.producer_id, producer.epoch, 0)
+            .transactional(true);
+        batch.push(0, None, Some(b"v"), &[]).expect("record");
+        let req = ProduceRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(id))))
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("verified")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch.build().expect("batch").into()))])]);
+        let leader = client.leader_of("verified", partition).expect("leader");
+        let resp = client
+            .connection_to(leader)
+            .expect("connection")
+            .call(&req)
+            .expect("produce");
+        resp.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(
+        produce(0),
+        0,
+        "the partition in the transaction takes the batch"
+    );
+    assert_eq!(
+        produce(1),
+        shardlog_client::codes::INVALID_TXN_STATE,
+        "a partition outside the transaction refuses it"
+    );
+}
+
 fn python_script(name: &str, broker: &Broker, marker: &str) {
     let script = workspace_root().join("tests/python").join(name);
     let python = std::env::var("SHARDLOG_PYTHON").unwrap_or_else(|_| "python3".into());

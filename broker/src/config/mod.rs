@@ -170,6 +170,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "socket.request.max.bytes",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "transaction.max.timeout.ms",
+    "transaction.partition.verification.enable",
     "transaction.remove.expired.transaction.cleanup.interval.ms",
     "transaction.state.log.min.isr",
     "transaction.state.log.num.partitions",
@@ -467,6 +468,9 @@ pub struct BrokerConfig {
     pub transaction_state_log_min_isr: i32,
     /// Largest transaction timeout a producer may ask for.
     pub transaction_max_timeout_ms: i32,
+    /// A partition leader asks the transaction coordinator before appending the first
+    /// transactional batch of a transaction (KIP-890).
+    pub transaction_partition_verification_enable: bool,
     /// A transactional id unused for this long is forgotten.
     pub transactional_id_expiration_ms: i64,
     /// How often coordinators look for transactions past their timeout.
@@ -564,6 +568,7 @@ impl Default for BrokerConfig {
             transaction_state_log_replication_factor: 3,
             transaction_state_log_min_isr: 2,
             transaction_max_timeout_ms: 900_000,
+            transaction_partition_verification_enable: true,
             transactional_id_expiration_ms: 604_800_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
@@ -727,6 +732,9 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be >= 1"));
                 }
                 self.transaction_max_timeout_ms = v;
+            }
+            "transaction.partition.verification.enable" => {
+                self.transaction_partition_verification_enable = parse_bool(key, value)?;
             }
             "transactional.id.expiration.ms" => {
                 let v: i64 = parse_num(key, value)?;
@@ -1099,6 +1107,9 @@ impl BrokerConfig {
             }
             "transaction.state.log.min.isr" => self.transaction_state_log_min_isr.to_string(),
             "transaction.max.timeout.ms" => self.transaction_max_timeout_ms.to_string(),
+            "transaction.partition.verification.enable" => {
+                self.transaction_partition_verification_enable.to_string()
+            }
             "transactional.id.expiration.ms" => self.transactional_id_expiration_ms.to_string(),
             "transaction.abort.timed.out.transaction.cleanup.interval.ms" => self
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms

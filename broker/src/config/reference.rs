@@ -450,6 +450,14 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          answers INVALID_TRANSACTION_TIMEOUT.",
     ),
     broker(
+        "transaction.partition.verification.enable",
+        "boolean",
+        "true",
+        "Before a partition appends the first transactional batch of a producer's transaction, \
+         its leader asks the transaction coordinator whether the partition is in that \
+         transaction (KIP-890), so a late or stray batch cannot leave a transaction open on it.",
+    ),
+    broker(
         "transaction.remove.expired.transaction.cleanup.interval.ms",
         "int",
         "3600000",

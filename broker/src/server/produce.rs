@@ -96,6 +96,7 @@ pub async fn handle(
     // while the ISR catches up (a slow follower must not stop the shard reading requests).
     // acks=0/1 answer once appended anyway: no channel, nothing allocated for them.
     let sent = items.len();
+    let txn_id: Option<String> = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let (appended_tx, appended_rx) = match (acks == -1).then(flume::unbounded::<()>) {
         Some((tx, rx)) => (Some(tx), Some(rx)),
         None => (None, None),
@@ -106,6 +107,7 @@ pub async fn handle(
         failed(errors::NOT_LEADER_OR_FOLLOWER),
         move |s: Rc<Shard>, parts| {
             let appended_tx = appended_tx.clone();
+            let txn_id = txn_id.clone();
             async move {
                 let tasks: Vec<_> = parts
                     .into_iter()
@@ -121,6 +123,7 @@ pub async fn handle(
                             let known = s.metadata().topic(&topic).is_some();
                             let here = s.clone();
                             let appended = appended_tx.clone();
+                            let txn_id = txn_id.clone();
                             crate::runtime::rt::spawn(async move {
                                 match partition {
                                     Some(p) => {
@@ -129,8 +132,19 @@ pub async fn handle(
                                                 let _ = a.send(());
                                             }
                                         };
-                                        let o =
-                                            p.produce(batches, acks, timeout, on_appended).await;
+                                        let verified = super::txn::verify_transactional_append(
+                                            &here,
+                                            &p,
+                                            txn_id.as_deref(),
+                                            &batches,
+                                        )
+                                        .await;
+                                        let o = match verified {
+                                            Ok(()) => {
+                                                p.produce(batches, acks, timeout, on_appended).await
+                                            }
+                                            Err(code) => failed(code),
+                                        };
                                         if o.queue_full {
                                             here.metrics.count(&here.metrics.produce_queue_full, 1);
                                         }

@@ -518,6 +518,117 @@ pub async fn describe_producers(
     ))
 }
 
+/// KIP-890 verification before an append: a transactional batch of a producer with no open
+/// transaction on `p` is appended only if the coordinator of `transactional_id` has the
+/// partition in that producer's ongoing transaction. Refusals: INVALID_TXN_STATE (not in the
+/// transaction), INVALID_PRODUCER_EPOCH (fenced); NOT_ENOUGH_REPLICAS, which producers retry,
+/// when the coordinator cannot answer now.
+pub async fn verify_transactional_append(
+    shard: &Rc<Shard>,
+    p: &crate::partition::Partition,
+    transactional_id: Option<&str>,
+    batches: &[crate::partition::IncomingBatch],
+) -> Result<(), i16> {
+    if !shard.config.transaction_partition_verification_enable {
+        return Ok(());
+    }
+    let Some(h) = batches
+        .iter()
+        .map(|b| &b.header)
+        .find(|h| h.is_transactional())
+    else {
+        return Ok(());
+    };
+    if p.ongoing_transactions()
+        .iter()
+        .any(|(_, id)| *id == h.producer_id)
+    {
+        return Ok(());
+    }
+    let Some(id) = transactional_id else {
+        return Err(errors::INVALID_TXN_STATE);
+    };
+    let partition = vec![(p.topic.to_string(), p.index)];
+    let (pid, epoch) = (h.producer_id, h.producer_epoch);
+    let snapshot = shard.metadata();
+    let code = match find_one(&snapshot, id) {
+        None => errors::COORDINATOR_NOT_AVAILABLE,
+        Some(b) if b.id == snapshot.local_broker => {
+            let key = id.to_string();
+            on_coordinator(shard, id, move |_, c| async move {
+                c.verify_partitions(&key, pid, epoch, &partition)
+            })
+            .await
+            .unwrap_or_else(|code| code)
+        }
+        Some(b) => verify_remote(shard, &b, id, pid, epoch, &partition).await,
+    };
+    match code {
+        errors::NONE => Ok(()),
+        errors::INVALID_TXN_STATE | errors::INVALID_PRODUCER_ID_MAPPING => {
+            Err(errors::INVALID_TXN_STATE)
+        }
+        errors::PRODUCER_FENCED | errors::INVALID_PRODUCER_EPOCH => {
+            Err(errors::INVALID_PRODUCER_EPOCH)
+        }
+        _ => Err(errors::NOT_ENOUGH_REPLICAS),
+    }
+}
+
+/// AddPartitionsToTxn v4 with `verify_only`, to the coordinator on broker `b`.
+async fn verify_remote(
+    shard: &Rc<Shard>,
+    b: &BrokerInfo,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partition: &[(String, i32)],
+) -> i16 {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    let topics = partition
+        .iter()
+        .map(|(t, p)| {
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(vec![*p])
+        })
+        .collect();
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(s(transactional_id)))
+            .with_producer_id(producer_id.into())
+            .with_producer_epoch(producer_epoch)
+            .with_verify_only(true)
+            .with_topics(topics),
+    ]);
+    match crate::replication::broker_call::call_once(
+        shard,
+        b,
+        &req,
+        4,
+        BROKER_CALL_TIMEOUT,
+        "shardlog-txn-verify",
+    )
+    .await
+    {
+        Ok(resp) if resp.error_code != errors::NONE => resp.error_code,
+        Ok(resp) => resp
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| t.topic_results.iter())
+            .flat_map(|t| t.results_by_partition.iter())
+            .map(|p| p.partition_error_code)
+            .find(|c| *c != errors::NONE)
+            .unwrap_or(errors::NONE),
+        Err(e) => {
+            log::warn!("verifying a transactional append with broker {}: {e}", b.id);
+            errors::COORDINATOR_NOT_AVAILABLE
+        }
+    }
+}
+
 /// Writes one marker on a partition this broker leads, on its shard, and waits for its ISR.
 async fn write_marker_here(
     shard: &Rc<Shard>,
