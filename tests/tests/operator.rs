@@ -357,7 +357,7 @@ fn kafkas_stock_server_properties_start_a_broker() {
     for key in [
         "num.network.threads",
         "socket.send.buffer.bytes",
-        "transaction.state.log.min.isr",
+        "num.recovery.threads.per.data.dir",
     ] {
         assert!(warn[0].contains(key), "{key} not in {}", warn[0]);
     }
