@@ -268,6 +268,11 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp_ms: i64) {
     buf[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
     let attrs = be_i16(buf, 21) | 0x08;
     buf[21..23].copy_from_slice(&attrs.to_be_bytes());
+    set_crc(buf);
+}
+
+/// Recomputes the CRC-32C of a whole batch after fields it covers changed.
+pub fn set_crc(buf: &mut [u8]) {
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
 }
@@ -322,8 +327,7 @@ pub fn build_simple_batch(
     buf.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     buf.extend_from_slice(&count.to_be_bytes());
     buf.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    set_crc(&mut buf);
     buf
 }
 
@@ -417,14 +421,13 @@ pub fn build_control_batch(
     buf.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     buf.extend_from_slice(&1i32.to_be_bytes()); // records count
     buf.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&buf[CRC_START..]);
-    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    set_crc(&mut buf);
     buf
 }
 
 /// Reads a zig-zag varint at `*at`, moving `*at` past it. `None` if the bytes end first or it
 /// is longer than 10 bytes.
-fn get_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
+pub(crate) fn get_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
     let mut z: u64 = 0;
     for i in 0..10 {
         let b = *buf.get(*at)?;

@@ -7,6 +7,7 @@
 //! - `frame`: length-prefixed request/response framing with limits.
 //! - `request`: typed client-side framing (`encode_request`, `decode_response`), used by the
 //!   broker's replica fetcher and by `shardlog-client`.
+//! - `compaction`: a stored batch record by record, rebuilt with some records (the log cleaner).
 //! - `compression`: gzip, snappy, lz4 (frame format), zstd for record bodies.
 //! - `errors`: Kafka error codes, their names and retriability (the project's one table).
 //! - `records`: client-side record batch building and decoding (tools, bench, tests).
@@ -14,6 +15,7 @@
 //! - `partitioner`: Kafka's murmur2 key partitioner.
 
 pub mod batch;
+pub mod compaction;
 pub mod compression;
 pub mod errors;
 pub mod fetch_encode;

@@ -6,7 +6,8 @@
 //! validates batches and turns errors into Kafka codes.
 //!
 //! - `partition_log`: `PartitionLog`, the public face: open/recover, append, read as file
-//!   ranges, roll, retention, DeleteRecords, truncation, flush.
+//!   ranges, roll, retention, DeleteRecords, truncation, flush; its log cleaner
+//!   (`partition_log::cleaner`: compaction, the crash-safe swap of cleaned segments).
 //! - `segment`: one segment's files and in-memory indexes, loading and repairing it.
 //! - `index`: index entry layout, lookups and the entry-placement rule (pure).
 //! - `policy`: roll, retention, flush and truncation decisions (pure).
@@ -33,6 +34,7 @@ pub mod txn_index;
 
 pub use crate::config::LogConfig;
 pub use crate::error::StorageError;
+pub use crate::partition_log::cleaner::{CleanParams, CleanStats, Cleanable};
 pub use crate::partition_log::{
     batch_metas, AppendInfo, BatchMeta, FileSlice, PartitionLog, ReadSlice, SegmentInfo,
 };

@@ -41,6 +41,8 @@ use crate::segment::{
 use crate::txn_index::{self, AbortedTxn};
 use shardlog_protocol::batch::ControlRecord;
 
+pub mod cleaner;
+
 /// One batch of an append buffer, as the produce path parsed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -161,6 +163,8 @@ pub struct PartitionLog {
     pending_sync: RefCell<Option<shardlog_runtime::Task<()>>>,
     /// Shared with `pending_sync`'s task, which may only advance the recovery point.
     recovery_point_shared: Rc<Cell<i64>>,
+    /// The log cleaner's progress and where offsets may have gaps (`cleaner-checkpoint`).
+    cleaner_cp: Cell<cleaner::CleanerCheckpoint>,
 }
 
 struct ResetOnDrop<'a>(&'a Cell<bool>);
@@ -192,7 +196,10 @@ impl PartitionLog {
         std::fs::create_dir_all(&dir)?;
         let dir_handle = Directory::open(&dir).await?;
         let now = now_ms();
+        let swapped = cleaner::complete_swaps(&dir).await?;
+        let cleaner_cp = cleaner::read_cleaner_checkpoint(&dir);
         let (bases, mut dir_changed) = scan_directory(&dir).await?;
+        dir_changed |= swapped;
         let cp = checkpoint::read(&dir)?;
         // Segments at or after this base are replayed in full (None = after a clean shutdown).
         let recover_from = if clean_shutdown {
@@ -227,7 +234,15 @@ impl PartitionLog {
             }
             let seg = Rc::new(Segment::open(&dir, base, now).await?);
             let full = recover_from.is_some_and(|r| base >= r);
-            let outcome = seg.load(full, cfg.index_interval_bytes).await?;
+            // Below the cleaner's progress offsets may have gaps; elsewhere they are dense,
+            // which also catches a damaged base offset (outside the CRC).
+            let outcome = seg
+                .load(
+                    full,
+                    cfg.index_interval_bytes,
+                    base >= cleaner_cp.sparse_below,
+                )
+                .await?;
             if outcome.replayed_from_start {
                 replayed.push(seg.clone());
             }
@@ -290,6 +305,7 @@ impl PartitionLog {
             appending: Cell::new(false),
             pending_sync: RefCell::new(None),
             recovery_point_shared: Rc::new(Cell::new(i64::MIN)),
+            cleaner_cp: Cell::new(cleaner_cp),
         };
         log.write_checkpoint().await?;
         Ok(log)
@@ -398,6 +414,14 @@ impl PartitionLog {
         let incoming = check_append(&buf, batches, leo)?;
         if incoming.size_bytes > MAX_SEGMENT_BYTES {
             return Err(StorageError::RecordSetTooLarge(buf.len()));
+        }
+        let gapped = batches[0].base_offset != leo
+            || batches
+                .windows(2)
+                .any(|w| w[1].base_offset != w[0].last_offset + 1);
+        if gapped {
+            // A follower copying a range its leader cleaned: recovery must accept the gaps.
+            self.cleaned_elsewhere(incoming.last_offset + 1).await?;
         }
         let cfg = self.cfg.get();
         let now = now_ms();
@@ -576,7 +600,7 @@ impl PartitionLog {
                 idx += 1;
                 continue;
             }
-            return self
+            let found = self
                 .read_in_segment(
                     &seg,
                     offset.max(seg.base_offset),
@@ -584,7 +608,12 @@ impl PartitionLog {
                     max_bytes,
                     limit_offset,
                 )
-                .await;
+                .await?;
+            match found {
+                Some(slice) => return Ok(slice),
+                // Only emptied batches (the log cleaner's) are left in this segment.
+                None => idx += 1,
+            }
         }
     }
 
@@ -595,14 +624,17 @@ impl PartitionLog {
         size: u64,
         max_bytes: usize,
         limit_offset: i64,
-    ) -> Result<ReadSlice, StorageError> {
-        let Some((start, first)) = seg.find_batch(offset, size).await? else {
-            return Err(seg.corrupt(format!(
-                "no batch holds offset {offset} below the segment end"
-            )));
+    ) -> Result<Option<ReadSlice>, StorageError> {
+        // A batch the cleaner emptied (no record, not a marker) is skipped: readers would only
+        // step over it, and some clients stop at a response holding nothing else.
+        let found = seg
+            .find_batch_where(offset, size, |h| h.records_count > 0 || h.is_control())
+            .await?;
+        let Some((start, first)) = found else {
+            return Ok(None);
         };
         if first.last_offset() >= limit_offset {
-            return Ok(ReadSlice::Empty);
+            return Ok(Some(ReadSlice::Empty));
         }
         let first_end = start + first.total_len() as u64;
         let byte_limit = start.saturating_add(max_bytes as u64).min(size);
@@ -658,14 +690,14 @@ impl PartitionLog {
             };
             (end, last) = walked.map_err(|e| seg.walk_error(e))?;
         }
-        Ok(ReadSlice::File(FileSlice {
+        Ok(Some(ReadSlice::File(FileSlice {
             file: seg.read_fd.clone(),
             segment_base_offset: seg.base_offset,
             position: start,
             len: end - start,
             first_batch_offset: first.base_offset,
             last_offset: last,
-        }))
+        })))
     }
 
     /// The bytes of a `read` result (replication, tests). Copies; the fetch path uses the fd.
@@ -1097,7 +1129,7 @@ impl PartitionLog {
         self.recovery_point.set(self.recovery_point.get().min(base));
         self.write_checkpoint().await?;
         self.dir_handle.sync().await?;
-        Ok(())
+        self.lower_first_dirty(base).await
     }
 
     async fn truncate_fully(&self, start: i64) -> Result<(), StorageError> {
@@ -1116,7 +1148,7 @@ impl PartitionLog {
         let new = Rc::new(Segment::create(&self.dir, start, now_ms()).await?);
         self.segments.borrow_mut().push(new);
         self.dir_handle.sync().await?;
-        Ok(())
+        self.lower_first_dirty(start).await
     }
 
     /// fdatasync of the active segment; the recovery point moves to the log end offset.
@@ -1235,9 +1267,9 @@ fn check_append(
                 "batch {i}: description {b:?} does not match its header"
             ));
         }
-        if b.base_offset != expected_base {
+        if b.base_offset < expected_base {
             return bad(format!(
-                "batch {i}: base offset {} where {expected_base} was expected",
+                "batch {i}: base offset {} where at least {expected_base} was expected",
                 b.base_offset
             ));
         }
@@ -1273,6 +1305,7 @@ async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
             Some((base, LOG_SUFFIX)) => logs.push(base),
             Some((base, _)) => indexes.push((base, entry.path())),
             None if name == CHECKPOINT_FILE || name == HIGH_WATERMARK_FILE => {}
+            None if cleaner::is_cleaner_file(name) => {}
             None if name == CHECKPOINT_TMP_FILE || name == HIGH_WATERMARK_TMP_FILE => {
                 stray.push(entry.path())
             }

@@ -126,7 +126,7 @@ fn check_chain(pos: u64, h: &BatchHeader, expected_base: i64, end: u64) -> Resul
             format!("bad batch length {} or offset delta", h.batch_length),
         ));
     }
-    if h.base_offset != expected_base {
+    if h.base_offset < expected_base {
         return Err(corrupt(
             pos,
             format!(
@@ -153,8 +153,9 @@ pub struct ReplayEnd {
 }
 
 /// Replays whole batches from `position` to `file_size`, validating each one (length, magic,
-/// record count, CRC-32C via `protocol::batch::validate`), that offsets continue densely from
-/// `expected_base`, and that they fit relative offsets of a segment based at `segment_base`.
+/// record count, CRC-32C via `protocol::batch::validate`), that offsets continue from
+/// `expected_base` (densely when `dense`; else strictly increasing: a cleaned segment has gaps),
+/// and that they fit relative offsets of a segment based at `segment_base`.
 /// Stops at the first bad batch; `visit(position, header)` sees each good one.
 pub async fn replay<F>(
     file: &BufferedFile,
@@ -162,6 +163,7 @@ pub async fn replay<F>(
     file_size: u64,
     mut expected_base: i64,
     segment_base: i64,
+    dense: bool,
     mut visit: F,
 ) -> io::Result<ReplayEnd>
 where
@@ -215,10 +217,12 @@ where
                 Ok(h) => h,
                 Err(e) => return Ok(stop(pos, expected_base, e.to_string())),
             };
-            if header.base_offset != expected_base {
+            if header.base_offset < expected_base || (dense && header.base_offset != expected_base)
+            {
                 let why = format!(
-                    "batch base offset {} where {expected_base} was expected",
-                    header.base_offset
+                    "batch base offset {} where {}{expected_base} was expected",
+                    header.base_offset,
+                    if dense { "" } else { "at least " }
                 );
                 return Ok(stop(pos, expected_base, why));
             }

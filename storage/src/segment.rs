@@ -169,7 +169,7 @@ fn path_for(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
     dir.join(file_name(base_offset, suffix))
 }
 
-async fn open_rw(path: &Path, truncate: bool) -> Result<BufferedFile, StorageError> {
+pub(crate) async fn open_rw(path: &Path, truncate: bool) -> Result<BufferedFile, StorageError> {
     Ok(OpenOptions::new()
         .read(true)
         .write(true)
@@ -461,6 +461,7 @@ impl Segment {
         &self,
         full: bool,
         index_interval_bytes: u32,
+        dense: bool,
     ) -> Result<LoadOutcome, StorageError> {
         let file_size = self.log.file_size().await?;
         let log_size = file_size.min(MAX_SEGMENT_BYTES);
@@ -492,6 +493,7 @@ impl Segment {
                 log_size,
                 expected,
                 self.base_offset,
+                dense,
                 |pos, h| {
                     let rel = (h.base_offset - self.base_offset) as u32;
                     if let Some(a) = anchor.filter(|a| a.relative_offset == rel) {
@@ -698,7 +700,7 @@ impl Segment {
         };
         replace_file(&self.index_path(), ob).await?;
         replace_file(&self.time_index_path(), tb).await?;
-        let outcome = self.load(false, index_interval_bytes).await?;
+        let outcome = self.load(false, index_interval_bytes, false).await?;
         if let Some(damage) = outcome.damage {
             return Err(self.corrupt(format!("while truncating: {damage}")));
         }

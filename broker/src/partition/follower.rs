@@ -197,7 +197,9 @@ impl Partition {
         }
         if !metas.is_empty() {
             let leo = self.log.log_end_offset();
-            if metas[0].base_offset != leo {
+            // A batch past the log end is a gap the leader's log cleaner left (compaction keeps
+            // offsets, not every batch); one before it means the logs diverged.
+            if metas[0].base_offset < leo {
                 return Err(FollowerAppendError::OffsetMismatch {
                     expected: leo,
                     got: metas[0].base_offset,
