@@ -648,8 +648,9 @@ async fn shard_life(
     }
 }
 
-/// Creates `__consumer_offsets` (compacted in Kafka; compaction is not implemented here, so it
-/// keeps everything) with `offsets.topic.num.partitions` partitions.
+/// Creates `__consumer_offsets` (compacted, as in Kafka: the log cleaner keeps the latest
+/// commit of each group, partition and the latest group metadata) with
+/// `offsets.topic.num.partitions` partitions.
 async fn create_offsets_topic(shard: &Rc<Shard>) {
     let mut configs = std::collections::BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
