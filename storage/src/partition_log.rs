@@ -600,7 +600,7 @@ impl PartitionLog {
                 idx += 1;
                 continue;
             }
-            let found = self
+            return self
                 .read_in_segment(
                     &seg,
                     offset.max(seg.base_offset),
@@ -608,12 +608,7 @@ impl PartitionLog {
                     max_bytes,
                     limit_offset,
                 )
-                .await?;
-            match found {
-                Some(slice) => return Ok(slice),
-                // Only emptied batches (the log cleaner's) are left in this segment.
-                None => idx += 1,
-            }
+                .await;
         }
     }
 
@@ -624,17 +619,14 @@ impl PartitionLog {
         size: u64,
         max_bytes: usize,
         limit_offset: i64,
-    ) -> Result<Option<ReadSlice>, StorageError> {
-        // A batch the cleaner emptied (no record, not a marker) is skipped: readers would only
-        // step over it, and some clients stop at a response holding nothing else.
-        let found = seg
-            .find_batch_where(offset, size, |h| h.records_count > 0 || h.is_control())
-            .await?;
-        let Some((start, first)) = found else {
-            return Ok(None);
+    ) -> Result<ReadSlice, StorageError> {
+        let Some((start, first)) = seg.find_batch(offset, size).await? else {
+            return Err(seg.corrupt(format!(
+                "no batch holds offset {offset} below the segment end"
+            )));
         };
         if first.last_offset() >= limit_offset {
-            return Ok(Some(ReadSlice::Empty));
+            return Ok(ReadSlice::Empty);
         }
         let first_end = start + first.total_len() as u64;
         let byte_limit = start.saturating_add(max_bytes as u64).min(size);
@@ -690,14 +682,14 @@ impl PartitionLog {
             };
             (end, last) = walked.map_err(|e| seg.walk_error(e))?;
         }
-        Ok(Some(ReadSlice::File(FileSlice {
+        Ok(ReadSlice::File(FileSlice {
             file: seg.read_fd.clone(),
             segment_base_offset: seg.base_offset,
             position: start,
             len: end - start,
             first_batch_offset: first.base_offset,
             last_offset: last,
-        })))
+        }))
     }
 
     /// The bytes of a `read` result (replication, tests). Copies; the fetch path uses the fd.

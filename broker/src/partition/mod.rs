@@ -26,6 +26,7 @@
 //! positions, high watermark, ISR changes, acks=all waiters), `follower` (the leader's batches,
 //! truncation), `fetch` (reads and fetch waiters).
 
+mod clean;
 mod fetch;
 mod follower;
 mod isr;

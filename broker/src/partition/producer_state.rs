@@ -378,6 +378,23 @@ impl ProducerStateTable {
     }
 }
 
+/// What the log cleaner keeps for producer state.
+impl ProducerStateTable {
+    /// Producer id → the last offset of its last batch (that batch stays when the log is
+    /// cleaned, so the producer's sequence survives a rebuild from the log).
+    pub fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, e)| {
+                let b = e.recent.back()?;
+                let span = (i64::from(b.last_seq) - i64::from(b.first_seq))
+                    .rem_euclid(i64::from(i32::MAX) + 1);
+                Some((id.0, b.base_offset + span))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

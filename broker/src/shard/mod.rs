@@ -7,6 +7,7 @@
 //! on its thread; only the closures and their results cross.
 
 pub mod admission;
+pub mod cleaner;
 pub mod report;
 pub mod scatter;
 pub mod topics;
@@ -205,6 +206,21 @@ impl Shard {
         // lack, so look the topic name up in the snapshot first to get the shared Arc.
         let name = self.metadata.borrow().topic(topic)?.name.clone();
         self.partitions.borrow().get(&(name, index)).cloned()
+    }
+
+    /// Sleeps for `d`; true when the broker began shutting down meanwhile (then at once).
+    pub async fn sleep_unless_shutdown(&self, d: std::time::Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                crate::runtime::rt::sleep(d).await;
+                false
+            },
+            async {
+                let _ = self.shutdown.recv_async().await;
+                true
+            },
+        )
+        .await
     }
 
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
