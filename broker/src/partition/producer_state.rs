@@ -6,6 +6,10 @@
 //! in sequence numbers is refused with OUT_OF_ORDER_SEQUENCE_NUMBER. The state is rebuilt on start
 //! by replaying batch headers from the log (`observe`).
 //!
+//! A producer this partition has no state for (never seen, or the state was rebuilt from a log
+//! whose retention removed its batches) is accepted at any sequence, as Kafka does since 2.5
+//! (KIP-360); a known producer with a gap is still refused.
+//!
 //! Transactions (KIP-98): per producer, the first offset of its transaction open on this
 //! partition (set by its first transactional batch, ended by a COMMIT or ABORT marker,
 //! `complete_txn`), and the set of open transactions ordered by first offset, whose smallest
@@ -180,15 +184,10 @@ impl ProducerStateTable {
             .or_else(|| self.producers.get(&id));
         let last_seq = last_seq_of(h);
         match entry {
-            None => {
-                if h.base_sequence == 0 {
-                    SequenceCheck::Append
-                } else {
-                    // A producer we know nothing about (new to this partition, or its state
-                    // expired with retention) must start at sequence 0.
-                    SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
-                }
-            }
+            // A producer we know nothing about (new to this partition, expired, or its batches
+            // removed by retention before the state was rebuilt) may continue at any sequence
+            // (KIP-360): refusing it would make the client reset its sequences for nothing.
+            None => SequenceCheck::Append,
             Some(e) if epoch < e.epoch => SequenceCheck::Reject(errors::INVALID_PRODUCER_EPOCH),
             Some(e) if epoch > e.epoch => {
                 if h.base_sequence == 0 {
@@ -446,11 +445,14 @@ mod tests {
         );
         let bumped = header(7, 1, 0, 1, 0);
         assert_eq!(t.check(&bumped, &empty), SequenceCheck::Append);
-        let unknown = header(8, 0, 4, 1, 0);
+        // A bumped epoch must start at 0 (the producer is known here).
         assert_eq!(
-            t.check(&unknown, &empty),
+            t.check(&header(7, 1, 4, 1, 0), &empty),
             SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
+        // KIP-360: a producer with no state here is accepted at any sequence.
+        let unknown = header(8, 0, 4, 1, 0);
+        assert_eq!(t.check(&unknown, &empty), SequenceCheck::Append);
         assert_eq!(
             t.check(&header(-1, -1, -1, 1, 0), &empty),
             SequenceCheck::Append
@@ -605,6 +607,29 @@ mod tests {
         assert_eq!(t.first_ongoing_offset(), None, "not committed yet");
         t.commit(pending);
         assert_eq!(t.first_ongoing_offset(), Some(20));
+    }
+
+    #[test]
+    fn an_unknown_producer_continues_at_any_sequence_then_gaps_are_refused() {
+        let mut t = ProducerStateTable::default();
+        let e = ProducerStateTable::default();
+        // The state of producer 5 is gone (expired, or retention removed its batches).
+        let resumed = header(5, 2, 1_000, 3, 40);
+        assert_eq!(t.check(&resumed, &e), SequenceCheck::Append);
+        t.observe(&resumed);
+        // From then on it is known: the retry is a duplicate, a gap is refused.
+        assert_eq!(
+            t.check(&resumed, &e),
+            SequenceCheck::Duplicate { base_offset: 40 }
+        );
+        assert_eq!(
+            t.check(&header(5, 2, 1_004, 1, 0), &e),
+            SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert_eq!(
+            t.check(&header(5, 2, 1_003, 1, 0), &e),
+            SequenceCheck::Append
+        );
     }
 
     #[test]
