@@ -14,6 +14,8 @@
 //! - `scan`: walking batch headers and validating replays over a `.log`.
 //! - `txn_index`: the aborted transaction index (`.txnindex`) layout and its search (pure).
 //! - `checkpoint`: the recovery point / log start offset file.
+//! - `producer_snapshot`: `<offset>.snapshot` files, the broker's producer state as plain
+//!   integer records (codec, durable write, list, read, remove).
 //! - `probe`: whether the filesystem has non-blocking buffered writes (checked at start).
 //! - `config`, `error`: `LogConfig` (Kafka topic settings) and `StorageError`.
 //!
@@ -27,6 +29,7 @@ pub mod index;
 pub mod partition_log;
 pub mod policy;
 pub mod probe;
+pub mod producer_snapshot;
 mod scan;
 mod segment;
 pub mod stats;

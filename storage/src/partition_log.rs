@@ -1219,6 +1219,29 @@ impl PartitionLog {
         shardlog_runtime::blocking(move || std::fs::remove_dir_all(&dir)).await?;
         Ok(())
     }
+
+    /// The base offset of the active segment: it changes when the log rolls (the broker takes
+    /// a producer state snapshot then) and after a truncation.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
+    /// The `.txnindex` files holding aborted transactions whose markers lie in
+    /// `[from_offset, to_offset)`. They are written without sync; the broker syncs them before
+    /// a producer state snapshot at `to_offset` makes it trust them instead of the log.
+    pub fn aborted_txn_index_paths(&self, from_offset: i64, to_offset: i64) -> Vec<PathBuf> {
+        self.segments
+            .borrow()
+            .iter()
+            .filter(|s| {
+                s.aborted
+                    .borrow()
+                    .iter()
+                    .any(|e| (from_offset..to_offset).contains(&e.last_offset))
+            })
+            .map(|s| s.txn_index_path())
+            .collect()
+    }
 }
 
 /// Checks the append contract: `batches` tile `buf` exactly, each matches the header in the
@@ -1298,6 +1321,8 @@ async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
             Some((base, _)) => indexes.push((base, entry.path())),
             None if name == CHECKPOINT_FILE || name == HIGH_WATERMARK_FILE => {}
             None if cleaner::is_cleaner_file(name) => {}
+            // Producer state snapshots: listed and cleaned up by `producer_snapshot`.
+            None if crate::producer_snapshot::is_snapshot_file(name) => {}
             None if name == CHECKPOINT_TMP_FILE || name == HIGH_WATERMARK_TMP_FILE => {
                 stray.push(entry.path())
             }

@@ -170,6 +170,8 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
+    "producer.id.expiration.check.interval.ms",
+    "producer.id.expiration.ms",
     "queued.max.request.bytes",
     "quota.window.num",
     "quota.window.size.seconds",
@@ -586,6 +588,10 @@ pub struct BrokerConfig {
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// How often coordinators look for expired transactional ids.
     pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
+    /// A partition forgets a producer idle for this long without an open transaction.
+    pub producer_id_expiration_ms: i64,
+    /// How often each shard looks for such producers.
+    pub producer_id_expiration_check_interval_ms: u64,
     /// On SIGTERM, move leadership to other ISR members before stopping (cluster mode).
     pub controlled_shutdown_enable: bool,
     /// The controller moves leadership back to preferred replicas (cluster mode).
@@ -686,6 +692,8 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: 604_800_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
             controlled_shutdown_enable: true,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
@@ -899,6 +907,20 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be >= 1"));
                 }
                 self.transaction_remove_expired_transaction_cleanup_interval_ms = v;
+            }
+            "producer.id.expiration.ms" => {
+                let v: i64 = parse_num(key, value)?;
+                if !(1..=i32::MAX as i64).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.producer_id_expiration_ms = v;
+            }
+            "producer.id.expiration.check.interval.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if !(1..=i32::MAX as u64).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.producer_id_expiration_check_interval_ms = v;
             }
             "offsets.topic.num.partitions" => {
                 let v: i32 = parse_num(key, value)?;
@@ -1287,6 +1309,10 @@ impl BrokerConfig {
             "transaction.remove.expired.transaction.cleanup.interval.ms" => self
                 .transaction_remove_expired_transaction_cleanup_interval_ms
                 .to_string(),
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms.to_string(),
+            "producer.id.expiration.check.interval.ms" => {
+                self.producer_id_expiration_check_interval_ms.to_string()
+            }
             "offsets.retention.minutes" => (self.offsets_retention_ms / 60_000).to_string(),
             "offsets.retention.check.interval.ms" => {
                 self.offsets_retention_check_interval_ms.to_string()
@@ -2202,6 +2228,21 @@ mod tests {
         }
         for bad in ["", " ", "shardlog=loud", "a b", "=info"] {
             assert!(c.set("log.level", bad).is_err(), "{bad:?}");
+        }
+
+        c.set("producer.id.expiration.ms", "1000").unwrap();
+        assert_eq!(c.producer_id_expiration_ms, 1000);
+        c.set("producer.id.expiration.check.interval.ms", "50")
+            .unwrap();
+        assert_eq!(c.producer_id_expiration_check_interval_ms, 50);
+        assert!(c.ignored_kafka_keys.is_empty());
+        for bad in ["0", "-1", "2147483648", "x"] {
+            assert!(c.set("producer.id.expiration.ms", bad).is_err(), "{bad}");
+            assert!(
+                c.set("producer.id.expiration.check.interval.ms", bad)
+                    .is_err(),
+                "{bad}"
+            );
         }
 
         c.set("zookeeper.connect", "").unwrap();

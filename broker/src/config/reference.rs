@@ -424,6 +424,23 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          many brokers are alive). A standalone broker uses 1.",
     ),
     broker(
+        "producer.id.expiration.check.interval.ms",
+        "int",
+        "600000",
+        "How often each shard forgets, in every partition it holds, the producers idle for \
+         `producer.id.expiration.ms`, and removes producer state snapshots below the log start \
+         offset.",
+    ),
+    broker(
+        "producer.id.expiration.ms",
+        "int",
+        "86400000",
+        "A producer that has not written to a partition for this long and has no transaction \
+         open there is forgotten by that partition (its sequence numbers, for duplicate \
+         detection). A producer a partition does not know is accepted at any sequence number \
+         (KIP-360), so an idle producer that comes back carries on.",
+    ),
+    broker(
         "queued.max.request.bytes",
         "long",
         "268435456",
