@@ -70,7 +70,10 @@ fn send(p: &BaseProducer, topic: &str, key: &[u8], value: Option<&[u8]>) {
         }
         match p.send(r) {
             Ok(()) => return,
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                _,
+            )) => {
                 p.poll(Duration::from_millis(10));
             }
             Err((e, _)) => panic!("send: {e}"),
@@ -90,12 +93,16 @@ fn read_all(bootstrap: &str, topic: &str) -> Read {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let deadline = Instant::now() + T;
     loop {
-        assert!(Instant::now() < deadline, "read of {topic} did not reach the end");
+        assert!(
+            Instant::now() < deadline,
+            "read of {topic} did not reach the end"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => out.push((
@@ -116,7 +123,7 @@ fn a_thousand_keys_updated_a_thousand_times_read_back_as_a_thousand_records() {
     let broker = broker();
     let b = broker.bootstrap();
     create_compacted(&b, "compacted", &[]);
-    let (keys, rounds) = (1_000, 1_000);
+    let (keys, rounds) = (1_000i64, 1_000i64);
     let p = producer(&b);
     for round in 0..rounds {
         for k in 0..keys {
@@ -146,7 +153,7 @@ fn a_thousand_keys_updated_a_thousand_times_read_back_as_a_thousand_records() {
     let mut last = Vec::new();
     let compacted = wait_until(Duration::from_secs(120), || {
         last = read_all(&b, "compacted");
-        last.len() == keys
+        last.len() == keys as usize
     });
     assert!(
         compacted,
@@ -156,7 +163,11 @@ fn a_thousand_keys_updated_a_thousand_times_read_back_as_a_thousand_records() {
     );
     for (offset, key, value) in &last {
         let k: i64 = std::str::from_utf8(&key[4..]).unwrap().parse().unwrap();
-        assert_eq!(*offset, (rounds - 1) * keys + k, "the last round's offsets stay");
+        assert_eq!(
+            *offset,
+            (rounds - 1) * keys + k,
+            "the last round's offsets stay"
+        );
         assert_eq!(
             value.as_deref(),
             Some(format!("value-{}", rounds - 1).as_bytes())
@@ -200,7 +211,12 @@ fn tombstones_remove_keys_after_delete_retention() {
         last = read_all(&b, "tombstones");
         last.len() == 50
     });
-    assert!(done, "{} records: {:?}", last.len(), &last[..last.len().min(10)]);
+    assert!(
+        done,
+        "{} records: {:?}",
+        last.len(),
+        &last[..last.len().min(10)]
+    );
     let by_key: BTreeMap<String, Option<Vec<u8>>> = last
         .into_iter()
         .map(|(_, k, v)| (String::from_utf8(k).unwrap(), v))
@@ -244,7 +260,8 @@ fn consumer_offsets_are_compacted_and_survive_a_restart() {
         .expect("consumer");
     for i in 0..3_000i64 {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("data", 0, Offset::Offset(i)).unwrap();
+        tpl.add_partition_offset("data", 0, Offset::Offset(i))
+            .unwrap();
         consumer
             .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
             .expect("commit");

@@ -25,7 +25,7 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
         return;
     }
     let every = Duration::from_millis(cfg.log_cleaner_backoff_ms);
-    let per_shard = cfg.log_cleaner_dedupe_buffer_size / shard.shard_count().max(1) as u64;
+    let per_shard = cfg.log_cleaner_dedupe_buffer_per_shard(shard.shard_count());
     let max_map_entries = (per_shard / MAP_BYTES_PER_KEY).max(1) as usize;
     let stop = Rc::new(Cell::new(false));
     {
