@@ -133,6 +133,9 @@ pub struct PageSearch<E> {
     hi: u64,
     best: Option<(u64, E)>,
     done: bool,
+    /// A page to try before bisecting (`with_guess`), and whether its neighbour was tried.
+    guess: Option<u64>,
+    guessed_neighbour: bool,
 }
 
 impl<E: Copy> PageSearch<E> {
@@ -145,12 +148,32 @@ impl<E: Copy> PageSearch<E> {
             hi: entries.div_ceil(entries_per_page),
             best: None,
             done: false,
+            guess: None,
+            guessed_neighbour: false,
         }
+    }
+
+    /// Starts at the page holding entry `fraction * entries` (an interpolated guess: offsets
+    /// and positions grow about evenly through a segment), then its neighbour on the side the
+    /// answer lies, then bisects what is left. A right guess reads one page, a near one two;
+    /// the result is the same whatever the guess.
+    pub fn with_guess(mut self, entries: u64, fraction: f64) -> Self {
+        if self.hi > 0 && fraction.is_finite() {
+            let entry = (fraction.clamp(0.0, 1.0) * entries as f64) as u64;
+            self.guess = Some((entry / self.entries_per_page).min(self.hi - 1));
+        }
+        self
     }
 
     /// The page to read next, or `None` when the search is over.
     pub fn next_page(&self) -> Option<u64> {
-        (!self.done && self.lo < self.hi).then(|| self.lo + (self.hi - self.lo) / 2)
+        if self.done || self.lo >= self.hi {
+            return None;
+        }
+        match self.guess {
+            Some(g) if (self.lo..self.hi).contains(&g) => Some(g),
+            _ => Some(self.lo + (self.hi - self.lo) / 2),
+        }
     }
 
     /// Takes the entries of `page` (as named by `next_page`).
@@ -161,6 +184,18 @@ impl<E: Copy> PageSearch<E> {
         while n > 0 && !pred(&entries[n - 1]) {
             n -= 1;
         }
+        // After the guess, its neighbour towards the answer; after that, bisection.
+        self.guess = match self.guess.take() {
+            Some(g) if g == page && !self.guessed_neighbour => {
+                self.guessed_neighbour = true;
+                if n == 0 {
+                    page.checked_sub(1)
+                } else {
+                    Some(page + 1)
+                }
+            }
+            _ => None,
+        };
         if n == 0 {
             self.hi = page;
             return;
@@ -415,7 +450,20 @@ mod tests {
         per_page: usize,
         pred: impl Fn(&E) -> bool,
     ) -> (Option<(u64, E)>, usize) {
-        let mut s = PageSearch::new(entries.len() as u64, per_page as u64);
+        paged_guess(entries, per_page, None, pred)
+    }
+
+    fn paged_guess<E: Copy>(
+        entries: &[E],
+        per_page: usize,
+        guess: Option<f64>,
+        pred: impl Fn(&E) -> bool,
+    ) -> (Option<(u64, E)>, usize) {
+        let n = entries.len() as u64;
+        let mut s = PageSearch::new(n, per_page as u64);
+        if let Some(f) = guess {
+            s = s.with_guess(n, f);
+        }
         let mut reads = 0;
         while let Some(p) = s.next_page() {
             reads += 1;
@@ -459,6 +507,25 @@ mod tests {
         for target in [0u32, 10, 700, 1_800, 2_500] {
             let (got, _) = paged(&bad, 16, |e| e.relative_offset <= target);
             assert!(got.is_none_or(|(_, e)| e.relative_offset <= target));
+        }
+    }
+
+    #[test]
+    fn a_guess_changes_how_many_pages_are_read_not_the_result() {
+        let idx: Vec<OffsetEntry> = (0..5_000u32).map(|i| oe(2 * i + 1, 9 * i + 5)).collect();
+        let pages = 5_000usize.div_ceil(64);
+        for target in [0u32, 1, 77, 4_000, 6_401, 9_998, 9_999, 20_000] {
+            let want = floor_by_offset(&idx, target);
+            for guess in [0.0, 0.1, 0.5, 0.64, 0.99, 1.0, 7.0, -1.0, f64::NAN] {
+                let (got, reads) =
+                    paged_guess(&idx, 64, Some(guess), |e| e.relative_offset <= target);
+                assert_eq!(got.map(|(_, e)| e), want, "target {target}, guess {guess}");
+                assert!(reads <= 2 + (usize::BITS - pages.leading_zeros()) as usize + 1);
+            }
+            // The interpolated guess: one or two pages.
+            let guess = f64::from(target) / 10_000.0;
+            let (_, reads) = paged_guess(&idx, 64, Some(guess), |e| e.relative_offset <= target);
+            assert!(reads <= 2, "target {target}: {reads} reads");
         }
     }
 

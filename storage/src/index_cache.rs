@@ -9,6 +9,12 @@
 //! again) or replaced by a new one (the log cleaner) has a new id, so its old pages can never
 //! be served for it. `forget` drops them early to give the memory back.
 //!
+//! The index files themselves stay open for a while too: up to `MAX_OPEN_INDEX_FILES`
+//! descriptors per shard, the least recently used closed first (asynchronously, through the
+//! ring, when the last holder drops it), and those of a forgotten segment at once (so a
+//! deleted file does not keep its disk space). Without them every lookup that misses a page
+//! would open and close the file (two more ring operations, and a path lookup).
+//!
 //! Why a cache of 8 MiB per shard (`DEFAULT_CAPACITY_BYTES`): memory for indexes must not grow
 //! with the size of the log, so the cache has a fixed size; the page cache of the kernel
 //! still holds the files, and a miss costs one ring read of a (usually resident) 4 KiB page,
@@ -24,6 +30,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use shardlog_runtime::fs::BufferedFile;
+
 use crate::index::{OffsetEntry, TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 
 /// Bytes of index file per page: one filesystem page.
@@ -36,6 +44,10 @@ pub const TIME_ENTRIES_PER_PAGE: u64 = (PAGE_BYTES / TIME_ENTRY_LEN) as u64;
 pub const DEFAULT_CAPACITY_BYTES: usize = 8 << 20;
 /// What a cached page costs besides its entries: key, links, map slot, `Rc` header.
 const PAGE_OVERHEAD: usize = 96;
+/// Index file descriptors a shard keeps open for closed segments: one per segment being read
+/// at the same time is enough to avoid reopening; 256 per shard is small next to the
+/// descriptors the segments' `.log` files already hold (two each).
+pub const MAX_OPEN_INDEX_FILES: usize = 256;
 
 /// Which index file of a segment a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +98,8 @@ pub struct CacheStats {
     pub pages: usize,
     pub bytes: usize,
     pub capacity_bytes: usize,
+    /// Index files held open (see `MAX_OPEN_INDEX_FILES`).
+    pub open_files: usize,
 }
 
 const NIL: usize = usize::MAX;
@@ -232,8 +246,87 @@ impl Lru {
     }
 }
 
+/// Open index files by (cache id, kind), with the tick of their last use.
+#[derive(Default)]
+struct OpenFiles {
+    files: Vec<(u64, IndexKind, Rc<BufferedFile>, u64)>,
+    tick: u64,
+}
+
+impl OpenFiles {
+    fn get(&mut self, cache_id: u64, kind: IndexKind) -> Option<Rc<BufferedFile>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.files
+            .iter_mut()
+            .find(|f| f.0 == cache_id && f.1 == kind)
+            .map(|f| {
+                f.3 = tick;
+                f.2.clone()
+            })
+    }
+
+    /// Keeps `file`; returns the one it evicts (dropped by the caller, outside the borrow).
+    fn insert(
+        &mut self,
+        cache_id: u64,
+        kind: IndexKind,
+        file: Rc<BufferedFile>,
+    ) -> Option<Rc<BufferedFile>> {
+        self.tick += 1;
+        if let Some(f) = self
+            .files
+            .iter_mut()
+            .find(|f| f.0 == cache_id && f.1 == kind)
+        {
+            f.3 = self.tick;
+            return Some(std::mem::replace(&mut f.2, file));
+        }
+        let evicted = if self.files.len() >= MAX_OPEN_INDEX_FILES {
+            let (i, _) = self
+                .files
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, f)| f.3)
+                .expect("a full list is not empty");
+            Some(self.files.swap_remove(i).2)
+        } else {
+            None
+        };
+        self.files.push((cache_id, kind, file, self.tick));
+        evicted
+    }
+
+    fn forget(&mut self, cache_id: u64) -> Vec<Rc<BufferedFile>> {
+        let mut gone = Vec::new();
+        let mut i = 0;
+        while i < self.files.len() {
+            if self.files[i].0 == cache_id {
+                gone.push(self.files.swap_remove(i).2);
+            } else {
+                i += 1;
+            }
+        }
+        gone
+    }
+}
+
 thread_local! {
     static CACHE: RefCell<Lru> = RefCell::new(Lru::new(DEFAULT_CAPACITY_BYTES));
+    static OPEN_FILES: RefCell<OpenFiles> = RefCell::new(OpenFiles::default());
+}
+
+/// The open index file of a closed segment, if this shard holds one.
+pub fn open_file(cache_id: u64, kind: IndexKind) -> Option<Rc<BufferedFile>> {
+    OPEN_FILES.with(|f| f.borrow_mut().get(cache_id, kind))
+}
+
+/// Keeps an index file open for the next lookups of its segment (closing the least recently
+/// used one beyond `MAX_OPEN_INDEX_FILES`).
+pub fn keep_open_file(cache_id: u64, kind: IndexKind, file: Rc<BufferedFile>) {
+    let evicted = OPEN_FILES.with(|f| f.borrow_mut().insert(cache_id, kind, file));
+    // Dropped here, with no borrow held: glommio closes a dropped file through the ring.
+    drop(evicted);
 }
 
 /// The page, if this thread's cache holds it (and marks it most recently used).
@@ -249,7 +342,11 @@ pub fn insert(key: PageKey, page: Page) {
 /// Drops every page of a segment (deleted, truncated, closed): they could never be asked for
 /// again, since a segment that becomes closed again gets a new cache id.
 pub fn forget(cache_id: u64) {
-    CACHE.with(|c| c.borrow_mut().forget(cache_id));
+    // `try_with`: also called when a segment is dropped, which may happen while the thread
+    // is being torn down.
+    let _ = CACHE.try_with(|c| c.borrow_mut().forget(cache_id));
+    let files = OPEN_FILES.try_with(|f| f.borrow_mut().forget(cache_id));
+    drop(files);
 }
 
 /// Changes this thread's capacity (tests use a tiny one); evicts down to it at once.
@@ -265,6 +362,7 @@ pub fn stats() -> CacheStats {
             pages: c.map.len(),
             bytes: c.bytes,
             capacity_bytes: c.capacity,
+            open_files: OPEN_FILES.with(|f| f.borrow().files.len()),
             ..c.stats
         }
     })

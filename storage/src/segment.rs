@@ -73,7 +73,7 @@ pub struct IndexFiles {
 
 /// Mutable state of a segment. Only the partition's writer changes it, and only after the bytes
 /// it describes were written: readers that copy it see whole batches only.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SegmentState {
     /// Bytes of whole batches in the `.log` (the published end; appends in flight are beyond it).
     /// Between `Segment::open` and the load, the size of the file.
@@ -120,6 +120,16 @@ impl SegmentState {
             reserved_to: 0,
             reserved_max: 0,
             reserve_failed: false,
+        }
+    }
+}
+
+/// A segment dropped without `close` (a partition dropped on an error path, or in a test of a
+/// crash) gives back its cached pages and open index files too.
+impl Drop for SegmentState {
+    fn drop(&mut self) {
+        if let Some(closed) = self.closed {
+            index_cache::forget(closed.cache_id);
         }
     }
 }
@@ -258,35 +268,44 @@ impl From<shardlog_runtime::Error> for LookupFailure {
     }
 }
 
-/// An index file opened for one lookup (closed segments keep no index descriptors open),
-/// at the first page that is not in the cache.
+/// A closed segment's index file for a lookup: the descriptor the shard keeps open for that
+/// segment (`index_cache::open_file`), else opened at the first page that is not cached, and
+/// kept for the next lookups.
 struct LookupFile {
     path: PathBuf,
-    file: Option<BufferedFile>,
+    cache_id: u64,
+    kind: IndexKind,
+    file: Option<Rc<BufferedFile>>,
 }
 
 impl LookupFile {
-    fn new(path: PathBuf) -> Self {
-        LookupFile { path, file: None }
+    fn new<E: IndexEntry>(seg: &Segment, cache_id: u64) -> Self {
+        LookupFile {
+            path: path_for(seg.dir(), seg.base_offset, E::SUFFIX),
+            cache_id,
+            kind: E::KIND,
+            file: None,
+        }
     }
 
     async fn get(&mut self) -> Result<&BufferedFile, LookupFailure> {
         if self.file.is_none() {
-            let f = OpenOptions::new()
-                .read(true)
-                .buffered_open(&self.path)
-                .await?;
-            self.file = Some(f);
+            let file = match index_cache::open_file(self.cache_id, self.kind) {
+                Some(f) => f,
+                None => {
+                    let f = Rc::new(
+                        OpenOptions::new()
+                            .read(true)
+                            .buffered_open(&self.path)
+                            .await?,
+                    );
+                    index_cache::keep_open_file(self.cache_id, self.kind, f.clone());
+                    f
+                }
+            };
+            self.file = Some(file);
         }
-        Ok(self.file.as_ref().expect("just opened"))
-    }
-
-    async fn close(self) {
-        if let Some(f) = self.file {
-            if let Err(e) = f.close().await {
-                log::debug!("closing {}: {e}", self.path.display());
-            }
-        }
+        Ok(self.file.as_deref().expect("just set"))
     }
 }
 
@@ -807,29 +826,36 @@ impl Segment {
         if !plausible {
             return self.load(false, index_interval_bytes).await;
         }
-        let time = self.read_index_tail::<TimeEntry>().await?;
+        // The descriptors opened here stay in the shard's cache under this id for the
+        // segment's lookups.
+        let cache_id = index_cache::new_cache_id();
+        let mut time_file = LookupFile::new::<TimeEntry>(self, cache_id);
+        let time = self.read_index_tail::<TimeEntry>(&mut time_file).await?;
         let Some(last_time) = time.last.filter(|t| {
             t.timestamp > NO_TIMESTAMP
                 && i64::from(t.relative_offset) < next_base - self.base_offset
         }) else {
+            index_cache::forget(cache_id);
             return self.load(false, index_interval_bytes).await;
         };
-        let time_entries = time.len / TIME_ENTRY_LEN as u64;
         let outcome = if check_tail {
-            match self
-                .check_tail(size, time, last_time, index_interval_bytes)
-                .await?
-            {
+            let tail = self
+                .check_tail(cache_id, time_file, time, last_time, index_interval_bytes)
+                .await?;
+            match tail {
                 Some(outcome) => outcome,
-                None => return self.load(false, index_interval_bytes).await,
+                None => {
+                    index_cache::forget(cache_id);
+                    return self.load(false, index_interval_bytes).await;
+                }
             }
         } else {
             let mut st = self.state.borrow_mut();
             st.next_offset = next_base;
             st.closed = Some(ClosedIndex {
-                cache_id: index_cache::new_cache_id(),
+                cache_id,
                 offset_entries: None,
-                time_entries: Some(time_entries),
+                time_entries: Some(time.len / TIME_ENTRY_LEN as u64),
                 max_timestamp: last_time.timestamp,
                 offset_trusted: true,
                 time_trusted: true,
@@ -848,27 +874,36 @@ impl Segment {
     /// `load_closed` with `check_tail`: `None` asks for `load(false)` instead.
     async fn check_tail(
         &self,
-        size: u64,
+        cache_id: u64,
+        mut time_file: LookupFile,
         time: IndexTail<TimeEntry>,
         last_time: TimeEntry,
         index_interval_bytes: u32,
     ) -> Result<Option<LoadOutcome>, StorageError> {
-        let offsets = self.read_index_tail::<OffsetEntry>().await?;
+        let size = self.size();
+        let mut offset_file = LookupFile::new::<OffsetEntry>(self, cache_id);
+        let offsets = self
+            .read_index_tail::<OffsetEntry>(&mut offset_file)
+            .await?;
         let Some(last_offset) = offsets.last.filter(|e| u64::from(e.position) < size) else {
             return Ok(None);
         };
         let offset_count = offsets.len / OFFSET_ENTRY_LEN as u64;
         let time_count = time.len / TIME_ENTRY_LEN as u64;
-        let cache_id = index_cache::new_cache_id();
         // The replay start, as `index::replay_start` chooses it from the whole files.
         let target = last_offset.relative_offset.min(last_time.relative_offset);
         let (keep_offsets, start) = if last_offset.relative_offset <= target {
             (offset_count, last_offset)
         } else {
             let found = self
-                .search_file_once::<OffsetEntry>(cache_id, offset_count, size, |e| {
-                    e.relative_offset <= target
-                })
+                .search_file::<OffsetEntry>(
+                    cache_id,
+                    offset_count,
+                    size,
+                    &mut offset_file,
+                    None,
+                    |e| e.relative_offset <= target,
+                )
                 .await;
             match found {
                 Ok(Some((i, e))) => (i + 1, e),
@@ -882,7 +917,7 @@ impl Segment {
             (time_count, Some(last_time))
         } else {
             let found = self
-                .search_file_once::<TimeEntry>(cache_id, time_count, size, |e| {
+                .search_file::<TimeEntry>(cache_id, time_count, size, &mut time_file, None, |e| {
                     e.relative_offset <= start.relative_offset
                 })
                 .await;
@@ -928,38 +963,41 @@ impl Segment {
                 "{}: index does not match the log ({why}); rebuilding from the start",
                 self.log_path.display(),
             );
+            drop((offset_file, time_file));
             index_cache::forget(cache_id);
             return Ok(Some(self.load(true, index_interval_bytes).await?));
         }
         new_times.extend(builder.finalize());
 
         // The files must hold the kept entries followed by the ones the replay produced.
-        let mut cache_id = cache_id;
         let offset_at = keep_offsets * OFFSET_ENTRY_LEN as u64;
-        let mut want = Vec::new();
-        index::encode_offset_entries(&new_offsets, &mut want);
-        let same = offsets.len == offset_at + want.len() as u64
+        let mut want_offsets = Vec::new();
+        index::encode_offset_entries(&new_offsets, &mut want_offsets);
+        let offsets_ok = offsets.len == offset_at + want_offsets.len() as u64
             && self
-                .read_file_range(&self.index_path(), offset_at, want.len())
+                .read_file_range(&mut offset_file, offset_at, want_offsets.len())
                 .await?
-                == want;
-        if !same {
-            rewrite_tail(&self.index_path(), offset_at, want).await?;
-            index_cache::forget(cache_id);
-            cache_id = index_cache::new_cache_id();
-        }
+                == want_offsets;
         let time_at = keep_times * TIME_ENTRY_LEN as u64;
-        let mut want = Vec::new();
-        index::encode_time_entries(&new_times, &mut want);
-        let same = time.len == time_at + want.len() as u64
+        let mut want_times = Vec::new();
+        index::encode_time_entries(&new_times, &mut want_times);
+        let times_ok = time.len == time_at + want_times.len() as u64
             && self
-                .read_file_range(&self.time_index_path(), time_at, want.len())
+                .read_file_range(&mut time_file, time_at, want_times.len())
                 .await?
-                == want;
-        if !same {
-            rewrite_tail(&self.time_index_path(), time_at, want).await?;
+                == want_times;
+        let mut cache_id = cache_id;
+        if !offsets_ok || !times_ok {
+            // Pages and descriptors of the files as they were go; a new id for the new ones.
+            drop((offset_file, time_file));
             index_cache::forget(cache_id);
             cache_id = index_cache::new_cache_id();
+            if !offsets_ok {
+                rewrite_tail(&self.index_path(), offset_at, want_offsets).await?;
+            }
+            if !times_ok {
+                rewrite_tail(&self.time_index_path(), time_at, want_times).await?;
+            }
         }
         let mut st = self.state.borrow_mut();
         st.size = end.valid_end;
@@ -980,17 +1018,14 @@ impl Segment {
 
     /// The size of one of the segment's index files and its last whole entry, read through
     /// the ring (a missing file reads as empty).
-    async fn read_index_tail<E: IndexEntry>(&self) -> Result<IndexTail<E>, StorageError> {
-        let path = path_for(self.dir(), self.base_offset, E::SUFFIX);
-        let file = match OpenOptions::new().read(true).buffered_open(&path).await {
+    async fn read_index_tail<E: IndexEntry>(
+        &self,
+        file: &mut LookupFile,
+    ) -> Result<IndexTail<E>, StorageError> {
+        let file = match file.get().await {
             Ok(f) => f,
-            Err(e) => {
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::NotFound {
-                    return Ok(IndexTail { len: 0, last: None });
-                }
-                return Err(e.into());
-            }
+            Err(LookupFailure::Damaged(_)) => return Ok(IndexTail { len: 0, last: None }),
+            Err(LookupFailure::Io(e)) => return Err(e.into()),
         };
         let len = file.file_size().await?;
         let whole = len / E::LEN as u64 * E::LEN as u64;
@@ -1000,24 +1035,24 @@ impl Segment {
             let bytes = file.read_at(whole - E::LEN as u64, E::LEN).await?;
             (bytes.len() == E::LEN).then(|| E::decode(&bytes))
         };
-        file.close().await?;
         Ok(IndexTail { len, last })
     }
 
-    /// `len` bytes of a file at `pos` (fewer if the file ends before).
+    /// Up to `len` bytes of an index file at `pos` (fewer if the file ends before).
     async fn read_file_range(
         &self,
-        path: &Path,
+        file: &mut LookupFile,
         pos: u64,
         len: usize,
     ) -> Result<Vec<u8>, StorageError> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let file = OpenOptions::new().read(true).buffered_open(path).await?;
-        let bytes = file.read_at(pos, len).await.map(|b| b.to_vec());
-        file.close().await?;
-        Ok(bytes?)
+        match file.get().await {
+            Ok(f) => Ok(f.read_at(pos, len).await?.to_vec()),
+            Err(LookupFailure::Damaged(_)) => Ok(Vec::new()),
+            Err(LookupFailure::Io(e)) => Err(e.into()),
+        }
     }
 
     /// Whether the segment's entries are in its files only (a closed segment).
@@ -1160,9 +1195,13 @@ impl Segment {
         entries: u64,
         log_size: u64,
         file: &mut LookupFile,
+        guess: Option<f64>,
         mut pred: impl FnMut(&E) -> bool,
     ) -> Result<Option<(u64, E)>, LookupFailure> {
         let mut search = PageSearch::new(entries, E::PER_PAGE);
+        if let Some(fraction) = guess {
+            search = search.with_guess(entries, fraction);
+        }
         while let Some(page) = search.next_page() {
             let p = self
                 .index_page::<E>(cache_id, page, entries, log_size, file)
@@ -1172,22 +1211,6 @@ impl Segment {
         Ok(search.result())
     }
 
-    /// `search_file` with a descriptor of its own (opened if a page is not cached).
-    async fn search_file_once<E: IndexEntry>(
-        &self,
-        cache_id: u64,
-        entries: u64,
-        log_size: u64,
-        pred: impl FnMut(&E) -> bool,
-    ) -> Result<Option<(u64, E)>, LookupFailure> {
-        let mut file = LookupFile::new(path_for(self.dir(), self.base_offset, E::SUFFIX));
-        let found = self
-            .search_file(cache_id, entries, log_size, &mut file, pred)
-            .await;
-        file.close().await;
-        found
-    }
-
     /// A lookup in a closed segment's index: `None` when the index is untrusted, or turns out
     /// damaged now (it is then marked untrusted), or cannot be read: the caller then walks the
     /// segment from its start.
@@ -1195,24 +1218,25 @@ impl Segment {
         &self,
         closed: ClosedIndex,
         log_size: u64,
+        guess: Option<f64>,
         pred: impl FnMut(&E) -> bool,
     ) -> Option<E> {
         if !closed.trusted(E::KIND) {
             return None;
         }
-        let mut file = LookupFile::new(path_for(self.dir(), self.base_offset, E::SUFFIX));
+        let mut file = LookupFile::new::<E>(self, closed.cache_id);
         let entries = match closed.entries(E::KIND) {
             Some(n) => Ok(n),
             None => self.count_entries::<E>(closed.cache_id, &mut file).await,
         };
         let found = match entries {
             Ok(n) => {
-                self.search_file::<E>(closed.cache_id, n, log_size, &mut file, pred)
+                self.search_file::<E>(closed.cache_id, n, log_size, &mut file, guess, pred)
                     .await
             }
             Err(e) => Err(e),
         };
-        file.close().await;
+        drop(file);
         match found {
             Ok(found) => found.map(|(_, e)| e),
             Err(LookupFailure::Damaged(why)) => {
@@ -1257,14 +1281,15 @@ impl Segment {
             // The first batch never has an entry.
             return None;
         }
-        let (closed, size) = {
+        let (closed, size, span) = {
             let st = self.state.borrow();
             match st.closed {
                 None => return index::floor_by_offset(&st.offset_index, rel),
-                Some(c) => (c, st.size),
+                Some(c) => (c, st.size, st.next_offset - self.base_offset),
             }
         };
-        self.closed_lookup::<OffsetEntry>(closed, size, |e| e.relative_offset <= rel)
+        let guess = f64::from(rel) / span as f64;
+        self.closed_lookup::<OffsetEntry>(closed, size, Some(guess), |e| e.relative_offset <= rel)
             .await
     }
 
@@ -1274,7 +1299,7 @@ impl Segment {
         max_position: u64,
         max_relative_offset: i64,
     ) -> Option<OffsetEntry> {
-        let (closed, size) = {
+        let (closed, size, span) = {
             let st = self.state.borrow();
             match st.closed {
                 None => {
@@ -1284,10 +1309,12 @@ impl Segment {
                         max_relative_offset,
                     )
                 }
-                Some(c) => (c, st.size),
+                Some(c) => (c, st.size, st.next_offset - self.base_offset),
             }
         };
-        self.closed_lookup::<OffsetEntry>(closed, size, |e| {
+        let guess =
+            (max_position as f64 / size as f64).min(max_relative_offset as f64 / span as f64);
+        self.closed_lookup::<OffsetEntry>(closed, size, Some(guess), |e| {
             u64::from(e.position) <= max_position
                 && i64::from(e.relative_offset) <= max_relative_offset
         })
@@ -1303,7 +1330,7 @@ impl Segment {
                 Some(c) => (c, st.size),
             }
         };
-        self.closed_lookup::<TimeEntry>(closed, size, |e| e.timestamp < timestamp)
+        self.closed_lookup::<TimeEntry>(closed, size, None, |e| e.timestamp < timestamp)
             .await
     }
 

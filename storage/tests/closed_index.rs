@@ -157,6 +157,7 @@ fn a_tiny_page_cache_gives_the_same_answers() {
         let stats = index_cache::stats();
         assert!(stats.evictions > 100, "{stats:?}");
         assert!(stats.bytes <= 5_000 && stats.pages <= 1, "{stats:?}");
+        assert!(stats.open_files > 0 && stats.open_files <= index_cache::MAX_OPEN_INDEX_FILES);
         // No room at all: every lookup reads its pages again.
         index_cache::set_capacity_bytes(0);
         check_all(&log, &batches, &mut rng, 13, "no cache").await;
@@ -198,6 +199,7 @@ fn pages_of_a_deleted_segment_are_never_served_for_a_new_one() {
             0,
             "deleted segments keep no pages"
         );
+        assert_eq!(index_cache::stats().open_files, 0, "nor open index files");
         let (mut batches, mut clock) = (Vec::new(), 2_000_000i64);
         fill_random(&log, &mut rng, &mut batches, 300, &mut clock, 150, 0.02).await;
         log.roll().await.unwrap();
