@@ -85,8 +85,9 @@ trap cleanup EXIT
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 log "building shardlog and shardlog-bench (release, into $TARGET_DIR)"
-(cd "$REPO_ROOT" && cargo build --release -q -p shardlog-broker --bin shardlog -p shardlog-bench) >&2 \
-    || die "cargo build --release failed"
+# Two builds: `--bin shardlog` would also limit shardlog-bench to a binary of that name.
+(cd "$REPO_ROOT" && cargo build --release -q -p shardlog-broker --bin shardlog \
+    && cargo build --release -q -p shardlog-bench) >&2 || die "cargo build --release failed"
 BROKER="$TARGET_DIR/release/shardlog"
 BENCH="$TARGET_DIR/release/shardlog-bench"
 
@@ -270,7 +271,8 @@ CLEAN_STOP_MS=$STOP_MS
 start_broker after-sigterm
 CLEAN_READY_MS=$READY_MS
 CLEAN_RSS="$(rss_mib)"
-read -r MD_TOPICS MD_PARTS MD_BYTES CLEAN_P50 CLEAN_P99 CLEAN_MAX <<<"$(metadata_latency)"
+MD="$(metadata_latency)" || die "the Metadata measurement failed"
+read -r MD_TOPICS MD_PARTS MD_BYTES CLEAN_P50 CLEAN_P99 CLEAN_MAX <<<"$MD"
 CLEAN_RSS_MD="$(rss_mib)"
 log "clean restart: ready in $CLEAN_READY_MS ms, RSS $CLEAN_RSS MiB, Metadata p50 $CLEAN_P50 ms p99 $CLEAN_P99 ms"
 
@@ -278,7 +280,8 @@ stop_broker KILL
 start_broker after-kill9
 KILL_READY_MS=$READY_MS
 KILL_RSS="$(rss_mib)"
-read -r _ _ _ KILL_P50 KILL_P99 KILL_MAX <<<"$(metadata_latency)"
+MD="$(metadata_latency)" || die "the Metadata measurement failed"
+read -r _ _ _ KILL_P50 KILL_P99 KILL_MAX <<<"$MD"
 log "after kill -9: ready in $KILL_READY_MS ms, RSS $KILL_RSS MiB, Metadata p50 $KILL_P50 ms p99 $KILL_P99 ms"
 stop_broker TERM
 
