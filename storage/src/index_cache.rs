@@ -116,6 +116,9 @@ struct Slot {
 /// An LRU of pages: a map from key to slot and a doubly linked list through the slots.
 struct Lru {
     map: HashMap<PageKey, usize>,
+    /// Pages held per cache id, so that forgetting a segment with none (the common case when
+    /// a partition closes) costs a map lookup, not a scan.
+    per_segment: HashMap<u64, usize>,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     newest: usize,
@@ -129,6 +132,7 @@ impl Lru {
     fn new(capacity: usize) -> Lru {
         Lru {
             map: HashMap::new(),
+            per_segment: HashMap::new(),
             slots: Vec::new(),
             free: Vec::new(),
             newest: NIL,
@@ -176,6 +180,12 @@ impl Lru {
         self.unlink(i);
         let slot = self.slots[i].take().expect("removing an occupied slot");
         self.map.remove(&slot.key);
+        if let Some(n) = self.per_segment.get_mut(&slot.key.cache_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_segment.remove(&slot.key.cache_id);
+            }
+        }
         self.free.push(i);
         self.bytes -= slot.page.bytes();
         slot
@@ -221,11 +231,15 @@ impl Lru {
             }
         };
         self.map.insert(key, i);
+        *self.per_segment.entry(key.cache_id).or_insert(0) += 1;
         self.bytes += bytes;
         self.push_newest(i);
     }
 
     fn forget(&mut self, cache_id: u64) {
+        if !self.per_segment.contains_key(&cache_id) {
+            return;
+        }
         let doomed: Vec<usize> = self
             .map
             .iter()
@@ -417,6 +431,7 @@ mod tests {
         }
         assert_eq!(lru.bytes, 3 * one);
         assert_eq!(lru.stats.evictions, 1);
+        assert_eq!(lru.per_segment.get(&1), Some(&3));
         // Many more pages than fit: never above the capacity, the newest are kept.
         for p in 10..1_000 {
             lru.insert(key(2, p), page(p as u32, 16));
@@ -443,7 +458,9 @@ mod tests {
             lru.insert(key(7, p), page(0, 4));
             lru.insert(key(8, p), page(0, 4));
         }
+        assert_eq!(lru.per_segment.get(&7), Some(&5));
         lru.forget(7);
+        assert!(!lru.per_segment.contains_key(&7));
         assert!((0..5).all(|p| lru.get(&key(7, p)).is_none()));
         assert!((0..5).all(|p| lru.get(&key(8, p)).is_some()));
         assert_eq!(lru.bytes, 5 * page(0, 4).bytes());
