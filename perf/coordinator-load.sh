@@ -12,8 +12,8 @@
 #      of group G (each request commits all P partitions: one batch of P records);
 #   3. restart (SIGTERM, wait for the exit, start): load time and records replayed, with the
 #      page cache as the writes left it ("warm"); as root also after dropping the page cache
-#      ("cold"; --no-cold skips it). After each restart the committed offset of T-0 is checked
-#      with `shardlog-cli group describe`;
+#      ("cold"; --no-cold skips it); each --repeat times (3). After each restart the committed
+#      offset of T-0 is checked with `shardlog-cli group describe`;
 #   4. compaction, when the broker has a log cleaner (it does unless its start-up warning lists
 #      log.cleaner.enable as a key it accepts but does not use): restart with the cleaner on
 #      (log.cleaner.backoff.ms=1000), set segment.bytes=1 MiB, segment.ms=1000 and
@@ -27,12 +27,13 @@
 # perf/results/<date>-<commit>-coordinator-load.
 #
 # Usage: perf/coordinator-load.sh [--histories "1000 10000000"] [--partitions 1000]
-#            [--shards 2] [--max-in-flight 5] [--group G] [--topic T] [--out DIR]
-#            [--scratch DIR] [--no-cold] [--no-compact] [--load-timeout SECONDS]
+#            [--repeat 3] [--shards 2] [--max-in-flight 5] [--group G] [--topic T]
+#            [--out DIR] [--scratch DIR] [--no-cold] [--no-compact] [--load-timeout SECONDS]
 source "$(dirname "$0")/lib.sh"
 
 HISTORIES="1000 10000000"
 PARTITIONS=1000
+REPEAT=3
 SHARDS=2
 IN_FLIGHT=5
 GROUP=coordinator-load
@@ -44,11 +45,12 @@ COMPACT=1
 LOAD_TIMEOUT=1800
 CLEAN_TIMEOUT=3600
 CLEAN_STILL=30
-COMMAND_LINE="perf/coordinator-load.sh $*"
+COMMAND_LINE="perf/coordinator-load.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --histories) HISTORIES="$2"; shift 2 ;;
         --partitions) PARTITIONS="$2"; shift 2 ;;
+        --repeat) REPEAT="$2"; shift 2 ;;
         --shards) SHARDS="$2"; shift 2 ;;
         --max-in-flight) IN_FLIGHT="$2"; shift 2 ;;
         --group) GROUP="$2"; shift 2 ;;
@@ -66,6 +68,7 @@ for h in $HISTORIES; do
     [[ "$h" =~ ^[1-9][0-9]*$ ]] || die "--histories takes whole numbers, got '$h'"
 done
 [[ "$PARTITIONS" =~ ^[1-9][0-9]*$ ]] || die "--partitions takes a whole number"
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "--repeat takes a whole number"
 if [ "$COLD" = 1 ] && [ "$(id -u)" -ne 0 ]; then
     log "not root: no cold-cache restarts (dropping the page cache needs root)"
     COLD=0
@@ -223,24 +226,29 @@ first_dirty() {
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# measure H PHASE DATA LOGPREFIX EXPECTED_OFFSET ARGS...: one restart per cache state.
+# measure H PHASE DATA LOGPREFIX EXPECTED_OFFSET ARGS...: REPEAT restarts per cache state
+# (warm ones first: a cold start leaves part of the log in the page cache).
 measure() {
     local h="$1" phase="$2" data="$3" prefix="$4" expected="$5"; shift 5
-    local caches=(warm) cache stop_s bytes segs records batches ms since got
+    local caches=(warm) cache run logf stop_s bytes segs records batches ms since got loadavg
     [ "$COLD" = 1 ] && caches+=(cold)
     for cache in "${caches[@]}"; do
-        stop_broker; stop_s="$STOP_S"
-        bytes="$(log_bytes "$data")"; segs="$(segments "$data")"
-        [ "$cache" = cold ] && drop_caches
-        start_broker "$data" "$OUT/raw/$prefix-$cache.log" "$@"
-        wait_loaded "$OUT/raw/$prefix-$cache.log"
-        read -r records batches ms since <<<"$LOADED"
-        wait_ready "$OUT/raw/$prefix-$cache.log"
-        got="$(committed_offset_0)"
-        [ "$got" = "$expected" ] || log "WARNING: committed offset of $TOPIC-0 is $got, expected $expected"
-        log "H=$h $phase $cache: $records records ($batches batches, $bytes bytes in $segs segments) loaded in $ms ms; start -> loaded $since ms; shutdown took $stop_s s"
-        printf '{"history": %s, "phase": "%s", "cache": "%s", "records": %s, "batches": %s, "log_bytes": %s, "segments": %s, "load_ms": %s, "start_to_loaded_ms": %s, "shutdown_s": %s, "offset_check": "%s", "expected_offset": %s}\n' \
-            "$h" "$phase" "$cache" "$records" "$batches" "$bytes" "$segs" "$ms" "$since" "$stop_s" "$got" "$expected" >>"$ROWS"
+        for ((run = 1; run <= REPEAT; run++)); do
+            stop_broker; stop_s="$STOP_S"
+            bytes="$(log_bytes "$data")"; segs="$(segments "$data")"
+            loadavg="$(cut -d' ' -f1 /proc/loadavg)"
+            [ "$cache" = cold ] && drop_caches
+            logf="$OUT/raw/$prefix-$cache-$run.log"
+            start_broker "$data" "$logf" "$@"
+            wait_loaded "$logf"
+            read -r records batches ms since <<<"$LOADED"
+            wait_ready "$logf"
+            got="$(committed_offset_0)"
+            [ "$got" = "$expected" ] || log "WARNING: committed offset of $TOPIC-0 is $got, expected $expected"
+            log "H=$h $phase $cache #$run: $records records ($batches batches, $bytes bytes in $segs segments) loaded in $ms ms; start -> loaded $since ms; shutdown took $stop_s s; load average $loadavg"
+            printf '{"history": %s, "phase": "%s", "cache": "%s", "run": %s, "records": %s, "batches": %s, "log_bytes": %s, "segments": %s, "load_ms": %s, "start_to_loaded_ms": %s, "shutdown_s": %s, "loadavg_1m": %s, "offset_check": "%s", "expected_offset": %s}\n' \
+                "$h" "$phase" "$cache" "$run" "$records" "$batches" "$bytes" "$segs" "$ms" "$since" "$stop_s" "$loadavg" "$got" "$expected" >>"$ROWS"
+        done
     done
 }
 
@@ -369,7 +377,8 @@ lines = [
     "process to that line's timestamp (ms resolution), so it adds process start and opening "
     "every partition's log. warm: restarted right after the writes (page cache full); cold: "
     "page cache dropped before the start. The committed offset of partition 0 was read back "
-    "after every restart and matched unless the table says otherwise.",
+    "after every restart and matched unless the table says otherwise. The machine is shared: "
+    "other builds may have run during the measurement (see the load averages).",
     "",
 ]
 if compacted_run == "1":
@@ -381,18 +390,50 @@ if compacted_run == "1":
         "`min.cleanable.dirty.ratio=0.01`); the broker runs with the cleaner enabled.",
         "",
     ]
+def med(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+def ms(x):
+    return "-" if x is None else f"{x:,.1f}"
+groups = {}
+for r in rows:
+    groups.setdefault((r["history"], r["phase"], r["cache"]), []).append(r)
 lines += [
-    "| history H | log | page cache | records replayed | batches | log bytes | segments "
-    "| load ms | start -> loaded ms | offset check |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    f"Median of {max(len(g) for g in groups.values()) if groups else 0} restarts each "
+    "(min - max in brackets; every restart is listed below):",
+    "",
+    "| history H | log | page cache | records replayed | log bytes | segments "
+    "| load ms | start -> loaded ms | records/s in load |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+for (h, phase, cache), g in groups.items():
+    loads = [r["load_ms"] for r in g]
+    since = [r["start_to_loaded_ms"] for r in g if r["start_to_loaded_ms"] is not None]
+    recs = g[0]["records"]
+    rate = recs / (med(loads) / 1000) if med(loads) else 0
+    lines.append(
+        f"| {n(h)} | {phase} | {cache} | {n(recs)} | {n(g[0]['log_bytes'])} "
+        f"| {g[0]['segments']} | {ms(med(loads))} ({ms(min(loads))} - {ms(max(loads))}) "
+        f"| {ms(med(since))} ({ms(min(since)) if since else '-'} - "
+        f"{ms(max(since)) if since else '-'}) | {rate:,.0f} |")
+lines += [
+    "",
+    "Every restart (load average: the 1-minute load average of the machine just before it):",
+    "",
+    "| history H | log | page cache | run | records replayed | batches | load ms "
+    "| start -> loaded ms | shutdown s | load average | offset check |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for r in rows:
     check = "ok" if str(r["offset_check"]) == str(r["expected_offset"]) else \
         f"got {r['offset_check']}, expected {r['expected_offset']}"
     lines.append(
-        f"| {n(r['history'])} | {r['phase']} | {r['cache']} | {n(r['records'])} "
-        f"| {n(r['batches'])} | {n(r['log_bytes'])} | {r['segments']} | {r['load_ms']} "
-        f"| {r['start_to_loaded_ms']} | {check} |")
+        f"| {n(r['history'])} | {r['phase']} | {r['cache']} | {r['run']} | {n(r['records'])} "
+        f"| {n(r['batches'])} | {r['load_ms']} | {r['start_to_loaded_ms']} "
+        f"| {r['shutdown_s']} | {r['loadavg_1m']} | {check} |")
 lines += ["", "Writing the history (`shardlog-bench commit-offsets`, runs/commit-h*.json):", "",
           "| history H | requests | seconds | commits/s | request p50 ms | request p99 ms |",
           "|---|---|---|---|---|---|"]
