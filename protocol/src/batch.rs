@@ -1,6 +1,7 @@
 //! Record batch (magic v2) header: parsing, validation and the two fields the broker rewrites.
 //!
-//! The broker never decodes records on the produce path: it reads the fixed 61-byte header,
+//! The broker does not decode records on the produce path (except the key lengths of batches
+//! for a compacted topic, `records::keyless_records`): it reads the fixed 61-byte header,
 //! checks length, magic and CRC-32C, overwrites `base_offset` and `partition_leader_epoch`
 //! (both outside the CRC) and appends the bytes unchanged. Layout (big endian):
 //!

@@ -10,7 +10,8 @@
 //! - `compaction`: a stored batch record by record, rebuilt with some records (the log cleaner).
 //! - `compression`: gzip, snappy, lz4 (frame format), zstd for record bodies.
 //! - `errors`: Kafka error codes, their names and retriability (the project's one table).
-//! - `records`: client-side record batch building and decoding (tools, bench, tests).
+//! - `records`: client-side record batch building and decoding (tools, bench, tests); the
+//!   keyless-record check of compacted topics' produce path.
 //! - `fetch_encode`: Fetch responses whose record bytes stay in files (zero copy).
 //! - `partitioner`: Kafka's murmur2 key partitioner.
 

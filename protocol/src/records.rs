@@ -3,10 +3,11 @@
 //! ([`decode_batches`]) and walking batch headers cheaply ([`batches`], [`summarize`],
 //! [`count_records`]).
 //!
-//! The broker itself never decodes records (see [`crate::batch`]); nothing here is on its
-//! request path. Decoding treats its input as hostile: every length is checked, counts never
-//! drive allocations beyond what the bytes can hold, decompression is bounded, and nothing
-//! panics.
+//! The broker does not decode records (see [`crate::batch`]), with one exception on its
+//! request path: a produce to a compacted topic is checked for records without a key
+//! ([`keyless_records`], which walks the records' lengths without decoding them). Decoding
+//! treats its input as hostile: every length is checked, counts never drive allocations beyond
+//! what the bytes can hold, decompression is bounded, and nothing panics.
 //!
 //! Record layout inside a batch body (after the 61-byte header, possibly compressed):
 //! `length: varint, attributes: i8, timestamp_delta: varlong, offset_delta: varint,
@@ -409,6 +410,95 @@ pub fn count_records(blob: &[u8]) -> Result<u64, RecordsError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Keys
+
+/// The indexes (from 0, within the batch, in order) of the records of `batch` that have no key:
+/// what Kafka's broker refuses in a produce to a compacted topic (`LogValidator.validateKey`).
+/// Empty for a control batch (transaction markers are exempt).
+///
+/// `batch` is one complete batch, as [`batch::split_batches`] cuts a produce request; its CRC
+/// is not checked again. A compressed body is decompressed to at most `max_decompressed`
+/// bytes ([`CompressionError::TooLarge`] beyond). The records are walked, not decoded: only
+/// each record's length and key length are read, so an uncompressed batch costs no
+/// allocation unless a record without a key is found. Records that do not fit the batch, or
+/// bytes left after the last one, are [`RecordsError::CorruptRecord`].
+pub fn keyless_records(batch: &[u8], max_decompressed: usize) -> Result<Vec<i32>, RecordsError> {
+    let at = 0;
+    let header = BatchHeader::parse(batch).map_err(|source| RecordsError::Batch { at, source })?;
+    if header.magic != MAGIC_V2 {
+        return Err(RecordsError::Batch {
+            at,
+            source: BatchError::BadMagic(header.magic),
+        });
+    }
+    if header.batch_length < (BATCH_HEADER_LEN - batch::LOG_OVERHEAD) as i32
+        || header.total_len() != batch.len()
+    {
+        return Err(RecordsError::Batch {
+            at,
+            source: BatchError::Truncated,
+        });
+    }
+    if header.is_control() {
+        return Ok(Vec::new());
+    }
+    let count = usize::try_from(header.records_count).map_err(|_| RecordsError::Batch {
+        at,
+        source: BatchError::BadCount,
+    })?;
+    let codec = header.compression().ok_or(RecordsError::UnknownCodec {
+        at,
+        attributes: header.attributes,
+    })?;
+    let raw = &batch[BATCH_HEADER_LEN..];
+    if codec == Compression::None {
+        return keyless_in_body(raw, count, at);
+    }
+    let body = compression::decompress(codec, raw, max_decompressed)
+        .map_err(|source| RecordsError::Compression { at, source })?;
+    keyless_in_body(&body, count, at)
+}
+
+/// Walks `count` records of an uncompressed body, reading each one's length and key length.
+fn keyless_in_body(body: &[u8], count: usize, at: usize) -> Result<Vec<i32>, RecordsError> {
+    let mut keyless = Vec::new();
+    let mut pos = 0;
+    for index in 0..count {
+        let err = |reason| RecordsError::CorruptRecord { at, index, reason };
+        let len = read_varint(body, &mut pos).ok_or(err("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| err("negative record length"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= body.len())
+            .ok_or(err("record extends past the batch"))?;
+        // Only this record's bytes: attributes, timestamp delta, offset delta, key length.
+        let record = &body[..end];
+        let fields = (|| {
+            let _attributes = record.get(pos)?;
+            pos += 1;
+            read_zigzag(record, &mut pos, 10)?;
+            read_varint(record, &mut pos)?;
+            read_varint(record, &mut pos)
+        })();
+        let key_len = fields.ok_or(err("malformed record"))?;
+        match key_len {
+            -1 => keyless.push(i32::try_from(index).map_err(|_| err("too many records"))?),
+            n if n >= 0 && pos.checked_add(n as usize).is_some_and(|e| e <= end) => {}
+            _ => return Err(err("key extends past the record")),
+        }
+        pos = end;
+    }
+    if pos != body.len() {
+        return Err(RecordsError::CorruptRecord {
+            at,
+            index: count,
+            reason: "bytes left after the last record",
+        });
+    }
+    Ok(keyless)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Decoding
 
 /// Decodes every complete batch of `blob` (for example a fetched partition's records), with
@@ -531,6 +621,25 @@ fn parse_record(cur: &mut Cursor<'_>, header: &BatchHeader) -> Option<Record> {
     })
 }
 
+/// The zig-zag varint of at most `max_bytes` bytes at `buf[*pos..]`; `pos` moves past it.
+fn read_zigzag(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for i in 0..max_bytes {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        z |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A zig-zag varint that fits an i32 (at most 5 bytes).
+fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i32> {
+    i32::try_from(read_zigzag(buf, pos, 5)?).ok()
+}
+
 /// A checked reader over a `Bytes` whose slices share its storage.
 struct Cursor<'a> {
     buf: &'a Bytes,
@@ -548,25 +657,12 @@ impl Cursor<'_> {
         Some(b)
     }
 
-    /// Zig-zag varint of at most `max_bytes` bytes.
-    fn zigzag(&mut self, max_bytes: usize) -> Option<i64> {
-        let mut z: u64 = 0;
-        for i in 0..max_bytes {
-            let b = self.byte()?;
-            z |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-            }
-        }
-        None
-    }
-
     fn varlong(&mut self) -> Option<i64> {
-        self.zigzag(10)
+        read_zigzag(self.buf, &mut self.pos, 10)
     }
 
     fn varint(&mut self) -> Option<i32> {
-        i32::try_from(self.zigzag(5)?).ok()
+        read_varint(self.buf, &mut self.pos)
     }
 
     /// A varint length (-1 = null) and that many bytes. `None` = malformed.
@@ -730,6 +826,204 @@ mod tests {
             }
         );
         assert_eq!(d[0].records[0].key.as_deref(), Some(&b"k"[..]));
+    }
+
+    const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// Recomputes the CRC after a test edited a batch.
+    fn fix_crc(b: &mut [u8]) {
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..CRC_START].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn with_keys(keys: &[Option<&[u8]>]) -> Vec<Record> {
+        keys.iter()
+            .map(|k| Record {
+                key: k.map(Bytes::copy_from_slice),
+                value: Some(Bytes::from_static(b"value")),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keyless_records_are_found_in_every_codec() {
+        for codec in CODECS {
+            let keyed =
+                build_batch(codec, 0, &with_keys(&[Some(b"a"), Some(b""), Some(b"c")])).unwrap();
+            assert_eq!(keyless_records(&keyed, 1 << 20).unwrap(), [0i32; 0]);
+            let mixed =
+                build_batch(codec, 0, &with_keys(&[Some(b"a"), None, Some(b"c"), None])).unwrap();
+            assert_eq!(
+                keyless_records(&mixed, 1 << 20).unwrap(),
+                [1, 3],
+                "{codec:?}"
+            );
+            let none = build_batch(codec, 0, &with_keys(&[None])).unwrap();
+            assert_eq!(keyless_records(&none, 1 << 20).unwrap(), [0], "{codec:?}");
+            // The same answer as a full decode, with headers, empty and null values.
+            let input = sample_records(60);
+            let b = build_batch(codec, 1_000, &input).unwrap();
+            let want: Vec<i32> = decode_batches(&b, 1 << 20).unwrap()[0]
+                .records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.key.is_none())
+                .map(|(i, _)| i as i32)
+                .collect();
+            assert_eq!(want.len(), 20);
+            assert_eq!(keyless_records(&b, 1 << 20).unwrap(), want, "{codec:?}");
+        }
+        // A batch from the other builder.
+        let simple = batch::build_simple_batch(5, 0, &[(None, Some(b"v")), (Some(b"k"), None)]);
+        assert_eq!(keyless_records(&simple, 0).unwrap(), [0]);
+    }
+
+    #[test]
+    fn control_batches_are_exempt() {
+        let marker = batch::build_control_batch(7, 0, true, 3, 0);
+        assert_eq!(keyless_records(&marker, 0).unwrap(), [0i32; 0]);
+        // Even one whose record has no key: markers are not checked.
+        let mut b = build_batch(Compression::None, 0, &with_keys(&[None])).unwrap();
+        b[22] |= batch::CONTROL_BIT as u8;
+        fix_crc(&mut b);
+        assert!(batch::validate(&b).unwrap().is_control());
+        assert_eq!(keyless_records(&b, 0).unwrap(), [0i32; 0]);
+    }
+
+    #[test]
+    fn malformed_batches_are_errors_not_answers() {
+        let keyed = with_keys(&[Some(b"k1"), Some(b"k2")]);
+        let good = build_batch(Compression::None, 0, &keyed).unwrap();
+        let corrupt = |b: &[u8]| {
+            matches!(
+                keyless_records(b, 1 << 20),
+                Err(RecordsError::CorruptRecord { .. })
+            )
+        };
+        // One byte more or less than the header says.
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(matches!(
+            keyless_records(&longer, 1 << 20),
+            Err(RecordsError::Batch {
+                source: BatchError::Truncated,
+                ..
+            })
+        ));
+        assert!(keyless_records(&good[..good.len() - 1], 1 << 20).is_err());
+        assert!(keyless_records(&good[..30], 1 << 20).is_err());
+        // Bytes after the last record, inside the batch.
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let length = (trailing.len() - 12) as i32;
+        trailing[8..12].copy_from_slice(&length.to_be_bytes());
+        assert!(corrupt(&trailing));
+        // More records claimed than there are.
+        let mut count = good.clone();
+        count[57..61].copy_from_slice(&3i32.to_be_bytes());
+        assert!(corrupt(&count));
+        // Fewer: the second record is left over.
+        let mut fewer = good.clone();
+        fewer[57..61].copy_from_slice(&1i32.to_be_bytes());
+        assert!(corrupt(&fewer));
+        // A key longer than its record: the first record is `len, attr, ts, off, key_len=2`.
+        let mut key = good.clone();
+        assert_eq!(key[BATCH_HEADER_LEN + 4], 4); // zig-zag 2
+        key[BATCH_HEADER_LEN + 4] = 40;
+        assert!(corrupt(&key));
+        // A record length past the batch, and a negative one.
+        let mut len = good.clone();
+        len[BATCH_HEADER_LEN] = 0x7e;
+        assert!(corrupt(&len));
+        len[BATCH_HEADER_LEN] = 1; // -1
+        assert!(corrupt(&len));
+        // A negative record count.
+        let mut negative = good.clone();
+        negative[57..61].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(keyless_records(&negative, 1 << 20).is_err());
+        // Not magic 2.
+        let mut magic = good.clone();
+        magic[16] = 1;
+        assert!(matches!(
+            keyless_records(&magic, 1 << 20),
+            Err(RecordsError::Batch {
+                source: BatchError::BadMagic(1),
+                ..
+            })
+        ));
+        // Codec 7 does not exist.
+        let mut codec = good.clone();
+        codec[22] |= 7;
+        assert!(matches!(
+            keyless_records(&codec, 1 << 20),
+            Err(RecordsError::UnknownCodec { .. })
+        ));
+        // A compressed body that is not what its codec says, and one too large once inflated.
+        let z = build_batch(Compression::Zstd, 0, &sample_records(30)).unwrap();
+        let mut garbage = z.clone();
+        for b in &mut garbage[BATCH_HEADER_LEN..] {
+            *b = 0x5a;
+        }
+        assert!(matches!(
+            keyless_records(&garbage, 1 << 20),
+            Err(RecordsError::Compression {
+                source: CompressionError::Corrupt { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            keyless_records(&z, 100),
+            Err(RecordsError::Compression {
+                source: CompressionError::TooLarge { max: 100 },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn keyless_records_never_panics_and_agrees_with_decoding() {
+        // Deterministic mutations (xorshift) of valid batches, CRC fixed so that decoding
+        // looks at the records: no panic, and when decoding succeeds both agree.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds: Vec<Vec<u8>> = [Compression::None, Compression::Lz4]
+            .iter()
+            .map(|&c| build_batch(c, 0, &sample_records(12)).unwrap())
+            .collect();
+        let mut agreed = 0;
+        for round in 0..20_000 {
+            let mut b = seeds[round % seeds.len()].clone();
+            for _ in 0..1 + next() % 3 {
+                let at = BATCH_HEADER_LEN + (next() as usize) % (b.len() - BATCH_HEADER_LEN);
+                b[at] = next() as u8;
+            }
+            fix_crc(&mut b);
+            let walked = keyless_records(&b, 1 << 16);
+            if let Ok(decoded) = decode_batches(&b, 1 << 16) {
+                let want: Vec<i32> = decoded[0]
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.key.is_none())
+                    .map(|(i, _)| i as i32)
+                    .collect();
+                assert_eq!(walked.unwrap(), want, "round {round}");
+                agreed += 1;
+            }
+        }
+        assert!(agreed > 100, "{agreed}");
     }
 
     #[test]

@@ -49,16 +49,29 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// One `.index` entry from its 8 bytes.
+pub fn decode_offset_entry(b: &[u8]) -> OffsetEntry {
+    OffsetEntry {
+        relative_offset: be_u32(&b[0..4]),
+        position: be_u32(&b[4..8]),
+    }
+}
+
+/// One `.timeindex` entry from its 12 bytes.
+pub fn decode_time_entry(b: &[u8]) -> TimeEntry {
+    TimeEntry {
+        timestamp: i64::from_be_bytes(b[0..8].try_into().expect("8 bytes")),
+        relative_offset: be_u32(&b[8..12]),
+    }
+}
+
 /// Decodes the longest valid prefix of a `.index` file: whole entries, strictly increasing in
 /// both fields, every position inside a log of `log_size` bytes. A torn tail (length not a
 /// multiple of 8) or garbage after a crash ends the prefix.
 pub fn decode_offset_index(bytes: &[u8], log_size: u64) -> Vec<OffsetEntry> {
     let mut out: Vec<OffsetEntry> = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_LEN);
     for chunk in bytes.chunks_exact(OFFSET_ENTRY_LEN) {
-        let e = OffsetEntry {
-            relative_offset: be_u32(&chunk[0..4]),
-            position: be_u32(&chunk[4..8]),
-        };
+        let e = decode_offset_entry(chunk);
         let increasing = out
             .last()
             .is_none_or(|p| e.relative_offset > p.relative_offset && e.position > p.position);
@@ -75,10 +88,7 @@ pub fn decode_offset_index(bytes: &[u8], log_size: u64) -> Vec<OffsetEntry> {
 pub fn decode_time_index(bytes: &[u8]) -> Vec<TimeEntry> {
     let mut out: Vec<TimeEntry> = Vec::with_capacity(bytes.len() / TIME_ENTRY_LEN);
     for chunk in bytes.chunks_exact(TIME_ENTRY_LEN) {
-        let e = TimeEntry {
-            timestamp: i64::from_be_bytes(chunk[0..8].try_into().expect("8 bytes")),
-            relative_offset: be_u32(&chunk[8..12]),
-        };
+        let e = decode_time_entry(chunk);
         let increasing = out
             .last()
             .is_none_or(|p| e.timestamp > p.timestamp && e.relative_offset > p.relative_offset);
@@ -88,6 +98,120 @@ pub fn decode_time_index(bytes: &[u8]) -> Vec<TimeEntry> {
         out.push(e);
     }
     out
+}
+
+/// A page of a closed segment's `.index` (whole entries read from the file), if every entry in
+/// it passes `decode_offset_index`'s rules. Lookups in closed segments check each page they
+/// read this way (the file is not checked at open); a page that fails makes the segment's index
+/// untrusted.
+pub fn decode_offset_page(bytes: &[u8], log_size: u64) -> Option<Vec<OffsetEntry>> {
+    let entries = decode_offset_index(bytes, log_size);
+    (entries.len() * OFFSET_ENTRY_LEN == bytes.len()).then_some(entries)
+}
+
+/// A page of a closed segment's `.timeindex`, if every entry in it passes
+/// `decode_time_index`'s rules.
+pub fn decode_time_page(bytes: &[u8]) -> Option<Vec<TimeEntry>> {
+    let entries = decode_time_index(bytes);
+    (entries.len() * TIME_ENTRY_LEN == bytes.len()).then_some(entries)
+}
+
+/// A binary search for the last entry of an index file that satisfies a predicate which holds
+/// for a prefix of the entries (`relative_offset <= x`, `timestamp < t`, ...), reading one page
+/// at a time: `next_page` says which page to read, `feed` takes its entries. A page whose first
+/// entry fails moves the search left; a page where the predicate turns false ends it; a page
+/// that passes all the way moves it right. At most `log2(pages) + 1` pages are read.
+///
+/// Whatever the file holds, the result is an entry that satisfies the predicate (or none): a
+/// damaged file can make the search miss the best entry, never return a wrong one.
+#[derive(Debug, Clone)]
+pub struct PageSearch<E> {
+    entries_per_page: u64,
+    /// Pages `< lo` start with an entry that satisfies the predicate.
+    lo: u64,
+    /// Pages `>= hi` do not (or do not exist).
+    hi: u64,
+    best: Option<(u64, E)>,
+    done: bool,
+    /// A page to try before bisecting (`with_guess`), and whether its neighbour was tried.
+    guess: Option<u64>,
+    guessed_neighbour: bool,
+}
+
+impl<E: Copy> PageSearch<E> {
+    /// A search over `entries` entries, `entries_per_page` to a page.
+    pub fn new(entries: u64, entries_per_page: u64) -> Self {
+        assert!(entries_per_page > 0);
+        PageSearch {
+            entries_per_page,
+            lo: 0,
+            hi: entries.div_ceil(entries_per_page),
+            best: None,
+            done: false,
+            guess: None,
+            guessed_neighbour: false,
+        }
+    }
+
+    /// Starts at the page holding entry `fraction * entries` (an interpolated guess: offsets
+    /// and positions grow about evenly through a segment), then its neighbour on the side the
+    /// answer lies, then bisects what is left. A right guess reads one page, a near one two;
+    /// the result is the same whatever the guess.
+    pub fn with_guess(mut self, entries: u64, fraction: f64) -> Self {
+        if self.hi > 0 && fraction.is_finite() {
+            let entry = (fraction.clamp(0.0, 1.0) * entries as f64) as u64;
+            self.guess = Some((entry / self.entries_per_page).min(self.hi - 1));
+        }
+        self
+    }
+
+    /// The page to read next, or `None` when the search is over.
+    pub fn next_page(&self) -> Option<u64> {
+        if self.done || self.lo >= self.hi {
+            return None;
+        }
+        match self.guess {
+            Some(g) if (self.lo..self.hi).contains(&g) => Some(g),
+            _ => Some(self.lo + (self.hi - self.lo) / 2),
+        }
+    }
+
+    /// Takes the entries of `page` (as named by `next_page`).
+    pub fn feed(&mut self, page: u64, entries: &[E], mut pred: impl FnMut(&E) -> bool) {
+        let mut n = entries.partition_point(|e| pred(e));
+        // Pages are checked before they are fed, so this only matters for a damaged page that
+        // got through: never return an entry that fails.
+        while n > 0 && !pred(&entries[n - 1]) {
+            n -= 1;
+        }
+        // After the guess, its neighbour towards the answer; after that, bisection.
+        self.guess = match self.guess.take() {
+            Some(g) if g == page && !self.guessed_neighbour => {
+                self.guessed_neighbour = true;
+                if n == 0 {
+                    page.checked_sub(1)
+                } else {
+                    Some(page + 1)
+                }
+            }
+            _ => None,
+        };
+        if n == 0 {
+            self.hi = page;
+            return;
+        }
+        self.best = Some((page * self.entries_per_page + n as u64 - 1, entries[n - 1]));
+        if n < entries.len() {
+            self.done = true;
+        } else {
+            self.lo = page + 1;
+        }
+    }
+
+    /// The last entry that satisfies the predicate, with its index in the file.
+    pub fn result(&self) -> Option<(u64, E)> {
+        self.best
+    }
 }
 
 /// The last entry whose relative offset is `<= relative_offset`: where to start scanning for the
@@ -317,6 +441,106 @@ mod tests {
         assert_eq!(time_floor_below(&t, 101), Some(te(100, 0)));
         assert_eq!(time_floor_below(&t, 300), Some(te(200, 5)));
         assert_eq!(time_floor_below(&t, 1_000), Some(te(300, 9)));
+    }
+
+    /// Runs a `PageSearch` over `entries` cut into pages of `per_page`; returns its result and
+    /// how many pages it read.
+    fn paged<E: Copy>(
+        entries: &[E],
+        per_page: usize,
+        pred: impl Fn(&E) -> bool,
+    ) -> (Option<(u64, E)>, usize) {
+        paged_guess(entries, per_page, None, pred)
+    }
+
+    fn paged_guess<E: Copy>(
+        entries: &[E],
+        per_page: usize,
+        guess: Option<f64>,
+        pred: impl Fn(&E) -> bool,
+    ) -> (Option<(u64, E)>, usize) {
+        let n = entries.len() as u64;
+        let mut s = PageSearch::new(n, per_page as u64);
+        if let Some(f) = guess {
+            s = s.with_guess(n, f);
+        }
+        let mut reads = 0;
+        while let Some(p) = s.next_page() {
+            reads += 1;
+            let from = p as usize * per_page;
+            let to = (from + per_page).min(entries.len());
+            s.feed(p, &entries[from..to], &pred);
+        }
+        (s.result(), reads)
+    }
+
+    #[test]
+    fn page_search_finds_what_a_search_of_the_whole_index_finds() {
+        let idx: Vec<OffsetEntry> = (0..1_000u32).map(|i| oe(3 * i + 1, 10 * i + 5)).collect();
+        for per_page in [1usize, 2, 7, 512] {
+            let pages = idx.len().div_ceil(per_page);
+            let max_reads = (usize::BITS - pages.leading_zeros()) as usize + 1;
+            for target in [0u32, 1, 2, 3, 4, 500, 1_501, 2_998, 2_999, 3_000, u32::MAX] {
+                let (got, reads) = paged(&idx, per_page, |e| e.relative_offset <= target);
+                assert_eq!(
+                    got.map(|(_, e)| e),
+                    floor_by_offset(&idx, target),
+                    "per page {per_page}, target {target}"
+                );
+                if let Some((i, e)) = got {
+                    assert_eq!(idx[i as usize], e);
+                }
+                assert!(reads <= max_reads, "{reads} reads of {pages} pages");
+            }
+            for (pos, rel) in [(0u64, 1_000i64), (5, 1), (4_000, 1_000), (9_999, 2_000)] {
+                let (got, _) = paged(&idx, per_page, |e| {
+                    u64::from(e.position) <= pos && i64::from(e.relative_offset) <= rel
+                });
+                assert_eq!(got.map(|(_, e)| e), last_entry_within(&idx, pos, rel));
+            }
+        }
+        assert_eq!(paged(&[] as &[OffsetEntry], 4, |_| true).0, None);
+        // A damaged (non-monotone) file never yields an entry that fails the predicate.
+        let mut bad = idx.clone();
+        bad[600] = oe(1, 6_005);
+        bad[200] = oe(u32::MAX, 2_005);
+        for target in [0u32, 10, 700, 1_800, 2_500] {
+            let (got, _) = paged(&bad, 16, |e| e.relative_offset <= target);
+            assert!(got.is_none_or(|(_, e)| e.relative_offset <= target));
+        }
+    }
+
+    #[test]
+    fn a_guess_changes_how_many_pages_are_read_not_the_result() {
+        let idx: Vec<OffsetEntry> = (0..5_000u32).map(|i| oe(2 * i + 1, 9 * i + 5)).collect();
+        let pages = 5_000usize.div_ceil(64);
+        for target in [0u32, 1, 77, 4_000, 6_401, 9_998, 9_999, 20_000] {
+            let want = floor_by_offset(&idx, target);
+            for guess in [0.0, 0.1, 0.5, 0.64, 0.99, 1.0, 7.0, -1.0, f64::NAN] {
+                let (got, reads) =
+                    paged_guess(&idx, 64, Some(guess), |e| e.relative_offset <= target);
+                assert_eq!(got.map(|(_, e)| e), want, "target {target}, guess {guess}");
+                assert!(reads <= 2 + (usize::BITS - pages.leading_zeros()) as usize + 1);
+            }
+            // The interpolated guess: one or two pages.
+            let guess = f64::from(target) / 10_000.0;
+            let (_, reads) = paged_guess(&idx, 64, Some(guess), |e| e.relative_offset <= target);
+            assert!(reads <= 2, "target {target}: {reads} reads");
+        }
+    }
+
+    #[test]
+    fn pages_with_any_invalid_entry_are_refused() {
+        let mut bytes = Vec::new();
+        encode_offset_entries(&[oe(3, 100), oe(9, 300)], &mut bytes);
+        assert_eq!(decode_offset_page(&bytes, 1_000).unwrap().len(), 2);
+        assert!(decode_offset_page(&bytes, 300).is_none());
+        let mut t = Vec::new();
+        encode_time_entries(&[te(5, 1), te(4, 2)], &mut t);
+        assert!(decode_time_page(&t).is_none());
+        assert_eq!(decode_time_page(&t[..12]).unwrap(), vec![te(5, 1)]);
+        assert_eq!(decode_time_entry(&t[12..]), te(4, 2));
+        assert_eq!(decode_offset_entry(&bytes[8..]), oe(9, 300));
     }
 
     #[test]

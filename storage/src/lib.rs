@@ -8,12 +8,16 @@
 //! - `partition_log`: `PartitionLog`, the public face: open/recover, append, read as file
 //!   ranges, roll, retention, DeleteRecords, truncation, flush; its log cleaner
 //!   (`partition_log::cleaner`: compaction, the crash-safe swap of cleaned segments).
-//! - `segment`: one segment's files and in-memory indexes, loading and repairing it.
+//! - `segment`: one segment's files, its index (in memory while active, read from the files
+//!   page by page once closed), loading and repairing it.
 //! - `index`: index entry layout, lookups and the entry-placement rule (pure).
+//! - `index_cache`: the per-shard LRU of index pages read for closed segments (bounded).
 //! - `policy`: roll, retention, flush and truncation decisions (pure).
 //! - `scan`: walking batch headers and validating replays over a `.log`.
 //! - `txn_index`: the aborted transaction index (`.txnindex`) layout and its search (pure).
 //! - `checkpoint`: the recovery point / log start offset file.
+//! - `producer_snapshot`: `<offset>.snapshot` files, the broker's producer state as plain
+//!   integer records (codec, durable write, list, read, remove).
 //! - `probe`: whether the filesystem has non-blocking buffered writes (checked at start).
 //! - `config`, `error`: `LogConfig` (Kafka topic settings) and `StorageError`.
 //!
@@ -24,9 +28,11 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod index_cache;
 pub mod partition_log;
 pub mod policy;
 pub mod probe;
+pub mod producer_snapshot;
 mod scan;
 mod segment;
 pub mod stats;

@@ -36,7 +36,7 @@ use crate::index::{self, NO_TIMESTAMP};
 use crate::policy::{self, IncomingAppend, MAX_SEGMENT_BYTES};
 use crate::scan::{self, WalkError};
 use crate::segment::{
-    self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX,
+    self, Segment, SegmentFiles, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX,
 };
 use crate::txn_index::{self, AbortedTxn};
 use shardlog_protocol::batch::ControlRecord;
@@ -183,10 +183,13 @@ fn now_ms() -> i64 {
 
 impl PartitionLog {
     /// Opens the partition directory, creating it if needed. With `clean_shutdown == false`
-    /// every segment from the one holding the recovery point on is replayed and validated;
-    /// the others (and all segments after a clean shutdown) have the tail after their last
-    /// index entries validated. The log is cut at the first bad batch and every later segment
-    /// is deleted, so offsets stay dense. See `FORMAT.md`, "Recovery".
+    /// every segment from the one holding the recovery point on is replayed and validated,
+    /// and the closed segments below it have the tail after their last index entries
+    /// validated; after a clean shutdown the closed segments are not read at all (only their
+    /// largest timestamp, the last time index entry), and the active one has its tail
+    /// validated. The log is cut at the first bad batch and every later segment is deleted,
+    /// so offsets stay dense. Closed segments keep no index entries in memory. See
+    /// `FORMAT.md`, "Recovery".
     pub async fn open(
         dir: PathBuf,
         cfg: LogConfig,
@@ -198,8 +201,9 @@ impl PartitionLog {
         let now = now_ms();
         let swapped = cleaner::complete_swaps(&dir).await?;
         let cleaner_cp = cleaner::read_cleaner_checkpoint(&dir);
-        let (bases, mut dir_changed) = scan_directory(&dir).await?;
+        let (listing, mut dir_changed) = scan_directory(&dir).await?;
         dir_changed |= swapped;
+        let bases: Vec<i64> = listing.iter().map(|(base, _)| *base).collect();
         let cp = checkpoint::read(&dir)?;
         // Segments at or after this base are replayed in full (None = after a clean shutdown).
         let recover_from = if clean_shutdown {
@@ -236,15 +240,26 @@ impl PartitionLog {
             let full = recover_from.is_some_and(|r| base >= r);
             // Below the cleaner's progress offsets may have gaps; elsewhere they are dense,
             // which also catches a damaged base offset (outside the CRC).
-            let outcome = seg
-                .load(
-                    full,
-                    cfg.index_interval_bytes,
-                    base >= cleaner_cp.sparse_below,
-                )
-                .await?;
+            let dense = base >= cleaner_cp.sparse_below;
+            let outcome = match bases.get(i + 1) {
+                // A closed segment: its index files are not read whole, nor kept.
+                Some(&next_base) if !full => {
+                    seg.load_closed(
+                        next_base,
+                        !clean_shutdown,
+                        listing[i].1,
+                        cfg.index_interval_bytes,
+                        dense,
+                    )
+                    .await?
+                }
+                _ => seg.load(full, cfg.index_interval_bytes, dense).await?,
+            };
             if outcome.replayed_from_start {
                 replayed.push(seg.clone());
+            }
+            if outcome.damage.is_none() && i + 1 < bases.len() {
+                seg.retire_index();
             }
             segments.push(seg);
             if let Some(damage) = outcome.damage {
@@ -269,7 +284,18 @@ impl PartitionLog {
             dir_changed = true;
         }
         match segments.last() {
-            Some(active) => active.open_index_files().await?,
+            Some(active) => {
+                // The last segment kept (after a cut, maybe one loaded as closed) is the active
+                // one: its entries are in memory.
+                if active.is_closed() {
+                    let dense = active.base_offset >= cleaner_cp.sparse_below;
+                    let outcome = active.load(false, cfg.index_interval_bytes, dense).await?;
+                    if outcome.replayed_from_start {
+                        replayed.push(active.clone());
+                    }
+                }
+                active.open_index_files().await?
+            }
             None => {
                 let base = cp.map_or(0, |c| c.log_start_offset);
                 segments.push(Rc::new(Segment::create(&dir, base, now).await?));
@@ -354,10 +380,30 @@ impl PartitionLog {
                     base_offset: s.base_offset,
                     next_offset: st.next_offset,
                     size_bytes: st.size,
-                    max_timestamp: st.builder.max_timestamp(),
+                    max_timestamp: st.max_timestamp(),
                 }
             })
             .collect()
+    }
+
+    /// Closed segments whose index files were found not to match the log since they were
+    /// opened (their lookups walk from the segment start; a recovery rebuilds the files).
+    pub fn untrusted_index_segments(&self) -> usize {
+        self.segments
+            .borrow()
+            .iter()
+            .filter(|s| s.index_untrusted())
+            .count()
+    }
+
+    /// Index entries held in memory: the active segment's only (closed segments read theirs
+    /// from the files), so this stays below `segment.bytes / index.interval.bytes` twice over.
+    pub fn index_entries_in_memory(&self) -> usize {
+        self.segments
+            .borrow()
+            .iter()
+            .map(|s| s.entries_in_memory())
+            .sum()
     }
 
     async fn lock(&self) -> Permit<'_> {
@@ -600,7 +646,7 @@ impl PartitionLog {
                 idx += 1;
                 continue;
             }
-            let found = self
+            return self
                 .read_in_segment(
                     &seg,
                     offset.max(seg.base_offset),
@@ -608,12 +654,7 @@ impl PartitionLog {
                     max_bytes,
                     limit_offset,
                 )
-                .await?;
-            match found {
-                Some(slice) => return Ok(slice),
-                // Only emptied batches (the log cleaner's) are left in this segment.
-                None => idx += 1,
-            }
+                .await;
         }
     }
 
@@ -624,17 +665,14 @@ impl PartitionLog {
         size: u64,
         max_bytes: usize,
         limit_offset: i64,
-    ) -> Result<Option<ReadSlice>, StorageError> {
-        // A batch the cleaner emptied (no record, not a marker) is skipped: readers would only
-        // step over it, and some clients stop at a response holding nothing else.
-        let found = seg
-            .find_batch_where(offset, size, |h| h.records_count > 0 || h.is_control())
-            .await?;
-        let Some((start, first)) = found else {
-            return Ok(None);
+    ) -> Result<ReadSlice, StorageError> {
+        let Some((start, first)) = seg.find_batch(offset, size).await? else {
+            return Err(seg.corrupt(format!(
+                "no batch holds offset {offset} below the segment end"
+            )));
         };
         if first.last_offset() >= limit_offset {
-            return Ok(Some(ReadSlice::Empty));
+            return Ok(ReadSlice::Empty);
         }
         let first_end = start + first.total_len() as u64;
         let byte_limit = start.saturating_add(max_bytes as u64).min(size);
@@ -642,28 +680,30 @@ impl PartitionLog {
         if first_end < byte_limit && last + 1 < limit_offset {
             // Every batch before an index entry that is within both limits can be taken without
             // looking at it; only the few batches after that entry are walked.
-            let skip = {
-                let st = seg.state.borrow();
-                index::last_entry_within(
-                    &st.offset_index,
-                    byte_limit,
-                    limit_offset - seg.base_offset,
-                )
+            let skip = seg
+                .offset_entry_within(byte_limit, limit_offset - seg.base_offset)
+                .await
                 .filter(|e| u64::from(e.position) > first_end)
                 .map(|e| {
                     (
                         u64::from(e.position),
                         seg.base_offset + i64::from(e.relative_offset),
                     )
-                })
-            };
-            let extend = |from: (u64, i64)| {
+                });
+            // `exact`: `from` is an index entry, whose batch must carry exactly its offset
+            // (else `from.1` is only a lower bound: a cleaned segment has offset gaps).
+            let extend = |from: (u64, i64), exact: bool| {
                 let (mut end, mut last) = (end, last);
                 if from.0 > end {
                     (end, last) = (from.0, from.1 - 1);
                 }
                 async move {
+                    let mut misplaced = false;
                     let r = scan::walk_headers(&seg.log, from.0, size, from.1, |pos, h| {
+                        if exact && pos == from.0 && h.base_offset != from.1 {
+                            misplaced = true;
+                            return ControlFlow::Break(());
+                        }
                         let batch_end = pos + h.total_len() as u64;
                         if h.last_offset() >= limit_offset || batch_end > byte_limit {
                             return ControlFlow::Break(());
@@ -672,32 +712,41 @@ impl PartitionLog {
                         ControlFlow::Continue(())
                     })
                     .await;
-                    r.map(|()| (end, last))
+                    match r {
+                        Ok(()) if misplaced => Err(WalkError::Corrupt {
+                            position: from.0,
+                            reason: format!("no batch with base offset {} here", from.1),
+                        }),
+                        r => r.map(|()| (end, last)),
+                    }
                 }
             };
             let walked = match skip {
-                Some(from) => match extend(from).await {
+                Some(from) => match extend(from, true).await {
                     Err(WalkError::Corrupt { position, .. }) if position == from.0 => {
                         log::warn!(
                             "{}: index entry at byte {position} does not match the log",
                             seg.log_path.display()
                         );
-                        extend((first_end, last + 1)).await
+                        seg.distrust_offset_index(&format!(
+                            "entry at byte {position} names no batch"
+                        ));
+                        extend((first_end, last + 1), false).await
                     }
                     r => r,
                 },
-                None => extend((first_end, last + 1)).await,
+                None => extend((first_end, last + 1), false).await,
             };
             (end, last) = walked.map_err(|e| seg.walk_error(e))?;
         }
-        Ok(Some(ReadSlice::File(FileSlice {
+        Ok(ReadSlice::File(FileSlice {
             file: seg.read_fd.clone(),
             segment_base_offset: seg.base_offset,
             position: start,
             len: end - start,
             first_batch_offset: first.base_offset,
             last_offset: last,
-        })))
+        }))
     }
 
     /// The bytes of a `read` result (replication, tests). Copies; the fetch path uses the fd.
@@ -741,20 +790,45 @@ impl PartitionLog {
         let lso = self.log_start_offset.get();
         let segments = self.segments.borrow().clone();
         for seg in segments {
-            let (size, from) = {
+            let size = {
                 let st = seg.state.borrow();
-                if st.next_offset <= lso || st.builder.max_timestamp() < timestamp {
+                if st.next_offset <= lso || st.max_timestamp() < timestamp {
                     continue;
                 }
-                let from = index::time_floor_below(&st.time_index, timestamp)
-                    .map_or(seg.base_offset, |e| {
-                        seg.base_offset + i64::from(e.relative_offset)
-                    });
-                (st.size, from.max(lso))
+                st.size
             };
+            let entry = seg.time_floor_below(timestamp).await;
+            let from = entry.map_or(seg.base_offset, |e| {
+                seg.base_offset + i64::from(e.relative_offset)
+            });
+            // The batch a time entry names starts at its offset and has its timestamp; a
+            // closed segment's entry that does not is not trusted (nor the rest of its file).
+            let expect = entry.filter(|_| from >= lso).map(|e| (from, e.timestamp));
+            let mut first = true;
+            let mut misplaced = false;
             let found = seg
-                .find_batch_where(from, size, |h| h.max_timestamp >= timestamp)
+                .find_batch_where(from.max(lso), size, |h| {
+                    if std::mem::take(&mut first)
+                        && expect.is_some_and(|(o, t)| h.base_offset != o || h.max_timestamp != t)
+                    {
+                        misplaced = true;
+                        return true;
+                    }
+                    h.max_timestamp >= timestamp
+                })
                 .await?;
+            // A genuine time entry names a batch of this segment: the search meets it first.
+            let found = if misplaced || (first && expect.is_some()) {
+                seg.distrust_time_index(&format!(
+                    "the entry for offset {from} does not match its batch"
+                ));
+                seg.find_batch_where(seg.base_offset.max(lso), size, |h| {
+                    h.max_timestamp >= timestamp
+                })
+                .await?
+            } else {
+                found
+            };
             if let Some((_, h)) = found {
                 return Ok(Some((h.base_offset.max(lso), h.max_timestamp)));
             }
@@ -934,6 +1008,9 @@ impl PartitionLog {
         );
         let new = Rc::new(Segment::create(&self.dir, new_base, now).await?);
         self.segments.borrow_mut().push(new);
+        // Closed from here: its entries are all in the files (written just now, in the page
+        // cache if not yet synced), and lookups read them from there.
+        old.retire_index();
         // The new segment takes appends from here. The finished one is made durable in the
         // background; only then does the recovery point move past it (until then, recovery
         // would simply scan it again). A previous roll's sync is normally long done; if not,
@@ -1227,6 +1304,29 @@ impl PartitionLog {
         shardlog_runtime::blocking(move || std::fs::remove_dir_all(&dir)).await?;
         Ok(())
     }
+
+    /// The base offset of the active segment: it changes when the log rolls (the broker takes
+    /// a producer state snapshot then) and after a truncation.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
+    /// The `.txnindex` files holding aborted transactions whose markers lie in
+    /// `[from_offset, to_offset)`. They are written without sync; the broker syncs them before
+    /// a producer state snapshot at `to_offset` makes it trust them instead of the log.
+    pub fn aborted_txn_index_paths(&self, from_offset: i64, to_offset: i64) -> Vec<PathBuf> {
+        self.segments
+            .borrow()
+            .iter()
+            .filter(|s| {
+                s.aborted
+                    .borrow()
+                    .iter()
+                    .any(|e| (from_offset..to_offset).contains(&e.last_offset))
+            })
+            .map(|s| s.txn_index_path())
+            .collect()
+    }
 }
 
 /// Checks the append contract: `batches` tile `buf` exactly, each matches the header in the
@@ -1287,12 +1387,12 @@ fn check_append(
     })
 }
 
-/// Lists a partition directory: the base offsets of the `.log` files (sorted), after removing
-/// leftovers (index files without a `.log`, an unfinished checkpoint). Unknown files are left
-/// alone. Returns whether anything was removed.
-async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
+/// Lists a partition directory: the base offsets of the `.log` files (sorted) with the index
+/// files each has, after removing leftovers (index files without a `.log`, an unfinished
+/// checkpoint). Unknown files are left alone. Returns whether anything was removed.
+async fn scan_directory(dir: &Path) -> Result<(Vec<(i64, SegmentFiles)>, bool), StorageError> {
     let mut logs = Vec::new();
-    let mut indexes = Vec::new();
+    let mut indexes: Vec<(i64, &'static str, PathBuf)> = Vec::new();
     let mut stray = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -1303,9 +1403,17 @@ async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
         };
         match segment::parse_file_name(name) {
             Some((base, LOG_SUFFIX)) => logs.push(base),
-            Some((base, _)) => indexes.push((base, entry.path())),
+            Some((base, suffix)) => {
+                let suffix = [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX]
+                    .into_iter()
+                    .find(|s| *s == suffix)
+                    .expect("parse_file_name knows only segment suffixes");
+                indexes.push((base, suffix, entry.path()))
+            }
             None if name == CHECKPOINT_FILE || name == HIGH_WATERMARK_FILE => {}
             None if cleaner::is_cleaner_file(name) => {}
+            // Producer state snapshots: listed and cleaned up by `producer_snapshot`.
+            None if crate::producer_snapshot::is_snapshot_file(name) => {}
             None if name == CHECKPOINT_TMP_FILE || name == HIGH_WATERMARK_TMP_FILE => {
                 stray.push(entry.path())
             }
@@ -1313,9 +1421,19 @@ async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
         }
     }
     logs.sort_unstable();
-    for (base, path) in indexes {
-        if logs.binary_search(&base).is_err() {
-            stray.push(path);
+    let mut listing: Vec<(i64, SegmentFiles)> =
+        logs.iter().map(|&b| (b, SegmentFiles::default())).collect();
+    for (base, suffix, path) in indexes {
+        match logs.binary_search(&base) {
+            Ok(i) => {
+                let files = &mut listing[i].1;
+                match suffix {
+                    INDEX_SUFFIX => files.index = true,
+                    TIME_INDEX_SUFFIX => files.time_index = true,
+                    _ => files.txn_index = true,
+                }
+            }
+            Err(_) => stray.push(path),
         }
     }
     let removed = !stray.is_empty();
@@ -1323,7 +1441,7 @@ async fn scan_directory(dir: &Path) -> Result<(Vec<i64>, bool), StorageError> {
         log::warn!("removing stray file {}", path.display());
         segment::remove_if_exists(&path).await?;
     }
-    Ok((logs, removed))
+    Ok((listing, removed))
 }
 
 #[cfg(test)]

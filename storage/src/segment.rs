@@ -3,8 +3,17 @@
 //!
 //! Every segment keeps its `.log` open twice: a glommio `BufferedFile` (read/write, io_uring)
 //! for appends and header reads, and a read-only `std::fs::File` shared with fetch responses
-//! (`sendfile` from other threads). Index files are open only for the active segment; the
-//! indexes of every segment are held in memory (8 bytes per `index_interval_bytes` of log).
+//! (`sendfile` from other threads). Index files are open only for the active segment.
+//!
+//! Index entries: the active segment holds all of its entries in memory (appends add to them
+//! and write them out in 4 KiB pieces). A closed segment (every other one; a segment closes at
+//! roll, or is found closed at open) holds none: its `ClosedIndex` says how to reach them, and
+//! each lookup binary-searches its index files page by page, reading pages through the ring
+//! (`BufferedFile::read_at`, never a blocking read or an mmap fault on the shard) into the
+//! shard's bounded page cache (`index_cache`). So index memory does not grow with the log: a
+//! few words per closed segment plus the fixed cache. Pages are checked as they are read (the
+//! files of trusted segments are not checked at open); an entry that does not match the log
+//! makes the segment's index untrusted, and its lookups then walk from the segment start.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -18,7 +27,11 @@ use shardlog_protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
 use shardlog_runtime::fs::{BufferedFile, OpenOptions};
 
 use crate::error::StorageError;
-use crate::index::{self, IndexBuilder, OffsetEntry, TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
+use crate::index::{
+    self, IndexBuilder, OffsetEntry, PageSearch, TimeEntry, NO_TIMESTAMP, OFFSET_ENTRY_LEN,
+    TIME_ENTRY_LEN,
+};
+use crate::index_cache::{self, IndexKind, Page, PageKey};
 use crate::policy::{ActiveSegmentStats, SegmentSummary, MAX_SEGMENT_BYTES};
 use crate::scan::{self, WalkError};
 use crate::txn_index::{self, AbortedTxn, TXN_ENTRY_LEN};
@@ -60,18 +73,24 @@ pub struct IndexFiles {
 
 /// Mutable state of a segment. Only the partition's writer changes it, and only after the bytes
 /// it describes were written: readers that copy it see whole batches only.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SegmentState {
     /// Bytes of whole batches in the `.log` (the published end; appends in flight are beyond it).
+    /// Between `Segment::open` and the load, the size of the file.
     pub size: u64,
-    /// One past the last offset in the segment; `base_offset` when empty.
+    /// One past the last offset in the segment (for a closed segment opened without a replay:
+    /// the next segment's base offset); `base_offset` when empty.
     pub next_offset: i64,
+    /// The entries of the active segment (and of a segment being loaded). Empty, with no heap,
+    /// while `closed` is set.
     pub offset_index: Vec<OffsetEntry>,
     pub time_index: Vec<TimeEntry>,
     /// How many entries of each index are in the files (the active segment appends the rest).
     pub offset_index_persisted: usize,
     pub time_index_persisted: usize,
     pub builder: IndexBuilder,
+    /// Set for a closed segment: its entries are only in the files.
+    pub closed: Option<ClosedIndex>,
     /// `max_timestamp` of the first batch (roll by `segment.ms`).
     pub first_batch_timestamp: Option<i64>,
     pub created_ms: i64,
@@ -94,6 +113,7 @@ impl SegmentState {
             offset_index_persisted: 0,
             time_index_persisted: 0,
             builder: IndexBuilder::default(),
+            closed: None,
             first_batch_timestamp: None,
             created_ms: now_ms,
             last_modified_ms: now_ms,
@@ -102,6 +122,197 @@ impl SegmentState {
             reserve_failed: false,
         }
     }
+}
+
+/// A segment dropped without `close` (a partition dropped on an error path, or in a test of a
+/// crash) gives back its cached pages and open index files too.
+impl Drop for SegmentState {
+    fn drop(&mut self) {
+        if let Some(closed) = self.closed {
+            index_cache::forget(closed.cache_id);
+        }
+    }
+}
+
+impl SegmentState {
+    /// The largest batch `max_timestamp` of the segment, or `NO_TIMESTAMP`.
+    pub fn max_timestamp(&self) -> i64 {
+        self.closed
+            .map_or(self.builder.max_timestamp(), |c| c.max_timestamp)
+    }
+}
+
+/// What a closed segment keeps about its index files instead of their entries: a few words,
+/// whatever the segment's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedIndex {
+    /// This segment's key in the shard's index page cache. New each time the segment becomes
+    /// closed (never reused in the process), so pages read before a truncation, a deletion or
+    /// a replacement of the segment are never served for what is there now.
+    pub cache_id: u64,
+    /// Whole entries in the `.index` file; `None` until the first lookup reads the file size.
+    pub offset_entries: Option<u64>,
+    /// Whole entries in the `.timeindex` file, likewise.
+    pub time_entries: Option<u64>,
+    /// The segment's largest batch `max_timestamp` (the last `.timeindex` entry, written at
+    /// roll), or `NO_TIMESTAMP`.
+    pub max_timestamp: i64,
+    /// Cleared when a page read from the file broke the index rules or an entry did not match
+    /// the log (or the file is missing): lookups then walk the segment from its start.
+    pub offset_trusted: bool,
+    pub time_trusted: bool,
+}
+
+impl ClosedIndex {
+    fn entries(&self, kind: IndexKind) -> Option<u64> {
+        match kind {
+            IndexKind::Offset => self.offset_entries,
+            IndexKind::Time => self.time_entries,
+        }
+    }
+
+    fn trusted(&self, kind: IndexKind) -> bool {
+        match kind {
+            IndexKind::Offset => self.offset_trusted,
+            IndexKind::Time => self.time_trusted,
+        }
+    }
+}
+
+/// Which of a segment's files the directory listing showed (at open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentFiles {
+    pub index: bool,
+    pub time_index: bool,
+    pub txn_index: bool,
+}
+
+/// The two index file layouts, for the page-by-page lookups of closed segments.
+trait IndexEntry: Copy + Sized + 'static {
+    const KIND: IndexKind;
+    const LEN: usize;
+    const PER_PAGE: u64;
+    const SUFFIX: &'static str;
+    /// Whole entries of one page, if every one of them is valid.
+    fn decode_page(bytes: &[u8], log_size: u64) -> Option<Vec<Self>>;
+    fn decode(bytes: &[u8]) -> Self;
+    fn wrap(entries: Rc<[Self]>) -> Page;
+    fn unwrap(page: Page) -> Option<Rc<[Self]>>;
+}
+
+impl IndexEntry for OffsetEntry {
+    const KIND: IndexKind = IndexKind::Offset;
+    const LEN: usize = OFFSET_ENTRY_LEN;
+    const PER_PAGE: u64 = index_cache::OFFSET_ENTRIES_PER_PAGE;
+    const SUFFIX: &'static str = INDEX_SUFFIX;
+    fn decode_page(bytes: &[u8], log_size: u64) -> Option<Vec<Self>> {
+        index::decode_offset_page(bytes, log_size)
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        index::decode_offset_entry(bytes)
+    }
+    fn wrap(entries: Rc<[Self]>) -> Page {
+        Page::Offset(entries)
+    }
+    fn unwrap(page: Page) -> Option<Rc<[Self]>> {
+        match page {
+            Page::Offset(e) => Some(e),
+            Page::Time(_) => None,
+        }
+    }
+}
+
+impl IndexEntry for TimeEntry {
+    const KIND: IndexKind = IndexKind::Time;
+    const LEN: usize = TIME_ENTRY_LEN;
+    const PER_PAGE: u64 = index_cache::TIME_ENTRIES_PER_PAGE;
+    const SUFFIX: &'static str = TIME_INDEX_SUFFIX;
+    fn decode_page(bytes: &[u8], _log_size: u64) -> Option<Vec<Self>> {
+        index::decode_time_page(bytes)
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        index::decode_time_entry(bytes)
+    }
+    fn wrap(entries: Rc<[Self]>) -> Page {
+        Page::Time(entries)
+    }
+    fn unwrap(page: Page) -> Option<Rc<[Self]>> {
+        match page {
+            Page::Time(e) => Some(e),
+            Page::Offset(_) => None,
+        }
+    }
+}
+
+/// Why a lookup in a closed segment's index file gave up.
+enum LookupFailure {
+    /// The file breaks the index rules (or is missing): the index is untrusted from now on.
+    Damaged(String),
+    /// Reading failed: this lookup walks from the segment start, the next one tries again.
+    Io(io::Error),
+}
+
+impl From<io::Error> for LookupFailure {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::NotFound {
+            LookupFailure::Damaged("the file is missing".into())
+        } else {
+            LookupFailure::Io(e)
+        }
+    }
+}
+
+impl From<shardlog_runtime::Error> for LookupFailure {
+    fn from(e: shardlog_runtime::Error) -> Self {
+        io::Error::from(e).into()
+    }
+}
+
+/// A closed segment's index file for a lookup: the descriptor the shard keeps open for that
+/// segment (`index_cache::open_file`), else opened at the first page that is not cached, and
+/// kept for the next lookups.
+struct LookupFile {
+    path: PathBuf,
+    cache_id: u64,
+    kind: IndexKind,
+    file: Option<Rc<BufferedFile>>,
+}
+
+impl LookupFile {
+    fn new<E: IndexEntry>(seg: &Segment, cache_id: u64) -> Self {
+        LookupFile {
+            path: path_for(seg.dir(), seg.base_offset, E::SUFFIX),
+            cache_id,
+            kind: E::KIND,
+            file: None,
+        }
+    }
+
+    async fn get(&mut self) -> Result<&BufferedFile, LookupFailure> {
+        if self.file.is_none() {
+            let file = match index_cache::open_file(self.cache_id, self.kind) {
+                Some(f) => f,
+                None => {
+                    let f = Rc::new(
+                        OpenOptions::new()
+                            .read(true)
+                            .buffered_open(&self.path)
+                            .await?,
+                    );
+                    index_cache::keep_open_file(self.cache_id, self.kind, f.clone());
+                    f
+                }
+            };
+            self.file = Some(file);
+        }
+        Ok(self.file.as_deref().expect("just set"))
+    }
+}
+
+/// The size of an index file and its last whole entry (none when it holds no whole entry).
+struct IndexTail<E> {
+    len: u64,
+    last: Option<E>,
 }
 
 /// Index entries gather in memory and go to the active segment's index files in writes of at
@@ -321,14 +532,16 @@ impl Segment {
         let log_path = path_for(dir, base_offset, LOG_SUFFIX);
         let log = open_rw(&log_path, false).await?;
         let read_fd = File::open(&log_path)?;
-        let last_modified_ms = read_fd
-            .metadata()
-            .and_then(|m| m.modified())
+        let meta = read_fd.metadata()?;
+        let last_modified_ms = meta
+            .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(now_ms, |d| d.as_millis() as i64);
         let mut state = SegmentState::empty(base_offset, now_ms);
         state.last_modified_ms = last_modified_ms;
+        // What a closed segment opened without a replay takes as its size.
+        state.size = meta.len();
         Ok(Segment {
             base_offset,
             log_path,
@@ -440,7 +653,7 @@ impl Segment {
 
     pub fn summary(&self) -> SegmentSummary {
         let st = self.state.borrow();
-        let max = st.builder.max_timestamp();
+        let max = st.max_timestamp();
         SegmentSummary {
             base_offset: self.base_offset,
             next_offset: st.next_offset,
@@ -572,12 +785,581 @@ impl Segment {
             st.time_index = time_index;
             st.builder = builder;
             st.first_batch_timestamp = first_batch_timestamp;
+            if let Some(closed) = st.closed.take() {
+                index_cache::forget(closed.cache_id);
+            }
         }
         self.load_txn_index().await?;
         Ok(LoadOutcome {
             damage: end.damage,
             replayed_from_start,
         })
+    }
+
+    /// Loads a segment that is not the last one (`next_base`: the next segment's base offset)
+    /// as a closed segment, without reading its index files whole and without keeping entries:
+    ///
+    /// - `check_tail == false` (after a clean shutdown): nothing but the last `.timeindex`
+    ///   entry (the segment's largest timestamp) is read. The `.log` size comes from the
+    ///   `fstat` of `open`, the segment is taken to end where the next one starts.
+    /// - `check_tail == true` (below the recovery point after an unclean stop): what `load`
+    ///   does without `full`, reading only the entries it needs (the last of each file, and
+    ///   a page search when the last time entry is before the last offset entry): the `.log`
+    ///   is replayed and validated from the offset entry at or before both, lost entries are
+    ///   written back, and a tail that does not chain (or damage in it) replays the whole
+    ///   segment (`load(true)`), which cuts the log at the first bad batch.
+    ///
+    /// Anything unusual (an index file missing, empty or with an invalid last entry, a `.log`
+    /// too short or too long) falls back to `load(false)`, whose entries the caller drops
+    /// (`retire_index`).
+    pub async fn load_closed(
+        &self,
+        next_base: i64,
+        check_tail: bool,
+        files: SegmentFiles,
+        index_interval_bytes: u32,
+        dense: bool,
+    ) -> Result<LoadOutcome, StorageError> {
+        let size = self.size();
+        let plausible = files.index
+            && files.time_index
+            && size >= BATCH_HEADER_LEN as u64
+            && size <= MAX_SEGMENT_BYTES
+            && next_base > self.base_offset;
+        if !plausible {
+            return self.load(false, index_interval_bytes, dense).await;
+        }
+        // The descriptors opened here stay in the shard's cache under this id for the
+        // segment's lookups.
+        let cache_id = index_cache::new_cache_id();
+        let mut time_file = LookupFile::new::<TimeEntry>(self, cache_id);
+        let time = self.read_index_tail::<TimeEntry>(&mut time_file).await?;
+        let Some(last_time) = time.last.filter(|t| {
+            t.timestamp > NO_TIMESTAMP
+                && i64::from(t.relative_offset) < next_base - self.base_offset
+        }) else {
+            index_cache::forget(cache_id);
+            return self.load(false, index_interval_bytes, dense).await;
+        };
+        let outcome = if check_tail {
+            let tail = self
+                .check_tail(
+                    cache_id,
+                    time_file,
+                    time,
+                    last_time,
+                    index_interval_bytes,
+                    dense,
+                )
+                .await?;
+            match tail {
+                Some(outcome) => outcome,
+                None => {
+                    index_cache::forget(cache_id);
+                    return self.load(false, index_interval_bytes, dense).await;
+                }
+            }
+        } else {
+            let mut st = self.state.borrow_mut();
+            st.next_offset = next_base;
+            st.closed = Some(ClosedIndex {
+                cache_id,
+                offset_entries: None,
+                time_entries: Some(time.len / TIME_ENTRY_LEN as u64),
+                max_timestamp: last_time.timestamp,
+                offset_trusted: true,
+                time_trusted: true,
+            });
+            LoadOutcome {
+                damage: None,
+                replayed_from_start: false,
+            }
+        };
+        if files.txn_index && self.state.borrow().closed.is_some() {
+            self.load_txn_index().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// `load_closed` with `check_tail`: `None` asks for `load(false)` instead.
+    async fn check_tail(
+        &self,
+        cache_id: u64,
+        mut time_file: LookupFile,
+        time: IndexTail<TimeEntry>,
+        last_time: TimeEntry,
+        index_interval_bytes: u32,
+        dense: bool,
+    ) -> Result<Option<LoadOutcome>, StorageError> {
+        let size = self.size();
+        let mut offset_file = LookupFile::new::<OffsetEntry>(self, cache_id);
+        let offsets = self
+            .read_index_tail::<OffsetEntry>(&mut offset_file)
+            .await?;
+        let Some(last_offset) = offsets.last.filter(|e| u64::from(e.position) < size) else {
+            return Ok(None);
+        };
+        let offset_count = offsets.len / OFFSET_ENTRY_LEN as u64;
+        let time_count = time.len / TIME_ENTRY_LEN as u64;
+        // The replay start, as `index::replay_start` chooses it from the whole files.
+        let target = last_offset.relative_offset.min(last_time.relative_offset);
+        let (keep_offsets, start) = if last_offset.relative_offset <= target {
+            (offset_count, last_offset)
+        } else {
+            let found = self
+                .search_file::<OffsetEntry>(
+                    cache_id,
+                    offset_count,
+                    size,
+                    &mut offset_file,
+                    None,
+                    |e| e.relative_offset <= target,
+                )
+                .await;
+            match found {
+                Ok(Some((i, e))) => (i + 1, e),
+                _ => return Ok(None),
+            }
+        };
+        if start.position == 0 {
+            return Ok(None);
+        }
+        let (keep_times, resume) = if last_time.relative_offset <= start.relative_offset {
+            (time_count, Some(last_time))
+        } else {
+            let found = self
+                .search_file::<TimeEntry>(cache_id, time_count, size, &mut time_file, None, |e| {
+                    e.relative_offset <= start.relative_offset
+                })
+                .await;
+            match found {
+                Ok(Some((i, e))) => (i + 1, Some(e)),
+                Ok(None) => (0, None),
+                Err(_) => return Ok(None),
+            }
+        };
+        let mut builder = IndexBuilder::resume(resume);
+        let mut anchor_ok = false;
+        let (mut new_offsets, mut new_times) = (Vec::new(), Vec::new());
+        let end = scan::replay(
+            &self.log,
+            u64::from(start.position),
+            size,
+            self.base_offset + i64::from(start.relative_offset),
+            self.base_offset,
+            dense,
+            |pos, h| {
+                let rel = (h.base_offset - self.base_offset) as u32;
+                if rel == last_time.relative_offset {
+                    anchor_ok = last_time.timestamp == h.max_timestamp;
+                }
+                let (o, t) = builder.on_batch(
+                    rel,
+                    pos as u32,
+                    h.total_len() as u64,
+                    h.max_timestamp,
+                    index_interval_bytes,
+                );
+                new_offsets.extend(o);
+                new_times.extend(t);
+            },
+        )
+        .await?;
+        if end.damage.is_some() || !anchor_ok {
+            // As in `load`: the tail does not chain from the trusted entries, so the whole
+            // segment is replayed and the truncation point found from its start.
+            let why = end
+                .damage
+                .unwrap_or_else(|| "the last time index entry does not match its batch".into());
+            log::warn!(
+                "{}: index does not match the log ({why}); rebuilding from the start",
+                self.log_path.display(),
+            );
+            drop((offset_file, time_file));
+            index_cache::forget(cache_id);
+            return Ok(Some(self.load(true, index_interval_bytes, dense).await?));
+        }
+        new_times.extend(builder.finalize());
+
+        // The files must hold the kept entries followed by the ones the replay produced.
+        let offset_at = keep_offsets * OFFSET_ENTRY_LEN as u64;
+        let mut want_offsets = Vec::new();
+        index::encode_offset_entries(&new_offsets, &mut want_offsets);
+        let offsets_ok = offsets.len == offset_at + want_offsets.len() as u64
+            && self
+                .read_file_range(&mut offset_file, offset_at, want_offsets.len())
+                .await?
+                == want_offsets;
+        let time_at = keep_times * TIME_ENTRY_LEN as u64;
+        let mut want_times = Vec::new();
+        index::encode_time_entries(&new_times, &mut want_times);
+        let times_ok = time.len == time_at + want_times.len() as u64
+            && self
+                .read_file_range(&mut time_file, time_at, want_times.len())
+                .await?
+                == want_times;
+        let mut cache_id = cache_id;
+        if !offsets_ok || !times_ok {
+            // Pages and descriptors of the files as they were go; a new id for the new ones.
+            drop((offset_file, time_file));
+            index_cache::forget(cache_id);
+            cache_id = index_cache::new_cache_id();
+            if !offsets_ok {
+                rewrite_tail(&self.index_path(), offset_at, want_offsets).await?;
+            }
+            if !times_ok {
+                rewrite_tail(&self.time_index_path(), time_at, want_times).await?;
+            }
+        }
+        let mut st = self.state.borrow_mut();
+        st.size = end.valid_end;
+        st.next_offset = end.next_offset;
+        st.closed = Some(ClosedIndex {
+            cache_id,
+            offset_entries: Some(keep_offsets + new_offsets.len() as u64),
+            time_entries: Some(keep_times + new_times.len() as u64),
+            max_timestamp: builder.max_timestamp(),
+            offset_trusted: true,
+            time_trusted: true,
+        });
+        Ok(Some(LoadOutcome {
+            damage: None,
+            replayed_from_start: false,
+        }))
+    }
+
+    /// The size of one of the segment's index files and its last whole entry, read through
+    /// the ring (a missing file reads as empty).
+    async fn read_index_tail<E: IndexEntry>(
+        &self,
+        file: &mut LookupFile,
+    ) -> Result<IndexTail<E>, StorageError> {
+        let file = match file.get().await {
+            Ok(f) => f,
+            Err(LookupFailure::Damaged(_)) => return Ok(IndexTail { len: 0, last: None }),
+            Err(LookupFailure::Io(e)) => return Err(e.into()),
+        };
+        let len = file.file_size().await?;
+        let whole = len / E::LEN as u64 * E::LEN as u64;
+        let last = if whole == 0 {
+            None
+        } else {
+            let bytes = file.read_at(whole - E::LEN as u64, E::LEN).await?;
+            (bytes.len() == E::LEN).then(|| E::decode(&bytes))
+        };
+        Ok(IndexTail { len, last })
+    }
+
+    /// Up to `len` bytes of an index file at `pos` (fewer if the file ends before).
+    async fn read_file_range(
+        &self,
+        file: &mut LookupFile,
+        pos: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        match file.get().await {
+            Ok(f) => Ok(f.read_at(pos, len).await?.to_vec()),
+            Err(LookupFailure::Damaged(_)) => Ok(Vec::new()),
+            Err(LookupFailure::Io(e)) => Err(e.into()),
+        }
+    }
+
+    /// Whether the segment's entries are in its files only (a closed segment).
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed.is_some()
+    }
+
+    /// Makes this a closed segment: drops the in-memory entries, which must all be in the
+    /// files (after a roll's `persist_index_tail`, or a load). No-op if already closed.
+    pub fn retire_index(&self) {
+        let mut st = self.state.borrow_mut();
+        if st.closed.is_some() {
+            return;
+        }
+        debug_assert_eq!(st.offset_index_persisted, st.offset_index.len());
+        debug_assert_eq!(st.time_index_persisted, st.time_index.len());
+        let closed = ClosedIndex {
+            cache_id: index_cache::new_cache_id(),
+            offset_entries: Some(st.offset_index_persisted as u64),
+            time_entries: Some(st.time_index_persisted as u64),
+            max_timestamp: st.builder.max_timestamp(),
+            offset_trusted: true,
+            time_trusted: true,
+        };
+        st.closed = Some(closed);
+        st.offset_index = Vec::new();
+        st.time_index = Vec::new();
+        st.offset_index_persisted = 0;
+        st.time_index_persisted = 0;
+    }
+
+    /// Whether this closed segment's offset or time index was found not to match the log.
+    pub fn index_untrusted(&self) -> bool {
+        self.state
+            .borrow()
+            .closed
+            .is_some_and(|c| !c.offset_trusted || !c.time_trusted)
+    }
+
+    /// Index entries held in memory (the active segment's; none for a closed one).
+    pub fn entries_in_memory(&self) -> usize {
+        let st = self.state.borrow();
+        st.offset_index.len() + st.time_index.len()
+    }
+
+    /// Reads a closed segment's index files whole back into memory (it becomes the active
+    /// segment again: truncation).
+    async fn reload_closed_entries(&self) -> Result<(), StorageError> {
+        let Some(closed) = self.state.borrow().closed else {
+            return Ok(());
+        };
+        let index_bytes = read_small_file(&self.index_path()).await?;
+        let time_bytes = read_small_file(&self.time_index_path()).await?;
+        let mut st = self.state.borrow_mut();
+        st.offset_index = if closed.offset_trusted {
+            index::decode_offset_index(&index_bytes, st.size)
+        } else {
+            Vec::new()
+        };
+        st.time_index = if closed.time_trusted {
+            index::decode_time_index(&time_bytes)
+        } else {
+            Vec::new()
+        };
+        st.offset_index_persisted = st.offset_index.len();
+        st.time_index_persisted = st.time_index.len();
+        st.builder = IndexBuilder::resume(st.time_index.last().copied());
+        st.closed = None;
+        index_cache::forget(closed.cache_id);
+        Ok(())
+    }
+
+    /// Marks a closed segment's index (of `kind`) untrusted, if it is still the one `cache_id`
+    /// names; logs why once.
+    fn distrust(&self, kind: IndexKind, cache_id: u64, why: &str) {
+        let mut st = self.state.borrow_mut();
+        let Some(closed) = st.closed.as_mut().filter(|c| c.cache_id == cache_id) else {
+            return;
+        };
+        let flag = match kind {
+            IndexKind::Offset => &mut closed.offset_trusted,
+            IndexKind::Time => &mut closed.time_trusted,
+        };
+        if *flag {
+            *flag = false;
+            let file = match kind {
+                IndexKind::Offset => INDEX_SUFFIX,
+                IndexKind::Time => TIME_INDEX_SUFFIX,
+            };
+            log::warn!(
+                "{}: the .{file} file does not match the log ({why}); lookups in this segment \
+                 walk it from the start (a recovery rebuilds the file)",
+                self.log_path.display()
+            );
+        }
+    }
+
+    /// One page of an index file: from the shard's cache, else read through the ring, checked
+    /// and cached. `entries`: whole entries in the file.
+    async fn index_page<E: IndexEntry>(
+        &self,
+        cache_id: u64,
+        page: u64,
+        entries: u64,
+        log_size: u64,
+        file: &mut LookupFile,
+    ) -> Result<Rc<[E]>, LookupFailure> {
+        let key = PageKey {
+            cache_id,
+            kind: E::KIND,
+            page,
+        };
+        if let Some(cached) = index_cache::get(&key).and_then(E::unwrap) {
+            return Ok(cached);
+        }
+        let first = page * E::PER_PAGE;
+        let n = E::PER_PAGE.min(entries.saturating_sub(first)) as usize;
+        let bytes = file
+            .get()
+            .await?
+            .read_at(first * E::LEN as u64, n * E::LEN)
+            .await?;
+        if bytes.len() != n * E::LEN {
+            return Err(LookupFailure::Damaged(format!(
+                "the file ends inside page {page}"
+            )));
+        }
+        let decoded: Rc<[E]> = E::decode_page(&bytes, log_size)
+            .ok_or_else(|| LookupFailure::Damaged(format!("page {page} breaks the index rules")))?
+            .into();
+        index_cache::insert(key, E::wrap(decoded.clone()));
+        Ok(decoded)
+    }
+
+    /// The last entry (and its number) of an index file of `entries` entries that satisfies
+    /// `pred` (true for a prefix of a valid file), by `PageSearch`.
+    async fn search_file<E: IndexEntry>(
+        &self,
+        cache_id: u64,
+        entries: u64,
+        log_size: u64,
+        file: &mut LookupFile,
+        guess: Option<f64>,
+        mut pred: impl FnMut(&E) -> bool,
+    ) -> Result<Option<(u64, E)>, LookupFailure> {
+        let mut search = PageSearch::new(entries, E::PER_PAGE);
+        if let Some(fraction) = guess {
+            search = search.with_guess(entries, fraction);
+        }
+        while let Some(page) = search.next_page() {
+            let p = self
+                .index_page::<E>(cache_id, page, entries, log_size, file)
+                .await?;
+            search.feed(page, &p, &mut pred);
+        }
+        Ok(search.result())
+    }
+
+    /// A lookup in a closed segment's index: `None` when the index is untrusted, or turns out
+    /// damaged now (it is then marked untrusted), or cannot be read: the caller then walks the
+    /// segment from its start.
+    async fn closed_lookup<E: IndexEntry>(
+        &self,
+        closed: ClosedIndex,
+        log_size: u64,
+        guess: Option<f64>,
+        pred: impl FnMut(&E) -> bool,
+    ) -> Option<E> {
+        if !closed.trusted(E::KIND) {
+            return None;
+        }
+        let mut file = LookupFile::new::<E>(self, closed.cache_id);
+        let entries = match closed.entries(E::KIND) {
+            Some(n) => Ok(n),
+            None => self.count_entries::<E>(closed.cache_id, &mut file).await,
+        };
+        let found = match entries {
+            Ok(n) => {
+                self.search_file::<E>(closed.cache_id, n, log_size, &mut file, guess, pred)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        drop(file);
+        match found {
+            Ok(found) => found.map(|(_, e)| e),
+            Err(LookupFailure::Damaged(why)) => {
+                self.distrust(E::KIND, closed.cache_id, &why);
+                index_cache::forget(closed.cache_id);
+                None
+            }
+            Err(LookupFailure::Io(e)) => {
+                log::warn!(
+                    "{}: reading the .{} file: {e}; walking the segment instead",
+                    self.log_path.display(),
+                    E::SUFFIX
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads the number of whole entries of a closed segment's index file from its size, and
+    /// keeps it (while the segment is still closed under the same cache id).
+    async fn count_entries<E: IndexEntry>(
+        &self,
+        cache_id: u64,
+        file: &mut LookupFile,
+    ) -> Result<u64, LookupFailure> {
+        let n = file.get().await?.file_size().await? / E::LEN as u64;
+        let mut st = self.state.borrow_mut();
+        if let Some(closed) = st.closed.as_mut().filter(|c| c.cache_id == cache_id) {
+            match E::KIND {
+                IndexKind::Offset => closed.offset_entries = Some(n),
+                IndexKind::Time => closed.time_entries = Some(n),
+            }
+        }
+        Ok(n)
+    }
+
+    /// The last offset index entry at or before `offset`: where a walk for the batch holding
+    /// it may start. `None`: from the segment start.
+    pub async fn floor_offset_entry(&self, offset: i64) -> Option<OffsetEntry> {
+        let rel = self.relative(offset);
+        if rel == 0 {
+            // The first batch never has an entry.
+            return None;
+        }
+        let (closed, size, span) = {
+            let st = self.state.borrow();
+            match st.closed {
+                None => return index::floor_by_offset(&st.offset_index, rel),
+                Some(c) => (c, st.size, st.next_offset - self.base_offset),
+            }
+        };
+        let guess = f64::from(rel) / span as f64;
+        self.closed_lookup::<OffsetEntry>(closed, size, Some(guess), |e| e.relative_offset <= rel)
+            .await
+    }
+
+    /// `index::last_entry_within` over this segment's offset index.
+    pub async fn offset_entry_within(
+        &self,
+        max_position: u64,
+        max_relative_offset: i64,
+    ) -> Option<OffsetEntry> {
+        let (closed, size, span) = {
+            let st = self.state.borrow();
+            match st.closed {
+                None => {
+                    return index::last_entry_within(
+                        &st.offset_index,
+                        max_position,
+                        max_relative_offset,
+                    )
+                }
+                Some(c) => (c, st.size, st.next_offset - self.base_offset),
+            }
+        };
+        let guess =
+            (max_position as f64 / size as f64).min(max_relative_offset as f64 / span as f64);
+        self.closed_lookup::<OffsetEntry>(closed, size, Some(guess), |e| {
+            u64::from(e.position) <= max_position
+                && i64::from(e.relative_offset) <= max_relative_offset
+        })
+        .await
+    }
+
+    /// `index::time_floor_below` over this segment's time index.
+    pub async fn time_floor_below(&self, timestamp: i64) -> Option<TimeEntry> {
+        let (closed, size) = {
+            let st = self.state.borrow();
+            match st.closed {
+                None => return index::time_floor_below(&st.time_index, timestamp),
+                Some(c) => (c, st.size),
+            }
+        };
+        self.closed_lookup::<TimeEntry>(closed, size, None, |e| e.timestamp < timestamp)
+            .await
+    }
+
+    /// A time entry that did not match its batch: the time index of a closed segment is no
+    /// longer used.
+    pub fn distrust_time_index(&self, why: &str) {
+        let id = self.state.borrow().closed.map(|c| c.cache_id);
+        if let Some(id) = id {
+            self.distrust(IndexKind::Time, id, why);
+        }
+    }
+
+    pub fn distrust_offset_index(&self, why: &str) {
+        let id = self.state.borrow().closed.map(|c| c.cache_id);
+        if let Some(id) = id {
+            self.distrust(IndexKind::Offset, id, why);
+        }
     }
 
     /// Makes this the active segment: opens its index files for appending.
@@ -656,8 +1438,17 @@ impl Segment {
         Ok(())
     }
 
+    /// Drops this segment's pages from the shard's index cache (they could never be asked
+    /// for again: the cache id is not reused).
+    fn forget_cached_pages(&self) {
+        if let Some(closed) = self.state.borrow().closed {
+            index_cache::forget(closed.cache_id);
+        }
+    }
+
     /// Removes the segment's files. Open descriptors (readers, fetch responses) stay valid.
     pub async fn delete_files(&self) -> Result<(), StorageError> {
+        self.forget_cached_pages();
         self.close_index_files().await?;
         for path in [
             self.log_path.clone(),
@@ -678,6 +1469,8 @@ impl Segment {
         next_offset: i64,
         index_interval_bytes: u32,
     ) -> Result<(), StorageError> {
+        // A closed segment becomes the active one: its entries come back into memory.
+        self.reload_closed_entries().await?;
         self.close_index_files().await?;
         self.log.truncate(position).await?;
         {
@@ -732,32 +1525,46 @@ impl Segment {
         size: u64,
         mut pred: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
-        let entry = {
-            let st = self.state.borrow();
-            index::floor_by_offset(&st.offset_index, self.relative(offset))
-        };
+        let entry = self.floor_offset_entry(offset).await;
         let start = entry.map_or((0, self.base_offset), |e| {
             (
                 u64::from(e.position),
                 self.base_offset + i64::from(e.relative_offset),
             )
         });
-        let mut matches = |h: &BatchHeader| h.last_offset() >= offset && pred(h);
-        match self
-            .first_batch_where(start.0, size, start.1, &mut matches)
-            .await
-        {
-            Err(WalkError::Corrupt { position, .. }) if position == start.0 && start.0 != 0 => {
-                log::warn!(
-                    "{}: index entry at byte {position} does not match the log",
-                    self.log_path.display()
-                );
-                self.first_batch_where(0, size, self.base_offset, &mut matches)
-                    .await
-                    .map_err(|e| self.walk_error(e))
+        // The batch an entry names must start exactly there with exactly that base offset;
+        // checked here whatever the walk itself checks about offsets.
+        let mut first = start.0 != 0;
+        let mut misplaced = false;
+        let mut matches = |h: &BatchHeader| {
+            if std::mem::take(&mut first) && h.base_offset != start.1 {
+                misplaced = true;
+                return true;
             }
-            r => r.map_err(|e| self.walk_error(e)),
+            h.last_offset() >= offset && pred(h)
+        };
+        let walked = self
+            .first_batch_where(start.0, size, start.1, &mut matches)
+            .await;
+        // A genuine entry names a batch inside the segment, so the walk from it sees one.
+        let bad_entry = match &walked {
+            _ if start.0 == 0 => false,
+            Err(WalkError::Corrupt { position, .. }) => *position == start.0,
+            _ => misplaced || first,
+        };
+        if !bad_entry {
+            return walked.map_err(|e| self.walk_error(e));
         }
+        log::warn!(
+            "{}: index entry at byte {} does not match the log",
+            self.log_path.display(),
+            start.0
+        );
+        self.distrust_offset_index(&format!("entry at byte {} names no batch", start.0));
+        let mut matches = |h: &BatchHeader| h.last_offset() >= offset && pred(h);
+        self.first_batch_where(0, size, self.base_offset, &mut matches)
+            .await
+            .map_err(|e| self.walk_error(e))
     }
 
     /// Walks headers from `position` (base offset `expected_base`) to `end` and returns the
@@ -837,6 +1644,7 @@ impl Segment {
     /// Closes the files if no reader holds the segment any more (else they close when the last
     /// holder drops them).
     pub async fn close(self: Rc<Self>) -> Result<(), StorageError> {
+        self.forget_cached_pages();
         self.close_index_files().await?;
         if let Ok(seg) = Rc::try_unwrap(self) {
             seg.log.close().await?;
@@ -853,6 +1661,18 @@ async fn replace_file(path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
     let len = bytes.len() as u64;
     write_all(&file, bytes, 0).await?;
     file.truncate(len).await?;
+    file.fdatasync().await?;
+    file.close().await?;
+    Ok(())
+}
+
+/// Makes a (small) index file hold `bytes` from `at` on and nothing after: the tail that a
+/// replay regenerated. Synced, like `replace_file`.
+async fn rewrite_tail(path: &Path, at: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
+    let file = open_rw(path, false).await?;
+    let end = at + bytes.len() as u64;
+    write_all(&file, bytes, at).await?;
+    file.truncate(end).await?;
     file.fdatasync().await?;
     file.close().await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! Admin APIs over raw requests: CreatePartitions, DescribeConfigs, AlterConfigs,
 //! IncrementalAlterConfigs, DeleteRecords, DescribeCluster and DescribeLogDirs, with their error
-//! cases, persistence across a restart, and config changes taking effect without one.
+//! cases, persistence across a restart, and config changes taking effect without one (among
+//! them a compacted topic refusing records without a key).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,8 +25,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use shardlog_protocol::batch::build_simple_batch;
+use shardlog_protocol::batch::{build_simple_batch, Compression};
 use shardlog_protocol::frame;
+use shardlog_protocol::records::BatchBuilder;
 use shardlog_tests::Broker;
 
 const NONE: i16 = 0;
@@ -37,6 +39,7 @@ const INVALID_PARTITIONS: i16 = 37;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
+const INVALID_RECORD: i16 = 87;
 const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 
 const TOPIC: i8 = 2;
@@ -111,6 +114,17 @@ impl Raw {
     }
 
     fn produce(&mut self, topic: &str, partition: i32, records: Vec<u8>) -> i16 {
+        self.produce_answer(9, topic, partition, records).error_code
+    }
+
+    /// Produce (acks=all) of `records` to one partition: its whole answer.
+    fn produce_answer(
+        &mut self,
+        version: i16,
+        topic: &str,
+        partition: i32,
+        records: Vec<u8>,
+    ) -> produce_response::PartitionProduceResponse {
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(5000)
@@ -119,8 +133,8 @@ impl Raw {
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
                     .with_records(Some(records.into()))])]);
-        match self.call(ApiKey::Produce, 9, RequestKind::Produce(req)) {
-            ResponseKind::Produce(r) => r.responses[0].partition_responses[0].error_code,
+        match self.call(ApiKey::Produce, version, RequestKind::Produce(req)) {
+            ResponseKind::Produce(mut r) => r.responses[0].partition_responses.remove(0),
             other => panic!("{other:?}"),
         }
     }
@@ -385,6 +399,17 @@ fn batch(n: usize, size: usize) -> Vec<u8> {
     let v = vec![b'x'; size];
     let records: Vec<_> = (0..n).map(|_| (None, Some(&v[..]))).collect();
     build_simple_batch(0, now_ms(), &records)
+}
+
+/// A batch of records with these keys (`None`: no key), compressed with `codec`.
+fn keyed_batch(codec: Compression, keys: &[Option<&str>]) -> Vec<u8> {
+    let now = now_ms();
+    let mut b = BatchBuilder::new(codec, now);
+    for k in keys {
+        b.push(now, k.map(str::as_bytes), Some(b"value"), &[])
+            .unwrap();
+    }
+    b.build().unwrap()
 }
 
 /// The size DescribeLogDirs reports for partition 0 of `topic`.
@@ -686,8 +711,16 @@ fn alter_configs_replace_and_incremental_edits_persist() {
             ("retention.ms".to_string(), "60000".to_string()),
         ]
     );
-    // The size limit is back to the default at once.
-    assert_eq!(raw.produce("alt", 0, batch(1, 3000)), NONE);
+    // The size limit is back to the default at once (with a key: "alt" is compacted now).
+    let big = "k".repeat(3000);
+    assert_eq!(
+        raw.produce(
+            "alt",
+            0,
+            keyed_batch(Compression::None, &[Some(big.as_str())])
+        ),
+        NONE
+    );
     assert_eq!(
         raw.incremental(
             0,
@@ -767,6 +800,137 @@ fn alter_configs_replace_and_incremental_edits_persist() {
     let mut after = raw.overrides("alt");
     after.sort();
     assert_eq!(after, before);
+}
+
+#[test]
+fn a_compacted_topic_refuses_records_without_a_key() {
+    let b = Broker::start();
+    let mut raw = Raw::connect(&b);
+    raw.create("keys", 2, &[("cleanup.policy", "compact")]);
+
+    // The cleaner's settings are described, with their defaults and Kafka's types.
+    let r = raw.describe(4, vec![resource(TOPIC, "keys", None)], true, false);
+    let t = &r[0];
+    assert_eq!(value(entry(t, "cleanup.policy")), "compact");
+    for (key, want, config_type) in [
+        ("delete.retention.ms", "86400000", 5),
+        ("min.cleanable.dirty.ratio", "0.5", 6),
+        ("min.compaction.lag.ms", "0", 5),
+        ("max.compaction.lag.ms", "9223372036854775807", 5),
+    ] {
+        let e = entry(t, key);
+        assert_eq!(
+            (value(e).as_str(), e.config_type),
+            (want, config_type),
+            "{key}"
+        );
+        assert_eq!(e.config_source, 5, "{key}");
+    }
+
+    // A record without a key: INVALID_RECORD naming it, and nothing appended.
+    let why = "Compacted topic cannot accept message without key in topic partition keys-1.";
+    let p = raw.produce_answer(
+        9,
+        "keys",
+        1,
+        keyed_batch(Compression::None, &[Some("a"), None]),
+    );
+    assert_eq!(p.error_code, INVALID_RECORD, "{p:?}");
+    let errors: Vec<(i32, Option<String>)> = p
+        .record_errors
+        .iter()
+        .map(|e| {
+            (
+                e.batch_index,
+                e.batch_index_error_message.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(errors, [(1, Some(why.to_string()))]);
+    assert_eq!(
+        p.error_message.as_deref(),
+        Some(
+            format!(
+                "One or more records have been rejected due to 1 record errors in total, and \
+                 only showing the first three errors at most: [RecordError(batchIndex=1, \
+                 message='{why}')]"
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(raw.offsets("keys", 1), (0, 0));
+    // Compressed batches are looked into; Produce v7 has no record errors to carry.
+    let p = raw.produce_answer(7, "keys", 1, keyed_batch(Compression::Lz4, &[None]));
+    assert_eq!(p.error_code, INVALID_RECORD, "{p:?}");
+    assert!(p.record_errors.is_empty(), "{p:?}");
+    assert_eq!(raw.offsets("keys", 1), (0, 0));
+
+    // With keys, in any codec: appended.
+    for codec in [Compression::None, Compression::Zstd] {
+        let p = raw.produce_answer(9, "keys", 1, keyed_batch(codec, &[Some("a"), Some("b")]));
+        assert_eq!(p.error_code, NONE, "{p:?}");
+    }
+    assert_eq!(raw.offsets("keys", 1), (0, 4));
+
+    // compact,delete still checks keys; delete alone does not, at once.
+    assert_eq!(
+        raw.incremental(
+            1,
+            TOPIC,
+            "keys",
+            &[("cleanup.policy", APPEND, Some("delete"))],
+            false
+        ),
+        (NONE, String::new())
+    );
+    assert_eq!(raw.produce("keys", 0, batch(1, 10)), INVALID_RECORD);
+    assert_eq!(
+        raw.incremental(
+            1,
+            TOPIC,
+            "keys",
+            &[("cleanup.policy", SUBTRACT, Some("compact"))],
+            false
+        ),
+        (NONE, String::new())
+    );
+    assert_eq!(raw.produce("keys", 0, batch(1, 10)), NONE);
+    assert_eq!(raw.offsets("keys", 0), (0, 1));
+
+    // The cleaner's topic settings are validated, and the lags checked against each other.
+    for (ops, words) in [
+        (
+            &[("min.cleanable.dirty.ratio", SET, Some("1.5"))][..],
+            "min.cleanable.dirty.ratio",
+        ),
+        (
+            &[
+                ("min.compaction.lag.ms", SET, Some("10")),
+                ("max.compaction.lag.ms", SET, Some("5")),
+            ][..],
+            "max.compaction.lag.ms (5)",
+        ),
+    ] {
+        let (code, msg) = raw.incremental(1, TOPIC, "keys", ops, false);
+        assert_eq!(code, INVALID_CONFIG, "{ops:?}: {msg}");
+        assert!(msg.contains(words), "{ops:?}: {msg}");
+    }
+    assert_eq!(
+        raw.incremental(
+            1,
+            TOPIC,
+            "keys",
+            &[
+                ("min.cleanable.dirty.ratio", SET, Some("0.1")),
+                ("delete.retention.ms", SET, Some("1000")),
+            ],
+            false
+        ),
+        (NONE, String::new())
+    );
+    let r = raw.describe(4, vec![resource(TOPIC, "keys", None)], false, false);
+    assert_eq!(value(entry(&r[0], "min.cleanable.dirty.ratio")), "0.1");
+    assert_eq!(value(entry(&r[0], "cleanup.policy")), "delete");
 }
 
 #[test]

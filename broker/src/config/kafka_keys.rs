@@ -1,7 +1,7 @@
 //! The names of Kafka 3.x's broker settings (`KafkaConfig`), as data.
 //!
 //! A Kafka `server.properties` carried over to Shardlog names many settings Shardlog has no use
-//! for (thread pools, socket buffers, TLS, SASL, transactions, the log cleaner, KRaft). Such a
+//! for (thread pools, socket buffers, TLS, SASL, tiered storage, KRaft). Such a
 //! key is accepted and reported once at start instead of refusing the file; a key that is in
 //! neither this list nor Shardlog's own table is still an error. Settings Shardlog implements are
 //! in this list too (they are Kafka's names); `super::reference::BROKER_SETTINGS` decides which

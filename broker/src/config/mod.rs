@@ -116,11 +116,18 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
 pub const TOPIC_KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
     ("compression.type", "compression.type"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
     ("min.insync.replicas", "min.insync.replicas"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
@@ -147,6 +154,11 @@ pub const BROKER_KEYS: &[&str] = &[
     "leader.imbalance.check.interval.seconds",
     "leader.imbalance.per.broker.percentage",
     "listeners",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.enable",
+    "log.cleaner.io.buffer.size",
+    "log.cleaner.threads",
     "log.dirs",
     "log.retention.check.interval.ms",
     "max.connections",
@@ -158,6 +170,8 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
+    "producer.id.expiration.check.interval.ms",
+    "producer.id.expiration.ms",
     "queued.max.request.bytes",
     "quota.window.num",
     "quota.window.size.seconds",
@@ -179,6 +193,10 @@ pub const BROKER_KEYS: &[&str] = &[
     "zookeeper.connect",
     "zookeeper.session.timeout.ms",
     "compression.type",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
     "log.cleanup.policy",
     "log.flush.interval.messages",
     "log.flush.interval.ms",
@@ -196,7 +214,21 @@ pub const BROKER_KEYS: &[&str] = &[
 /// Resolved settings of one topic (broker defaults + the topic's overrides).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
+    /// `cleanup.policy` includes `compact`: the log cleaner keeps the latest record per key.
     pub cleanup_policy_compact: bool,
+    /// `cleanup.policy` includes `delete`: `retention.ms` and `retention.bytes` apply.
+    pub cleanup_policy_delete: bool,
+    /// `delete.retention.ms`: how long the cleaner keeps tombstones (and transaction markers)
+    /// of a compacted topic once they are in the cleaned part of the log.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: a compacted log is cleaned once its dirty part is at least
+    /// this share of it, in [0, 1].
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record is eligible for compaction at the latest this long
+    /// after it was written, whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
     pub flush_messages: u64,
     pub flush_ms: u64,
     pub index_interval_bytes: u32,
@@ -222,22 +254,40 @@ impl TopicConfig {
         for (k, v) in overrides {
             c.set(k, v)?;
         }
+        c.check()?;
         Ok(c)
+    }
+
+    /// The rules between keys, which `set` cannot check one key at a time (Kafka's
+    /// `LogConfig.validateValues`): `min.compaction.lag.ms` <= `max.compaction.lag.ms`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
+            return Err(bad(
+                "min.compaction.lag.ms",
+                &self.min_compaction_lag_ms.to_string(),
+                &format!(
+                    "must not be greater than max.compaction.lag.ms ({})",
+                    self.max_compaction_lag_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Applies one topic-level key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
             "cleanup.policy" => {
-                let mut compact = false;
+                let (mut compact, mut delete) = (false, false);
                 for p in value.split(',').map(str::trim) {
                     match p {
-                        "delete" => {}
+                        "delete" => delete = true,
                         "compact" => compact = true,
                         _ => return Err(bad(key, value, "expected delete and/or compact")),
                     }
                 }
                 self.cleanup_policy_compact = compact;
+                self.cleanup_policy_delete = delete;
             }
             "compression.type" => {
                 // Batches are stored as produced; recompressing on the broker is not done.
@@ -249,6 +299,13 @@ impl TopicConfig {
                     ));
                 }
             }
+            "delete.retention.ms" => {
+                let v: i64 = parse_num(key, value)?;
+                if v < 0 {
+                    return Err(bad(key, value, "must be >= 0"));
+                }
+                self.delete_retention_ms = v;
+            }
             "flush.messages" => self.flush_messages = positive_or_never(key, value)?,
             "flush.ms" => self.flush_ms = positive_or_never(key, value)?,
             "index.interval.bytes" => {
@@ -257,6 +314,13 @@ impl TopicConfig {
                     return Err(bad(key, value, "must be > 0"));
                 }
                 self.index_interval_bytes = v;
+            }
+            "max.compaction.lag.ms" => {
+                let v: i64 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.max_compaction_lag_ms = v;
             }
             "max.message.bytes" => {
                 let v: i64 = parse_num(key, value)?;
@@ -271,6 +335,21 @@ impl TopicConfig {
                     "LogAppendTime" => true,
                     _ => return Err(bad(key, value, "expected CreateTime or LogAppendTime")),
                 }
+            }
+            "min.cleanable.dirty.ratio" => {
+                let v: f64 = parse_num(key, value)?;
+                // NaN is not in the range either.
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(bad(key, value, "must be between 0 and 1"));
+                }
+                self.min_cleanable_dirty_ratio = v;
+            }
+            "min.compaction.lag.ms" => {
+                let v: i64 = parse_num(key, value)?;
+                if v < 0 {
+                    return Err(bad(key, value, "must be >= 0"));
+                }
+                self.min_compaction_lag_ms = v;
             }
             "min.insync.replicas" => {
                 let v: i32 = parse_num(key, value)?;
@@ -308,17 +387,17 @@ impl TopicConfig {
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
-            // A compacted topic is never deleted by age or size; compaction itself is not
-            // implemented yet, so such a topic simply keeps everything.
-            retention_ms: if self.cleanup_policy_compact {
-                -1
-            } else {
+            // Segments are deleted by age or size only when the policy includes `delete`
+            // (`compact,delete` does both); compaction is the log cleaner's.
+            retention_ms: if self.cleanup_policy_delete {
                 self.retention_ms
-            },
-            retention_bytes: if self.cleanup_policy_compact {
-                -1
             } else {
+                -1
+            },
+            retention_bytes: if self.cleanup_policy_delete {
                 self.retention_bytes
+            } else {
+                -1
             },
             index_interval_bytes: self.index_interval_bytes,
             flush_messages: self.flush_messages,
@@ -330,16 +409,19 @@ impl TopicConfig {
     /// The value of a topic key as Kafka would print it.
     pub fn get(&self, key: &str) -> Option<String> {
         Some(match key {
-            "cleanup.policy" => if self.cleanup_policy_compact {
-                "compact"
-            } else {
-                "delete"
+            "cleanup.policy" => match (self.cleanup_policy_compact, self.cleanup_policy_delete) {
+                (true, true) => "compact,delete",
+                (true, false) => "compact",
+                // `set` always leaves one of the two.
+                (false, _) => "delete",
             }
             .to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
             "compression.type" => "producer".to_string(),
             "flush.messages" => never_as_max(self.flush_messages),
             "flush.ms" => never_as_max(self.flush_ms),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.type" => if self.log_append_time {
                 "LogAppendTime"
@@ -347,6 +429,8 @@ impl TopicConfig {
                 "CreateTime"
             }
             .to_string(),
+            "min.cleanable.dirty.ratio" => java_double(self.min_cleanable_dirty_ratio),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
@@ -356,6 +440,12 @@ impl TopicConfig {
             _ => return None,
         })
     }
+}
+
+/// A double as Java's `Double.toString` prints the values Kafka's ratios take ("0.5", "1.0").
+fn java_double(v: f64) -> String {
+    // Debug keeps the ".0" of whole numbers, as Java does.
+    format!("{v:?}")
 }
 
 fn never_as_max(v: u64) -> String {
@@ -384,6 +474,10 @@ fn minus_one_or_positive(key: &str, value: &str) -> Result<i64, ConfigError> {
     Ok(v)
 }
 
+/// The least `log.cleaner.dedupe.buffer.size`, and the least a shard's cleaner gets: Kafka's
+/// least per cleaner thread.
+pub const LOG_CLEANER_DEDUPE_BUFFER_MIN: u64 = 1024 * 1024;
+
 /// `log.preallocate.ahead.bytes` unless set: 8 MiB per active segment, refilled when half is
 /// used (one `fallocate` per 4 MiB appended).
 pub const PREALLOCATE_BYTES_DEFAULT: u64 = 8 << 20;
@@ -392,6 +486,11 @@ impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {
             cleanup_policy_compact: false,
+            cleanup_policy_delete: true,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
             flush_messages: u64::MAX,
             flush_ms: u64::MAX,
             index_interval_bytes: 4096,
@@ -431,6 +530,18 @@ pub struct BrokerConfig {
     /// gets an equal share (`request_budget_per_shard`).
     pub queued_max_request_bytes: usize,
     pub retention_check_interval_ms: u64,
+    /// Compacted topics are cleaned (`log.cleaner.enable`); each shard runs one cleaner for
+    /// its partitions.
+    pub log_cleaner_enable: bool,
+    /// Memory for the cleaners' key maps, over all shards (`log.cleaner.dedupe.buffer.size`);
+    /// each shard gets `log_cleaner_dedupe_buffer_per_shard`.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// A cleaner with nothing to clean looks again after this long (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Bytes of read and write buffer a cleaner uses (`log.cleaner.io.buffer.size`).
+    pub log_cleaner_io_buffer_size: u64,
+    /// `log.cleaner.threads`: accepted for compatibility only; the cleaners are one per shard.
+    pub log_cleaner_threads: u32,
     pub offsets_topic_num_partitions: i32,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
@@ -477,6 +588,10 @@ pub struct BrokerConfig {
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// How often coordinators look for expired transactional ids.
     pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
+    /// A partition forgets a producer idle for this long without an open transaction.
+    pub producer_id_expiration_ms: i64,
+    /// How often each shard looks for such producers.
+    pub producer_id_expiration_check_interval_ms: u64,
     /// On SIGTERM, move leadership to other ISR members before stopping (cluster mode).
     pub controlled_shutdown_enable: bool,
     /// The controller moves leadership back to preferred replicas (cluster mode).
@@ -546,6 +661,11 @@ impl Default for BrokerConfig {
             max_connections_per_ip_overrides: BTreeMap::new(),
             queued_max_request_bytes: 256 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
+            log_cleaner_enable: true,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_io_buffer_size: 512 * 1024,
+            log_cleaner_threads: 1,
             offsets_topic_num_partitions: 50,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
@@ -572,6 +692,8 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: 604_800_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
             controlled_shutdown_enable: true,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
@@ -705,6 +827,35 @@ impl BrokerConfig {
                 }
                 self.retention_check_interval_ms = v;
             }
+            "log.cleaner.enable" => self.log_cleaner_enable = parse_bool(key, value)?,
+            "log.cleaner.dedupe.buffer.size" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < LOG_CLEANER_DEDUPE_BUFFER_MIN {
+                    return Err(bad(key, value, "must be >= 1048576"));
+                }
+                self.log_cleaner_dedupe_buffer_size = v;
+            }
+            "log.cleaner.backoff.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if v < 1 {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.log_cleaner_backoff_ms = v;
+            }
+            "log.cleaner.io.buffer.size" => {
+                let v: u64 = parse_num(key, value)?;
+                if !(4096..=i32::MAX as u64).contains(&v) {
+                    return Err(bad(key, value, "must be between 4096 and 2147483647"));
+                }
+                self.log_cleaner_io_buffer_size = v;
+            }
+            "log.cleaner.threads" => {
+                let v: u32 = parse_num(key, value)?;
+                if !(1..=i32::MAX as u32).contains(&v) {
+                    return Err(bad(key, value, "must be >= 1"));
+                }
+                self.log_cleaner_threads = v;
+            }
             "transaction.state.log.num.partitions" => {
                 let v: i32 = parse_num(key, value)?;
                 if !(1..=1000).contains(&v) {
@@ -756,6 +907,20 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be >= 1"));
                 }
                 self.transaction_remove_expired_transaction_cleanup_interval_ms = v;
+            }
+            "producer.id.expiration.ms" => {
+                let v: i64 = parse_num(key, value)?;
+                if !(1..=i32::MAX as i64).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.producer_id_expiration_ms = v;
+            }
+            "producer.id.expiration.check.interval.ms" => {
+                let v: u64 = parse_num(key, value)?;
+                if !(1..=i32::MAX as u64).contains(&v) {
+                    return Err(bad(key, value, "must be between 1 and 2147483647"));
+                }
+                self.producer_id_expiration_check_interval_ms = v;
             }
             "offsets.topic.num.partitions" => {
                 let v: i32 = parse_num(key, value)?;
@@ -960,6 +1125,10 @@ impl BrokerConfig {
             }
             "message.max.bytes" => t.set("max.message.bytes", value)?,
             "log.cleanup.policy" => t.set("cleanup.policy", value)?,
+            "log.cleaner.delete.retention.ms" => t.set("delete.retention.ms", value)?,
+            "log.cleaner.min.cleanable.ratio" => t.set("min.cleanable.dirty.ratio", value)?,
+            "log.cleaner.min.compaction.lag.ms" => t.set("min.compaction.lag.ms", value)?,
+            "log.cleaner.max.compaction.lag.ms" => t.set("max.compaction.lag.ms", value)?,
             "log.message.timestamp.type" => t.set("message.timestamp.type", value)?,
             "log.flush.interval.messages" => t.set("flush.messages", value)?,
             "log.flush.interval.ms" => t.set("flush.ms", value)?,
@@ -1014,6 +1183,17 @@ impl BrokerConfig {
         &mut self,
         host_name: impl FnOnce() -> Option<String>,
     ) -> Result<(), ConfigError> {
+        if self.topic_defaults.check().is_err() {
+            let t = &self.topic_defaults;
+            return Err(bad(
+                "log.cleaner.min.compaction.lag.ms",
+                &t.min_compaction_lag_ms.to_string(),
+                &format!(
+                    "must not be greater than log.cleaner.max.compaction.lag.ms ({})",
+                    t.max_compaction_lag_ms
+                ),
+            ));
+        }
         if !self.explicit.contains_key("advertised.listeners") {
             self.advertised_port = self.listen.port();
             self.advertised_host = if self.listen.ip().is_unspecified() {
@@ -1043,6 +1223,13 @@ impl BrokerConfig {
     /// an equal share, so that each shard accounts on its own, without locks or atomics.
     pub fn request_budget_per_shard(&self, shards: usize) -> usize {
         (self.queued_max_request_bytes / shards.max(1)).max(64 * 1024)
+    }
+
+    /// This shard's part of `log.cleaner.dedupe.buffer.size` when the broker runs `shards`
+    /// shards (one cleaner each): an equal share, at least 1 MiB (Kafka's least per cleaner).
+    pub fn log_cleaner_dedupe_buffer_per_shard(&self, shards: usize) -> u64 {
+        (self.log_cleaner_dedupe_buffer_size / shards.max(1) as u64)
+            .max(LOG_CLEANER_DEDUPE_BUFFER_MIN)
     }
 
     /// The connection limit for one client address.
@@ -1097,6 +1284,11 @@ impl BrokerConfig {
                 .join(","),
             "queued.max.request.bytes" => self.queued_max_request_bytes.to_string(),
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
+            "log.cleaner.enable" => self.log_cleaner_enable.to_string(),
+            "log.cleaner.dedupe.buffer.size" => self.log_cleaner_dedupe_buffer_size.to_string(),
+            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms.to_string(),
+            "log.cleaner.io.buffer.size" => self.log_cleaner_io_buffer_size.to_string(),
+            "log.cleaner.threads" => self.log_cleaner_threads.to_string(),
             "log.preallocate.ahead.bytes" => self.topic_defaults.preallocate_bytes.to_string(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
             "transaction.state.log.num.partitions" => {
@@ -1117,6 +1309,10 @@ impl BrokerConfig {
             "transaction.remove.expired.transaction.cleanup.interval.ms" => self
                 .transaction_remove_expired_transaction_cleanup_interval_ms
                 .to_string(),
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms.to_string(),
+            "producer.id.expiration.check.interval.ms" => {
+                self.producer_id_expiration_check_interval_ms.to_string()
+            }
             "offsets.retention.minutes" => (self.offsets_retention_ms / 60_000).to_string(),
             "offsets.retention.check.interval.ms" => {
                 self.offsets_retention_check_interval_ms.to_string()
@@ -1485,6 +1681,253 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_policy_is_compact_delete_or_both() {
+        let policy = |v: &str| {
+            let mut t = TopicConfig::default();
+            t.set("cleanup.policy", v).map(|()| t)
+        };
+        let d = TopicConfig::default();
+        assert!(d.cleanup_policy_delete && !d.cleanup_policy_compact);
+        assert_eq!(d.get("cleanup.policy").as_deref(), Some("delete"));
+        assert_eq!(d.log_config().retention_ms, 7 * 24 * 3600 * 1000);
+
+        let mut c = policy("compact").unwrap();
+        assert!(c.cleanup_policy_compact && !c.cleanup_policy_delete);
+        assert_eq!(c.get("cleanup.policy").as_deref(), Some("compact"));
+        c.set("retention.bytes", "1000").unwrap();
+        // Retention does not apply without `delete`.
+        assert_eq!(
+            (c.log_config().retention_ms, c.log_config().retention_bytes),
+            (-1, -1)
+        );
+
+        for v in ["compact,delete", "delete,compact", " delete , compact "] {
+            let mut b = policy(v).unwrap();
+            assert!(b.cleanup_policy_compact && b.cleanup_policy_delete, "{v}");
+            assert_eq!(b.get("cleanup.policy").as_deref(), Some("compact,delete"));
+            b.set("retention.bytes", "1000").unwrap();
+            b.set("retention.ms", "5000").unwrap();
+            // Both: retention applies as with `delete`.
+            assert_eq!(
+                (b.log_config().retention_ms, b.log_config().retention_bytes),
+                (5000, 1000)
+            );
+        }
+        let back = policy("delete").unwrap();
+        assert!(!back.cleanup_policy_compact && back.cleanup_policy_delete);
+        for v in ["", "compact,", "compacted", "delete;compact"] {
+            let e = policy(v).expect_err(v).to_string();
+            assert!(e.contains("cleanup.policy"), "{e}");
+        }
+        let mut broker = BrokerConfig::default();
+        broker.set("log.cleanup.policy", "compact,delete").unwrap();
+        assert_eq!(
+            broker.get("log.cleanup.policy").as_deref(),
+            Some("compact,delete")
+        );
+        assert!(broker.topic_defaults.cleanup_policy_delete);
+    }
+
+    #[test]
+    fn cleaner_topic_settings_parse_validate_and_render() {
+        let d = TopicConfig::default();
+        assert_eq!(d.delete_retention_ms, 86_400_000);
+        assert_eq!(d.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(d.min_compaction_lag_ms, 0);
+        assert_eq!(d.max_compaction_lag_ms, i64::MAX);
+        for (k, v) in [
+            ("delete.retention.ms", "86400000"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+            ("min.compaction.lag.ms", "0"),
+            ("max.compaction.lag.ms", "9223372036854775807"),
+        ] {
+            assert_eq!(d.get(k).as_deref(), Some(v), "{k}");
+        }
+
+        let mut t = TopicConfig::default();
+        t.set("delete.retention.ms", "0").unwrap();
+        t.set("min.compaction.lag.ms", "60000").unwrap();
+        t.set("max.compaction.lag.ms", "60000").unwrap();
+        assert_eq!(
+            (
+                t.delete_retention_ms,
+                t.min_compaction_lag_ms,
+                t.max_compaction_lag_ms
+            ),
+            (0, 60_000, 60_000)
+        );
+        assert!(t.check().is_ok());
+        for (v, shown) in [
+            ("0", "0.0"),
+            ("1", "1.0"),
+            (" 0.25 ", "0.25"),
+            ("0.5", "0.5"),
+        ] {
+            t.set("min.cleanable.dirty.ratio", v).unwrap();
+            assert_eq!(t.get("min.cleanable.dirty.ratio").as_deref(), Some(shown));
+            // What `get` prints is accepted back with the same value.
+            let again = t.min_cleanable_dirty_ratio;
+            t.set("min.cleanable.dirty.ratio", shown).unwrap();
+            assert_eq!(t.min_cleanable_dirty_ratio, again);
+        }
+        for (k, v) in [
+            ("delete.retention.ms", "-1"),
+            ("delete.retention.ms", "x"),
+            ("min.cleanable.dirty.ratio", "1.01"),
+            ("min.cleanable.dirty.ratio", "-0.1"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+            ("min.cleanable.dirty.ratio", "inf"),
+            ("min.cleanable.dirty.ratio", ""),
+            ("min.compaction.lag.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+            ("max.compaction.lag.ms", "9223372036854775808"),
+        ] {
+            let before = t.clone();
+            let e = t.set(k, v).expect_err(v);
+            assert!(
+                matches!(&e, ConfigError::BadValue { key, .. } if key == k),
+                "{k}={v}: {e}"
+            );
+            assert_eq!(t, before, "{k}={v} changed the config");
+        }
+
+        // min.compaction.lag.ms <= max.compaction.lag.ms, whatever the order of the keys.
+        let broker = BrokerConfig::default();
+        let mut o = BTreeMap::new();
+        o.insert("max.compaction.lag.ms".to_string(), "1000".to_string());
+        o.insert("min.compaction.lag.ms".to_string(), "2000".to_string());
+        let e = TopicConfig::resolve(&broker, &o).unwrap_err().to_string();
+        assert!(
+            e.contains("min.compaction.lag.ms") && e.contains("max.compaction.lag.ms (1000)"),
+            "{e}"
+        );
+        o.insert("min.compaction.lag.ms".to_string(), "1000".to_string());
+        let t = TopicConfig::resolve(&broker, &o).unwrap();
+        assert_eq!(
+            (t.min_compaction_lag_ms, t.max_compaction_lag_ms),
+            (1000, 1000)
+        );
+    }
+
+    #[test]
+    fn cleaner_broker_settings_parse_validate_and_supply_topic_defaults() {
+        let d = BrokerConfig::default();
+        assert!(d.log_cleaner_enable);
+        assert_eq!(d.log_cleaner_dedupe_buffer_size, 134_217_728);
+        assert_eq!(d.log_cleaner_backoff_ms, 15_000);
+        assert_eq!(d.log_cleaner_io_buffer_size, 524_288);
+        assert_eq!(d.log_cleaner_threads, 1);
+
+        let mut c = BrokerConfig::default();
+        for (k, v) in [
+            ("log.cleaner.enable", "false"),
+            ("log.cleaner.dedupe.buffer.size", "1048576"),
+            ("log.cleaner.backoff.ms", "1"),
+            ("log.cleaner.io.buffer.size", "4096"),
+            ("log.cleaner.threads", "8"),
+            ("log.cleaner.delete.retention.ms", "1000"),
+            ("log.cleaner.min.cleanable.ratio", "0.1"),
+            ("log.cleaner.min.compaction.lag.ms", "5"),
+            ("log.cleaner.max.compaction.lag.ms", "6"),
+        ] {
+            c.set(k, v).unwrap_or_else(|e| panic!("{k}={v}: {e}"));
+            assert_eq!(c.get(k).as_deref(), Some(v), "{k}");
+            assert_eq!(c.explicit.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert!(
+            c.ignored_kafka_keys.is_empty(),
+            "{:?}",
+            c.ignored_kafka_keys
+        );
+        assert!(!c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_dedupe_buffer_size, 1 << 20);
+        assert_eq!(c.log_cleaner_backoff_ms, 1);
+        assert_eq!(c.log_cleaner_io_buffer_size, 4096);
+        assert_eq!(c.log_cleaner_threads, 8);
+        let t = &c.topic_defaults;
+        assert_eq!(t.delete_retention_ms, 1000);
+        assert_eq!(t.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!((t.min_compaction_lag_ms, t.max_compaction_lag_ms), (5, 6));
+        // A topic without overrides gets them.
+        let topic = TopicConfig::resolve(&c, &BTreeMap::new()).unwrap();
+        assert_eq!(topic.min_cleanable_dirty_ratio, 0.1);
+
+        for (k, v) in [
+            ("log.cleaner.enable", "yes"),
+            ("log.cleaner.dedupe.buffer.size", "1048575"),
+            ("log.cleaner.dedupe.buffer.size", "-1"),
+            ("log.cleaner.backoff.ms", "0"),
+            ("log.cleaner.io.buffer.size", "4095"),
+            ("log.cleaner.io.buffer.size", "2147483648"),
+            ("log.cleaner.threads", "0"),
+            ("log.cleaner.delete.retention.ms", "-1"),
+            ("log.cleaner.min.cleanable.ratio", "2"),
+            ("log.cleaner.min.compaction.lag.ms", "-5"),
+            ("log.cleaner.max.compaction.lag.ms", "0"),
+        ] {
+            let e = c.set(k, v).expect_err(v).to_string();
+            // The error names the key that was given (or the topic key it sets).
+            let topic_key = TOPIC_KEYS.iter().find(|(_, b)| *b == k).map(|(t, _)| *t);
+            assert!(
+                e.contains(k) || topic_key.is_some_and(|t| e.contains(t)),
+                "{k}={v}: {e}"
+            );
+        }
+
+        // The dedupe buffer is shared by the shards' cleaners, at least 1 MiB each.
+        let d = BrokerConfig::default();
+        assert_eq!(d.log_cleaner_dedupe_buffer_per_shard(1), 134_217_728);
+        assert_eq!(d.log_cleaner_dedupe_buffer_per_shard(4), 33_554_432);
+        assert_eq!(d.log_cleaner_dedupe_buffer_per_shard(0), 134_217_728);
+        assert_eq!(d.log_cleaner_dedupe_buffer_per_shard(1000), 1 << 20);
+
+        // Broker defaults that conflict stop the broker at start, naming the broker keys.
+        let mut c = BrokerConfig::default();
+        c.set("log.cleaner.max.compaction.lag.ms", "10").unwrap();
+        c.set("log.cleaner.min.compaction.lag.ms", "20").unwrap();
+        let e = c
+            .finalize_with(|| Some("h".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("log.cleaner.min.compaction.lag.ms")
+                && e.contains("log.cleaner.max.compaction.lag.ms (10)"),
+            "{e}"
+        );
+        c.set("log.cleaner.min.compaction.lag.ms", "10").unwrap();
+        c.finalize_with(|| Some("h".into())).unwrap();
+    }
+
+    #[test]
+    fn cleaner_keys_are_used_and_the_rest_of_the_cleaner_is_still_ignored() {
+        for k in [
+            "log.cleaner.backoff.ms",
+            "log.cleaner.dedupe.buffer.size",
+            "log.cleaner.delete.retention.ms",
+            "log.cleaner.enable",
+            "log.cleaner.io.buffer.size",
+            "log.cleaner.max.compaction.lag.ms",
+            "log.cleaner.min.cleanable.ratio",
+            "log.cleaner.min.compaction.lag.ms",
+            "log.cleaner.threads",
+        ] {
+            assert!(is_kafka_broker_key(k), "{k}");
+            assert!(reference::broker_setting(k).is_some(), "{k}");
+            assert!(reference::ignored_kafka_keys().all(|i| i != k), "{k}");
+        }
+        let mut c = BrokerConfig::default();
+        c.set("log.cleaner.io.max.bytes.per.second", "1e6").unwrap();
+        c.set("log.cleaner.io.buffer.load.factor", "0.9").unwrap();
+        assert_eq!(
+            c.ignored_kafka_keys,
+            [
+                "log.cleaner.io.buffer.load.factor",
+                "log.cleaner.io.max.bytes.per.second"
+            ]
+        );
+    }
+
+    #[test]
     fn every_listed_key_has_a_value() {
         let broker = BrokerConfig::default();
         for k in BROKER_KEYS {
@@ -1785,6 +2228,21 @@ mod tests {
         }
         for bad in ["", " ", "shardlog=loud", "a b", "=info"] {
             assert!(c.set("log.level", bad).is_err(), "{bad:?}");
+        }
+
+        c.set("producer.id.expiration.ms", "1000").unwrap();
+        assert_eq!(c.producer_id_expiration_ms, 1000);
+        c.set("producer.id.expiration.check.interval.ms", "50")
+            .unwrap();
+        assert_eq!(c.producer_id_expiration_check_interval_ms, 50);
+        assert!(c.ignored_kafka_keys.is_empty());
+        for bad in ["0", "-1", "2147483648", "x"] {
+            assert!(c.set("producer.id.expiration.ms", bad).is_err(), "{bad}");
+            assert!(
+                c.set("producer.id.expiration.check.interval.ms", bad)
+                    .is_err(),
+                "{bad}"
+            );
         }
 
         c.set("zookeeper.connect", "").unwrap();

@@ -146,6 +146,71 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          `SHARDLOG_LISTEN`.",
     ),
     broker(
+        "log.cleaner.backoff.ms",
+        "long",
+        "15000",
+        "How long a shard's log cleaner waits, when none of the shard's compacted partitions \
+         needs cleaning, before it looks again; at least 1.",
+    ),
+    broker(
+        "log.cleaner.dedupe.buffer.size",
+        "long",
+        "134217728",
+        "Memory for the log cleaners' maps of keys to offsets, over the whole broker. Each shard \
+         runs one cleaner for its own partitions and gets an equal share of this, at least \
+         1 MiB (Kafka's least per cleaner thread); the value must be at least 1048576. A \
+         larger share cleans more of a dirty log in one pass.",
+    ),
+    broker(
+        "log.cleaner.delete.retention.ms",
+        "long",
+        "86400000",
+        "Default of the topic setting `delete.retention.ms`.",
+    ),
+    broker(
+        "log.cleaner.enable",
+        "boolean",
+        "true",
+        "Run the log cleaners, which compact the topics whose `cleanup.policy` includes \
+         `compact` (among them `__consumer_offsets` and `__transaction_state`). When false, \
+         nothing is compacted; retention still deletes segments where the policy includes \
+         `delete`.",
+    ),
+    broker(
+        "log.cleaner.io.buffer.size",
+        "int",
+        "524288",
+        "Bytes of I/O buffer each shard's cleaner uses to read and write segments; at least \
+         4096. (Kafka divides it among its cleaner threads; Shardlog's cleaners are one per \
+         shard, each with this much.)",
+    ),
+    broker(
+        "log.cleaner.max.compaction.lag.ms",
+        "long",
+        "9223372036854775807",
+        "Default of the topic setting `max.compaction.lag.ms`.",
+    ),
+    broker(
+        "log.cleaner.min.cleanable.ratio",
+        "double",
+        "0.5",
+        "Default of the topic setting `min.cleanable.dirty.ratio`.",
+    ),
+    broker(
+        "log.cleaner.min.compaction.lag.ms",
+        "long",
+        "0",
+        "Default of the topic setting `min.compaction.lag.ms`.",
+    ),
+    broker(
+        "log.cleaner.threads",
+        "int",
+        "1",
+        "Accepted for compatibility with Kafka only (at least 1); it has no effect. Each shard \
+         runs one cleaner for its own partitions, so there are as many cleaners as shards, and \
+         `log.cleaner.dedupe.buffer.size` is divided among them.",
+    ),
+    broker(
         "log.cleanup.policy",
         "list",
         "delete",
@@ -359,6 +424,23 @@ pub const BROKER_SETTINGS: &[Setting] = &[
          many brokers are alive). A standalone broker uses 1.",
     ),
     broker(
+        "producer.id.expiration.check.interval.ms",
+        "int",
+        "600000",
+        "How often each shard forgets, in every partition it holds, the producers idle for \
+         `producer.id.expiration.ms`, and removes producer state snapshots below the log start \
+         offset.",
+    ),
+    broker(
+        "producer.id.expiration.ms",
+        "int",
+        "86400000",
+        "A producer that has not written to a partition for this long and has no transaction \
+         open there is forgotten by that partition (its sequence numbers, for duplicate \
+         detection). A producer a partition does not know is accepted at any sequence number \
+         (KIP-360), so an idle producer that comes back carries on.",
+    ),
+    broker(
         "queued.max.request.bytes",
         "long",
         "268435456",
@@ -517,14 +599,24 @@ pub const TOPIC_SETTINGS: &[Setting] = &[
         "cleanup.policy",
         "list",
         "delete",
-        "Policy for old segments: `delete`, `compact`, or both. Compaction is not implemented: \
-         a compacted topic keeps everything.",
+        "Policy for old records: `delete` (segments past `retention.ms` or `retention.bytes` \
+         are deleted), `compact` (the log cleaner keeps the latest record of each key; a \
+         produce holding a record without a key is refused with INVALID_RECORD), or \
+         `compact,delete` (both).",
     ),
     topic(
         "compression.type",
         "string",
         "producer",
         "Compression of stored batches; only `producer` (kept as the producer sent them).",
+    ),
+    topic(
+        "delete.retention.ms",
+        "long",
+        "86400000",
+        "On a compacted topic, how long the cleaner keeps a tombstone (a record with a null \
+         value) once it has cleaned past it: a consumer reading from the start must reach it \
+         within this time to see the deletion.",
     ),
     topic(
         "flush.messages",
@@ -546,6 +638,14 @@ pub const TOPIC_SETTINGS: &[Setting] = &[
         "Bytes of log between two entries of the sparse offset index.",
     ),
     topic(
+        "max.compaction.lag.ms",
+        "long",
+        "9223372036854775807",
+        "On a compacted topic, the longest a record stays ineligible for compaction: a log \
+         holding a record older than this is cleaned whatever its dirty ratio. At least 1 and \
+         at least `min.compaction.lag.ms`.",
+    ),
+    topic(
         "max.message.bytes",
         "int",
         "1048588",
@@ -556,6 +656,20 @@ pub const TOPIC_SETTINGS: &[Setting] = &[
         "string",
         "CreateTime",
         "`CreateTime` (the producer's timestamp) or `LogAppendTime` (the broker's clock).",
+    ),
+    topic(
+        "min.cleanable.dirty.ratio",
+        "double",
+        "0.5",
+        "On a compacted topic, the cleaner cleans a log once the part it has not cleaned yet \
+         is at least this share of the log, between 0 and 1.",
+    ),
+    topic(
+        "min.compaction.lag.ms",
+        "long",
+        "0",
+        "On a compacted topic, the least time a record stays uncompacted after it was \
+         written.",
     ),
     topic(
         "min.insync.replicas",
@@ -569,14 +683,15 @@ pub const TOPIC_SETTINGS: &[Setting] = &[
         "long",
         "-1",
         "Log size per partition above which the oldest segments are deleted; -1 = no limit. \
-         Applied at the next retention check.",
+         Only when `cleanup.policy` includes `delete`. Applied at the next retention check.",
     ),
     topic(
         "retention.ms",
         "long",
         "604800000",
-        "Age after which a closed segment is deleted; -1 = no limit. Applied at the next \
-         retention check (`log.retention.check.interval.ms`).",
+        "Age after which a closed segment is deleted; -1 = no limit. Only when \
+         `cleanup.policy` includes `delete`. Applied at the next retention check \
+         (`log.retention.check.interval.ms`).",
     ),
     topic(
         "segment.bytes",
@@ -720,8 +835,8 @@ pub fn reference_markdown() -> String {
          These Kafka 3.x broker settings are accepted so that a Kafka configuration file works \
          unchanged, and have no effect. At start, the broker names the ones it was given in one \
          warning: `accepted but not used by Shardlog: ...`. Thread pools and socket buffers are \
-         sized by Shardlog itself (one shard per core); TLS, SASL, ACLs, connection and replication quotas, transactions, \
-         log compaction, tiered storage and KRaft are not implemented. Settings starting with ",
+         sized by Shardlog itself (one shard per core); TLS, SASL, ACLs, connection and replication quotas, \
+         tiered storage and KRaft are not implemented. Settings starting with ",
     );
     let prefixes: Vec<String> = KAFKA_BROKER_KEY_PREFIXES
         .iter()

@@ -132,6 +132,12 @@ pub struct ShardMetrics {
     pub isr_shrinks: Cell<u64>,
     pub isr_expands: Cell<u64>,
     pub retention_deleted_segments: Cell<u64>,
+    /// The log cleaner: cleanings done, bytes it read and wrote, records it removed, failures.
+    pub cleaner_runs: Cell<u64>,
+    pub cleaner_bytes_read: Cell<u64>,
+    pub cleaner_bytes_written: Cell<u64>,
+    pub cleaner_records_removed: Cell<u64>,
+    pub cleaner_errors: Cell<u64>,
     /// Partitions this shard applied from metadata snapshots (each one it owns and looked at).
     pub metadata_partitions_applied: Cell<u64>,
     /// Snapshots applied by walking every partition, and by applying only a delta.
@@ -162,6 +168,11 @@ impl ShardMetrics {
             isr_shrinks: Cell::new(0),
             isr_expands: Cell::new(0),
             retention_deleted_segments: Cell::new(0),
+            cleaner_runs: Cell::new(0),
+            cleaner_bytes_read: Cell::new(0),
+            cleaner_bytes_written: Cell::new(0),
+            cleaner_records_removed: Cell::new(0),
+            cleaner_errors: Cell::new(0),
             metadata_partitions_applied: Cell::new(0),
             metadata_full_applies: Cell::new(0),
             metadata_delta_applies: Cell::new(0),
@@ -245,6 +256,10 @@ pub struct PartitionReport {
     pub records_in: u64,
     pub bytes_out: u64,
     pub records_out: u64,
+    /// The log cleaner's progress: offsets below it are cleaned (the log start if never).
+    pub cleaner_first_dirty_offset: i64,
+    /// Bytes the cleaner may clean now (0 when the topic is not compacted).
+    pub cleaner_dirty_bytes: u64,
 }
 
 /// A committed offset of a consumer group, from the coordinator that holds it.
@@ -277,6 +292,11 @@ pub struct ShardReport {
     pub isr_shrinks: u64,
     pub isr_expands: u64,
     pub retention_deleted_segments: u64,
+    pub cleaner_runs: u64,
+    pub cleaner_bytes_read: u64,
+    pub cleaner_bytes_written: u64,
+    pub cleaner_records_removed: u64,
+    pub cleaner_errors: u64,
     pub metadata_partitions_applied: u64,
     pub metadata_full_applies: u64,
     pub metadata_delta_applies: u64,

@@ -248,7 +248,7 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
 
     // Log gauges, per partition or (above the limit) per topic.
     let per_partition = all.len() <= ctx.partition_labels_max;
-    let log_gauges: [(&str, &str, PartitionValue); 4] = [
+    let log_gauges: [(&str, &str, PartitionValue); 6] = [
         (
             "shardlog_log_start_offset",
             "First offset of the log.",
@@ -268,6 +268,16 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
             "shardlog_log_size_bytes",
             "Bytes of the log's segments.",
             |p| p.size_bytes,
+        ),
+        (
+            "shardlog_log_cleaner_first_dirty_offset",
+            "The log cleaner's progress: offsets below it are compacted.",
+            |p| p.cleaner_first_dirty_offset.max(0) as u64,
+        ),
+        (
+            "shardlog_log_cleaner_dirty_bytes",
+            "Bytes of a compacted log's closed segments not yet cleaned (0 for other topics).",
+            |p| p.cleaner_dirty_bytes,
         ),
     ];
     for (name, help, get) in log_gauges {
@@ -364,7 +374,7 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
             r.connections_refused_per_ip,
         );
     }
-    let per_shard: [(&str, &str, &str, ShardValue); 12] = [
+    let per_shard: [(&str, &str, &str, ShardValue); 17] = [
         (
             "shardlog_request_bytes_held",
             "gauge",
@@ -418,6 +428,36 @@ pub fn render(scrape: &Scrape, ctx: &RenderContext) -> String {
             "counter",
             "Segments deleted by time or size retention.",
             |r| r.retention_deleted_segments,
+        ),
+        (
+            "shardlog_log_cleaner_runs_total",
+            "counter",
+            "Cleanings (compactions) of a partition's log done by the log cleaner.",
+            |r| r.cleaner_runs,
+        ),
+        (
+            "shardlog_log_cleaner_read_bytes_total",
+            "counter",
+            "Bytes of segments the log cleaner read.",
+            |r| r.cleaner_bytes_read,
+        ),
+        (
+            "shardlog_log_cleaner_written_bytes_total",
+            "counter",
+            "Bytes of cleaned segments the log cleaner wrote.",
+            |r| r.cleaner_bytes_written,
+        ),
+        (
+            "shardlog_log_cleaner_removed_records_total",
+            "counter",
+            "Records the log cleaner removed (older versions of a key, expired tombstones, aborted data, markers).",
+            |r| r.cleaner_records_removed,
+        ),
+        (
+            "shardlog_log_cleaner_errors_total",
+            "counter",
+            "Cleanings that failed (the log is left as it was; see the broker's log).",
+            |r| r.cleaner_errors,
         ),
         (
             "shardlog_metadata_partitions_applied_total",
@@ -577,6 +617,8 @@ mod tests {
             records_in: 2,
             bytes_out: 5,
             records_out: 1,
+            cleaner_first_dirty_offset: 0,
+            cleaner_dirty_bytes: 0,
         }
     }
 

@@ -84,7 +84,9 @@ impl Partition {
     }
 
     /// Removes every batch at or after `offset` (whole batches) and forgets what they carried:
-    /// epochs in the epoch cache, producer state (rebuilt from the log).
+    /// epochs in the epoch cache, producer state (rebuilt from the newest producer state
+    /// snapshot at or below the new end and the batches after it; the snapshots above the new
+    /// end are deleted).
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
         let _gate = self.write_gate.acquire_permit(1).await;
         if offset >= self.log.log_end_offset() {
@@ -116,14 +118,13 @@ impl Partition {
         Ok(())
     }
 
-    /// Transaction state (open transactions, the aborted list) is rebuilt from the log by the
-    /// same full scan as at open, never rolled back piecemeal: simplest, and right whatever
-    /// the truncation cut (a marker, the start of a transaction, both).
+    /// Transaction state (open transactions, the aborted list) is rebuilt as at open, from the
+    /// newest snapshot left and the log after it, never rolled back piecemeal: simplest, and
+    /// right whatever the truncation cut (a marker, the start of a transaction, both). A log
+    /// left with nothing at or above its start starts with no producer state (Kafka's
+    /// `truncateFullyAndStartAt`).
     pub(super) async fn after_truncation(&self) -> Result<(), StorageError> {
-        let (producers, epochs, aborted) = scan_state(&self.log).await?;
-        *self.producers.borrow_mut() = producers;
-        *self.epoch_cache.borrow_mut() = epochs;
-        self.log.replace_aborted_txns(&aborted).await?;
+        self.reload_after_truncation().await?;
         let end = self.log.log_end_offset();
         if self.high_watermark.get() > end {
             self.set_high_watermark(end);
@@ -213,8 +214,9 @@ impl Partition {
                 let mut producers = self.producers.borrow_mut();
                 let mut epochs = self.epoch_cache.borrow_mut();
                 let mut aborted = Vec::new();
+                let now = now_ms();
                 for (h, control) in headers.iter().zip(controls) {
-                    if let Some(done) = producers.observe_batch(h, control) {
+                    if let Some(done) = producers.observe_batch(h, control, now) {
                         if done.aborted {
                             aborted.push(aborted_entry(&producers, &done));
                         }
@@ -223,14 +225,18 @@ impl Partition {
                 }
                 aborted
             };
-            // Derived data: a failure is repaired from the log at the next open.
+            // Derived data: a failure is repaired from the log at the next open, provided no
+            // snapshot past these markers makes that open trust the file.
             if let Err(e) = self.log.add_aborted_txns(&aborted).await {
                 log::error!(
-                    "{}-{}: recording aborted transactions: {e}",
+                    "{}-{}: recording aborted transactions: {e}; no producer state snapshot \
+                     until the partition is reopened",
                     self.topic,
                     self.index
                 );
+                self.snapshots.disable();
             }
+            self.snapshot_if_rolled();
         }
         let hw = replication::follower_high_watermark(
             self.high_watermark.get(),

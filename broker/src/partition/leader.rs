@@ -192,20 +192,24 @@ impl Partition {
         let aborted = {
             let mut producers = self.producers.borrow_mut();
             producers
-                .complete_txn(id, epoch, m.coordinator_epoch, m.commit, offset)
+                .complete_txn(id, epoch, m.coordinator_epoch, m.commit, offset, now_ms())
                 .filter(|done| done.aborted)
                 .map(|done| aborted_entry(&producers, &done))
         };
         if let Some(entry) = aborted {
-            // Derived data: a failure here is repaired from the log at the next open.
+            // Derived data: a failure here is repaired from the log at the next open, provided
+            // no snapshot past this marker makes that open trust the file.
             if let Err(e) = self.log.add_aborted_txns(&[entry]).await {
                 log::error!(
-                    "{}-{}: recording aborted transaction {entry:?}: {e}",
+                    "{}-{}: recording aborted transaction {entry:?}: {e}; no producer state \
+                     snapshot until the partition is reopened",
                     self.topic,
                     self.index
                 );
+                self.snapshots.disable();
             }
         }
+        self.snapshot_if_rolled();
         // The LSO may have moved (read-committed fetches wait on it) and followers have data.
         self.wake_waiters();
         self.maybe_advance_hw();
@@ -241,6 +245,7 @@ impl Partition {
         let config = self.config();
         let append_time = if config.log_append_time { now_ms() } else { -1 };
         let epoch = self.leader_epoch();
+        let now = now_ms();
         let mut next_offset = self.log.log_end_offset();
         let total: usize = group
             .iter()
@@ -268,7 +273,7 @@ impl Partition {
                             error = Some(producer_state::gap_answer(
                                 code,
                                 self.last_refusal.get(),
-                                now_ms(),
+                                now,
                             ));
                             break;
                         }
@@ -286,7 +291,7 @@ impl Partition {
                             }
                             let mut h = b.header;
                             h.base_offset = next_offset;
-                            pending_state.observe(&h);
+                            pending_state.observe(&h, now);
                             metas.push(BatchMeta {
                                 position: start,
                                 base_offset: next_offset,
@@ -325,6 +330,7 @@ impl Partition {
         match write_result {
             Ok(()) => {
                 self.producers.borrow_mut().commit(pending_state);
+                self.snapshot_if_rolled();
                 if !metas.is_empty() {
                     // Followers read to the log end: wake their fetches. Consumers are woken
                     // when the high watermark moves (at once when the ISR is just us).

@@ -18,14 +18,20 @@
 //! transaction with `write_marker` (a control batch through the same append queue as produce).
 //! An ABORT records an entry in the storage's aborted transaction index (`.txnindex`, per
 //! segment, also in memory), which read-committed fetches report. Leader appends, follower
-//! appends and the start-up scan (`scan_state`) all apply the same state changes; after a
-//! truncation everything is rebuilt from the log by the same scan.
+//! appends and the start-up scan all apply the same state changes; after a truncation the
+//! state is rebuilt the same way as at open.
+//!
+//! Producer state snapshots (`snapshots`): at each roll and at clean close the producer state
+//! and the leader epoch cache are written to `<log end offset>.snapshot`; opening (and a
+//! truncation) loads the newest usable one and scans only the batches after it.
 //!
 //! `mod.rs` holds the state, opening, closing and the leadership transitions (`apply_state`);
 //! the methods are split by role: `leader` (produce, group commit), `isr` (followers'
 //! positions, high watermark, ISR changes, acks=all waiters), `follower` (the leader's batches,
-//! truncation), `fetch` (reads and fetch waiters).
+//! truncation), `fetch` (reads and fetch waiters), `snapshots` (producer state snapshots,
+//! loading the state, producer expiry).
 
+mod clean;
 mod fetch;
 mod follower;
 mod isr;
@@ -33,7 +39,12 @@ mod leader;
 pub mod producer_state;
 pub mod replication;
 #[cfg(test)]
+mod snapshot_tests;
+mod snapshots;
+#[cfg(test)]
 mod txn_tests;
+
+pub use snapshots::StateLoad;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -122,28 +133,6 @@ fn aborted_entry(producers: &ProducerStateTable, done: &CompletedTxn) -> Aborted
         last_offset: done.last_offset,
         last_stable_offset: producers.stable_offset_after(done.last_offset),
     }
-}
-
-/// Producer state (open transactions included), the leader epoch cache and the aborted
-/// transactions, rebuilt from every batch in the log (headers, and the record of each control
-/// batch). The caller hands the aborted transactions to the log
-/// (`PartitionLog::replace_aborted_txns`), which makes the `.txnindex` files agree.
-async fn scan_state(
-    log: &PartitionLog,
-) -> Result<(ProducerStateTable, EpochCache, Vec<AbortedTxn>), StorageError> {
-    let mut producers = ProducerStateTable::default();
-    let mut epochs = EpochCache::default();
-    let mut aborted = Vec::new();
-    log.scan_batches(log.log_start_offset(), &mut |h, control| {
-        if let Some(done) = producers.observe_batch(h, control) {
-            if done.aborted {
-                aborted.push(aborted_entry(&producers, &done));
-            }
-        }
-        epochs.assign(LeaderEpoch(h.partition_leader_epoch), Offset(h.base_offset));
-    })
-    .await?;
-    Ok((producers, epochs, aborted))
 }
 
 /// A transaction marker the coordinator asked for (`Partition::write_marker`).
@@ -317,6 +306,16 @@ pub struct Partition {
     last_refusal: Cell<Option<Refusal>>,
     follower_sync: Cell<FollowerSync>,
     counters: crate::metrics::PartitionCounters,
+    /// The producer state snapshot files (shared with their background writes).
+    snapshots: Rc<snapshots::SnapshotStore>,
+    /// The active segment's base offset when last looked at: a change after an append is a
+    /// roll, which takes a snapshot.
+    active_base: Cell<i64>,
+    /// A producer expired since the last snapshot was taken (the close snapshot is then
+    /// written even at an unchanged log end).
+    snapshot_dirty: Cell<bool>,
+    /// Where the producer state came from at open or at the last truncation.
+    state_load: Cell<StateLoad>,
 }
 
 /// Suffix of partition directories being deleted.
@@ -324,7 +323,10 @@ pub const DELETED_SUFFIX: &str = "-delete";
 
 impl Partition {
     /// Opens the log (recovering it after an unclean stop) and rebuilds producer state and the
-    /// leader epoch cache from the batch headers. The partition starts offline, with the high
+    /// leader epoch cache from the newest usable producer state snapshot and the batch headers
+    /// after it (`snapshots::load_state`; from the log start when there is none). Snapshots
+    /// above the log end (a recovery cut) or below the log start are removed. The partition
+    /// starts offline, with the high
     /// watermark where it was last stored (cluster mode, bounded by the log) or at the log
     /// start: nothing more is known to be committed until `apply_state` says what this broker
     /// is (a leader alone in its ISR moves it to the log end at once).
@@ -339,11 +341,14 @@ impl Partition {
         log::debug!("{topic}-{index}: opening the log");
         let stored_hw = shardlog_storage::checkpoint::read_high_watermark(&dir);
         let log = PartitionLog::open(dir, config.log_config(), clean_shutdown).await?;
-        log::debug!("{topic}-{index}: scanning batch headers");
-        let (producers, epochs, aborted) = scan_state(&log).await?;
-        // The `.txnindex` files are derived from the log: recomputed at every open.
-        log.replace_aborted_txns(&aborted).await?;
-        log::debug!("{topic}-{index}: open");
+        let snapshots = snapshots::SnapshotStore::open(log.dir().to_path_buf()).await?;
+        let (lso, leo) = (log.log_start_offset(), log.log_end_offset());
+        snapshots.remove_where(|o| o > leo || o < lso, true).await?;
+        log::debug!("{topic}-{index}: loading producer state");
+        let name = format!("{topic}-{index}");
+        let loaded = snapshots::load_state(&log, &snapshots, &name).await?;
+        log::debug!("{topic}-{index}: open ({:?})", loaded.report);
+        let active_base = log.active_base_offset();
         let hw = stored_hw.map_or(log.log_start_offset(), |h| {
             h.min(log.log_end_offset()).max(log.log_start_offset())
         });
@@ -352,7 +357,7 @@ impl Partition {
             index,
             log,
             config: RefCell::new(config),
-            producers: RefCell::new(producers),
+            producers: RefCell::new(loaded.producers),
             pending: RefCell::new(VecDeque::new()),
             writing: Cell::new(false),
             write_gate: crate::runtime::rt::Semaphore::new(1),
@@ -372,11 +377,15 @@ impl Partition {
             high_watermark: Cell::new(hw),
             stored_high_watermark: Cell::new(stored_hw.unwrap_or(-1)),
             hw_store_gate: crate::runtime::rt::Semaphore::new(1),
-            epoch_cache: RefCell::new(epochs),
+            epoch_cache: RefCell::new(loaded.epochs),
             last_refusal: Cell::new(None),
             ack_waiters: RefCell::new(Vec::new()),
             follower_sync: Cell::new(FollowerSync::default()),
             counters: Default::default(),
+            snapshots,
+            active_base: Cell::new(active_base),
+            snapshot_dirty: Cell::new(false),
+            state_load: Cell::new(loaded.report),
         })
     }
 
@@ -597,11 +606,14 @@ impl Partition {
         Err(this)
     }
 
-    /// Flushes and closes the log (clean shutdown).
+    /// Writes a producer state snapshot, flushes and closes the log (clean shutdown).
     pub async fn close(self: Rc<Self>) -> Result<(), StorageError> {
         self.release_waiters();
         match self.into_unique().await {
-            Ok(p) => p.log.close().await,
+            Ok(p) => {
+                p.snapshot_at_close().await;
+                p.log.close().await
+            }
             // Still referenced by a stuck task: flush at least, and let recovery check the tail.
             Err(p) => p.log.flush().await,
         }

@@ -4,7 +4,14 @@
 //! (`RECENT_BATCHES_MAX`, as many as a client may have in flight), so that a retried batch is
 //! recognised and acknowledged with its original offset instead of being appended twice, and a gap
 //! in sequence numbers is refused with OUT_OF_ORDER_SEQUENCE_NUMBER. The state is rebuilt on start
-//! by replaying batch headers from the log (`observe`).
+//! from the newest producer state snapshot (`to_snapshot` / `from_snapshot`) and the batch
+//! headers after it (`observe_batch`).
+//!
+//! A producer this partition has no state for (never seen, its state expired, or the state
+//! was rebuilt from a log whose retention removed its batches) is accepted at any sequence,
+//! as Kafka does since 2.5 (KIP-360); a known producer with a gap is still refused. A producer
+//! whose last write is older than `producer.id.expiration.ms` and that has no open transaction
+//! is forgotten (`expire`).
 //!
 //! Transactions (KIP-98): per producer, the first offset of its transaction open on this
 //! partition (set by its first transactional batch, ended by a COMMIT or ABORT marker,
@@ -15,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use shardlog_protocol::batch::{BatchHeader, ControlRecord, ControlType};
+use shardlog_storage::producer_snapshot::{SnapshotBatch, SnapshotProducer};
 
 use crate::base::errors;
 use crate::base::ids::{ProducerEpoch, ProducerId};
@@ -73,6 +81,8 @@ pub struct ProducerEntry {
     coordinator_epoch: Option<i32>,
     /// Largest timestamp of the producer's last batch.
     last_timestamp: i64,
+    /// Wall clock (ms) of the producer's last batch or marker here: what expiry looks at.
+    last_write_ms: i64,
 }
 
 /// One producer of a partition, as DescribeProducers reports it.
@@ -180,15 +190,10 @@ impl ProducerStateTable {
             .or_else(|| self.producers.get(&id));
         let last_seq = last_seq_of(h);
         match entry {
-            None => {
-                if h.base_sequence == 0 {
-                    SequenceCheck::Append
-                } else {
-                    // A producer we know nothing about (new to this partition, or its state
-                    // expired with retention) must start at sequence 0.
-                    SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
-                }
-            }
+            // A producer we know nothing about (new to this partition, expired, or its batches
+            // removed by retention before the state was rebuilt) may continue at any sequence
+            // (KIP-360): refusing it would make the client reset its sequences for nothing.
+            None => SequenceCheck::Append,
             Some(e) if epoch < e.epoch => SequenceCheck::Reject(errors::INVALID_PRODUCER_EPOCH),
             Some(e) if epoch > e.epoch => {
                 if h.base_sequence == 0 {
@@ -216,8 +221,9 @@ impl ProducerStateTable {
         }
     }
 
-    /// Records that `h` was (or will be, for a pending table) appended at its base offset.
-    pub fn observe(&mut self, h: &BatchHeader) {
+    /// Records that `h` was (or will be, for a pending table) appended at its base offset, at
+    /// wall clock `now_ms`.
+    pub fn observe(&mut self, h: &BatchHeader, now_ms: i64) {
         // A group coordinator writes TxnOffsetCommit batches transactional but without a
         // sequence (as Kafka's coordinator, whose batches skip the sequence checks): they
         // open the producer's transaction here all the same.
@@ -231,6 +237,7 @@ impl ProducerStateTable {
             entry.recent.clear();
         }
         entry.last_timestamp = h.max_timestamp;
+        entry.last_write_ms = now_ms;
         if h.base_sequence >= 0 {
             if entry.recent.len() == RECENT_BATCHES_MAX {
                 entry.recent.pop_front();
@@ -253,9 +260,10 @@ impl ProducerStateTable {
         &mut self,
         h: &BatchHeader,
         control: Option<ControlRecord>,
+        now_ms: i64,
     ) -> Option<CompletedTxn> {
         if !h.is_control() {
-            self.observe(h);
+            self.observe(h, now_ms);
             return None;
         }
         let commit = match control.map(|c| c.kind) {
@@ -265,7 +273,7 @@ impl ProducerStateTable {
         };
         let (id, epoch) = producer_of(h);
         let coordinator_epoch = control.map_or(-1, |c| c.coordinator_epoch);
-        self.complete_txn(id, epoch, coordinator_epoch, commit, h.base_offset)
+        self.complete_txn(id, epoch, coordinator_epoch, commit, h.base_offset, now_ms)
     }
 
     /// Whether a marker of `producer_id` at `epoch` from a coordinator at `coordinator_epoch`
@@ -292,7 +300,7 @@ impl ProducerStateTable {
     /// A COMMIT or ABORT marker of `producer_id` at offset `marker_offset` was appended: its
     /// open transaction (if any) ends. The marker's epoch becomes the producer's (a newer one
     /// forgets its sequences, as a data batch of a new epoch does). A marker with no open
-    /// transaction completes nothing.
+    /// transaction completes nothing. `now_ms`: the wall clock of the marker's append.
     pub fn complete_txn(
         &mut self,
         producer_id: ProducerId,
@@ -300,6 +308,7 @@ impl ProducerStateTable {
         coordinator_epoch: i32,
         commit: bool,
         marker_offset: i64,
+        now_ms: i64,
     ) -> Option<CompletedTxn> {
         let entry = self.producers.entry(producer_id).or_default();
         if epoch != entry.epoch {
@@ -307,6 +316,7 @@ impl ProducerStateTable {
             entry.recent.clear();
         }
         entry.coordinator_epoch = Some(coordinator_epoch);
+        entry.last_write_ms = now_ms;
         let first = entry.txn_first_offset.take()?;
         self.ongoing.remove(&first);
         Some(CompletedTxn {
@@ -376,6 +386,96 @@ impl ProducerStateTable {
         }
         self.producers.extend(pending.producers);
     }
+
+    /// Forgets the producers with no open transaction whose last write here is at least
+    /// `expiration_ms` old at `now_ms` (`producer.id.expiration.ms`). Returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_write_ms) < expiration_ms
+        });
+        before - self.producers.len()
+    }
+
+    /// The table as snapshot records, by producer id.
+    pub fn to_snapshot(&self) -> Vec<SnapshotProducer> {
+        let mut out: Vec<SnapshotProducer> = self
+            .producers
+            .iter()
+            .map(|(id, e)| SnapshotProducer {
+                producer_id: id.0,
+                producer_epoch: e.epoch.0,
+                coordinator_epoch: e.coordinator_epoch.unwrap_or(-1),
+                txn_first_offset: e.txn_first_offset.unwrap_or(-1),
+                last_timestamp: e.last_timestamp,
+                last_write_ms: e.last_write_ms,
+                batches: e
+                    .recent
+                    .iter()
+                    .map(|b| SnapshotBatch {
+                        first_seq: b.first_seq,
+                        last_seq: b.last_seq,
+                        base_offset: b.base_offset,
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
+    /// The table a snapshot describes (`to_snapshot`'s inverse). Only the last
+    /// `RECENT_BATCHES_MAX` batches of a producer are kept. Refused (`Err` with the reason)
+    /// when the records contradict each other: a producer twice, or two open transactions
+    /// starting at one offset.
+    pub fn from_snapshot(records: &[SnapshotProducer]) -> Result<ProducerStateTable, String> {
+        let mut t = ProducerStateTable::default();
+        for r in records {
+            let id = ProducerId(r.producer_id);
+            let skip = r.batches.len().saturating_sub(RECENT_BATCHES_MAX);
+            let entry = ProducerEntry {
+                epoch: ProducerEpoch(r.producer_epoch),
+                recent: r.batches[skip..]
+                    .iter()
+                    .map(|b| RecentBatch {
+                        first_seq: b.first_seq,
+                        last_seq: b.last_seq,
+                        base_offset: b.base_offset,
+                    })
+                    .collect(),
+                txn_first_offset: (r.txn_first_offset >= 0).then_some(r.txn_first_offset),
+                coordinator_epoch: (r.coordinator_epoch >= 0).then_some(r.coordinator_epoch),
+                last_timestamp: r.last_timestamp,
+                last_write_ms: r.last_write_ms,
+            };
+            if let Some(first) = entry.txn_first_offset {
+                if t.ongoing.insert(first, id).is_some() {
+                    return Err(format!("two open transactions start at offset {first}"));
+                }
+            }
+            if t.producers.insert(id, entry).is_some() {
+                return Err(format!("producer {} twice", id.0));
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// What the log cleaner keeps for producer state.
+impl ProducerStateTable {
+    /// Producer id → the last offset of its last batch (that batch stays when the log is
+    /// cleaned, so the producer's sequence survives a rebuild from the log).
+    pub fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, e)| {
+                let b = e.recent.back()?;
+                let span = (i64::from(b.last_seq) - i64::from(b.first_seq))
+                    .rem_euclid(i64::from(i32::MAX) + 1);
+                Some((id.0, b.base_offset + span))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -426,14 +526,14 @@ mod tests {
         let empty = ProducerStateTable::default();
         let b0 = header(7, 0, 0, 3, 100);
         assert_eq!(t.check(&b0, &empty), SequenceCheck::Append);
-        t.observe(&b0);
+        t.observe(&b0, 0);
         assert_eq!(
             t.check(&b0, &empty),
             SequenceCheck::Duplicate { base_offset: 100 }
         );
         let b1 = header(7, 0, 3, 2, 103);
         assert_eq!(t.check(&b1, &empty), SequenceCheck::Append);
-        t.observe(&b1);
+        t.observe(&b1, 0);
         let gap = header(7, 0, 9, 1, 0);
         assert_eq!(
             t.check(&gap, &empty),
@@ -446,11 +546,14 @@ mod tests {
         );
         let bumped = header(7, 1, 0, 1, 0);
         assert_eq!(t.check(&bumped, &empty), SequenceCheck::Append);
-        let unknown = header(8, 0, 4, 1, 0);
+        // A bumped epoch must start at 0 (the producer is known here).
         assert_eq!(
-            t.check(&unknown, &empty),
+            t.check(&header(7, 1, 4, 1, 0), &empty),
             SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
+        // KIP-360: a producer with no state here is accepted at any sequence.
+        let unknown = header(8, 0, 4, 1, 0);
+        assert_eq!(t.check(&unknown, &empty), SequenceCheck::Append);
         assert_eq!(
             t.check(&header(-1, -1, -1, 1, 0), &empty),
             SequenceCheck::Append
@@ -460,12 +563,12 @@ mod tests {
     #[test]
     fn pending_overlay_sees_earlier_batches_of_the_same_group() {
         let mut t = ProducerStateTable::default();
-        t.observe(&header(1, 0, 0, 1, 0));
+        t.observe(&header(1, 0, 0, 1, 0), 0);
         let mut pending = ProducerStateTable::default();
         t.fork_entry(&mut pending, ProducerId(1));
         let b1 = header(1, 0, 1, 1, 1);
         assert_eq!(t.check(&b1, &pending), SequenceCheck::Append);
-        pending.observe(&b1);
+        pending.observe(&b1, 0);
         let b2 = header(1, 0, 2, 1, 2);
         assert_eq!(t.check(&b2, &pending), SequenceCheck::Append);
         assert_eq!(
@@ -483,7 +586,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut t = ProducerStateTable::default();
         for i in 0..7 {
-            t.observe(&header(1, 0, i, 1, i as i64));
+            t.observe(&header(1, 0, i, 1, i as i64), 0);
         }
         let e = ProducerStateTable::default();
         assert_eq!(
@@ -521,9 +624,9 @@ mod tests {
         let empty = ProducerStateTable::default();
         assert_eq!(t.first_ongoing_offset(), None);
         // Producer 1 opens at 10, producer 2 at 12; a second batch of 1 keeps 10.
-        t.observe(&txn(1, 0, 0, 2, 10));
-        t.observe(&txn(2, 0, 0, 1, 12));
-        t.observe(&txn(1, 0, 2, 1, 13));
+        t.observe(&txn(1, 0, 0, 2, 10), 0);
+        t.observe(&txn(2, 0, 0, 1, 12), 0);
+        t.observe(&txn(1, 0, 2, 1, 13), 0);
         assert_eq!(t.first_ongoing_offset(), Some(10));
         assert_eq!(
             t.ongoing().collect::<Vec<_>>(),
@@ -546,7 +649,7 @@ mod tests {
         );
         // Producer 1 commits at 14: the LSO bound moves to producer 2's first offset.
         assert_eq!(t.check_marker(ProducerId(1), ProducerEpoch(0), 3), Ok(()));
-        let done = t.observe_batch(&marker(1, 0, 14), control(ControlType::Commit, 3));
+        let done = t.observe_batch(&marker(1, 0, 14), control(ControlType::Commit, 3), 0);
         assert_eq!(
             done,
             Some(CompletedTxn {
@@ -569,7 +672,7 @@ mod tests {
             SequenceCheck::Append
         );
         // Producer 2 aborts at 15 with a bumped epoch: nothing open, LSO bound gone.
-        let done = t.complete_txn(ProducerId(2), ProducerEpoch(1), 3, false, 15);
+        let done = t.complete_txn(ProducerId(2), ProducerEpoch(1), 3, false, 15, 0);
         assert_eq!(done.map(|d| (d.first_offset, d.aborted)), Some((12, true)));
         assert_eq!(t.first_ongoing_offset(), None);
         assert_eq!(t.stable_offset_after(15), 16);
@@ -579,14 +682,14 @@ mod tests {
         );
         // A marker with no open transaction (or of another kind) completes nothing.
         assert_eq!(
-            t.complete_txn(ProducerId(9), ProducerEpoch(0), 3, true, 16),
+            t.complete_txn(ProducerId(9), ProducerEpoch(0), 3, true, 16, 0),
             None
         );
         assert_eq!(
-            t.observe_batch(&marker(2, 1, 17), control(ControlType::Other(2), 3)),
+            t.observe_batch(&marker(2, 1, 17), control(ControlType::Other(2), 3), 0),
             None
         );
-        assert_eq!(t.observe_batch(&marker(2, 1, 17), None), None);
+        assert_eq!(t.observe_batch(&marker(2, 1, 17), None, 0), None);
     }
 
     #[test]
@@ -596,7 +699,7 @@ mod tests {
         t.fork_entry(&mut pending, ProducerId(4));
         let b = txn(4, 0, 0, 1, 20);
         assert_eq!(t.check(&b, &pending), SequenceCheck::Append);
-        pending.observe(&b);
+        pending.observe(&b, 0);
         // Within the same group, the next non-transactional batch of 4 sees the open txn.
         assert_eq!(
             t.check(&header(4, 0, 1, 1, 21), &pending),
@@ -608,9 +711,100 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_producer_continues_at_any_sequence_then_gaps_are_refused() {
+        let mut t = ProducerStateTable::default();
+        let e = ProducerStateTable::default();
+        // The state of producer 5 is gone (expired, or retention removed its batches).
+        let resumed = header(5, 2, 1_000, 3, 40);
+        assert_eq!(t.check(&resumed, &e), SequenceCheck::Append);
+        t.observe(&resumed, 0);
+        // From then on it is known: the retry is a duplicate, a gap is refused.
+        assert_eq!(
+            t.check(&resumed, &e),
+            SequenceCheck::Duplicate { base_offset: 40 }
+        );
+        assert_eq!(
+            t.check(&header(5, 2, 1_004, 1, 0), &e),
+            SequenceCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert_eq!(
+            t.check(&header(5, 2, 1_003, 1, 0), &e),
+            SequenceCheck::Append
+        );
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_a_transaction_is_open() {
+        let mut t = ProducerStateTable::default();
+        t.observe(&header(1, 0, 0, 1, 0), 1_000);
+        t.observe(&txn(2, 0, 0, 1, 1), 1_000);
+        t.observe(&header(3, 0, 0, 1, 2), 5_000);
+        // Nothing is old enough yet.
+        assert_eq!(t.expire(5_999, 5_000), 0);
+        // Producer 1 is; 2 has an open transaction; 3 wrote later.
+        assert_eq!(t.expire(6_000, 5_000), 1);
+        let ids: Vec<i64> = t.describe().iter().map(|v| v.producer_id.0).collect();
+        assert_eq!(ids, vec![2, 3]);
+        // Once its transaction ends (marker at 3, time 7_000), 2 expires in its turn.
+        t.complete_txn(ProducerId(2), ProducerEpoch(0), 0, true, 3, 7_000);
+        assert_eq!(t.expire(11_000, 5_000), 1);
+        assert_eq!(t.expire(12_000, 5_000), 1);
+        assert!(t.is_empty());
+        // An expired producer is unknown again: any sequence goes.
+        assert_eq!(
+            t.check(&header(1, 0, 9, 1, 0), &ProducerStateTable::default()),
+            SequenceCheck::Append
+        );
+    }
+
+    #[test]
+    fn snapshot_records_round_trip() {
+        let mut t = ProducerStateTable::default();
+        for i in 0..7 {
+            t.observe(&header(1, 0, i, 1, i as i64), 100 + i as i64);
+        }
+        t.observe(&txn(2, 3, 0, 2, 7), 200);
+        t.complete_txn(ProducerId(4), ProducerEpoch(1), 9, false, 9, 300);
+        t.observe(&txn(5, 0, 0, 1, 10), 400);
+        let records = t.to_snapshot();
+        assert_eq!(
+            records.iter().map(|r| r.producer_id).collect::<Vec<_>>(),
+            vec![1, 2, 4, 5]
+        );
+        assert_eq!(records[0].batches.len(), RECENT_BATCHES_MAX);
+        assert_eq!(records[0].last_write_ms, 106);
+        let back = ProducerStateTable::from_snapshot(&records).unwrap();
+        assert_eq!(back.describe(), t.describe());
+        assert_eq!(
+            back.ongoing().collect::<Vec<_>>(),
+            t.ongoing().collect::<Vec<_>>()
+        );
+        assert_eq!(back.to_snapshot(), records);
+        let e = ProducerStateTable::default();
+        for h in [
+            header(1, 0, 6, 1, 0),
+            header(1, 0, 8, 1, 0),
+            txn(2, 3, 2, 1, 0),
+        ] {
+            assert_eq!(back.check(&h, &e), t.check(&h, &e), "{h:?}");
+        }
+        assert_eq!(
+            back.check_marker(ProducerId(4), ProducerEpoch(1), 8),
+            Err(errors::TRANSACTION_COORDINATOR_FENCED)
+        );
+        // Contradictory records are refused.
+        let mut twice = records.clone();
+        twice.push(records[0].clone());
+        assert!(ProducerStateTable::from_snapshot(&twice).is_err());
+        let mut same_start = records.clone();
+        same_start[3].txn_first_offset = 7;
+        assert!(ProducerStateTable::from_snapshot(&same_start).is_err());
+    }
+
+    #[test]
     fn sequence_wraps() {
         let mut t = ProducerStateTable::default();
-        t.observe(&header(1, 0, i32::MAX - 1, 2, 0));
+        t.observe(&header(1, 0, i32::MAX - 1, 2, 0), 0);
         let e = ProducerStateTable::default();
         assert_eq!(t.check(&header(1, 0, 0, 1, 2), &e), SequenceCheck::Append);
     }

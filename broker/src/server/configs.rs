@@ -52,6 +52,7 @@ const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// IncrementalAlterConfigs operations.
@@ -81,6 +82,7 @@ fn key_info(key: &str) -> (i8, &'static str) {
         "int" => TYPE_INT,
         "short" => TYPE_SHORT,
         "long" => TYPE_LONG,
+        "double" => TYPE_DOUBLE,
         "list" => TYPE_LIST,
         _ => TYPE_UNKNOWN,
     };
@@ -737,6 +739,107 @@ mod tests {
             let (ty, doc) = key_info(k);
             assert_ne!(ty, TYPE_UNKNOWN, "{k}");
             assert!(!doc.is_empty(), "{k}");
+        }
+    }
+
+    #[test]
+    fn cleaner_settings_are_described_and_alterable() {
+        let mut broker = BrokerConfig::default();
+        broker
+            .set("log.cleaner.min.cleanable.ratio", "0.25")
+            .expect("valid");
+        let t = crate::cluster::metadata::new_topic(
+            &broker,
+            "t",
+            1,
+            [("cleanup.policy".to_string(), "compact,delete".to_string())].into(),
+        )
+        .expect("valid");
+        let all = topic_configs(&broker, &t, &|_| true);
+        let get = |k: &str| all.iter().find(|d| d.name == k).expect("listed");
+        let policy = get("cleanup.policy");
+        assert_eq!(policy.value, "compact,delete");
+        assert_eq!(policy.synonyms[0].2, SOURCE_TOPIC);
+        let ratio = get("min.cleanable.dirty.ratio");
+        assert_eq!(ratio.value, "0.25");
+        assert_eq!(
+            ratio.synonyms,
+            [
+                (
+                    "log.cleaner.min.cleanable.ratio".to_string(),
+                    "0.25".to_string(),
+                    SOURCE_STATIC_BROKER
+                ),
+                (
+                    "log.cleaner.min.cleanable.ratio".to_string(),
+                    "0.5".to_string(),
+                    SOURCE_DEFAULT
+                ),
+            ]
+        );
+        for (k, v, ty) in [
+            ("delete.retention.ms", "86400000", TYPE_LONG),
+            ("min.cleanable.dirty.ratio", "0.25", TYPE_DOUBLE),
+            ("min.compaction.lag.ms", "0", TYPE_LONG),
+            ("max.compaction.lag.ms", "9223372036854775807", TYPE_LONG),
+        ] {
+            let d = get(k);
+            assert_eq!(d.value, v, "{k}");
+            assert_eq!(key_info(k).0, ty, "{k}");
+            if k != "min.cleanable.dirty.ratio" {
+                assert_eq!(d.synonyms[0].2, SOURCE_DEFAULT, "{k}");
+            }
+        }
+        let described = broker_configs(&broker, &|k| k.starts_with("log.cleaner."));
+        let names: Vec<&str> = described.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "log.cleaner.backoff.ms",
+                "log.cleaner.dedupe.buffer.size",
+                "log.cleaner.enable",
+                "log.cleaner.io.buffer.size",
+                "log.cleaner.threads",
+                "log.cleaner.delete.retention.ms",
+                "log.cleaner.max.compaction.lag.ms",
+                "log.cleaner.min.cleanable.ratio",
+                "log.cleaner.min.compaction.lag.ms",
+            ]
+        );
+        assert_eq!(key_info("log.cleaner.min.cleanable.ratio").0, TYPE_DOUBLE);
+
+        // IncrementalAlterConfigs: set, subtract from the policy, and the checks of resolve.
+        let m = new_overrides(
+            &t,
+            inc(&[
+                ("min.cleanable.dirty.ratio", OP_SET, Some("0.9")),
+                ("delete.retention.ms", OP_SET, Some("1000")),
+                ("min.compaction.lag.ms", OP_SET, Some("10")),
+                ("max.compaction.lag.ms", OP_SET, Some("20")),
+                ("cleanup.policy", OP_SUBTRACT, Some("delete")),
+            ]),
+        )
+        .expect("valid edit");
+        let c = TopicConfig::resolve(&broker, &m).expect("valid values");
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.9);
+        assert_eq!(c.delete_retention_ms, 1000);
+        assert_eq!((c.min_compaction_lag_ms, c.max_compaction_lag_ms), (10, 20));
+        assert!(c.cleanup_policy_compact && !c.cleanup_policy_delete);
+        for bad in [
+            inc(&[("min.cleanable.dirty.ratio", OP_SET, Some("1.5"))]),
+            inc(&[("max.compaction.lag.ms", OP_SET, Some("0"))]),
+            inc(&[("min.compaction.lag.ms", OP_SET, Some("30"))]),
+            inc(&[("delete.retention.ms", OP_APPEND, Some("1"))]),
+        ] {
+            let t2 =
+                crate::cluster::metadata::new_topic(&broker, "t", 1, m.clone()).expect("valid");
+            let refused = new_overrides(&t2, bad)
+                .and_then(|o| {
+                    TopicConfig::resolve(&broker, &o)
+                        .map_err(|e| (errors::INVALID_CONFIG, e.to_string()))
+                })
+                .expect_err("refused");
+            assert_eq!(refused.0, errors::INVALID_CONFIG, "{}", refused.1);
         }
     }
 

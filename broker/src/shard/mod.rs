@@ -7,6 +7,7 @@
 //! on its thread; only the closures and their results cross.
 
 pub mod admission;
+pub mod cleaner;
 pub mod report;
 pub mod scatter;
 pub mod topics;
@@ -119,6 +120,8 @@ pub struct Shard {
     fetchers: RefCell<HashSet<BrokerId>>,
     /// Whether the ISR maintenance task runs (cluster mode, started with the first snapshot).
     isr_task_started: Cell<bool>,
+    /// Whether the producer expiry task runs (started with the first snapshot).
+    producer_expiry_started: Cell<bool>,
     /// This shard's request-path counters (read by the metrics endpoint via `invoke_on`).
     pub metrics: crate::metrics::ShardMetrics,
     /// Client quotas this shard enforces on its connections, and its measurements.
@@ -169,6 +172,7 @@ impl Shard {
             fetchers: RefCell::new(HashSet::new()),
             follower_fetcher: setup.follower_fetcher,
             isr_task_started: Cell::new(false),
+            producer_expiry_started: Cell::new(false),
             metrics: crate::metrics::ShardMetrics::new(setup.config.metrics_listen.is_some()),
             quotas: crate::cluster::quota::ShardQuotas::new(
                 setup.quotas.clone(),
@@ -205,6 +209,21 @@ impl Shard {
         // lack, so look the topic name up in the snapshot first to get the shared Arc.
         let name = self.metadata.borrow().topic(topic)?.name.clone();
         self.partitions.borrow().get(&(name, index)).cloned()
+    }
+
+    /// Sleeps for `d`; true when the broker began shutting down meanwhile (then at once).
+    pub async fn sleep_unless_shutdown(&self, d: std::time::Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                crate::runtime::rt::sleep(d).await;
+                false
+            },
+            async {
+                let _ = self.shutdown.recv_async().await;
+                true
+            },
+        )
+        .await
     }
 
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
@@ -364,6 +383,9 @@ impl Shard {
                 continue;
             }
             self.apply_partition(&snapshot, &topic, index).await;
+        }
+        if !self.producer_expiry_started.replace(true) {
+            crate::runtime::rt::spawn_detached(producer_expiry_loop(Rc::downgrade(self)));
         }
         if snapshot.cluster_mode && self.control.is_some() && !self.isr_task_started.get() {
             self.isr_task_started.set(true);
@@ -617,6 +639,36 @@ async fn hw_store_loop(shard: std::rc::Weak<Shard>) {
         }
         for p in shard.partitions() {
             p.store_high_watermark().await;
+        }
+    }
+}
+
+/// Every `producer.id.expiration.check.interval.ms`, each partition of this shard forgets the
+/// producers idle for `producer.id.expiration.ms` without an open transaction, and removes its
+/// producer state snapshots below the log start offset (retention moved it).
+async fn producer_expiry_loop(shard: std::rc::Weak<Shard>) {
+    let Some(config) = shard.upgrade().map(|s| s.config.clone()) else {
+        return;
+    };
+    let every = std::time::Duration::from_millis(config.producer_id_expiration_check_interval_ms);
+    loop {
+        crate::runtime::rt::sleep(every).await;
+        let Some(shard) = shard.upgrade() else { return };
+        if shard.shutdown.is_disconnected() || shard.closing.get() {
+            return;
+        }
+        let now = crate::base::clock::now_ms();
+        for p in shard.partitions() {
+            let expired = p.expire_producers(now, config.producer_id_expiration_ms);
+            if expired > 0 {
+                log::debug!(
+                    "{}-{}: {expired} idle producer(s) expired",
+                    p.topic,
+                    p.index
+                );
+            }
+            p.maintain_snapshots().await;
+            crate::runtime::rt::yield_if_needed().await;
         }
     }
 }

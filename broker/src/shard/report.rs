@@ -29,9 +29,11 @@ pub fn report(shard: &Rc<Shard>) -> ShardReport {
     }
     let snapshot = shard.metadata();
     let mut partitions = Vec::new();
+    let now = crate::base::clock::now_ms();
     for p in shard.partitions() {
         let state = snapshot.partition_state(&p.topic, p.index);
         let c = p.counters();
+        let (cleaner_first_dirty_offset, cleaner_dirty_bytes) = p.cleaner_progress(now);
         partitions.push(PartitionReport {
             topic: p.topic.to_string(),
             partition: p.index,
@@ -47,6 +49,8 @@ pub fn report(shard: &Rc<Shard>) -> ShardReport {
             records_in: c.records_in.get(),
             bytes_out: c.bytes_out.get(),
             records_out: c.records_out.get(),
+            cleaner_first_dirty_offset,
+            cleaner_dirty_bytes,
         });
     }
     let mut group_offsets = Vec::new();
@@ -95,6 +99,11 @@ pub fn report(shard: &Rc<Shard>) -> ShardReport {
         isr_shrinks: m.isr_shrinks.get(),
         isr_expands: m.isr_expands.get(),
         retention_deleted_segments: m.retention_deleted_segments.get(),
+        cleaner_runs: m.cleaner_runs.get(),
+        cleaner_bytes_read: m.cleaner_bytes_read.get(),
+        cleaner_bytes_written: m.cleaner_bytes_written.get(),
+        cleaner_records_removed: m.cleaner_records_removed.get(),
+        cleaner_errors: m.cleaner_errors.get(),
         metadata_partitions_applied: m.metadata_partitions_applied.get(),
         metadata_full_applies: m.metadata_full_applies.get(),
         metadata_delta_applies: m.metadata_delta_applies.get(),

@@ -631,6 +631,9 @@ async fn shard_life(
                 log::info!("ready on {}", setup.config.listen);
             }
             crate::runtime::rt::spawn_detached(retention_loop(shard.clone()));
+            // A tenth of the CPU while requests are busy: cleaning is background work.
+            crate::runtime::rt::spawn_bulk(crate::shard::cleaner::cleaner_loop(shard.clone()))
+                .detach();
             crate::runtime::rt::spawn_detached(crate::shard::report::queue_probe_loop(
                 Rc::downgrade(&shard),
             ));
@@ -648,8 +651,9 @@ async fn shard_life(
     }
 }
 
-/// Creates `__consumer_offsets` (compacted in Kafka; compaction is not implemented here, so it
-/// keeps everything) with `offsets.topic.num.partitions` partitions.
+/// Creates `__consumer_offsets` (compacted, as in Kafka: the log cleaner keeps the latest
+/// commit of each group, partition and the latest group metadata) with
+/// `offsets.topic.num.partitions` partitions.
 async fn create_offsets_topic(shard: &Rc<Shard>) {
     let mut configs = std::collections::BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
@@ -672,18 +676,7 @@ async fn create_offsets_topic(shard: &Rc<Shard>) {
 async fn retention_loop(shard: Rc<Shard>) {
     let every = Duration::from_millis(shard.config.retention_check_interval_ms);
     loop {
-        let stop = futures_lite::future::or(
-            async {
-                crate::runtime::rt::sleep(every).await;
-                false
-            },
-            async {
-                let _ = shard.shutdown.recv_async().await;
-                true
-            },
-        )
-        .await;
-        if stop {
+        if shard.sleep_unless_shutdown(every).await {
             return;
         }
         let now = now_ms();

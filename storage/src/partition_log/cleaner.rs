@@ -566,6 +566,8 @@ impl PartitionLog {
         if let Some(damage) = outcome.damage {
             return Err(seg.corrupt(format!("cleaned segment does not load: {damage}")));
         }
+        // A closed segment: its index stays in the files, read page by page.
+        seg.retire_index();
         let removed: Vec<Rc<Segment>> = {
             let mut segs = self.segments.borrow_mut();
             let range = group.first..group.first + group.sources.len();
