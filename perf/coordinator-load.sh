@@ -312,6 +312,10 @@ for H in $HISTORIES; do
         if [ "$now_dirty" != "$dirty" ]; then dirty="$now_dirty"; moved="$(date +%s)"; fi
     done
     note "H=$H: compacted up to offset $dirty (active segment at $active) in about $(( moved - t0 )) s after the roll, cleaner checkpoint polled every second"
+    # The cleaner's own account of each cleaning of the partition (it may have started before
+    # the roll: the closed segments were dirty enough for the default ratio already).
+    grep -E "cleaned __consumer_offsets-$OFFSETS_PARTITION " "$OUT/raw/h$H-compact.log" \
+        | sed -E 's/^\[[^ ]+ +[A-Z]+ +[^]]+\] //' | while read -r line; do note "H=$H: cleaner log: $line"; done
     # The roll request committed offset 1 again (request index 0) for every partition.
     measure "$H" "compacted" "$DATA" "h$H-compacted" 1 "${CLEANER_ARGS[@]}"
     stop_broker
