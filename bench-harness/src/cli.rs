@@ -316,6 +316,86 @@ impl Options {
     }
 }
 
+/// Parameters of a `commit-offsets` run: OffsetCommit requests for one simple group
+/// (generation -1, empty member id, as an admin tool commits), each committing `partitions`
+/// offsets of `topic`, so each request appends `partitions` records to the group's
+/// `__consumer_offsets` partition; `commits` records in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOptions {
+    pub bootstrap: Vec<String>,
+    pub client_id: String,
+    pub request_timeout: Duration,
+    pub group: String,
+    pub topic: String,
+    pub partitions: i32,
+    /// Offsets committed in all (records appended to `__consumer_offsets`).
+    pub commits: u64,
+    /// OffsetCommit requests in flight on the coordinator connection.
+    pub max_in_flight: usize,
+    pub interval: Duration,
+    /// Where `LABEL.json` goes; no file without it.
+    pub out_dir: Option<String>,
+    pub name: Option<String>,
+    pub quiet: bool,
+}
+
+/// Largest `--commits` (10^12 records would be about 100 TB of `__consumer_offsets`).
+pub const COMMITS_MAX: u64 = 1_000_000_000_000;
+
+impl CommitOptions {
+    pub fn defaults() -> CommitOptions {
+        CommitOptions {
+            bootstrap: vec!["127.0.0.1:9092".to_string()],
+            client_id: "shardlog-bench".to_string(),
+            request_timeout: Duration::from_secs(30),
+            group: String::new(),
+            topic: "shardlog-bench".to_string(),
+            partitions: 1,
+            commits: 0,
+            max_in_flight: 5,
+            interval: Duration::from_secs(1),
+            out_dir: None,
+            name: None,
+            quiet: false,
+        }
+    }
+
+    /// OffsetCommit requests the run sends: every one commits `--partitions` offsets except
+    /// the last, which commits what is left (partitions 0..rest).
+    pub fn requests(&self) -> u64 {
+        self.commits.div_ceil(self.partitions as u64)
+    }
+
+    /// Offsets committed by request `index` (0-based).
+    pub fn partitions_in_request(&self, index: u64) -> i32 {
+        let before = index * self.partitions as u64;
+        (self.commits - before).min(self.partitions as u64) as i32
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "commit-offsets group {} over {} x {} partition{}, {} commits in {} request{}, \
+             in-flight {}",
+            self.group,
+            self.topic,
+            self.partitions,
+            if self.partitions == 1 { "" } else { "s" },
+            self.commits,
+            self.requests(),
+            if self.requests() == 1 { "" } else { "s" },
+            self.max_in_flight
+        )
+    }
+
+    /// File-name-safe label for this run.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("commit-offsets-p{}-n{}", self.partitions, self.commits),
+        }
+    }
+}
+
 /// Fixed key width: `key-` and twelve digits.
 pub const KEY_LEN: usize = 16;
 /// Per-record framing in a v2 batch for small records (length, attributes, deltas, lengths).
@@ -324,6 +404,8 @@ pub const RECORD_OVERHEAD_ESTIMATE: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Box<Options>),
+    /// `commit-offsets`: OffsetCommit load for one simple group.
+    CommitOffsets(Box<CommitOptions>),
     Help,
     Version,
 }
@@ -357,11 +439,24 @@ shardlog-bench: a Kafka-protocol load generator (produce, consume, end-to-end la
 
 USAGE:
     shardlog-bench <produce|consume|e2e> [OPTIONS]
+    shardlog-bench commit-offsets --group ID --commits N [OPTIONS]
 
 MODES:
     produce     produce only; latency = produce acknowledgement
     consume     consume only, from earliest (default) or tailing (--from latest)
     e2e         produce and consume together; adds end-to-end latency
+    commit-offsets
+                OffsetCommit requests for one simple group (generation -1, no
+                member id), each committing --partitions offsets of --topic
+                (one __consumer_offsets record each), --commits records in
+                all, as fast as possible; reports commits/s. Takes
+                --bootstrap, --client-id, --request-timeout, --topic (not
+                created, need not exist), --partitions (offsets per request),
+                --max-in-flight (requests in flight) [5], --interval, --out
+                (LABEL.json only when given), --name, --quiet, and:
+    --group ID                  the group committing (required)
+    --commits N                 offsets committed in all (10k, 10M, ..)
+                                (required)
 
 CONNECTION:
     --bootstrap HOST:PORT[,..]  broker(s) to bootstrap from            [127.0.0.1:9092]
@@ -460,19 +555,24 @@ where
 {
     let args: Vec<String> = args.into_iter().map(Into::into).collect();
     let mut it = args.iter().peekable();
-    let mode = match it.next().map(String::as_str) {
-        None => return err("no mode given: expected one of produce, consume, e2e (see --help)"),
-        Some("-h") | Some("--help") | Some("help") => return Ok(Command::Help),
-        Some("-V") | Some("--version") => return Ok(Command::Version),
-        Some("produce") => Mode::Produce,
-        Some("consume") => Mode::Consume,
-        Some("e2e") | Some("produce-consume") => Mode::EndToEnd,
-        Some(other) => {
-            return err(format!(
-                "unknown mode '{other}': expected one of produce, consume, e2e (see --help)"
+    let mode =
+        match it.next().map(String::as_str) {
+            None => return err(
+                "no mode given: expected one of produce, consume, e2e, commit-offsets (see --help)",
+            ),
+            Some("-h") | Some("--help") | Some("help") => return Ok(Command::Help),
+            Some("-V") | Some("--version") => return Ok(Command::Version),
+            Some("produce") => Mode::Produce,
+            Some("consume") => Mode::Consume,
+            Some("e2e") | Some("produce-consume") => Mode::EndToEnd,
+            Some("commit-offsets") => return parse_commit_offsets(it),
+            Some(other) => {
+                return err(format!(
+                "unknown mode '{other}': expected one of produce, consume, e2e, commit-offsets \
+                 (see --help)"
             ))
-        }
-    };
+            }
+        };
     let mut o = Options::defaults(mode);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -588,6 +688,111 @@ where
     }
     validate(&mut o)?;
     Ok(Command::Run(Box::new(o)))
+}
+
+/// The flags `commit-offsets` takes a value for.
+const COMMIT_FLAGS_WITH_VALUE: &[&str] = &[
+    "--bootstrap",
+    "--client-id",
+    "--request-timeout",
+    "--group",
+    "--topic",
+    "--partitions",
+    "--commits",
+    "--max-in-flight",
+    "--interval",
+    "--out",
+    "--name",
+];
+
+/// The arguments of `commit-offsets` (after the mode).
+fn parse_commit_offsets<'a>(mut it: impl Iterator<Item = &'a String>) -> Result<Command, CliError> {
+    let mut o = CommitOptions::defaults();
+    let mut commits = None;
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--quiet" | "-q" => {
+                o.quiet = true;
+                continue;
+            }
+            _ => {}
+        }
+        if !COMMIT_FLAGS_WITH_VALUE.contains(&flag.as_str()) {
+            if FLAGS_WITH_VALUE.contains(&flag.as_str()) || flag == "--transactional" {
+                return err(format!(
+                    "{flag} does not apply to commit-offsets; see --help"
+                ));
+            }
+            let hint = suggest_from(&flag, COMMIT_FLAGS_WITH_VALUE, &["--quiet", "--help"])
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
+            return err(format!("unknown option '{flag}'{hint}; see --help"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => match it.next() {
+                Some(v) => v.clone(),
+                None => return err(format!("{flag} needs a value")),
+            },
+        };
+        let v = value.as_str();
+        let ctx = |e: String| CliError(format!("{flag} {v}: {e}"));
+        match flag.as_str() {
+            "--bootstrap" => o.bootstrap = parse_bootstrap(v).map_err(ctx)?,
+            "--client-id" => o.client_id = nonempty(v).map_err(ctx)?,
+            "--request-timeout" => o.request_timeout = parse_duration(v).map_err(ctx)?,
+            "--group" => o.group = parse_group(v).map_err(ctx)?,
+            "--topic" => o.topic = parse_topic(v).map_err(ctx)?,
+            "--partitions" => {
+                o.partitions = parse_int(v, 1, PARTITIONS_MAX as u64).map_err(ctx)? as i32
+            }
+            "--commits" => {
+                let n = parse_count(v).map_err(ctx)?;
+                if n > COMMITS_MAX {
+                    return Err(ctx(format!("at most {COMMITS_MAX}")));
+                }
+                commits = Some(n);
+            }
+            "--max-in-flight" => {
+                o.max_in_flight = parse_int(v, 1, IN_FLIGHT_MAX as u64).map_err(ctx)? as usize
+            }
+            "--interval" => o.interval = parse_duration(v).map_err(ctx)?,
+            "--out" => o.out_dir = Some(nonempty(v).map_err(ctx)?),
+            "--name" => o.name = Some(parse_label(v).map_err(ctx)?),
+            _ => unreachable!("flag list and match arms agree"),
+        }
+    }
+    if o.group.is_empty() {
+        return err("commit-offsets needs --group ID (the group whose offsets are committed)");
+    }
+    o.commits = match commits {
+        Some(n) => n,
+        None => return err("commit-offsets needs --commits N (offsets to commit in all)"),
+    };
+    if o.request_timeout < Duration::from_millis(100) {
+        return err("--request-timeout must be at least 100ms");
+    }
+    if o.interval < Duration::from_millis(10) {
+        return err("--interval must be at least 10ms");
+    }
+    Ok(Command::CommitOffsets(Box::new(o)))
+}
+
+/// A group id: 1 to 255 bytes (Kafka accepts any non-empty string; this keeps it printable).
+fn parse_group(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 255 {
+        return Err("a group id has 1 to 255 bytes".into());
+    }
+    if v.chars().any(char::is_control) {
+        return Err("a group id must not contain control characters".into());
+    }
+    Ok(v.to_string())
 }
 
 /// Relations between parameters; fills in the default run length.
@@ -893,11 +1098,23 @@ pub fn parse_keys(v: &str) -> Result<KeyDist, String> {
 }
 
 fn suggest(flag: &str) -> Option<&'static str> {
+    suggest_from(
+        flag,
+        FLAGS_WITH_VALUE,
+        &["--quiet", "--help", "--transactional"],
+    )
+}
+
+fn suggest_from(
+    flag: &str,
+    with_value: &[&'static str],
+    switches: &[&'static str],
+) -> Option<&'static str> {
     let f = flag.trim_start_matches('-');
-    FLAGS_WITH_VALUE
+    with_value
         .iter()
+        .chain(switches)
         .copied()
-        .chain(["--quiet", "--help", "--transactional"])
         .map(|c| (edit_distance(f, c.trim_start_matches('-')), c))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
@@ -1091,6 +1308,211 @@ mod tests {
         assert_eq!(human_bytes(1024.0), "1 KiB");
         assert_eq!(human_bytes(100.0), "100 B");
         assert_eq!(human_count(1_700_000.0), "1.70M");
+    }
+
+    fn commit(args: &[&str]) -> Result<CommitOptions, CliError> {
+        match parse(args.iter().copied())? {
+            Command::CommitOffsets(o) => Ok(*o),
+            other => panic!("expected commit-offsets, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commit_offsets_parses() {
+        let o = commit(&[
+            "commit-offsets",
+            "--bootstrap",
+            "127.0.0.1:9093",
+            "--group=g1",
+            "--topic",
+            "t1",
+            "--partitions",
+            "1000",
+            "--commits",
+            "10M",
+            "--max-in-flight",
+            "8",
+            "--request-timeout",
+            "10s",
+            "--client-id",
+            "c",
+            "--interval",
+            "5s",
+            "--out",
+            "/tmp/x",
+            "--name",
+            "h10m",
+            "-q",
+        ])
+        .unwrap();
+        assert_eq!(o.bootstrap, vec!["127.0.0.1:9093"]);
+        assert_eq!(o.group, "g1");
+        assert_eq!(o.topic, "t1");
+        assert_eq!(o.partitions, 1000);
+        assert_eq!(o.commits, 10_000_000);
+        assert_eq!(o.max_in_flight, 8);
+        assert_eq!(o.request_timeout, Duration::from_secs(10));
+        assert_eq!(o.client_id, "c");
+        assert_eq!(o.interval, Duration::from_secs(5));
+        assert_eq!(o.out_dir.as_deref(), Some("/tmp/x"));
+        assert_eq!(o.label(), "h10m");
+        assert!(o.quiet);
+        assert_eq!(o.requests(), 10_000);
+    }
+
+    #[test]
+    fn commit_offsets_defaults_and_request_split() {
+        let o = commit(&["commit-offsets", "--group", "g", "--commits", "2500"]).unwrap();
+        assert_eq!(o.bootstrap, vec!["127.0.0.1:9092"]);
+        assert_eq!(o.topic, "shardlog-bench");
+        assert_eq!(o.partitions, 1);
+        assert_eq!(o.max_in_flight, 5);
+        assert_eq!(o.out_dir, None);
+        assert!(!o.quiet);
+        assert_eq!(o.requests(), 2500);
+        assert_eq!(o.label(), "commit-offsets-p1-n2500");
+
+        let o = commit(&[
+            "commit-offsets",
+            "--group",
+            "g",
+            "--commits",
+            "2500",
+            "--partitions",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(o.requests(), 3);
+        assert_eq!(o.partitions_in_request(0), 1000);
+        assert_eq!(o.partitions_in_request(1), 1000);
+        assert_eq!(
+            o.partitions_in_request(2),
+            500,
+            "the last request commits the rest"
+        );
+        let total: u64 = (0..o.requests())
+            .map(|i| o.partitions_in_request(i) as u64)
+            .sum();
+        assert_eq!(total, 2500);
+
+        let o = commit(&[
+            "commit-offsets",
+            "--group",
+            "g",
+            "--commits",
+            "10",
+            "--partitions",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(o.requests(), 1);
+        assert_eq!(o.partitions_in_request(0), 10);
+        assert_eq!(parse(["commit-offsets", "--help"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn commit_offsets_refuses_bad_parameters() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["commit-offsets", "--commits", "10"], "needs --group"),
+            (&["commit-offsets", "--group", "g"], "needs --commits"),
+            (
+                &["commit-offsets", "--group", "", "--commits", "1"],
+                "1 to 255 bytes",
+            ),
+            (
+                &["commit-offsets", "--group", "g", "--commits", "0"],
+                "at least 1",
+            ),
+            (
+                &["commit-offsets", "--group", "g", "--commits", "1.5"],
+                "whole number",
+            ),
+            (
+                &["commit-offsets", "--group", "g", "--commits", "2000G"],
+                "at most",
+            ),
+            (
+                &[
+                    "commit-offsets",
+                    "--group",
+                    "g",
+                    "--commits",
+                    "1",
+                    "--partitions",
+                    "0",
+                ],
+                "between 1",
+            ),
+            (
+                &[
+                    "commit-offsets",
+                    "--group",
+                    "g",
+                    "--commits",
+                    "1",
+                    "--max-in-flight",
+                    "0",
+                ],
+                "between 1",
+            ),
+            (
+                &[
+                    "commit-offsets",
+                    "--group",
+                    "g",
+                    "--commits",
+                    "1",
+                    "--acks",
+                    "all",
+                ],
+                "does not apply to commit-offsets",
+            ),
+            (
+                &["commit-offsets", "--group", "g", "--comits", "1"],
+                "did you mean --commits",
+            ),
+            (
+                &[
+                    "commit-offsets",
+                    "--group",
+                    "g",
+                    "--commits",
+                    "1",
+                    "--bootstrap",
+                    "h",
+                ],
+                "not HOST:PORT",
+            ),
+            (
+                &[
+                    "commit-offsets",
+                    "--group",
+                    "g",
+                    "--commits",
+                    "1",
+                    "--topic",
+                    "a/b",
+                ],
+                "topic name",
+            ),
+            (&["commit-offsets", "--group"], "needs a value"),
+            (
+                &[
+                    "commit-offsets",
+                    "--group",
+                    "g",
+                    "--commits",
+                    "1",
+                    "--request-timeout",
+                    "1ms",
+                ],
+                "--request-timeout",
+            ),
+        ];
+        for (args, needle) in cases {
+            let e = commit(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(e.0.contains(needle), "{args:?}: '{}' lacks '{needle}'", e.0);
+        }
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! - `schedule`: the shared epoch clock and open-loop intended send times (coordinated omission).
 //! - `produce`: writer and reader thread per connection, pipelined up to `--max-in-flight`.
 //! - `consume`, `group`, `records`: fetching, classic consumer groups, reading send stamps.
+//! - `commit`: the `commit-offsets` mode (OffsetCommit load for one simple group).
 //! - `stats`, `report`, `svg`: histograms, table, JSON, plots.
 //!
 //! Exit status: 0 success, 1 set-up or I/O failure, 2 bad parameters, 3 broker lost mid-run.
 
 mod cli;
+mod commit;
 mod consume;
 mod group;
 mod payload;
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             println!("shardlog-bench {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        cli::Command::CommitOffsets(o) => return commit_offsets(&o),
         cli::Command::Run(o) => o,
     };
     if !options.quiet {
@@ -90,4 +93,35 @@ fn main() -> ExitCode {
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS
+}
+
+/// The `commit-offsets` mode: set-up and I/O failures, and error codes mid-run, exit with 1.
+fn commit_offsets(o: &cli::CommitOptions) -> ExitCode {
+    if !o.quiet {
+        eprintln!(
+            "shardlog-bench: {} against {}",
+            o.describe(),
+            o.bootstrap.join(",")
+        );
+    }
+    let outcome = match commit::run(o) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("shardlog-bench: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", outcome.table());
+    match outcome.write_files() {
+        Ok(files) => {
+            for f in files {
+                println!("\nwrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardlog-bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -151,10 +151,14 @@ impl GroupCoordinator {
     }
 
     async fn load(self: &Rc<Self>) {
+        let started = std::time::Instant::now();
+        let start_offset = self.partition.log_start_offset();
         let mut records = 0u64;
+        let mut batches = 0u64;
         // Records not yet on every ISR member are replayed too (their requests may still be
         // waiting).
         let end = super::replay_log(&self.partition, |b, offset| {
+            batches += 1;
             let mut manager = self.manager.borrow_mut();
             let producer = b.header.producer_id;
             if b.header.is_control() {
@@ -195,9 +199,13 @@ impl GroupCoordinator {
         self.unsettled.set(end - 1);
         let effects = self.manager.borrow_mut().finish_loading(now_ms());
         if records > 0 {
+            // The load time covers reading and replaying the log and finishing the load, not
+            // carrying out the effects that follow (perf/coordinator-load.sh reads this line).
             log::info!(
-                "loaded {records} group record(s) of __consumer_offsets-{}",
-                self.partition.index
+                "loaded {records} group record(s) of __consumer_offsets-{} in {:.1} ms \
+                 ({batches} batch(es), offsets {start_offset}..{end})",
+                self.partition.index,
+                started.elapsed().as_secs_f64() * 1000.0
             );
         }
         self.apply(effects).await;
