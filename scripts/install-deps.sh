@@ -45,3 +45,7 @@ fi
 if ! "$PY" -c 'import aiokafka' >/dev/null 2>&1; then
   "$PY" -m pip install --quiet 'aiokafka==0.12.0' || "$PY" -m pip install --quiet aiokafka
 fi
+# kafka-python decodes lz4 batches only with this (the compaction test's producer uses lz4).
+if ! "$PY" -c 'import lz4.frame' >/dev/null 2>&1; then
+  "$PY" -m pip install --quiet 'lz4==4.4.5' || "$PY" -m pip install --quiet lz4
+fi

@@ -1263,6 +1263,14 @@ impl PartitionLog {
         if let Some(task) = task {
             task.await;
         }
+        self.take_synced_progress();
+    }
+
+    /// Moves the recovery point past a rolled segment whose background sync has finished,
+    /// without waiting for one that has not. Without it the recovery point would stay behind
+    /// the last rolled segment until the next roll or flush, however long ago its sync ended
+    /// (and the log cleaner, bounded by it, would never reach that segment of an idle log).
+    pub(crate) fn take_synced_progress(&self) {
         let synced = self.recovery_point_shared.replace(i64::MIN);
         if synced > self.recovery_point.get() && synced <= self.log_end_offset.get() {
             self.recovery_point.set(synced);

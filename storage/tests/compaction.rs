@@ -252,6 +252,37 @@ fn a_thousand_keys_updated_a_thousand_times_read_back_as_a_thousand_records() {
     });
 }
 
+/// An idle log is cleaned without a flush: the recovery point (which bounds the cleaner) moves
+/// past a rolled segment once its background sync is done, not only at the next roll or flush.
+#[test]
+fn a_rolled_segment_of_an_idle_log_becomes_cleanable_without_a_flush() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = PartitionLog::open(path.clone(), tiny_config(1 << 20, 4096), true)
+            .await
+            .unwrap();
+        for round in 0..3 {
+            let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..10)
+                .map(|k| (vec![b'k', k], Some(vec![b'v', round])))
+                .collect();
+            append_records(&log, &records, 1_000 + i64::from(round)).await;
+        }
+        log.roll().await.unwrap();
+        let p = params(now_ms(), 86_400_000, log.log_end_offset());
+        let mut waited = 0;
+        while log.cleanable(&p).cleanable_segments == 0 {
+            assert!(waited < 100, "the rolled segment never became cleanable");
+            shardlog_runtime::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let stats = log.clean(&p).await.unwrap().expect("due");
+        assert_eq!(stats.records_removed, 20);
+        assert_eq!(read_all(&log).await.len(), 10);
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn a_crash_at_every_swap_step_recovers_either_side_of_the_swap() {
     for step in 0..SWAP_STEPS {

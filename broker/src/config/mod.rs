@@ -104,6 +104,15 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigEr
         .map_err(|_| bad(key, value, "not a number"))
 }
 
+/// `segment.bytes` of an internal topic, within the topic setting's range.
+fn internal_segment_bytes(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let v: u64 = parse_num(key, value)?;
+    if !(14..=i32::MAX as u64).contains(&v) {
+        return Err(bad(key, value, "must be between 14 and 2147483647"));
+    }
+    Ok(v)
+}
+
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim() {
         "true" => Ok(true),
@@ -170,6 +179,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
+    "offsets.topic.segment.bytes",
     "producer.id.expiration.check.interval.ms",
     "producer.id.expiration.ms",
     "queued.max.request.bytes",
@@ -189,6 +199,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "transaction.state.log.min.isr",
     "transaction.state.log.num.partitions",
     "transaction.state.log.replication.factor",
+    "transaction.state.log.segment.bytes",
     "transactional.id.expiration.ms",
     "zookeeper.connect",
     "zookeeper.session.timeout.ms",
@@ -543,6 +554,8 @@ pub struct BrokerConfig {
     /// `log.cleaner.threads`: accepted for compatibility only; the cleaners are one per shard.
     pub log_cleaner_threads: u32,
     pub offsets_topic_num_partitions: i32,
+    /// `segment.bytes` of `__consumer_offsets` when this broker creates it.
+    pub offsets_topic_segment_bytes: u64,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub group_initial_rebalance_delay_ms: i32,
@@ -573,6 +586,8 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// Partitions of `__transaction_state`.
     pub transaction_state_log_num_partitions: i32,
+    /// `segment.bytes` of `__transaction_state` when this broker creates it.
+    pub transaction_state_log_segment_bytes: u64,
     /// Replication factor of `__transaction_state` in cluster mode (standalone: 1).
     pub transaction_state_log_replication_factor: i16,
     /// `min.insync.replicas` of `__transaction_state` in cluster mode.
@@ -630,6 +645,19 @@ impl QuotaWindow {
 }
 
 impl BrokerConfig {
+    /// The topic settings `__consumer_offsets` is created with: compacted, as in Kafka (the log
+    /// cleaner keeps each group's latest metadata and latest commit per partition), with
+    /// `offsets.topic.segment.bytes` segments.
+    pub fn offsets_topic_configs(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.offsets_topic_segment_bytes.to_string(),
+            ),
+        ])
+    }
+
     /// `broker.id` as the broker's rules take it.
     pub fn id(&self) -> crate::base::ids::BrokerId {
         crate::base::ids::BrokerId(self.broker_id)
@@ -667,6 +695,7 @@ impl Default for BrokerConfig {
             log_cleaner_io_buffer_size: 512 * 1024,
             log_cleaner_threads: 1,
             offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             group_initial_rebalance_delay_ms: 3000,
@@ -685,6 +714,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             transaction_state_log_num_partitions: 50,
+            transaction_state_log_segment_bytes: 100 * 1024 * 1024,
             transaction_state_log_replication_factor: 3,
             transaction_state_log_min_isr: 2,
             transaction_max_timeout_ms: 900_000,
@@ -921,6 +951,12 @@ impl BrokerConfig {
                     return Err(bad(key, value, "must be between 1 and 2147483647"));
                 }
                 self.producer_id_expiration_check_interval_ms = v;
+            }
+            "offsets.topic.segment.bytes" => {
+                self.offsets_topic_segment_bytes = internal_segment_bytes(key, value)?;
+            }
+            "transaction.state.log.segment.bytes" => {
+                self.transaction_state_log_segment_bytes = internal_segment_bytes(key, value)?;
             }
             "offsets.topic.num.partitions" => {
                 let v: i32 = parse_num(key, value)?;
@@ -1291,6 +1327,10 @@ impl BrokerConfig {
             "log.cleaner.threads" => self.log_cleaner_threads.to_string(),
             "log.preallocate.ahead.bytes" => self.topic_defaults.preallocate_bytes.to_string(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
+            "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes.to_string(),
+            "transaction.state.log.segment.bytes" => {
+                self.transaction_state_log_segment_bytes.to_string()
+            }
             "transaction.state.log.num.partitions" => {
                 self.transaction_state_log_num_partitions.to_string()
             }

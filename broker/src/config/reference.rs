@@ -417,6 +417,13 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "Partitions of `__consumer_offsets`.",
     ),
     broker(
+        "offsets.topic.segment.bytes",
+        "int",
+        "104857600",
+        "`segment.bytes` of `__consumer_offsets` when it is created (the log cleaner compacts \
+         closed segments only, so smaller segments are compacted sooner).",
+    ),
+    broker(
         "offsets.topic.replication.factor",
         "short",
         "3",
@@ -550,6 +557,12 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "int",
         "2",
         "`min.insync.replicas` of `__transaction_state` (cluster mode).",
+    ),
+    broker(
+        "transaction.state.log.segment.bytes",
+        "int",
+        "104857600",
+        "`segment.bytes` of `__transaction_state` when it is created.",
     ),
     broker(
         "transaction.state.log.num.partitions",

@@ -86,7 +86,10 @@ pub async fn ensure_state_topic(shard: &Rc<Shard>) {
     };
     let mut configs = std::collections::BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        config.transaction_state_log_segment_bytes.to_string(),
+    );
     configs.insert("min.insync.replicas".to_string(), min_isr.to_string());
     configs.insert(
         "unclean.leader.election.enable".to_string(),

@@ -655,9 +655,7 @@ async fn shard_life(
 /// commit of each group, partition and the latest group metadata) with
 /// `offsets.topic.num.partitions` partitions.
 async fn create_offsets_topic(shard: &Rc<Shard>) {
-    let mut configs = std::collections::BTreeMap::new();
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+    let configs = shard.config.offsets_topic_configs();
     let spec = crate::shard::topics::TopicSpec {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_num_partitions,

@@ -278,6 +278,7 @@ impl PartitionLog {
 
     /// How much is cleanable now, and whether a cleaning is due.
     pub fn cleanable(&self, p: &CleanParams) -> Cleanable {
+        self.take_synced_progress();
         let segs = self.segments.borrow();
         let first_dirty = self.first_dirty_offset();
         let lag_bound = p.now_ms.saturating_sub(p.min_compaction_lag_ms);

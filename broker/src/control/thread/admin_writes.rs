@@ -23,9 +23,7 @@ impl Control {
         if self.view.brokers.len() < rf.max(1) as usize {
             return;
         }
-        let mut configs = BTreeMap::new();
-        configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+        let configs = self.config.offsets_topic_configs();
         let id = crate::base::random::random_bytes::<16>();
         let partitions = self.config.offsets_topic_num_partitions;
         match self
