@@ -109,8 +109,34 @@ async fn replace_file(
     Ok(())
 }
 
+/// A partition directory, opened only for the moment of an fsync (after files in it were
+/// created, renamed or removed): a partition holds no descriptor for it in between, which
+/// matters with thousands of partitions under one descriptor limit.
+#[derive(Debug)]
+pub struct DirHandle {
+    path: std::path::PathBuf,
+}
+
+impl DirHandle {
+    pub fn new(path: &Path) -> DirHandle {
+        DirHandle {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// fsync of the directory (its entries).
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        let d = Directory::open(&self.path).await?;
+        let synced = d.sync().await;
+        let closed = d.close().await;
+        synced?;
+        closed?;
+        Ok(())
+    }
+}
+
 /// Replaces the checkpoint atomically (fdatasync before the rename, directory fsync after).
-pub async fn write(dir: &Path, dir_handle: &Directory, cp: Checkpoint) -> Result<(), StorageError> {
+pub async fn write(dir: &Path, dir_handle: &DirHandle, cp: Checkpoint) -> Result<(), StorageError> {
     replace_file(
         &dir.join(CHECKPOINT_TMP_FILE),
         &dir.join(CHECKPOINT_FILE),

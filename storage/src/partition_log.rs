@@ -23,16 +23,16 @@ use std::sync::Arc;
 
 use futures_lite::future::zip;
 use shardlog_protocol::batch::{self, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
-use shardlog_runtime::fs::Directory;
 use shardlog_runtime::{Permit, Semaphore};
 
 use crate::checkpoint::{
-    self, Checkpoint, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, HIGH_WATERMARK_FILE,
+    self, Checkpoint, DirHandle, CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, HIGH_WATERMARK_FILE,
     HIGH_WATERMARK_TMP_FILE,
 };
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::{self, NO_TIMESTAMP};
+use crate::index_cache::IndexKind;
 use crate::policy::{self, IncomingAppend, MAX_SEGMENT_BYTES};
 use crate::scan::{self, WalkError};
 use crate::segment::{
@@ -142,7 +142,7 @@ pub struct SegmentInfo {
 /// One partition's log. See the module documentation for the concurrency contract.
 pub struct PartitionLog {
     dir: PathBuf,
-    dir_handle: Directory,
+    dir_handle: DirHandle,
     cfg: Cell<LogConfig>,
     /// Sorted by base offset; contiguous (each base is the previous segment's next offset);
     /// the last one is the active segment. Never empty outside `truncate_fully`.
@@ -197,7 +197,7 @@ impl PartitionLog {
     ) -> Result<PartitionLog, StorageError> {
         cfg.validate()?;
         std::fs::create_dir_all(&dir)?;
-        let dir_handle = Directory::open(&dir).await?;
+        let dir_handle = DirHandle::new(&dir);
         let now = now_ms();
         let swapped = cleaner::complete_swaps(&dir).await?;
         let cleaner_cp = cleaner::read_cleaner_checkpoint(&dir);
@@ -294,7 +294,6 @@ impl PartitionLog {
                         replayed.push(active.clone());
                     }
                 }
-                active.open_index_files().await?
             }
             None => {
                 let base = cp.map_or(0, |c| c.log_start_offset);
@@ -489,11 +488,6 @@ impl PartitionLog {
         }
 
         let seg = self.active();
-        let files = seg
-            .index_files
-            .borrow()
-            .clone()
-            .expect("the active segment has its index files open");
         let (position, builder, new_offsets, new_times, mut offset_write, mut time_write) = {
             let st = seg.state.borrow();
             let mut builder = st.builder;
@@ -539,11 +533,12 @@ impl PartitionLog {
             cfg.preallocate_bytes,
             cfg.segment_bytes,
         );
-        let write_index = |file, w: &mut Option<segment::IndexWrite>| {
+        let write_index = |kind, w: &mut Option<segment::IndexWrite>| {
             let w = w.as_mut().map(|w| (std::mem::take(&mut w.bytes), w.at));
+            let seg = &seg;
             async move {
                 match w {
-                    Some((bytes, at)) => segment::write_all(file, bytes, at).await,
+                    Some((bytes, at)) => seg.write_index(kind, bytes, at).await,
                     None => Ok(()),
                 }
             }
@@ -551,8 +546,8 @@ impl PartitionLog {
         let (log_w, (offset_w, (time_w, ()))) = zip(
             segment::write_all(&seg.log, buf, position),
             zip(
-                write_index(&files.offset, &mut offset_write),
-                zip(write_index(&files.time, &mut time_write), async {
+                write_index(IndexKind::Offset, &mut offset_write),
+                zip(write_index(IndexKind::Time, &mut time_write), async {
                     if let Some(to) = reserve {
                         seg.reserve(to).await;
                     }
@@ -571,8 +566,12 @@ impl PartitionLog {
                     (st.time_index_persisted * index::TIME_ENTRY_LEN) as u64,
                 )
             };
-            let _ = files.offset.truncate(offset_at).await;
-            let _ = files.time.truncate(time_at).await;
+            if offset_write.is_some() {
+                let _ = seg.truncate_index(IndexKind::Offset, offset_at).await;
+            }
+            if time_write.is_some() {
+                let _ = seg.truncate_index(IndexKind::Time, time_at).await;
+            }
             return Err(e);
         }
         {
@@ -748,7 +747,7 @@ impl PartitionLog {
             (end, last) = walked.map_err(|e| seg.walk_error(e))?;
         }
         Ok(ReadSlice::File(FileSlice {
-            file: seg.read_fd.clone(),
+            file: seg.read_fd()?,
             segment_base_offset: seg.base_offset,
             position: start,
             len: end - start,
@@ -767,7 +766,7 @@ impl PartitionLog {
             .and_then(|i| self.segment_at(i));
         let len = usize::try_from(fs.len)
             .map_err(|_| StorageError::InvalidAppend("slice too large".into()))?;
-        if let Some(seg) = seg.filter(|s| Arc::ptr_eq(&s.read_fd, &fs.file)) {
+        if let Some(seg) = seg.filter(|s| s.is_read_fd(&fs.file)) {
             let bytes = seg.log.read_at(fs.position, len).await?;
             if bytes.len() != len {
                 return Err(io::Error::new(
@@ -1304,7 +1303,6 @@ impl PartitionLog {
         for seg in segments {
             seg.close().await?;
         }
-        self.dir_handle.close().await?;
         Ok(())
     }
 
@@ -1315,7 +1313,6 @@ impl PartitionLog {
         for seg in segments {
             seg.close().await?;
         }
-        self.dir_handle.close().await?;
         let dir = self.dir;
         shardlog_runtime::blocking(move || std::fs::remove_dir_all(&dir)).await?;
         Ok(())

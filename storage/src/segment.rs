@@ -359,7 +359,10 @@ pub struct Segment {
     pub base_offset: i64,
     pub log_path: PathBuf,
     pub log: BufferedFile,
-    pub read_fd: Arc<File>,
+    /// A plain descriptor of the `.log` for `sendfile` and blocking reads, opened at the
+    /// segment's first read (most segments of a broker with many partitions are never read
+    /// between two starts; each open file counts against the process's descriptor limit).
+    read_fd: RefCell<Option<Arc<File>>>,
     pub state: RefCell<SegmentState>,
     pub index_files: RefCell<Option<Rc<IndexFiles>>>,
     /// The transactions aborted by markers in this segment (its `.txnindex`), in marker order.
@@ -512,17 +515,22 @@ impl Segment {
     ) -> Result<Segment, StorageError> {
         let log_path = path_for(dir, base_offset, LOG_SUFFIX);
         let log = open_rw(&log_path, true).await?;
-        let read_fd = Arc::new(File::open(&log_path)?);
-        let offset = open_rw(&path_for(dir, base_offset, INDEX_SUFFIX), true).await?;
-        let time = open_rw(&path_for(dir, base_offset, TIME_INDEX_SUFFIX), true).await?;
+        // Empty index files from the start (stale ones of that name emptied); they are opened
+        // again only to write a page of entries, at a roll and at close.
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            open_rw(&path_for(dir, base_offset, suffix), true)
+                .await?
+                .close()
+                .await?;
+        }
         remove_if_exists(&path_for(dir, base_offset, TXN_INDEX_SUFFIX)).await?;
         Ok(Segment {
             base_offset,
             log_path,
             log,
-            read_fd,
+            read_fd: RefCell::new(None),
             state: RefCell::new(SegmentState::empty(base_offset, now_ms)),
-            index_files: RefCell::new(Some(Rc::new(IndexFiles { offset, time }))),
+            index_files: RefCell::new(None),
             aborted: RefCell::new(Vec::new()),
         })
     }
@@ -531,8 +539,7 @@ impl Segment {
     pub async fn open(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
         let log_path = path_for(dir, base_offset, LOG_SUFFIX);
         let log = open_rw(&log_path, false).await?;
-        let read_fd = File::open(&log_path)?;
-        let meta = read_fd.metadata()?;
+        let meta = std::fs::metadata(&log_path)?;
         let last_modified_ms = meta
             .modified()
             .ok()
@@ -546,11 +553,74 @@ impl Segment {
             base_offset,
             log_path,
             log,
-            read_fd: Arc::new(read_fd),
+            read_fd: RefCell::new(None),
             state: RefCell::new(state),
             index_files: RefCell::new(None),
             aborted: RefCell::new(Vec::new()),
         })
+    }
+
+    /// The `.log`'s plain descriptor (see `read_fd`), opened now if not yet.
+    pub fn read_fd(&self) -> Result<Arc<File>, StorageError> {
+        if let Some(f) = self.read_fd.borrow().as_ref() {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(&self.log_path)?);
+        *self.read_fd.borrow_mut() = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Whether `file` is this segment's plain descriptor.
+    pub fn is_read_fd(&self, file: &Arc<File>) -> bool {
+        self.read_fd
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, file))
+    }
+
+    /// Writes index bytes at `at` in the file of `kind`: through the open index files (at a
+    /// roll or close), else opened for this write only. Entries reach the files a page at a
+    /// time, so an active segment holds no index descriptor between writes.
+    pub async fn write_index(
+        &self,
+        kind: IndexKind,
+        bytes: Vec<u8>,
+        at: u64,
+    ) -> Result<(), StorageError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let open = self.index_files.borrow().clone();
+        if let Some(files) = open {
+            let file = match kind {
+                IndexKind::Offset => &files.offset,
+                IndexKind::Time => &files.time,
+            };
+            return write_all(file, bytes, at).await;
+        }
+        let file = open_rw(&self.index_path_of(kind), false).await?;
+        let written = write_all(&file, bytes, at).await;
+        let closed = file.close().await;
+        written?;
+        closed?;
+        Ok(())
+    }
+
+    /// Cuts the index file of `kind` to `len` bytes (after a failed append; best effort).
+    pub async fn truncate_index(&self, kind: IndexKind, len: u64) -> Result<(), StorageError> {
+        let file = open_rw(&self.index_path_of(kind), false).await?;
+        let cut = file.truncate(len).await;
+        let closed = file.close().await;
+        cut?;
+        closed?;
+        Ok(())
+    }
+
+    fn index_path_of(&self, kind: IndexKind) -> PathBuf {
+        match kind {
+            IndexKind::Offset => self.index_path(),
+            IndexKind::Time => self.time_index_path(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -1362,7 +1432,7 @@ impl Segment {
         }
     }
 
-    /// Makes this the active segment: opens its index files for appending.
+    /// Opens the index files (for a roll's or close's final write and sync).
     pub async fn open_index_files(&self) -> Result<(), StorageError> {
         if self.index_files.borrow().is_some() {
             return Ok(());
@@ -1394,7 +1464,10 @@ impl Segment {
     }
 
     /// Writes index entries that are in memory but not yet in the (open) index files.
+    /// Opens the index files for the sync that follows (a roll, a close); `close_index_files`
+    /// closes them.
     pub async fn persist_index_tail(&self) -> Result<(), StorageError> {
+        self.open_index_files().await?;
         let Some(files) = self.index_files.borrow().clone() else {
             return Ok(());
         };
@@ -1503,7 +1576,7 @@ impl Segment {
                 self.next_offset()
             )));
         }
-        self.open_index_files().await
+        Ok(())
     }
 
     /// Finds the batch that contains `offset` (the first whose last offset is `>= offset`)

@@ -819,3 +819,59 @@ fn disk_is_reserved_ahead_of_appends_and_given_back_at_roll() {
         log.close().await.unwrap();
     });
 }
+
+/// Open descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A partition holds one descriptor while idle (its active `.log`): index files and the
+/// directory are opened only for a write or a sync, the plain read descriptor at the first
+/// read. With thousands of partitions under one descriptor limit, each one counts.
+#[test]
+fn an_idle_partition_holds_one_descriptor() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        const N: usize = 20;
+        let cfg = tiny_config(64 * 1024, 256);
+        for i in 0..N {
+            let log = PartitionLog::open(root.join(format!("t-{i}")), cfg, true)
+                .await
+                .unwrap();
+            fill(&log, 50, 4, 100, 1_000).await;
+            log.close().await.unwrap();
+        }
+        let before = open_fds();
+        let mut logs = Vec::new();
+        for i in 0..N {
+            logs.push(
+                PartitionLog::open(root.join(format!("t-{i}")), cfg, true)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(logs[0].log_end_offset() == 200);
+        let opened = open_fds() - before;
+        assert!(opened <= N, "{opened} descriptors for {N} idle partitions");
+        // Appends write index pages through descriptors opened for that write only.
+        for log in &logs {
+            fill(log, 50, 4, 100, 2_000).await;
+        }
+        let appended = open_fds() - before;
+        assert!(appended <= N, "{appended} descriptors after appends");
+        // A read opens the active segment's plain descriptor, once.
+        for log in &logs {
+            for _ in 0..3 {
+                let slice = log.read(0, 1 << 20, log.log_end_offset()).await.unwrap();
+                assert!(matches!(slice, ReadSlice::File(_)));
+            }
+        }
+        let read = open_fds() - before;
+        assert!(read <= 2 * N, "{read} descriptors after reads");
+        for log in logs {
+            log.close().await.unwrap();
+        }
+        assert!(open_fds() <= before, "close leaves no descriptor behind");
+    });
+}

@@ -174,6 +174,34 @@ fn a_thousand_keys_updated_a_thousand_times_read_back_as_a_thousand_records() {
     }
     let out = python_reader.join().expect("python reader");
     assert!(out.contains("kafka-python compacted read ok"), "{out}");
+    // `topic describe` shows the cleaner's progress, from the broker's HTTP endpoint.
+    let admin = format!("127.0.0.1:{}", broker.metrics_port);
+    let described = cli(&[
+        "-b",
+        &b,
+        "topic",
+        "describe",
+        "compacted",
+        "--admin",
+        &admin,
+    ]);
+    assert!(described.contains("log cleaner:"), "{described}");
+    let described = cli(&[
+        "-b",
+        &b,
+        "--json",
+        "topic",
+        "describe",
+        "compacted",
+        "--admin",
+        &admin,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&described).expect("JSON");
+    let cleaned_below = v[0]["cleaner"][0]["first_dirty_offset"].as_i64();
+    assert!(
+        cleaned_below.is_some_and(|o| o >= (rounds - 1) * keys),
+        "{described}"
+    );
     let (_, metrics) = broker.http_get("/metrics").expect("metrics");
     assert!(
         metrics

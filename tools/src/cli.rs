@@ -278,6 +278,11 @@ pub struct TopicDescribeArgs {
     /// Show every configuration entry, including defaults (default: only overrides).
     #[arg(long)]
     pub all_configs: bool,
+    /// The brokers' HTTP endpoints (`metrics.listen`, host:port, comma-separated) asked for
+    /// the log cleaner's progress of compacted topics (the Kafka protocol has no request for
+    /// it). Default: port 9644 of every broker's host in Metadata.
+    #[arg(long, value_delimiter = ',', env = "SHARDLOG_ADMIN")]
+    pub admin: Vec<String>,
 }
 
 #[derive(Debug, Args)]

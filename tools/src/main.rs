@@ -16,6 +16,7 @@
 //!
 //! Data goes to stdout, notes and errors to stderr, so the output can be piped.
 
+mod admin_http;
 mod cli;
 mod cluster;
 mod codec;

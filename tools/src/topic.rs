@@ -241,13 +241,138 @@ pub fn describe(ctx: &Ctx, a: &TopicDescribeArgs, out: &mut dyn Write) -> anyhow
             }
             describe_configs(conn, name).map(Some)
         })?;
-        described.push((meta, configs));
+        let compacted = configs.as_ref().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.name == "cleanup.policy"
+                    && c.value.as_deref().is_some_and(|v| v.contains("compact"))
+            })
+        });
+        let cleaner = if compacted {
+            let admin = admin_addresses(&a.admin, client.metadata());
+            cleaner_progress(&admin, name, ctx.timeout)
+        } else {
+            CleanerView::NotCompacted
+        };
+        described.push((meta, configs, cleaner));
     }
     render_describe(&described, a.all_configs, ctx.json, out)
 }
 
+/// The log cleaner's progress of a compacted topic, from the brokers' HTTP endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CleanerView {
+    /// `cleanup.policy` has no `compact` (or the configs are unknown): nothing to show.
+    NotCompacted,
+    /// No endpoint answered; why.
+    Unavailable(String),
+    /// One row per partition that an endpoint reported (its leader's when several did).
+    Progress(Vec<CleanerRow>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerRow {
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+    /// Offsets below it are compacted.
+    pub first_dirty_offset: i64,
+    /// Bytes of closed segments the cleaner may clean now.
+    pub dirty_bytes: u64,
+}
+
+/// `--admin` as given, else port 9644 of every broker's host in Metadata.
+fn admin_addresses(given: &[String], metadata: &shardlog_client::ClusterMetadata) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    let mut hosts: Vec<String> = metadata
+        .brokers
+        .values()
+        .map(|b| format!("{}:{}", b.host, crate::admin_http::DEFAULT_ADMIN_PORT))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// Asks each endpoint for `GET /v1/partitions/<topic>` and merges the answers.
+fn cleaner_progress(admin: &[String], topic: &str, timeout: Duration) -> CleanerView {
+    let mut rows: BTreeMap<i32, (bool, CleanerRow)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut answered = false;
+    for addr in admin {
+        let body = match crate::admin_http::get(addr, &format!("/v1/partitions/{topic}"), timeout) {
+            Ok((200, body)) => body,
+            // The broker answers but holds no partition of the topic.
+            Ok((404, _)) => {
+                answered = true;
+                continue;
+            }
+            Ok((status, _)) => {
+                failures.push(format!("{addr}: HTTP {status}"));
+                continue;
+            }
+            Err(e) => {
+                failures.push(format!("{addr}: {e}"));
+                continue;
+            }
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&body) else {
+            failures.push(format!("{addr}: not JSON"));
+            continue;
+        };
+        answered = true;
+        for p in v["partitions"].as_array().into_iter().flatten() {
+            let (
+                Some(partition),
+                Some(start),
+                Some(end),
+                Some(size),
+                Some(dirty_from),
+                Some(dirty),
+            ) = (
+                p["partition"].as_i64(),
+                p["log_start_offset"].as_i64(),
+                p["log_end_offset"].as_i64(),
+                p["size_bytes"].as_u64(),
+                p["cleaner"]["first_dirty_offset"].as_i64(),
+                p["cleaner"]["dirty_bytes"].as_u64(),
+            )
+            else {
+                continue;
+            };
+            let leader = p["leader"].as_bool().unwrap_or(false);
+            let row = CleanerRow {
+                partition: partition as i32,
+                log_start_offset: start,
+                log_end_offset: end,
+                size_bytes: size,
+                first_dirty_offset: dirty_from,
+                dirty_bytes: dirty,
+            };
+            match rows.get(&row.partition) {
+                Some((true, _)) => {}
+                Some(_) if !leader => {}
+                _ => {
+                    rows.insert(row.partition, (leader, row));
+                }
+            }
+        }
+    }
+    if !answered {
+        let why = if failures.is_empty() {
+            "no broker address known".to_string()
+        } else {
+            failures.join("; ")
+        };
+        return CleanerView::Unavailable(why);
+    }
+    CleanerView::Progress(rows.into_values().map(|(_, r)| r).collect())
+}
+
 pub fn render_describe(
-    topics: &[(TopicMeta, Option<Vec<ConfigEntry>>)],
+    topics: &[(TopicMeta, Option<Vec<ConfigEntry>>, CleanerView)],
     all_configs: bool,
     json_out: bool,
     out: &mut dyn Write,
@@ -263,7 +388,7 @@ pub fn render_describe(
     if json_out {
         let v: Vec<Value> = topics
             .iter()
-            .map(|(t, configs)| {
+            .map(|(t, configs, cleaner)| {
                 json!({
                     "topic": t.name,
                     "topic_id": t.topic_id,
@@ -284,12 +409,24 @@ pub fn render_describe(
                         "read_only": c.read_only,
                         "sensitive": c.sensitive,
                     })).collect::<Vec<_>>()),
+                    "cleaner": match cleaner {
+                        CleanerView::NotCompacted => Value::Null,
+                        CleanerView::Unavailable(why) => json!({ "unavailable": why }),
+                        CleanerView::Progress(rows) => json!(rows.iter().map(|r| json!({
+                            "partition": r.partition,
+                            "log_start_offset": r.log_start_offset,
+                            "log_end_offset": r.log_end_offset,
+                            "size_bytes": r.size_bytes,
+                            "first_dirty_offset": r.first_dirty_offset,
+                            "dirty_bytes": r.dirty_bytes,
+                        })).collect::<Vec<_>>()),
+                    },
                 })
             })
             .collect();
         return print_json(out, &Value::Array(v));
     }
-    for (i, (t, configs)) in topics.iter().enumerate() {
+    for (i, (t, configs, cleaner)) in topics.iter().enumerate() {
         if i > 0 {
             writeln!(out)?;
         }
@@ -340,6 +477,51 @@ pub fn render_describe(
                     }
                     write!(out, "{}", table.render())?;
                 }
+            }
+        }
+        render_cleaner(cleaner, t.partitions.len(), out)?;
+    }
+    Ok(())
+}
+
+fn render_cleaner(
+    cleaner: &CleanerView,
+    partitions: usize,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match cleaner {
+        CleanerView::NotCompacted => {}
+        CleanerView::Unavailable(why) => writeln!(
+            out,
+            "log cleaner: progress not available ({why}; --admin HOST:PORT names the brokers' metrics.listen)"
+        )?,
+        CleanerView::Progress(rows) => {
+            writeln!(out, "log cleaner:")?;
+            let mut table = Table::new(&[
+                "PARTITION",
+                "LOG START",
+                "LOG END",
+                "SIZE",
+                "CLEANED BELOW",
+                "DIRTY BYTES",
+            ]);
+            for r in rows {
+                table.row(vec![
+                    r.partition.to_string(),
+                    r.log_start_offset.to_string(),
+                    r.log_end_offset.to_string(),
+                    r.size_bytes.to_string(),
+                    r.first_dirty_offset.to_string(),
+                    r.dirty_bytes.to_string(),
+                ]);
+            }
+            write!(out, "{}", table.render())?;
+            if rows.len() < partitions {
+                writeln!(
+                    out,
+                    "({} of {partitions} partitions reported; --admin names the other brokers' metrics.listen)",
+                    rows.len()
+                )?;
             }
         }
     }
@@ -637,7 +819,7 @@ mod tests {
             entry("retention.ms", "1000", 1),
             entry("segment.bytes", "1073741824", 5),
         ];
-        let t = vec![(topic("t", 2, 1), Some(configs))];
+        let t = vec![(topic("t", 2, 1), Some(configs), CleanerView::NotCompacted)];
         let mut out = Vec::new();
         render_describe(&t, false, false, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -656,10 +838,67 @@ mod tests {
         assert_eq!(v[0]["configs"][1]["source"], "default");
         assert_eq!(v[0]["partitions"][1]["partition"], 1);
 
-        let t = vec![(topic("t", 1, 1), None)];
+        assert!(v[0]["cleaner"].is_null());
+        assert!(!text.contains("log cleaner"), "{text}");
+
+        let t = vec![(topic("t", 1, 1), None, CleanerView::NotCompacted)];
         let mut out = Vec::new();
         render_describe(&t, false, false, &mut out).unwrap();
         assert!(String::from_utf8(out).unwrap().contains("not available"));
+    }
+
+    #[test]
+    fn describe_shows_the_cleaner_progress_of_a_compacted_topic() {
+        let row = CleanerRow {
+            partition: 0,
+            log_start_offset: 0,
+            log_end_offset: 1_000_000,
+            size_bytes: 52_000,
+            first_dirty_offset: 990_000,
+            dirty_bytes: 0,
+        };
+        let configs = vec![entry("cleanup.policy", "compact", 1)];
+        let t = vec![(
+            topic("c", 2, 1),
+            Some(configs.clone()),
+            CleanerView::Progress(vec![row]),
+        )];
+        let mut out = Vec::new();
+        render_describe(&t, false, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("log cleaner:\nPARTITION  LOG START  LOG END  SIZE   CLEANED BELOW  DIRTY BYTES\n0          0          1000000  52000  990000         0\n"), "{text}");
+        assert!(text.contains("(1 of 2 partitions reported"), "{text}");
+        let mut out = Vec::new();
+        render_describe(&t, false, true, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["cleaner"][0]["first_dirty_offset"], 990_000);
+
+        let t = vec![(
+            topic("c", 1, 1),
+            Some(configs),
+            CleanerView::Unavailable("127.0.0.1:9: connection refused".into()),
+        )];
+        let mut out = Vec::new();
+        render_describe(&t, false, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("log cleaner: progress not available (127.0.0.1:9: connection refused;"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cleaner_progress_without_an_endpoint_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let v = cleaner_progress(&[format!("127.0.0.1:{port}")], "c", Duration::from_secs(1));
+        assert!(
+            matches!(v, CleanerView::Unavailable(ref why) if why.contains(&port.to_string())),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -256,6 +256,8 @@ pub struct PartitionReport {
     pub records_in: u64,
     pub bytes_out: u64,
     pub records_out: u64,
+    /// `cleanup.policy` includes `compact`.
+    pub compacted: bool,
     /// The log cleaner's progress: offsets below it are cleaned (the log start if never).
     pub cleaner_first_dirty_offset: i64,
     /// Bytes the cleaner may clean now (0 when the topic is not compacted).

@@ -618,6 +618,7 @@ mod tests {
             bytes_out: 5,
             records_out: 1,
             cleaner_first_dirty_offset: 0,
+            compacted: false,
             cleaner_dirty_bytes: 0,
         }
     }

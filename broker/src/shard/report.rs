@@ -49,6 +49,7 @@ pub fn report(shard: &Rc<Shard>) -> ShardReport {
             records_in: c.records_in.get(),
             bytes_out: c.bytes_out.get(),
             records_out: c.records_out.get(),
+            compacted: p.compacted(),
             cleaner_first_dirty_offset,
             cleaner_dirty_bytes,
         });

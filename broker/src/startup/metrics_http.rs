@@ -6,6 +6,9 @@
 //!   watchdog stops a stalled start), 503 otherwise.
 //! - `GET /v1/status/ready`: 200 once every shard serves and, in cluster mode, the broker is
 //!   registered, holds a valid ZooKeeper session and every shard applied the newest metadata.
+//! - `GET /v1/partitions/<topic>`: JSON, the partitions of `<topic>` this broker holds with
+//!   their offsets, size and the log cleaner's progress (what `shardlog-cli topic describe`
+//!   shows for a compacted topic); 404 when it holds none.
 //!
 //! Bounded: requests larger than `METRICS_REQUEST_HEAD_MAX` or slower than `IO_TIMEOUT` are
 //! dropped, and at most `METRICS_CONNECTIONS_MAX` are served at once. A shard is reached only by a message in
@@ -168,12 +171,59 @@ fn route(path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
                 Err(why) => (503, TEXT, format!("{why}\n")),
             }
         }
+        _ if path.starts_with(PARTITIONS_PATH) => {
+            let topic = &path[PARTITIONS_PATH.len()..];
+            let scrape = collect(&endpoint.inboxes);
+            let mut held: Vec<&crate::metrics::PartitionReport> = scrape
+                .reports
+                .iter()
+                .flat_map(|r| &r.partitions)
+                .filter(|p| p.topic == topic)
+                .collect();
+            if held.is_empty() {
+                return (
+                    404,
+                    TEXT,
+                    format!("this broker holds no partition of topic {topic:?}\n"),
+                );
+            }
+            held.sort_by_key(|p| p.partition);
+            (200, "application/json", partitions_json(topic, &held))
+        }
         _ => (
             404,
             TEXT,
-            "not found; try /metrics, /v1/status/live, /v1/status/ready\n".into(),
+            "not found; try /metrics, /v1/status/live, /v1/status/ready, /v1/partitions/<topic>\n"
+                .into(),
         ),
     }
+}
+
+const PARTITIONS_PATH: &str = "/v1/partitions/";
+
+/// The body of `/v1/partitions/<topic>`.
+fn partitions_json(topic: &str, held: &[&crate::metrics::PartitionReport]) -> String {
+    let partitions: Vec<serde_json::Value> = held
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "log_start_offset": p.log_start_offset,
+                "log_end_offset": p.log_end_offset,
+                "high_watermark": p.high_watermark,
+                "size_bytes": p.size_bytes,
+                "compacted": p.compacted,
+                "cleaner": {
+                    "first_dirty_offset": p.cleaner_first_dirty_offset,
+                    "dirty_bytes": p.cleaner_dirty_bytes,
+                },
+            })
+        })
+        .collect();
+    let mut body = serde_json::json!({ "topic": topic, "partitions": partitions }).to_string();
+    body.push('\n');
+    body
 }
 
 /// Asks every shard for its report; shards that do not answer in time are listed as missing.
