@@ -205,7 +205,9 @@ impl PartitionLog {
         dir_changed |= swapped;
         let bases: Vec<i64> = listing.iter().map(|(base, _)| *base).collect();
         let cp = checkpoint::read(&dir)?;
-        // Segments at or after this base are replayed in full (None = after a clean shutdown).
+        let recovery_point = cp.map_or(i64::MIN, |c| c.recovery_point);
+        // Segments at or after this base are replayed in full (None = after a clean shutdown),
+        // the one holding the recovery point only from there.
         let recover_from = if clean_shutdown {
             None
         } else {
@@ -252,6 +254,11 @@ impl PartitionLog {
                         dense,
                     )
                     .await?
+                }
+                // The segment holding the recovery point: synced below it.
+                _ if full && base == recover_from.unwrap_or(i64::MIN) && base < recovery_point => {
+                    seg.load_synced_below(recovery_point, cfg.index_interval_bytes, dense)
+                        .await?
                 }
                 _ => seg.load(full, cfg.index_interval_bytes, dense).await?,
             };

@@ -746,6 +746,22 @@ impl Segment {
         index_interval_bytes: u32,
         dense: bool,
     ) -> Result<LoadOutcome, StorageError> {
+        let synced_below = if full { i64::MIN } else { i64::MAX };
+        self.load_synced_below(synced_below, index_interval_bytes, dense)
+            .await
+    }
+
+    /// `load` of a segment whose offsets below `synced_below` are known synced (the recovery
+    /// point): its tail check reads headers only up to there and validates every batch (CRC
+    /// included) from there on. At or below the base offset it is a full replay; `i64::MAX`
+    /// trusts the whole segment (a clean shutdown).
+    pub async fn load_synced_below(
+        &self,
+        synced_below: i64,
+        index_interval_bytes: u32,
+        dense: bool,
+    ) -> Result<LoadOutcome, StorageError> {
+        let full = synced_below <= self.base_offset;
         let file_size = self.log.file_size().await?;
         let log_size = file_size.min(MAX_SEGMENT_BYTES);
         let index_bytes = read_small_file(&self.index_path()).await?;
@@ -770,30 +786,55 @@ impl Segment {
             let mut anchor_ok = anchor.is_none();
             let (mut new_offsets, mut new_times) = (Vec::new(), Vec::new());
             let expected = self.base_offset + i64::from(start.relative_offset);
-            let end = scan::replay(
-                &self.log,
-                u64::from(start.position),
-                log_size,
-                expected,
-                self.base_offset,
-                dense,
-                |pos, h| {
-                    let rel = (h.base_offset - self.base_offset) as u32;
-                    if let Some(a) = anchor.filter(|a| a.relative_offset == rel) {
-                        anchor_ok = a.timestamp == h.max_timestamp;
-                    }
-                    let (o, t) = builder.on_batch(
-                        rel,
-                        pos as u32,
-                        h.total_len() as u64,
-                        h.max_timestamp,
-                        index_interval_bytes,
-                    );
-                    new_offsets.extend(o);
-                    new_times.extend(t);
-                },
-            )
-            .await?;
+            let mut on_batch = |pos: u64, h: &BatchHeader| {
+                let rel = (h.base_offset - self.base_offset) as u32;
+                if let Some(a) = anchor.filter(|a| a.relative_offset == rel) {
+                    anchor_ok = a.timestamp == h.max_timestamp;
+                }
+                let (o, t) = builder.on_batch(
+                    rel,
+                    pos as u32,
+                    h.total_len() as u64,
+                    h.max_timestamp,
+                    index_interval_bytes,
+                );
+                new_offsets.extend(o);
+                new_times.extend(t);
+            };
+            let (from, base) = (u64::from(start.position), self.base_offset);
+            // Not a full replay: the bytes below `synced_below` were synced (a clean shutdown,
+            // or below the recovery point), so the tail check reads their headers only, and
+            // validates every batch from there. A full replay (an unclean stop past the
+            // recovery point, or a tail that did not chain) checks every CRC.
+            let mut end = if replayed_from_start {
+                scan::replay(
+                    &self.log,
+                    from,
+                    log_size,
+                    expected,
+                    base,
+                    dense,
+                    &mut on_batch,
+                )
+                .await?
+            } else {
+                scan::replay_headers(
+                    &self.log,
+                    from,
+                    log_size,
+                    expected,
+                    base,
+                    dense,
+                    synced_below,
+                    &mut on_batch,
+                )
+                .await?
+            };
+            if !replayed_from_start && end.damage.is_none() && end.valid_end < log_size {
+                let (at, next) = (end.valid_end, end.next_offset);
+                end =
+                    scan::replay(&self.log, at, log_size, next, base, dense, &mut on_batch).await?;
+            }
             let mismatch = match (&end.damage, anchor_ok) {
                 _ if start.position == 0 => None,
                 (Some(damage), _) => Some(damage.clone()),

@@ -143,7 +143,6 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
     let mut survivors = batches.len();
     let s = rng.gen_range(0..segs.len());
     let seg_path = |ext: &str| dir.join(segment_file_name(segs[s].base_offset, ext));
-    let first_in_seg = located.iter().position(|(si, _)| *si == s);
     match damage {
         Damage::CutLog => {
             let size = segs[s].size_bytes;
@@ -158,16 +157,14 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
                 .unwrap_or(batches.len());
         }
         Damage::FlipLog => {
-            if let Some(first) = first_in_seg {
-                let in_seg: Vec<usize> = (first..batches.len())
-                    .take_while(|&i| located[i].0 == s)
-                    .collect();
-                // Trusted segments: only the last batch is re-validated.
-                let candidates = if s >= replay_from {
-                    in_seg.clone()
-                } else {
-                    vec![*in_seg.last().unwrap()]
-                };
+            // Bytes below the recovery point were synced: open reads only their headers (as
+            // Kafka trusts them), so body damage is looked for, and found, from there on.
+            // (In any segment: after a clean stop nothing is past it and the damage goes
+            // unnoticed, like damage in the middle of a trusted segment.)
+            let candidates: Vec<usize> = (0..batches.len())
+                .filter(|&i| batches[i].last >= rp)
+                .collect();
+            if !candidates.is_empty() {
                 let victim = candidates[rng.gen_range(0..candidates.len())];
                 let len = batches[victim].bytes.len() as u64;
                 // Bytes 12..16 (leader epoch) are outside the CRC: a flip there is undetectable.
@@ -177,7 +174,11 @@ async fn crash_case(seed: u64, damage: Damage) -> (usize, usize) {
                         break w;
                     }
                 };
-                flip(&seg_path("log"), located[victim].1 + within, &mut rng);
+                let victim_path = dir.join(segment_file_name(
+                    segs[located[victim].0].base_offset,
+                    "log",
+                ));
+                flip(&victim_path, located[victim].1 + within, &mut rng);
                 survivors = victim;
             }
         }
@@ -326,9 +327,10 @@ fn crash_cases(seeds: std::ops::Range<u64>) {
                 lost[i] += usize::from(survived < total);
             }
         }
-        // The test itself is sound: damage to a `.log` loses data in most cases, damage to
-        // indexes or stray files never does.
-        assert!(lost[0] * 2 >= n && lost[1] * 2 >= n, "{lost:?}");
+        // The test itself is sound: damage to a `.log` loses data in most cases (a flipped
+        // byte whenever there are batches past the recovery point, so after about half the
+        // stops), damage to indexes or stray files never does.
+        assert!(lost[0] * 2 >= n && lost[1] * 4 >= n, "{lost:?}");
         assert!(lost[2..].iter().all(|l| *l == 0), "{lost:?}");
     });
 }
