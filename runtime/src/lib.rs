@@ -112,6 +112,33 @@ pub fn spawn<T: 'static, F: Future<Output = T> + 'static>(future: F) -> glommio:
     }
 }
 
+/// Runs `f(item)` for every item as tasks of the current shard (request queue), at most
+/// `in_flight` at a time, and returns their results in item order. For many independent
+/// pieces of I/O-bound work (opening or closing thousands of partitions) whose ring round trips
+/// should overlap.
+pub async fn run_in_flight<I, T, F, Fut>(items: I, in_flight: usize, mut f: F) -> Vec<T>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = T> + 'static,
+    T: 'static,
+{
+    let mut running = std::collections::VecDeque::new();
+    let mut out = Vec::new();
+    for item in items {
+        if running.len() >= in_flight.max(1) {
+            if let Some(task) = running.pop_front() {
+                out.push(task.await);
+            }
+        }
+        running.push_back(spawn(f(item)));
+    }
+    for task in running {
+        out.push(task.await);
+    }
+    out
+}
+
 /// Runs `future` on the current shard without waiting for it.
 pub fn spawn_detached<F: Future<Output = ()> + 'static>(future: F) {
     spawn(future).detach();

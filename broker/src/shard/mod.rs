@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use crate::base::errors;
 use crate::base::ids::{BrokerId, PartitionId};
+use crate::base::limits::PARTITION_OPENS_IN_FLIGHT;
 use crate::cluster::control_api::{ControlHandle, ControlRequest, Lease};
 use crate::cluster::metadata::{
     MetadataDelta, MetadataSnapshot, PartitionState, TopicMeta, TopicRegistry,
@@ -378,12 +379,18 @@ impl Shard {
                 .flat_map(|t| (0..t.partitions).map(move |i| (t.clone(), i)))
                 .collect(),
         };
-        for (topic, index) in todo {
-            if self.owner(&topic.name, index) != self.id {
-                continue;
-            }
-            self.apply_partition(&snapshot, &topic, index).await;
-        }
+        // Partitions are applied (opened) up to PARTITION_OPENS_IN_FLIGHT at a time: opening
+        // one is a dozen small ring operations (directory listing, checkpoint and snapshot
+        // reads, index tails), each a round trip; overlapping them is what makes a shard with
+        // thousands of partitions start in seconds.
+        let owned = todo
+            .into_iter()
+            .filter(|(topic, index)| self.owner(&topic.name, *index) == self.id);
+        crate::runtime::rt::run_in_flight(owned, PARTITION_OPENS_IN_FLIGHT, |(topic, index)| {
+            let (shard, snapshot) = (self.clone(), snapshot.clone());
+            async move { shard.apply_partition(&snapshot, &topic, index).await }
+        })
+        .await;
         if !self.producer_expiry_started.replace(true) {
             crate::runtime::rt::spawn_detached(producer_expiry_loop(Rc::downgrade(self)));
         }
@@ -614,18 +621,24 @@ impl Shard {
             .drain()
             .map(|(_, p)| p)
             .collect();
-        let mut all_closed = true;
-        for p in parts {
-            if self.control.is_some() {
-                p.store_high_watermark().await;
-            }
-            let name = format!("{}-{}", p.topic, p.index);
-            if let Err(e) = p.close().await {
-                log::error!("closing {name}: {e}");
-                all_closed = false;
-            }
-        }
-        all_closed
+        // Closed like they were opened, many at a time: each close is a few syncs.
+        let cluster = self.control.is_some();
+        let closed =
+            crate::runtime::rt::run_in_flight(parts, PARTITION_OPENS_IN_FLIGHT, |p| async move {
+                if cluster {
+                    p.store_high_watermark().await;
+                }
+                let name = format!("{}-{}", p.topic, p.index);
+                match p.close().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::error!("closing {name}: {e}");
+                        false
+                    }
+                }
+            })
+            .await;
+        closed.iter().all(|ok| *ok)
     }
 }
 
