@@ -292,10 +292,22 @@ fn consumer_offsets_are_compacted_and_the_last_commit_survives_a_restart() {
     }
     drop(consumer);
     let history = 10 * commits;
+    // Cleaned as far as it can be: no dirty bytes left in closed segments (the active one is
+    // never cleaned), most of the history below the cleaner's progress.
+    let mut progress = String::new();
     let cleaned = wait_until(Duration::from_secs(60), || {
-        broker.log().contains("cleaned __consumer_offsets-0")
+        progress = broker
+            .http_get("/v1/partitions/__consumer_offsets")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&progress).unwrap_or_default();
+        let p0 = &v["partitions"][0]["cleaner"];
+        p0["dirty_bytes"].as_u64() == Some(0)
+            && p0["first_dirty_offset"]
+                .as_i64()
+                .is_some_and(|o| o >= history / 2)
     });
-    assert!(cleaned, "never cleaned\n{}", broker.log_tail(30));
+    assert!(cleaned, "not cleaned: {progress}\n{}", broker.log_tail(30));
     broker.stop();
     broker.restart();
 
@@ -330,9 +342,10 @@ fn consumer_offsets_are_compacted_and_the_last_commit_survives_a_restart() {
         .and_then(|n| n.parse().ok())
         .expect("a record count");
     eprintln!("after the restart: {line}");
-    // What is left: the active segment (at most 64 KiB of commits) plus one record per key.
+    // What is left: the active segment (at most 64 KiB of commits) plus one record per key
+    // (about 630 of the 20,000 here).
     assert!(
-        loaded < history / 4,
+        loaded < history / 10,
         "replayed {loaded} of {history} records: {line}"
     );
 }
