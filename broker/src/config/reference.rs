@@ -417,18 +417,18 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "Partitions of `__consumer_offsets`.",
     ),
     broker(
-        "offsets.topic.segment.bytes",
-        "int",
-        "104857600",
-        "`segment.bytes` of `__consumer_offsets` when it is created (the log cleaner compacts \
-         closed segments only, so smaller segments are compacted sooner).",
-    ),
-    broker(
         "offsets.topic.replication.factor",
         "short",
         "3",
         "Replicas per partition of `__consumer_offsets` (cluster mode; it is created once this \
          many brokers are alive). A standalone broker uses 1.",
+    ),
+    broker(
+        "offsets.topic.segment.bytes",
+        "int",
+        "104857600",
+        "`segment.bytes` of `__consumer_offsets` when it is created (the log cleaner compacts \
+         closed segments only, so smaller segments are compacted sooner).",
     ),
     broker(
         "producer.id.expiration.check.interval.ms",
@@ -559,12 +559,6 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "`min.insync.replicas` of `__transaction_state` (cluster mode).",
     ),
     broker(
-        "transaction.state.log.segment.bytes",
-        "int",
-        "104857600",
-        "`segment.bytes` of `__transaction_state` when it is created.",
-    ),
-    broker(
         "transaction.state.log.num.partitions",
         "int",
         "50",
@@ -577,6 +571,12 @@ pub const BROKER_SETTINGS: &[Setting] = &[
         "3",
         "Replicas per partition of `__transaction_state` (cluster mode). A standalone broker \
          uses 1.",
+    ),
+    broker(
+        "transaction.state.log.segment.bytes",
+        "int",
+        "104857600",
+        "`segment.bytes` of `__transaction_state` when it is created.",
     ),
     broker(
         "transactional.id.expiration.ms",
