@@ -820,9 +820,14 @@ fn disk_is_reserved_ahead_of_appends_and_given_back_at_roll() {
     });
 }
 
-/// Open descriptors of this process.
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// Descriptors of this process open on files under `root` (other tests of this binary run
+/// at the same time and open their own files).
+fn open_fds_under(root: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(root))
+        .count()
 }
 
 /// A partition holds one descriptor while idle (its active `.log`): index files and the
@@ -842,7 +847,7 @@ fn an_idle_partition_holds_one_descriptor() {
             fill(&log, 50, 4, 100, 1_000).await;
             log.close().await.unwrap();
         }
-        let before = open_fds();
+        let before = open_fds_under(&root);
         let mut logs = Vec::new();
         for i in 0..N {
             logs.push(
@@ -852,13 +857,13 @@ fn an_idle_partition_holds_one_descriptor() {
             );
         }
         assert!(logs[0].log_end_offset() == 200);
-        let opened = open_fds() - before;
-        assert!(opened <= N, "{opened} descriptors for {N} idle partitions");
+        let opened = open_fds_under(&root) - before;
+        assert!(opened == N, "{opened} descriptors for {N} idle partitions");
         // Appends write index pages through descriptors opened for that write only.
         for log in &logs {
             fill(log, 50, 4, 100, 2_000).await;
         }
-        let appended = open_fds() - before;
+        let appended = open_fds_under(&root) - before;
         assert!(appended <= N, "{appended} descriptors after appends");
         // A read opens the active segment's plain descriptor, once.
         for log in &logs {
@@ -867,11 +872,14 @@ fn an_idle_partition_holds_one_descriptor() {
                 assert!(matches!(slice, ReadSlice::File(_)));
             }
         }
-        let read = open_fds() - before;
+        let read = open_fds_under(&root) - before;
         assert!(read <= 2 * N, "{read} descriptors after reads");
         for log in logs {
             log.close().await.unwrap();
         }
-        assert!(open_fds() <= before, "close leaves no descriptor behind");
+        assert!(
+            open_fds_under(&root) <= before,
+            "close leaves no descriptor behind"
+        );
     });
 }
